@@ -1,0 +1,64 @@
+"""The domain model: GPU catalog, Problem, Result, validation and JSON.
+
+No I/O beyond reading a JSON file on request, no solvers, no Kubernetes.
+"""
+
+from allocator.model.catalog import CATALOG, GpuModel, MigProfile, whole_gpu_model
+from allocator.model.errors import ProblemError
+from allocator.model.problem import (
+    GPU_MODES,
+    LOCALITIES,
+    UNIT_KINDS,
+    Alternative,
+    Bid,
+    Gpu,
+    Incumbent,
+    MigInstance,
+    Node,
+    Placement,
+    Problem,
+    Unit,
+    Wallet,
+)
+from allocator.model.result import LOSS_REASONS, PAYMENT_RULES, SOLVERS, Loss, Result, Winner
+from allocator.model.serialize import (
+    load_problem,
+    load_result,
+    problem_from_dict,
+    problem_to_dict,
+    result_from_dict,
+    result_to_dict,
+)
+
+__all__ = [
+    "CATALOG",
+    "GPU_MODES",
+    "LOCALITIES",
+    "LOSS_REASONS",
+    "PAYMENT_RULES",
+    "SOLVERS",
+    "UNIT_KINDS",
+    "Alternative",
+    "Bid",
+    "Gpu",
+    "GpuModel",
+    "Incumbent",
+    "Loss",
+    "MigInstance",
+    "MigProfile",
+    "Node",
+    "Placement",
+    "Problem",
+    "ProblemError",
+    "Result",
+    "Unit",
+    "Wallet",
+    "Winner",
+    "load_problem",
+    "load_result",
+    "problem_from_dict",
+    "problem_to_dict",
+    "result_from_dict",
+    "result_to_dict",
+    "whole_gpu_model",
+]

@@ -1,0 +1,86 @@
+"""The outcome of one round: winners with placements, evictions, typed loss reasons, payments.
+
+Pure data, built by the solvers and read by the checker, the CLI and (later) the cluster layer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from allocator.model.problem import Placement
+
+__all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "Loss", "Result", "Winner"]
+
+#: Why a bid lost. ``outbid``: it fit the cluster but others were worth more;
+#: ``does_not_fit``: no alternative fits even the cluster with everything preemptible evicted;
+#: ``over_budget``: every alternative's value exceeds its wallet's balance;
+#: ``below_reserve``: every alternative is below the reserve price of every model it could use.
+LOSS_REASONS = ("outbid", "does_not_fit", "over_budget", "below_reserve")
+PAYMENT_RULES = ("critical", "first-price", "vcg")
+SOLVERS = ("greedy", "local", "cpsat", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class Winner:
+    """A winning bid: which alternative, where each replica goes, what it pays."""
+
+    bid_id: str
+    alternative: int
+    value: float
+    payment: float
+    placements: tuple[Placement, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "placements", tuple(self.placements))
+
+
+@dataclass(frozen=True, slots=True)
+class Loss:
+    """A losing bid and why, with the numbers (``detail``) that explain it."""
+
+    bid_id: str
+    reason: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "detail", MappingProxyType(dict(self.detail)))
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What a solver decided for one round.
+
+    ``welfare`` = value of winners - (value + preemption cost) of evicted incumbents.
+    ``revenue`` = sum of payments. ``utilisation`` maps a GPU model to the fraction of its
+    GPU-equivalents in use after the round (incumbents kept plus winners). ``clearing_prices``
+    maps a model to the lowest payment per GPU-equivalent among its winners. ``stats`` holds
+    solver figures (``time_ms``, ``objective``, ``bound``, ``gap``, ``status``, ...).
+    """
+
+    round_id: str
+    solver: str
+    payment_rule: str
+    status: str
+    winners: tuple[Winner, ...]
+    evicted: tuple[str, ...]
+    losers: tuple[Loss, ...]
+    welfare: float
+    revenue: float
+    utilisation: Mapping[str, float] = field(default_factory=dict)
+    clearing_prices: Mapping[str, float] = field(default_factory=dict)
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("winners", "evicted", "losers"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("utilisation", "clearing_prices", "stats"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    def winner(self, bid_id: str) -> Winner | None:
+        """The winner entry of ``bid_id``, or None if it lost."""
+        for w in self.winners:
+            if w.bid_id == bid_id:
+                return w
+        return None

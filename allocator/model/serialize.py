@@ -1,0 +1,354 @@
+"""Problem and Result <-> plain JSON-able dicts, with errors that name the field path.
+
+The shapes are described by ``allocator/model/schema/*.schema.json`` and ``docs/file-format.md``.
+Unknown keys are rejected (a typo must not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from allocator.model.catalog import GpuModel, whole_gpu_model
+from allocator.model.errors import ProblemError
+from allocator.model.problem import (
+    Alternative,
+    Bid,
+    Gpu,
+    Incumbent,
+    MigInstance,
+    Node,
+    Placement,
+    Problem,
+    Unit,
+    Wallet,
+)
+from allocator.model.result import Loss, Result, Winner
+
+__all__ = [
+    "load_problem",
+    "load_result",
+    "problem_from_dict",
+    "problem_to_dict",
+    "result_from_dict",
+    "result_to_dict",
+]
+
+T = TypeVar("T")
+
+
+def _obj(path: str, data: Any, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ProblemError(path, f"must be an object, got {type(data).__name__}")
+    for key in required:
+        if key not in data:
+            raise ProblemError(f"{path}.{key}" if path else key, "is required")
+    for key in data:
+        if key not in required and key not in optional:
+            raise ProblemError(f"{path}.{key}" if path else str(key), "unknown field")
+    return dict(data)
+
+
+def _list(path: str, data: Any, item: Callable[[str, Any], T]) -> tuple[T, ...]:
+    if not isinstance(data, list):
+        raise ProblemError(path, f"must be a list, got {type(data).__name__}")
+    return tuple(item(f"{path}[{i}]", x) for i, x in enumerate(data))
+
+
+def _build(path: str, cls: Callable[..., T], **kwargs: Any) -> T:
+    """Construct ``cls`` and put ``path`` in front of the field its validation names."""
+    try:
+        return cls(**kwargs)
+    except ProblemError as e:
+        raise e.under(path) from None
+    except TypeError as e:  # e.g. a list where a number belongs, caught by comparisons
+        raise ProblemError(path, f"wrong type: {e}") from None
+
+
+def _mig_instance(path: str, d: Any) -> MigInstance:
+    d = _obj(path, d, ("profile", "start"), ())
+    return _build(path, MigInstance, **d)
+
+
+def _gpu(path: str, d: Any) -> Gpu:
+    d = _obj(path, d, ("index", "model"), ("mode", "nvlink", "mig_instances", "used_milli"))
+    d["mig_instances"] = _list(f"{path}.mig_instances", d.get("mig_instances", []), _mig_instance)
+    return _build(path, Gpu, **d)
+
+
+def _node(path: str, d: Any) -> Node:
+    d = _obj(path, d, ("name",), ("cpu_milli", "memory_mib", "gpus", "rack", "zone", "labels"))
+    d["gpus"] = _list(f"{path}.gpus", d.get("gpus", []), _gpu)
+    labels = d.get("labels", {})
+    if not isinstance(labels, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ProblemError(f"{path}.labels", "must map strings to strings")
+    return _build(path, Node, **d)
+
+
+def _wallet(path: str, d: Any) -> Wallet:
+    return _build(path, Wallet, **_obj(path, d, ("name", "balance"), ()))
+
+
+def _unit(path: str, d: Any) -> Unit:
+    return _build(path, Unit, **_obj(path, d, ("kind",), ("gpus", "profile", "milli")))
+
+
+def _strings(path: str, d: Any) -> tuple[str, ...]:
+    if not isinstance(d, list) or not all(isinstance(x, str) for x in d):
+        raise ProblemError(path, "must be a list of strings")
+    return tuple(d)
+
+
+def _alternative(path: str, d: Any) -> Alternative:
+    d = _obj(
+        path,
+        d,
+        ("value", "unit"),
+        ("replicas", "cpu_milli", "memory_mib", "models", "min_gpu_memory_gb", "locality"),
+    )
+    d["unit"] = _unit(f"{path}.unit", d["unit"])
+    d["models"] = _strings(f"{path}.models", d.get("models", []))
+    return _build(path, Alternative, **d)
+
+
+def _bid(path: str, d: Any) -> Bid:
+    d = _obj(path, d, ("id", "bidder", "wallet", "alternatives"), ())
+    d["alternatives"] = _list(f"{path}.alternatives", d["alternatives"], _alternative)
+    return _build(path, Bid, **d)
+
+
+def _placement(path: str, d: Any) -> Placement:
+    d = _obj(path, d, ("node", "gpus"), ("mig_profile", "mig_start", "milli"))
+    if not isinstance(d["gpus"], list):
+        raise ProblemError(f"{path}.gpus", "must be a list of GPU indices")
+    d["gpus"] = tuple(d["gpus"])
+    return _build(path, Placement, **d)
+
+
+def _incumbent(path: str, d: Any) -> Incumbent:
+    d = _obj(
+        path,
+        d,
+        ("id", "bidder", "value", "placements"),
+        ("cpu_milli", "memory_mib", "preemptible", "preemption_cost", "wallet"),
+    )
+    d["placements"] = _list(f"{path}.placements", d["placements"], _placement)
+    return _build(path, Incumbent, **d)
+
+
+def _extra_model(path: str, d: Any) -> GpuModel:
+    d = _obj(path, d, ("name", "memory_gb"), ("aliases",))
+    aliases = _strings(f"{path}.aliases", d.get("aliases", []))
+    try:
+        return whole_gpu_model(d["name"], d["memory_gb"], *aliases)
+    except ProblemError as e:
+        raise e.under(path) from None
+    except TypeError as e:
+        raise ProblemError(path, f"wrong type: {e}") from None
+
+
+def problem_from_dict(data: Any) -> Problem:
+    """Build and validate a :class:`Problem` from its JSON form."""
+    d = _obj(
+        "",
+        data,
+        ("nodes",),
+        ("wallets", "bids", "incumbents", "reserve_prices", "extra_models", "round_id", "$schema"),
+    )
+    d.pop("$schema", None)
+    reserve = d.get("reserve_prices", {})
+    if not isinstance(reserve, Mapping):
+        raise ProblemError("reserve_prices", "must be an object of model -> price")
+    return _build(
+        "",
+        Problem,
+        nodes=_list("nodes", d["nodes"], _node),
+        wallets=_list("wallets", d.get("wallets", []), _wallet),
+        bids=_list("bids", d.get("bids", []), _bid),
+        incumbents=_list("incumbents", d.get("incumbents", []), _incumbent),
+        reserve_prices=dict(reserve),
+        extra_models=_list("extra_models", d.get("extra_models", []), _extra_model),
+        round_id=d.get("round_id", "round"),
+    )
+
+
+def _placement_to_dict(p: Placement) -> dict[str, Any]:
+    out: dict[str, Any] = {"node": p.node, "gpus": list(p.gpus)}
+    if p.mig_profile is not None:
+        out["mig_profile"] = p.mig_profile
+        out["mig_start"] = p.mig_start
+    if p.milli:
+        out["milli"] = p.milli
+    return out
+
+
+def problem_to_dict(problem: Problem) -> dict[str, Any]:
+    """The JSON form of ``problem`` (round-trips through :func:`problem_from_dict`)."""
+
+    def gpu(g: Gpu) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": g.index, "model": g.model, "mode": g.mode}
+        if g.nvlink is not None:
+            out["nvlink"] = g.nvlink
+        if g.mig_instances:
+            out["mig_instances"] = [{"profile": x.profile, "start": x.start} for x in g.mig_instances]
+        if g.used_milli:
+            out["used_milli"] = g.used_milli
+        return out
+
+    def node(n: Node) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": n.name,
+            "cpu_milli": n.cpu_milli,
+            "memory_mib": n.memory_mib,
+            "gpus": [gpu(g) for g in n.gpus],
+        }
+        for key in ("rack", "zone"):
+            if getattr(n, key) is not None:
+                out[key] = getattr(n, key)
+        if n.labels:
+            out["labels"] = dict(n.labels)
+        return out
+
+    def alternative(a: Alternative) -> dict[str, Any]:
+        unit: dict[str, Any] = {"kind": a.unit.kind}
+        if a.unit.kind == "whole":
+            unit["gpus"] = a.unit.gpus
+        elif a.unit.kind == "mig":
+            unit["profile"] = a.unit.profile
+        else:
+            unit["milli"] = a.unit.milli
+        out: dict[str, Any] = {"value": a.value, "unit": unit, "replicas": a.replicas}
+        if a.cpu_milli:
+            out["cpu_milli"] = a.cpu_milli
+        if a.memory_mib:
+            out["memory_mib"] = a.memory_mib
+        if a.models:
+            out["models"] = list(a.models)
+        if a.min_gpu_memory_gb:
+            out["min_gpu_memory_gb"] = a.min_gpu_memory_gb
+        out["locality"] = a.locality
+        return out
+
+    def incumbent(x: Incumbent) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": x.id,
+            "bidder": x.bidder,
+            "value": x.value,
+            "placements": [_placement_to_dict(p) for p in x.placements],
+            "preemptible": x.preemptible,
+            "preemption_cost": x.preemption_cost,
+        }
+        if x.cpu_milli:
+            out["cpu_milli"] = x.cpu_milli
+        if x.memory_mib:
+            out["memory_mib"] = x.memory_mib
+        if x.wallet is not None:
+            out["wallet"] = x.wallet
+        return out
+
+    return {
+        "round_id": problem.round_id,
+        "nodes": [node(n) for n in problem.nodes],
+        "wallets": [{"name": w.name, "balance": w.balance} for w in problem.wallets],
+        "bids": [
+            {
+                "id": b.id,
+                "bidder": b.bidder,
+                "wallet": b.wallet,
+                "alternatives": [alternative(a) for a in b.alternatives],
+            }
+            for b in problem.bids
+        ],
+        "incumbents": [incumbent(x) for x in problem.incumbents],
+        "reserve_prices": dict(problem.reserve_prices),
+        "extra_models": [
+            {"name": m.name, "memory_gb": m.memory_gb, "aliases": list(m.aliases)}
+            for m in problem.extra_models
+        ],
+    }
+
+
+def result_to_dict(result: Result) -> dict[str, Any]:
+    """The JSON form of ``result``."""
+    return {
+        "round_id": result.round_id,
+        "solver": result.solver,
+        "payment_rule": result.payment_rule,
+        "status": result.status,
+        "welfare": result.welfare,
+        "revenue": result.revenue,
+        "winners": [
+            {
+                "bid_id": w.bid_id,
+                "alternative": w.alternative,
+                "value": w.value,
+                "payment": w.payment,
+                "placements": [_placement_to_dict(p) for p in w.placements],
+            }
+            for w in result.winners
+        ],
+        "evicted": list(result.evicted),
+        "losers": [{"bid_id": x.bid_id, "reason": x.reason, "detail": dict(x.detail)} for x in result.losers],
+        "utilisation": dict(result.utilisation),
+        "clearing_prices": dict(result.clearing_prices),
+        "stats": dict(result.stats),
+    }
+
+
+def result_from_dict(data: Any) -> Result:
+    """Read a :class:`Result` from its JSON form (structure only; use ``verify`` for meaning)."""
+    d = _obj(
+        "",
+        data,
+        ("round_id", "solver", "payment_rule", "status", "winners", "evicted", "losers", "welfare", "revenue"),
+        ("utilisation", "clearing_prices", "stats", "$schema"),
+    )
+
+    def winner(path: str, w: Any) -> Winner:
+        w = _obj(path, w, ("bid_id", "alternative", "value", "payment", "placements"), ())
+        w["placements"] = _list(f"{path}.placements", w["placements"], _placement)
+        return _build(path, Winner, **w)
+
+    def loss(path: str, x: Any) -> Loss:
+        return _build(path, Loss, **_obj(path, x, ("bid_id", "reason"), ("detail",)))
+
+    if not isinstance(d["evicted"], list):
+        raise ProblemError("evicted", "must be a list of incumbent ids")
+    return Result(
+        round_id=d["round_id"],
+        solver=d["solver"],
+        payment_rule=d["payment_rule"],
+        status=d["status"],
+        winners=_list("winners", d["winners"], winner),
+        evicted=tuple(d["evicted"]),
+        losers=_list("losers", d["losers"], loss),
+        welfare=d["welfare"],
+        revenue=d["revenue"],
+        utilisation=d.get("utilisation", {}),
+        clearing_prices=d.get("clearing_prices", {}),
+        stats=d.get("stats", {}),
+    )
+
+
+def _read_json(path: str | Path) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProblemError("", f"cannot read {path}: {e.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProblemError("", f"{path} is not valid JSON: {e}") from None
+
+
+def load_problem(path: str | Path) -> Problem:
+    """Read and validate a problem JSON file."""
+    return problem_from_dict(_read_json(path))
+
+
+def load_result(path: str | Path) -> Result:
+    """Read a result JSON file."""
+    return result_from_dict(_read_json(path))

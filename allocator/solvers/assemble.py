@@ -1,0 +1,137 @@
+"""What every solver hands back (:class:`Allocation`) and how it becomes a :class:`Result`.
+
+One place computes welfare, revenue, utilisation and clearing prices, so that solvers differ
+only in the allocation they find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from allocator.model import Loss, Placement, Problem, Result, Winner
+
+__all__ = ["Allocation", "build_result", "gpu_equivalent", "welfare"]
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """A solver's decision before payments: winning alternatives with placements, evictions.
+
+    ``winners`` maps a bid's index in ``problem.bids`` to (alternative index, placements, one per
+    replica). ``evicted`` holds indices into ``problem.incumbents``.
+    """
+
+    winners: Mapping[int, tuple[int, tuple[Placement, ...]]]
+    evicted: frozenset[int] = frozenset()
+    stats: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "winners", MappingProxyType(dict(self.winners)))
+        object.__setattr__(self, "evicted", frozenset(self.evicted))
+        object.__setattr__(self, "stats", MappingProxyType(dict(self.stats)))
+
+
+def welfare(problem: Problem, allocation: Allocation) -> float:
+    """Winners' value minus what the evictions destroy (standing value + preemption cost)."""
+    won = sum(problem.bids[b].alternatives[a].value for b, (a, _) in allocation.winners.items())
+    lost = sum(
+        problem.incumbents[i].value + problem.incumbents[i].preemption_cost
+        for i in allocation.evicted
+    )
+    return won - lost
+
+
+def gpu_equivalent(problem: Problem, node: str, placement: Placement) -> float:
+    """How much of a GPU a placement takes: GPUs, MIG compute share, or milli/1000."""
+    if placement.kind == "whole":
+        return float(len(placement.gpus))
+    if placement.kind == "share":
+        return placement.milli / 1000.0
+    gpu = next(g for g in problem.node(node).gpus if g.index == placement.gpus[0])
+    model = problem.model(gpu.model)
+    profile = model.profile(placement.mig_profile or "")
+    assert profile is not None  # placements reaching here were produced for this problem
+    return model.gpu_equivalent(profile)
+
+
+def _model_of(problem: Problem, placement: Placement) -> str:
+    gpu = next(g for g in problem.node(placement.node).gpus if g.index == placement.gpus[0])
+    return problem.model(gpu.model).name
+
+
+def build_result(
+    problem: Problem,
+    allocation: Allocation,
+    *,
+    solver: str,
+    payment_rule: str,
+    payments: Mapping[int, float],
+    reasons: Mapping[int, tuple[str, Mapping[str, Any]]],
+    status: str,
+    stats: Mapping[str, Any] | None = None,
+) -> Result:
+    """Assemble the :class:`Result` of ``allocation`` with the given payments and loss reasons.
+
+    ``payments`` maps winning bid indices to what they pay; ``reasons`` maps losing bid indices
+    to (reason, detail).
+    """
+    winners = []
+    used: dict[str, float] = {}
+    price: dict[str, float] = {}
+    for b in sorted(allocation.winners):
+        a, placements = allocation.winners[b]
+        bid = problem.bids[b]
+        pay = float(payments[b])
+        winners.append(Winner(bid.id, a, bid.alternatives[a].value, pay, placements))
+        eq_by_model: dict[str, float] = {}
+        for p in placements:
+            m = _model_of(problem, p)
+            eq = gpu_equivalent(problem, p.node, p)
+            used[m] = used.get(m, 0.0) + eq
+            eq_by_model[m] = eq_by_model.get(m, 0.0) + eq
+        total_eq = sum(eq_by_model.values())
+        for m in eq_by_model:
+            if total_eq > 0:
+                price[m] = min(price.get(m, float("inf")), pay / total_eq)
+    for i, inc in enumerate(problem.incumbents):
+        if i in allocation.evicted:
+            continue
+        for p in inc.placements:
+            m = _model_of(problem, p)
+            used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p)
+    capacity: dict[str, float] = {}
+    for n in problem.nodes:
+        for g in n.gpus:
+            m = problem.model(g.model)
+            capacity[m.name] = capacity.get(m.name, 0.0) + 1.0
+            outside = g.used_milli / 1000.0
+            for inst in g.mig_instances:
+                prof = m.profile(inst.profile)
+                assert prof is not None
+                outside += m.gpu_equivalent(prof)
+            if outside:
+                used[m.name] = used.get(m.name, 0.0) + outside
+    losers = [
+        Loss(problem.bids[b].id, reasons[b][0], reasons[b][1])
+        for b in range(len(problem.bids))
+        if b not in allocation.winners
+    ]
+    merged = dict(allocation.stats)
+    merged.update(stats or {})
+    return Result(
+        round_id=problem.round_id,
+        solver=solver,
+        payment_rule=payment_rule,
+        status=status,
+        winners=tuple(winners),
+        evicted=tuple(problem.incumbents[i].id for i in sorted(allocation.evicted)),
+        losers=tuple(losers),
+        welfare=welfare(problem, allocation),
+        revenue=float(sum(payments[b] for b in allocation.winners)),
+        utilisation={m: used.get(m, 0.0) / c for m, c in sorted(capacity.items())},
+        clearing_prices=dict(sorted(price.items())),
+        stats=merged,
+    )
