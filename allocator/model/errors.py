@@ -19,6 +19,8 @@ class ProblemError(ValueError):
 
     def under(self, prefix: str) -> ProblemError:
         """The same error with ``prefix`` put in front of its path."""
+        if not prefix:
+            return self
         if not self.path:
             return ProblemError(prefix, self.message)
         sep = "" if self.path.startswith("[") else "."

@@ -1,0 +1,199 @@
+"""Command line: ``gpu-allocator solve | verify | demo | schema``.
+
+Exit codes: 0 success; 1 the checker found violations; 2 bad input (the message names the field).
+Only argument parsing and output formatting live here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, TextIO
+
+from allocator.model import (
+    PAYMENT_RULES,
+    SOLVERS,
+    Placement,
+    Problem,
+    ProblemError,
+    Result,
+    load_problem,
+    load_result,
+    result_to_dict,
+)
+
+__all__ = ["format_result", "main"]
+
+EXIT_OK = 0
+EXIT_VIOLATIONS = 1
+EXIT_BAD_INPUT = 2
+
+
+def _where(p: Placement) -> str:
+    gpus = ",".join(str(g) for g in p.gpus)
+    if p.mig_profile is not None:
+        return f"{p.node}/gpu{gpus}:{p.mig_profile}@{p.mig_start}"
+    if p.milli:
+        return f"{p.node}/gpu{gpus}:{p.milli}m"
+    return f"{p.node}/gpu{gpus}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return out
+
+
+def _detail(detail: Any) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in dict(detail).items()
+    )
+
+
+def format_result(problem: Problem, result: Result) -> str:
+    """A readable report: who won what, where, at which price; who lost and why."""
+    bids = {b.id: b for b in problem.bids}
+    lines = [
+        f"round {result.round_id}: solver {result.solver} ({result.status}), "
+        f"payments {result.payment_rule}",
+        "",
+        f"Winners ({len(result.winners)} of {len(problem.bids)} bids)",
+    ]
+    rows = []
+    for w in result.winners:
+        b = bids[w.bid_id]
+        a = b.alternatives[w.alternative]
+        unit = {"whole": f"{a.unit.gpus} GPU", "mig": str(a.unit.profile),
+                "share": f"{a.unit.milli}m share"}[a.unit.kind]
+        rows.append([
+            w.bid_id,
+            b.bidder,
+            f"{a.replicas} x {unit}",
+            f"{w.value:,.2f}",
+            f"{w.payment:,.2f}",
+            " ".join(_where(p) for p in w.placements),
+        ])
+    lines += _table(["bid", "agent", "bundle", "bid value", "pays", "placement"], rows)
+    if result.evicted:
+        lines += ["", "Preempted: " + ", ".join(result.evicted)]
+    if result.losers:
+        lines += ["", f"Losers ({len(result.losers)})"]
+        lines += _table(
+            ["bid", "agent", "reason", "numbers"],
+            [[x.bid_id, bids[x.bid_id].bidder, x.reason, _detail(x.detail)] for x in result.losers],
+        )
+    lines += ["", f"welfare {result.welfare:,.2f}   revenue {result.revenue:,.2f}"]
+    if result.clearing_prices:
+        lines.append(
+            "clearing price per GPU-equivalent: "
+            + ", ".join(f"{m} {p:,.2f}" for m, p in result.clearing_prices.items())
+        )
+    lines.append(
+        "utilisation: " + ", ".join(f"{m} {u:.0%}" for m, u in result.utilisation.items())
+    )
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gpu-allocator",
+        description="Clear a combinatorial GPU auction round (wallets, bids, MIG-aware packing).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def solver_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--solver", choices=SOLVERS, default="auto")
+        sp.add_argument("--payments", choices=PAYMENT_RULES, default="critical")
+        sp.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS")
+        sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument("--json", action="store_true", help="print the result as JSON")
+        sp.add_argument("--out", type=Path, help="write the result JSON here")
+
+    s = sub.add_parser("solve", help="solve a problem JSON file")
+    s.add_argument("problem", type=Path)
+    solver_args(s)
+    v = sub.add_parser("verify", help="check a result against its problem")
+    v.add_argument("problem", type=Path)
+    v.add_argument("result", type=Path)
+    d = sub.add_parser("demo", help="solve the built-in example and print who won what")
+    solver_args(d)
+    d.add_argument("--dump-problem", type=Path, help="also write the example problem JSON here")
+    sc = sub.add_parser("schema", help="print the JSON Schema of the problem or result file")
+    sc.add_argument("which", choices=("problem", "result"))
+    return p
+
+
+def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) -> int:
+    from allocator.solvers import solve
+    from allocator.verify import verify
+
+    result = solve(
+        problem,
+        solver=args.solver,
+        payments=args.payments,
+        time_limit=args.time_limit,
+        seed=args.seed,
+    )
+    data = result_to_dict(result)
+    if args.out is not None:
+        args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    if args.json:
+        out.write(json.dumps(data, indent=2) + "\n")
+    else:
+        out.write(format_result(problem, result) + "\n")
+    violations = verify(problem, result)
+    for x in violations:
+        print(f"violation {x.rule} at {x.path}: {x.message}", file=sys.stderr)
+    return EXIT_VIOLATIONS if violations else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``gpu-allocator`` command."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "schema":
+            text = (
+                resources.files("allocator.model")
+                .joinpath("schema", f"{args.which}.schema.json")
+                .read_text(encoding="utf-8")
+            )
+            sys.stdout.write(text)
+            return EXIT_OK
+        if args.command == "demo":
+            from allocator.examples import demo_problem
+            from allocator.model import problem_to_dict
+
+            problem = demo_problem()
+            if args.dump_problem is not None:
+                args.dump_problem.write_text(
+                    json.dumps(problem_to_dict(problem), indent=2) + "\n", encoding="utf-8"
+                )
+            return _solve_and_print(problem, args, sys.stdout)
+        if args.command == "solve":
+            return _solve_and_print(load_problem(args.problem), args, sys.stdout)
+        from allocator.verify import verify
+
+        problem = load_problem(args.problem)
+        result = load_result(args.result)
+        violations = verify(problem, result)
+        for x in violations:
+            print(f"{x.rule} at {x.path}: {x.message}")
+        if not violations:
+            print(f"ok: {len(result.winners)} winners, {len(result.evicted)} evictions, "
+                  "every rule holds")
+        return EXIT_VIOLATIONS if violations else EXIT_OK
+    except ProblemError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
