@@ -1,19 +1,11 @@
-"""Placeholder until the independent checker lands (being written in this session)."""
+"""The independent checker: is a :class:`~allocator.model.Result` valid for its Problem?
 
-from __future__ import annotations
+``verify(problem, result)`` lists every broken rule as a :class:`Violation` (empty: valid);
+``check_or_raise`` raises :class:`ResultInvalid` instead. It reads only ``allocator.model`` and
+must never import the solvers or the C++ core (an import-linter contract enforces that): it is the
+second opinion that property tests hold every solver to.
+"""
 
-from dataclasses import dataclass
-from typing import Any
+from allocator.verify.check import ResultInvalid, Violation, check_or_raise, verify
 
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule."""
-
-    rule: str
-    message: str
-
-
-def verify(problem: Any, result: Any) -> list[Violation]:
-    """Not written yet."""
-    raise NotImplementedError("allocator.verify is not written yet")
+__all__ = ["ResultInvalid", "Violation", "check_or_raise", "verify"]
