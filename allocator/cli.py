@@ -71,16 +71,21 @@ def format_result(problem: Problem, result: Result) -> str:
     for w in result.winners:
         b = bids[w.bid_id]
         a = b.alternatives[w.alternative]
-        unit = {"whole": f"{a.unit.gpus} GPU", "mig": str(a.unit.profile),
-                "share": f"{a.unit.milli}m share"}[a.unit.kind]
-        rows.append([
-            w.bid_id,
-            b.bidder,
-            f"{a.replicas} x {unit}",
-            f"{w.value:,.2f}",
-            f"{w.payment:,.2f}",
-            " ".join(_where(p) for p in w.placements),
-        ])
+        unit = {
+            "whole": f"{a.unit.gpus} GPU",
+            "mig": str(a.unit.profile),
+            "share": f"{a.unit.milli}m share",
+        }[a.unit.kind]
+        rows.append(
+            [
+                w.bid_id,
+                b.bidder,
+                f"{a.replicas} x {unit}",
+                f"{w.value:,.2f}",
+                f"{w.payment:,.2f}",
+                " ".join(_where(p) for p in w.placements),
+            ]
+        )
     lines += _table(["bid", "agent", "bundle", "bid value", "pays", "placement"], rows)
     if result.evicted:
         lines += ["", "Preempted: " + ", ".join(result.evicted)]
@@ -96,9 +101,7 @@ def format_result(problem: Problem, result: Result) -> str:
             "clearing price per GPU-equivalent: "
             + ", ".join(f"{m} {p:,.2f}" for m, p in result.clearing_prices.items())
         )
-    lines.append(
-        "utilisation: " + ", ".join(f"{m} {u:.0%}" for m, u in result.utilisation.items())
-    )
+    lines.append("utilisation: " + ", ".join(f"{m} {u:.0%}" for m, u in result.utilisation.items()))
     return "\n".join(lines)
 
 
@@ -187,8 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for x in violations:
             print(f"{x.rule} at {x.path}: {x.message}")
         if not violations:
-            print(f"ok: {len(result.winners)} winners, {len(result.evicted)} evictions, "
-                  "every rule holds")
+            print(
+                f"ok: {len(result.winners)} winners, {len(result.evicted)} evictions, "
+                "every rule holds"
+            )
         return EXIT_VIOLATIONS if violations else EXIT_OK
     except ProblemError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -38,10 +38,7 @@ def demo_problem() -> Problem:
             memory_mib=512_000,
             rack="r1",
             zone="z1",
-            gpus=tuple(
-                Gpu(i, "A100-SXM4-80GB", "mig", mig_instances=())
-                for i in range(4)
-            ),
+            gpus=tuple(Gpu(i, "A100-SXM4-80GB", "mig", mig_instances=()) for i in range(4)),
         ),
         Node(
             "a100-share",
@@ -85,8 +82,14 @@ def demo_problem() -> Problem:
             "chat-inference",
             "chat-inference",
             (
-                Alternative(4_000, whole(1), replicas=4, cpu_milli=8_000, locality="nvlink",
-                            models=("H100-80GB",)),
+                Alternative(
+                    4_000,
+                    whole(1),
+                    replicas=4,
+                    cpu_milli=8_000,
+                    locality="nvlink",
+                    models=("H100-80GB",),
+                ),
             ),
         ),
         Bid(

@@ -178,7 +178,11 @@ def random_problem(
     n_nodes = max(1, gpus // 8)
     modes_present: set[str] = set()
     for k in range(n_nodes):
-        mode = ("mig", "whole", "shared")[k % 3] if n_nodes >= 3 else rng.choice(("mig", "whole", "shared"))
+        mode = (
+            ("mig", "whole", "shared")[k % 3]
+            if n_nodes >= 3
+            else rng.choice(("mig", "whole", "shared"))
+        )
         modes_present.add(mode)
         model = "A100-SXM4-80GB" if mode != "whole" or k % 2 else "H100-80GB"
         node_gpus = []
@@ -189,13 +193,22 @@ def random_problem(
                 outside = (MigInstance("3g.40gb", 4),)
             if mode == "shared" and rng.random() < 0.3:
                 used = rng.choice((200, 500))
-            node_gpus.append(Gpu(j, model, mode, nvlink=f"nv{j // 4}", mig_instances=outside,
-                                 used_milli=used))
+            node_gpus.append(
+                Gpu(j, model, mode, nvlink=f"nv{j // 4}", mig_instances=outside, used_milli=used)
+            )
         nodes.append(
-            Node(f"n{k}", cpu_milli=96_000, memory_mib=1_000_000, gpus=tuple(node_gpus),
-                 rack=f"r{k // 2}", zone="z0")
+            Node(
+                f"n{k}",
+                cpu_milli=96_000,
+                memory_mib=1_000_000,
+                gpus=tuple(node_gpus),
+                rack=f"r{k // 2}",
+                zone="z0",
+            )
         )
-    bid_list, wallet_list = random_bids(rng, bids, wallets, modes_present, alternatives=alternatives)
+    bid_list, wallet_list = random_bids(
+        rng, bids, wallets, modes_present, alternatives=alternatives
+    )
     incs: list[Incumbent] = []
     for i in range(incumbents):
         node = nodes[rng.randrange(len(nodes))]

@@ -42,14 +42,20 @@ def main() -> int:
         gpus, bids = SIZES[seed % len(SIZES)]
         problem = random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
         out = {"seed": seed, "gpus": problem.gpu_count, "bids": len(problem.bids)}
-        for solver, limit in (("greedy", 1.0), ("local", args.local_time), ("cpsat", args.cpsat_time)):
+        for solver, limit in (
+            ("greedy", 1.0),
+            ("local", args.local_time),
+            ("cpsat", args.cpsat_time),
+        ):
             t0 = time.perf_counter()
             r = solve(problem, solver=solver, payments="first-price", time_limit=limit, seed=seed)
             out[f"{solver}_s"] = time.perf_counter() - t0
             out[f"{solver}_welfare"] = r.welfare
             bad = verify(problem, r)
             if bad:
-                print(f"seed {seed} {solver}: {len(bad)} violations, first: {bad[0]}", file=sys.stderr)
+                print(
+                    f"seed {seed} {solver}: {len(bad)} violations, first: {bad[0]}", file=sys.stderr
+                )
             out[f"{solver}_valid"] = not bad
             if solver == "cpsat":
                 out["cpsat_status"] = r.status

@@ -17,7 +17,7 @@ MEDIA_INDICES = {7, 8}
 
 
 def test_h200_catalog_matches_nvml_placements() -> None:
-    """Every H200 profile NVML reports has a catalog twin: compute, size, legal starts, count, +me."""
+    """Every H200 profile NVML reports has one catalog twin: compute, size, starts, count, +me."""
     device = json.loads(RECORD.read_text(encoding="utf-8"))["devices"][0]
     assert device["name"] == "NVIDIA H200"
     model = CATALOG["H200"]

@@ -45,8 +45,17 @@ def _error(data: dict[str, Any]) -> ProblemError:
 
 def test_catalog_has_every_model_the_issue_names() -> None:
     """Every MIG-capable and whole-only model the spec lists resolves in the catalog."""
-    mig = ["A100-SXM4-40GB", "A100-SXM4-80GB", "A800", "H100-80GB", "H800", "H100-94GB",
-           "H200-141GB", "B200-180GB", "A30-24GB"]
+    mig = [
+        "A100-SXM4-40GB",
+        "A100-SXM4-80GB",
+        "A800",
+        "H100-80GB",
+        "H800",
+        "H100-94GB",
+        "H200-141GB",
+        "B200-180GB",
+        "A30-24GB",
+    ]
     whole = ["T4", "V100-16GB", "V100-32GB", "P100", "A10", "L4", "L40S"]
     assert all(CATALOG[m].mig_capable for m in mig)
     assert not any(CATALOG[m].mig_capable for m in whole)
@@ -70,7 +79,7 @@ def test_catalog_mig_geometry_matches_nvidia_tables() -> None:
 
 
 def test_demo_problem_round_trips_through_json_and_matches_schema() -> None:
-    """problem_to_dict -> JSON -> problem_from_dict gives an equal problem that the schema accepts."""
+    """to_dict -> JSON -> from_dict gives an equal problem, and the schema accepts it."""
     data = json.loads(json.dumps(_base()))
     jsonschema.validate(data, _schema("problem"))
     again = problem_from_dict(data)
@@ -80,35 +89,78 @@ def test_demo_problem_round_trips_through_json_and_matches_schema() -> None:
 @pytest.mark.parametrize(
     ("mutate", "path"),
     [
-        (lambda d: d["bids"][0]["alternatives"][0].__setitem__("value", -1), "bids[0].alternatives[0].value"),
-        (lambda d: d["bids"][1]["alternatives"][0].__setitem__("value", math.nan), "bids[1].alternatives[0].value"),
+        (
+            lambda d: d["bids"][0]["alternatives"][0].__setitem__("value", -1),
+            "bids[0].alternatives[0].value",
+        ),
+        (
+            lambda d: d["bids"][1]["alternatives"][0].__setitem__("value", math.nan),
+            "bids[1].alternatives[0].value",
+        ),
         (lambda d: d["bids"][1].__setitem__("id", d["bids"][0]["id"]), "bids[1].id"),
         (lambda d: d["bids"][2].__setitem__("wallet", "nobody"), "bids[2].wallet"),
-        (lambda d: d["nodes"][0]["gpus"][0].__setitem__("model", "Z9000"), "nodes[0].gpus[0].model"),
-        (lambda d: d["bids"][1]["alternatives"][0]["unit"].__setitem__("profile", "5g.50gb"),
-         "bids[1].alternatives[0].unit.profile"),
-        (lambda d: d["nodes"][0]["gpus"][1].__setitem__("mig_instances", [{"profile": "3g.40gb", "start": 2}]),
-         "nodes[0].gpus[1].mig_instances"),
-        (lambda d: d["incumbents"][1]["placements"][0].__setitem__("mig_start", 0) or
-         d["nodes"][0]["gpus"][0].__setitem__("mig_instances", [{"profile": "4g.40gb", "start": 0}]),
-         "incumbents[1].placements[0]"),
-        (lambda d: d["incumbents"].append({**copy.deepcopy(d["incumbents"][0]), "id": "twin"}),
-         "incumbents[2].placements[0].gpus"),
-        (lambda d: d["bids"][0]["alternatives"][0].__setitem__("locality", "datacenter"),
-         "bids[0].alternatives[0].locality"),
-        (lambda d: [n.pop("rack") for n in d["nodes"]] and
-         d["bids"][0]["alternatives"][0].__setitem__("locality", "rack"),
-         "bids[0].alternatives[0].locality"),
+        (
+            lambda d: d["nodes"][0]["gpus"][0].__setitem__("model", "Z9000"),
+            "nodes[0].gpus[0].model",
+        ),
+        (
+            lambda d: d["bids"][1]["alternatives"][0]["unit"].__setitem__("profile", "5g.50gb"),
+            "bids[1].alternatives[0].unit.profile",
+        ),
+        (
+            lambda d: d["nodes"][0]["gpus"][1].__setitem__(
+                "mig_instances", [{"profile": "3g.40gb", "start": 2}]
+            ),
+            "nodes[0].gpus[1].mig_instances",
+        ),
+        (
+            lambda d: (
+                d["incumbents"][1]["placements"][0].__setitem__("mig_start", 0)
+                or d["nodes"][0]["gpus"][0].__setitem__(
+                    "mig_instances", [{"profile": "4g.40gb", "start": 0}]
+                )
+            ),
+            "incumbents[1].placements[0]",
+        ),
+        (
+            lambda d: d["incumbents"].append({**copy.deepcopy(d["incumbents"][0]), "id": "twin"}),
+            "incumbents[2].placements[0].gpus",
+        ),
+        (
+            lambda d: d["bids"][0]["alternatives"][0].__setitem__("locality", "datacenter"),
+            "bids[0].alternatives[0].locality",
+        ),
+        (
+            lambda d: (
+                [n.pop("rack") for n in d["nodes"]]
+                and d["bids"][0]["alternatives"][0].__setitem__("locality", "rack")
+            ),
+            "bids[0].alternatives[0].locality",
+        ),
         (lambda d: d["wallets"][0].__setitem__("balance", "lots"), "wallets[0].balance"),
         (lambda d: d["bids"][0].__setitem__("colour", "red"), "bids[0].colour"),
-        (lambda d: d["nodes"][1]["gpus"][2].__setitem__("used_milli", 100), "nodes[1].gpus[2].used_milli"),
+        (
+            lambda d: d["nodes"][1]["gpus"][2].__setitem__("used_milli", 100),
+            "nodes[1].gpus[2].used_milli",
+        ),
         (lambda d: d.__setitem__("reserve_prices", {"Z9000": 1}), "reserve_prices.Z9000"),
     ],
     ids=[
-        "negative-value", "nan-value", "duplicate-bid-id", "missing-wallet", "unknown-model",
-        "unknown-profile", "illegal-start", "overlapping-mig", "overlapping-incumbents",
-        "unknown-locality", "locality-without-racks", "balance-not-a-number", "unknown-field",
-        "used-milli-on-whole-gpu", "reserve-unknown-model",
+        "negative-value",
+        "nan-value",
+        "duplicate-bid-id",
+        "missing-wallet",
+        "unknown-model",
+        "unknown-profile",
+        "illegal-start",
+        "overlapping-mig",
+        "overlapping-incumbents",
+        "unknown-locality",
+        "locality-without-racks",
+        "balance-not-a-number",
+        "unknown-field",
+        "used-milli-on-whole-gpu",
+        "reserve-unknown-model",
     ],
 )
 def test_bad_input_names_the_field(mutate: Any, path: str) -> None:
@@ -134,8 +186,18 @@ def test_api_construction_validates_too() -> None:
 def test_mig_instances_legal_layouts_accepted() -> None:
     """4g@0 with 3g@4, and seven 1g instances, are legal outside layouts."""
     gpus = (
-        Gpu(0, "A100-SXM4-40GB", "mig", mig_instances=(MigInstance("4g.20gb", 0), MigInstance("3g.20gb", 4))),
-        Gpu(1, "A100-SXM4-40GB", "mig", mig_instances=tuple(MigInstance("1g.5gb", s) for s in range(7))),
+        Gpu(
+            0,
+            "A100-SXM4-40GB",
+            "mig",
+            mig_instances=(MigInstance("4g.20gb", 0), MigInstance("3g.20gb", 4)),
+        ),
+        Gpu(
+            1,
+            "A100-SXM4-40GB",
+            "mig",
+            mig_instances=tuple(MigInstance("1g.5gb", s) for s in range(7)),
+        ),
     )
     p = Problem(nodes=(Node("n", gpus=gpus),), wallets=(Wallet("w", 1.0),))
     assert p.gpu_count == 2
@@ -143,16 +205,22 @@ def test_mig_instances_legal_layouts_accepted() -> None:
 
 def test_mig_3g0_and_4g0_rejected_together() -> None:
     """3g@0 and 4g@0 overlap, so a GPU holding both is rejected."""
-    g = Gpu(0, "A100-SXM4-40GB", "mig",
-            mig_instances=(MigInstance("4g.20gb", 0), MigInstance("3g.20gb", 0)))
+    g = Gpu(
+        0,
+        "A100-SXM4-40GB",
+        "mig",
+        mig_instances=(MigInstance("4g.20gb", 0), MigInstance("3g.20gb", 0)),
+    )
     with pytest.raises(ProblemError, match="overlaps"):
         Problem(nodes=(Node("n", gpus=(g,)),))
 
 
 def test_unknown_model_accepted_through_extra_models() -> None:
     """A model the catalog lacks is usable once given by name and memory."""
-    data = {"nodes": [{"name": "n", "gpus": [{"index": 0, "model": "G2"}]}],
-            "extra_models": [{"name": "G2", "memory_gb": 16}]}
+    data = {
+        "nodes": [{"name": "n", "gpus": [{"index": 0, "model": "G2"}]}],
+        "extra_models": [{"name": "G2", "memory_gb": 16}],
+    }
     p = problem_from_dict(data)
     assert p.model("G2").memory_gb == 16
     assert _error({"nodes": data["nodes"]}).path == "nodes[0].gpus[0].model"

@@ -8,9 +8,9 @@ The placement unit count (memory slices) is data of each model, never a constant
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from allocator.model.errors import ProblemError
 
@@ -72,6 +72,8 @@ class GpuModel:
             raise ProblemError("memory_gb", f"must be a positive number, got {self.memory_gb!r}")
         if self.mig_units < 0 or (self.mig_units == 0) != (not self.profiles):
             raise ProblemError("mig_units", "MIG profiles need mig_units > 0 and vice versa")
+        if self.mig_units and self.compute_units <= 0:
+            raise ProblemError("compute_units", "a MIG-capable model needs compute_units > 0")
         for p in self.profiles:
             for s in p.starts:
                 if s < 0 or s + p.size > self.mig_units:
@@ -102,7 +104,7 @@ def _table(
     half: float,
     full: float,
 ) -> tuple[MigProfile, ...]:
-    """Build the 8-slice table from explicit profile names (1g, 1g+me, 1g-double, 2g, 3g, 4g, 7g)."""
+    """The 8-slice table from explicit names (1g, 1g+me, 1g-double, 2g, 3g, 4g, 7g)."""
     p1, p1me, p1d, p2, p3, p4, p7 = names
     out = [
         MigProfile(p1, 1, 1, (0, 1, 2, 3, 4, 5, 6), 7, False, one),

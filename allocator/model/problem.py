@@ -9,9 +9,9 @@ This module does no I/O and knows nothing of solvers.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping
 
 from allocator.model.catalog import CATALOG, GpuModel, MigProfile
 from allocator.model.errors import ProblemError
@@ -210,8 +210,12 @@ class Alternative:
             raise ProblemError(
                 "locality", f"must be one of {', '.join(LOCALITIES)}; got {self.locality!r}"
             )
-        if self.locality == "gpu" and self.unit.kind == "whole" and self.replicas > 1:
-            raise ProblemError("locality", "whole-GPU replicas cannot share one GPU")
+        if (
+            self.locality == "gpu"
+            and self.unit.kind == "whole"
+            and (self.replicas > 1 or self.unit.gpus > 1)
+        ):
+            raise ProblemError("locality", "more than one whole GPU cannot fit on one GPU")
 
     @property
     def gpus_per_replica(self) -> int:
@@ -365,13 +369,23 @@ class Problem:
         models: dict[str, GpuModel] = dict(CATALOG)
         for i, m in enumerate(self.extra_models):
             if m.name in models:
-                raise ProblemError(f"extra_models[{i}].name", f"{m.name!r} is already a known model")
+                raise ProblemError(
+                    f"extra_models[{i}].name", f"{m.name!r} is already a known model"
+                )
             for key in (m.name, *m.aliases):
                 models[key] = m
+        canonical: dict[str, float] = {}
         for name, price in self.reserve_prices.items():
             if name not in models:
                 raise ProblemError(f"reserve_prices.{name}", f"unknown GPU model {name!r}")
             _finite_nonneg(f"reserve_prices.{name}", price)
+            if models[name].name in canonical:
+                raise ProblemError(
+                    f"reserve_prices.{name}", f"{models[name].name} already has a reserve price"
+                )
+            canonical[models[name].name] = float(price)
+        # Keys are stored under canonical model names, so lookups need no alias handling.
+        object.__setattr__(self, "reserve_prices", MappingProxyType(canonical))
         return models
 
     def _check_nodes(self, models: Mapping[str, GpuModel]) -> None:
@@ -429,7 +443,9 @@ class Problem:
         for i, inc in enumerate(self.incumbents):
             path = f"incumbents[{i}]"
             if inc.id in ids:
-                raise ProblemError(f"{path}.id", f"id {inc.id!r} is already used by a bid or incumbent")
+                raise ProblemError(
+                    f"{path}.id", f"id {inc.id!r} is already used by a bid or incumbent"
+                )
             ids.add(inc.id)
             if inc.wallet is not None and inc.wallet not in wallets:
                 raise ProblemError(f"{path}.wallet", f"no wallet called {inc.wallet!r}")
@@ -469,7 +485,9 @@ class Problem:
                         )
                     if p.kind == "whole":
                         if milli[key]:
-                            raise ProblemError(f"{path}.gpus", f"GPU {g_index} of {p.node!r} is shared")
+                            raise ProblemError(
+                                f"{path}.gpus", f"GPU {g_index} of {p.node!r} is shared"
+                            )
                         whole_owner[key] = inc.id
                         milli[key] = 1000
                     elif p.kind == "share":
@@ -483,12 +501,17 @@ class Problem:
                         _check_mig_layout(path, models[g.model], mig[key])
         for name, used in cpu.items():
             if used > nodes[name].cpu_milli:
-                raise ProblemError("incumbents", f"incumbents use {used} CPU milli of {name!r}, "
-                                   f"which has {nodes[name].cpu_milli}")
+                raise ProblemError(
+                    "incumbents",
+                    f"incumbents use {used} CPU milli of {name!r}, "
+                    f"which has {nodes[name].cpu_milli}",
+                )
         for name, used in mem.items():
             if used > nodes[name].memory_mib:
-                raise ProblemError("incumbents", f"incumbents use {used} MiB of {name!r}, "
-                                   f"which has {nodes[name].memory_mib}")
+                raise ProblemError(
+                    "incumbents",
+                    f"incumbents use {used} MiB of {name!r}, which has {nodes[name].memory_mib}",
+                )
 
 
 def _check_mig_layout(path: str, model: GpuModel, layout: Iterable[tuple[str, int]]) -> None:
@@ -502,8 +525,9 @@ def _check_mig_layout(path: str, model: GpuModel, layout: Iterable[tuple[str, in
             raise ProblemError(path, f"{model.name} has no MIG profile {profile_name!r}")
         if start not in p.starts:
             raise ProblemError(
-                path, f"{profile_name} cannot start at slot {start} on {model.name} "
-                f"(legal: {list(p.starts)})"
+                path,
+                f"{profile_name} cannot start at slot {start} on {model.name} "
+                f"(legal: {list(p.starts)})",
             )
         for s in range(start, start + p.size):
             if used[s]:

@@ -5,9 +5,10 @@ Pure data, built by the solvers and read by the checker, the CLI and (later) the
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from allocator.model.problem import Placement
 

@@ -7,8 +7,9 @@ Unknown keys are rejected (a typo must not be silently ignored).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from allocator.model.catalog import GpuModel, whole_gpu_model
 from allocator.model.errors import ProblemError
@@ -38,7 +39,9 @@ __all__ = [
 T = TypeVar("T")
 
 
-def _obj(path: str, data: Any, required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
+def _obj(
+    path: str, data: Any, required: tuple[str, ...], optional: tuple[str, ...]
+) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise ProblemError(path, f"must be an object, got {type(data).__name__}")
     for key in required:
@@ -193,7 +196,9 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
         if g.nvlink is not None:
             out["nvlink"] = g.nvlink
         if g.mig_instances:
-            out["mig_instances"] = [{"profile": x.profile, "start": x.start} for x in g.mig_instances]
+            out["mig_instances"] = [
+                {"profile": x.profile, "start": x.start} for x in g.mig_instances
+            ]
         if g.used_milli:
             out["used_milli"] = g.used_milli
         return out
@@ -291,7 +296,10 @@ def result_to_dict(result: Result) -> dict[str, Any]:
             for w in result.winners
         ],
         "evicted": list(result.evicted),
-        "losers": [{"bid_id": x.bid_id, "reason": x.reason, "detail": dict(x.detail)} for x in result.losers],
+        "losers": [
+            {"bid_id": x.bid_id, "reason": x.reason, "detail": dict(x.detail)}
+            for x in result.losers
+        ],
         "utilisation": dict(result.utilisation),
         "clearing_prices": dict(result.clearing_prices),
         "stats": dict(result.stats),
@@ -303,7 +311,17 @@ def result_from_dict(data: Any) -> Result:
     d = _obj(
         "",
         data,
-        ("round_id", "solver", "payment_rule", "status", "winners", "evicted", "losers", "welfare", "revenue"),
+        (
+            "round_id",
+            "solver",
+            "payment_rule",
+            "status",
+            "winners",
+            "evicted",
+            "losers",
+            "welfare",
+            "revenue",
+        ),
         ("utilisation", "clearing_prices", "stats", "$schema"),
     )
 

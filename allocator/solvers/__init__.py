@@ -33,7 +33,9 @@ def _check_args(solver: str, payments: str, time_limit: float, seed: int) -> Non
     if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
         raise ProblemError("time_limit", f"must be a number of seconds, got {time_limit!r}")
     if not math.isfinite(time_limit) or time_limit <= 0:
-        raise ProblemError("time_limit", f"must be a positive number of seconds, got {time_limit!r}")
+        raise ProblemError(
+            "time_limit", f"must be a positive number of seconds, got {time_limit!r}"
+        )
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ProblemError("seed", f"must be an integer >= 0, got {seed!r}")
     if payments == "vcg" and solver not in ("cpsat", "auto"):

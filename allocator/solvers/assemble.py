@@ -105,15 +105,15 @@ def build_result(
     capacity: dict[str, float] = {}
     for n in problem.nodes:
         for g in n.gpus:
-            m = problem.model(g.model)
-            capacity[m.name] = capacity.get(m.name, 0.0) + 1.0
+            gm = problem.model(g.model)
+            capacity[gm.name] = capacity.get(gm.name, 0.0) + 1.0
             outside = g.used_milli / 1000.0
             for inst in g.mig_instances:
-                prof = m.profile(inst.profile)
-                assert prof is not None
-                outside += m.gpu_equivalent(prof)
+                prof = gm.profile(inst.profile)
+                assert prof is not None  # validated by Problem
+                outside += gm.gpu_equivalent(prof)
             if outside:
-                used[m.name] = used.get(m.name, 0.0) + outside
+                used[gm.name] = used.get(gm.name, 0.0) + outside
     losers = [
         Loss(problem.bids[b].id, reasons[b][0], reasons[b][1])
         for b in range(len(problem.bids))
