@@ -147,7 +147,10 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
     )
     data = result_to_dict(result)
     if args.out is not None:
-        args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        except OSError as e:
+            raise ProblemError("--out", f"cannot write {args.out}: {e.strerror}") from None
     if args.json:
         out.write(json.dumps(data, indent=2) + "\n")
     else:
