@@ -1,0 +1,155 @@
+// The auction engine: greedy allocation, local search, critical payments and loss reasons.
+//
+// Ranking. Every (bid, alternative) pair is an item scored by value / size^alpha, size = the
+// alternative's GPU-equivalents (replicas x per-replica equivalent on its smallest usable model).
+// alpha = 0.5 by default: Lehmann, O'Callaghan and Shoham (JACM 2002) show value/sqrt(size) gives
+// the best worst-case ratio for single-minded greedy auctions, and it lets one big gang outrank
+// many small bids only when it is worth it. Items are processed best first (ties: lower bid
+// index); a bid wins with its first item that fits; its wallet must still cover the value.
+//
+// Incumbents. They all start in place. An item first tries resources free in the current state;
+// only if that fails does it search the state with every preemptible incumbent removed, while
+// minimising the value those evictions destroy; it then evicts the fewest/cheapest incumbents that
+// make room and is accepted only if its value exceeds their value + preemption cost (evict only
+// when it pays). Non-preemptible incumbents and outside usage are never touched.
+//
+// Local search (ruin and recreate, seeded): (1) insert a loser at a placement found in the
+// cluster without market work, removing the winners/incumbents it touches; (2) restore an evicted
+// incumbent the same way; (3) drop a random winner and its node neighbours. After each ruin the
+// removed winners and all losers are re-inserted in greedy order. A move is kept if welfare does
+// not drop (ties are kept as plateau moves), so welfare never goes below the start. It stops at
+// the time limit, the iteration limit, or after `patience` moves without a strict gain.
+//
+// Payments (critical). For a winner (b, a): remove b and replay the greedy order from a's rank
+// (from the start for winners greedy did not pick with that alternative); at each position j check
+// whether a would still fit (resources, evictions that pay at the lowered value, wallet). The first
+// j where it does not gives the critical score, converted back to a value; the payment is that
+// value, at least the reserve cost and at most the bid. Replays start from checkpoints of the
+// greedy run, so a payment costs about the replay distance, not a whole greedy.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gpualloc/packing.hpp"
+#include "gpualloc/problem.hpp"
+#include "gpualloc/state.hpp"
+
+namespace gpualloc {
+
+/// A complete allocation together with the occupancy it implies.
+struct Solution {
+  std::vector<int> alt_of_bid;                   ///< winning alternative index (global), -1: lost
+  std::vector<std::vector<Replica>> placements;  ///< per bid, one per replica
+  std::vector<std::uint8_t> evicted;             ///< per incumbent
+  State real;        ///< outside + kept incumbents + winners
+  State pot;         ///< outside + non-preemptible incumbents + winners
+  std::vector<double> penalty;       ///< per GPU: value+cost of kept preemptible incumbents on it
+  std::vector<double> wallet_spent;  ///< per wallet
+  double welfare = 0.0;
+};
+
+/// Why a bid lost.
+enum class LossReason : std::uint8_t { Outbid = 0, DoesNotFit = 1, OverBudget = 2, BelowReserve = 3 };
+
+/// A loss reason with its numbers (name, value) pairs; `model` is a model index or -1.
+struct Explanation {
+  LossReason reason = LossReason::Outbid;
+  std::vector<std::pair<std::string, double>> detail;
+  int model = -1;
+};
+
+/// Parameters of the engine (validated by the constructor).
+struct EngineOptions {
+  double alpha = 0.5;  ///< exponent of size in the ranking score value / size^alpha
+};
+
+/// Figures of the last local search.
+struct LocalStats {
+  std::int64_t iterations = 0;
+  std::int64_t improvements = 0;
+  double seconds = 0.0;
+};
+
+class Engine {
+ public:
+  /// Validates `problem` (InputError on bad data) and builds indexes and the item order.
+  explicit Engine(ProblemData problem, EngineOptions options = {});
+
+  /// All incumbents kept, nothing won.
+  [[nodiscard]] Solution initial() const;
+  /// The greedy allocation (cached after the first call, with checkpoints for payments).
+  const Solution& greedy();
+  /// Local search from `start` (never worse). Deterministic for a seed and `max_iterations`
+  /// when the time limit does not bind. `patience` <= 0 picks a default from the instance size.
+  Solution local(const Solution& start, double time_limit_s, std::uint64_t seed,
+                 std::int64_t max_iterations = -1, std::int64_t patience = 0,
+                 LocalStats* stats = nullptr);
+  /// Build the Solution of an allocation given as winners (bid, alternative index within the
+  /// bid, replicas) and evicted incumbent flags. Throws InputError if it is not feasible.
+  [[nodiscard]] Solution load(const std::vector<int>& bids, const std::vector<int>& alts,
+                              const std::vector<std::vector<Replica>>& replicas,
+                              const std::vector<std::uint8_t>& evicted) const;
+  /// Critical payment of every winner of `sol` (indexed by bid; 0 for losers).
+  std::vector<double> critical_payments(const Solution& sol);
+  /// Loss reason of every losing bid of `sol` (indexed by bid; winners get Outbid, unused).
+  [[nodiscard]] std::vector<Explanation> explain(const Solution& sol) const;
+
+  [[nodiscard]] const ProblemData& problem() const { return p_; }
+  [[nodiscard]] const Packer& packer() const { return packer_; }
+  /// Ranking score of a global alternative index.
+  [[nodiscard]] double score(int alt) const { return score_[alt]; }
+  /// Least value alternative `alt` may have on `model` (reserve x GPU-equivalents).
+  [[nodiscard]] double reserve_cost(int alt, int model) const;
+  /// First global alternative index of bid b (alternatives are contiguous).
+  [[nodiscard]] int first_alt(int bid) const { return bid_first_[bid]; }
+
+ private:
+  struct Candidate {
+    int model;
+    int profile;
+  };
+  struct Undo {
+    std::vector<int> evicted;
+  };
+
+  /// Try to place alternative `alt` at value `value` into `sol`; on success fill `out` (and the
+  /// incumbents to evict, already evicted in `sol` when `commit`); without `commit`, `sol` is
+  /// left as it was.
+  bool try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
+                 bool commit, std::vector<Replica>& out);
+  void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
+  void remove_win(Solution& sol, int bid) const;
+  void evict(Solution& sol, int inc) const;
+  void restore(Solution& sol, int inc) const;
+  bool make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
+                 std::vector<int>& evicted) const;
+  void refill(Solution& sol, std::vector<int> items);
+  [[nodiscard]] bool touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
+                             bool node_level) const;
+
+  ProblemData p_;
+  EngineOptions opt_;
+  Packer packer_;
+  std::vector<int> bid_first_;                       // first alt of bid, size bids+1
+  std::vector<std::vector<Candidate>> cands_;        // per alt: usable (model, profile)
+  std::vector<double> size_;                         // per alt: GPU-equivalents for ranking
+  std::vector<double> score_;                        // per alt
+  std::vector<int> order_;                           // alts, best first
+  std::vector<int> rank_;                            // per alt: position in order_
+  std::vector<std::vector<int>> gpu_incs_, node_incs_;
+  bool any_preemptible_ = false;
+
+  // Greedy cache and checkpoints.
+  bool greedy_done_ = false;
+  Solution greedy_;
+  int checkpoint_every_ = 64;
+  std::vector<Solution> checkpoints_;  // checkpoints_[c]: state before position c*every
+  std::vector<int> greedy_rank_of_bid_;  // position of the winning item, or -1
+};
+
+/// Short name of a loss reason: outbid, does_not_fit, over_budget, below_reserve.
+const char* loss_reason_name(LossReason r);
+
+}  // namespace gpualloc

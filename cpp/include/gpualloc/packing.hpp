@@ -1,0 +1,89 @@
+// Placement of one alternative (a gang of replicas) into a State: topology indexes and the
+// scoring policies.
+//
+// Policies, in one place:
+//  - whole GPUs: best fit. The node (and inside it the NVLink domain) with the fewest free
+//    GPUs of the model that still fits wins, so large free domains stay whole for big gangs;
+//    whole-mode GPUs are used before free shared-mode ones, which are kept for shares.
+//  - shares: FGD (Weng et al., ATC'23). Fragmentation of a GPU with `f` free milli is
+//    F(f) = sum_m p_m * (f if f < req_m else 0) over the round's demand mix p (share sizes and
+//    whole GPUs, weighted by replicas); the GPU whose F grows least wins; ties go to the smallest
+//    leftover, then to already-shared GPUs.
+//  - MIG: every legal (GPU, start) is scored by the loss of "potential" of the GPU's free
+//    slices, potential(mask) = sum over profiles q of w_q * (legal free starts of q), with w_q
+//    growing with size and with demand for q; the smallest loss wins (this keeps large runs
+//    free, e.g. a 1g goes to slice 6 before slice 0), ties go to GPUs already partly carved.
+//  - gangs: locality gpu/nvlink/node tries the candidate domains from the tightest (least free
+//    capacity of the model) upwards and takes the first that holds all replicas; rack/zone/any
+//    does the same over racks/zones/the cluster and places replicas one by one on the best-fit
+//    node of the domain.
+// With an optional per-GPU penalty (the value an eviction there would destroy) as first key,
+// the same search prefers placements that evict the least.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "gpualloc/problem.hpp"
+#include "gpualloc/state.hpp"
+
+namespace gpualloc {
+
+/// Topology indexes and policy tables built once per problem.
+class Packer {
+ public:
+  explicit Packer(const ProblemData& p);
+
+  /// Find a placement of all replicas of `alt` on GPUs of `model` (MIG: `profile` is the
+  /// profile index on that model). `s` is used as scratch and left unchanged on return.
+  /// `penalty` (optional, one entry per GPU) is minimised first. With `first_fit` the first
+  /// feasible domain/GPU is taken (cheaper; used for "would it fit" checks).
+  bool find(State& s, const AlternativeData& alt, int model, int profile,
+            const std::vector<double>* penalty, bool first_fit,
+            std::vector<Replica>& out) const;
+
+  /// Free capacity of `model` in `s` over the whole cluster, in the unit's own measure (free
+  /// whole-capable GPUs, free milli on shared GPUs, free MIG slices).
+  [[nodiscard]] std::int64_t free_capacity(const State& s, UnitKind kind, int model) const;
+
+  /// MIG potential of a free mask on `model` (exposed for tests).
+  [[nodiscard]] double mig_potential(int model, std::uint32_t mask) const {
+    return mig_potential_[model][mask];
+  }
+  /// FGD fragmentation of a shared GPU with `free_milli` free (exposed for tests).
+  [[nodiscard]] double share_fragment(int free_milli) const { return share_fragment_[free_milli]; }
+
+  [[nodiscard]] const std::vector<int>& gpus_of_node(int n) const { return node_gpus_[n]; }
+
+ private:
+  struct Score {
+    double penalty = 0, primary = 0, secondary = 0, tertiary = 0;
+    bool operator<(const Score& o) const {
+      if (penalty != o.penalty) return penalty < o.penalty;
+      if (primary != o.primary) return primary < o.primary;
+      if (secondary != o.secondary) return secondary < o.secondary;
+      return tertiary < o.tertiary;
+    }
+  };
+  bool best_on_node(const State& s, const AlternativeData& alt, int model, int profile, int node,
+                    int nvlink, int only_gpu, const std::vector<double>* penalty, Replica& out,
+                    Score& score) const;
+  bool gang_in(State& s, const AlternativeData& alt, int model, int profile,
+               const std::vector<int>& nodes, int nvlink, int only_gpu,
+               const std::vector<double>* penalty, std::vector<Replica>& out,
+               double* total_penalty, double* total_primary) const;
+  [[nodiscard]] std::int64_t capacity_on(const State& s, UnitKind kind, int model, int node,
+                                         int nvlink) const;
+
+  const ProblemData& p_;
+  std::vector<std::vector<int>> node_gpus_;
+  std::vector<std::vector<int>> model_nodes_;  // nodes holding GPUs of a model
+  std::vector<std::vector<int>> model_gpus_;
+  std::vector<int> nvlink_node_;                // NVLink domain -> its node
+  std::vector<std::vector<int>> rack_nodes_, zone_nodes_;
+  std::vector<int> all_nodes_;
+  std::vector<std::vector<double>> mig_potential_;
+  std::vector<double> share_fragment_;
+};
+
+}  // namespace gpualloc

@@ -1,0 +1,631 @@
+#include "gpualloc/auction.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+namespace gpualloc {
+namespace {
+
+constexpr double kEps = 1e-9;
+
+bool serves(GpuMode mode, UnitKind kind) {
+  switch (kind) {
+    case UnitKind::Whole:
+      return mode != GpuMode::Mig;
+    case UnitKind::Share:
+      return mode == GpuMode::Shared;
+    case UnitKind::Mig:
+      return mode == GpuMode::Mig;
+  }
+  return false;
+}
+
+}  // namespace
+
+const char* loss_reason_name(LossReason r) {
+  switch (r) {
+    case LossReason::Outbid:
+      return "outbid";
+    case LossReason::DoesNotFit:
+      return "does_not_fit";
+    case LossReason::OverBudget:
+      return "over_budget";
+    case LossReason::BelowReserve:
+      return "below_reserve";
+  }
+  return "outbid";
+}
+
+Engine::Engine(ProblemData problem, EngineOptions options)
+    : p_((problem.validate(), std::move(problem))), opt_(options), packer_(p_) {
+  if (!std::isfinite(opt_.alpha) || opt_.alpha < 0 || opt_.alpha > 4) {
+    throw InputError("alpha", "must be in [0, 4]");
+  }
+  const int n_bids = static_cast<int>(p_.bids.size());
+  const int n_alts = static_cast<int>(p_.alternatives.size());
+  bid_first_.assign(static_cast<std::size_t>(n_bids) + 1, n_alts);
+  for (int k = n_alts - 1; k >= 0; --k) bid_first_[p_.alternatives[k].bid] = k;
+  for (int b = n_bids - 1; b >= 0; --b) bid_first_[b] = std::min(bid_first_[b], bid_first_[b + 1]);
+  for (int b = 0; b < n_bids; ++b) {
+    if (bid_first_[b] == bid_first_[b + 1]) {
+      throw InputError("bids[" + std::to_string(b) + "].alternatives", "a bid needs an alternative");
+    }
+  }
+  // Which (model, kind) pairs have GPUs at all.
+  std::vector<std::array<bool, 3>> has(p_.models.size(), {false, false, false});
+  for (const auto& g : p_.gpus) {
+    for (int kd = 0; kd < 3; ++kd) {
+      if (serves(g.mode, static_cast<UnitKind>(kd))) has[g.model][kd] = true;
+    }
+  }
+  cands_.resize(n_alts);
+  size_.assign(n_alts, 1.0);
+  score_.assign(n_alts, 0.0);
+  for (int k = 0; k < n_alts; ++k) {
+    const auto& a = p_.alternatives[k];
+    double min_eq = std::numeric_limits<double>::infinity();
+    for (std::size_t i = 0; i < a.models.size(); ++i) {
+      const int m = a.models[i];
+      const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
+      if (a.kind == UnitKind::Mig && prof < 0) continue;
+      if (!has[m][static_cast<int>(a.kind)]) continue;
+      if (p_.models[m].memory_gb + kEps < a.min_gpu_memory_gb) continue;
+      const double eq = replica_equivalent(p_, a, m, prof) * a.replicas;
+      if (a.value + kEps * std::max(1.0, a.value) < p_.models[m].reserve * eq) continue;
+      cands_[k].push_back({m, prof});
+      min_eq = std::min(min_eq, eq);
+    }
+    std::sort(cands_[k].begin(), cands_[k].end(), [&](const Candidate& x, const Candidate& y) {
+      if (p_.models[x.model].memory_gb != p_.models[y.model].memory_gb) {
+        return p_.models[x.model].memory_gb < p_.models[y.model].memory_gb;
+      }
+      return x.model < y.model;
+    });
+    if (std::isfinite(min_eq) && min_eq > 0) size_[k] = min_eq;
+    score_[k] = a.value / std::pow(size_[k], opt_.alpha);
+  }
+  for (int k = 0; k < n_alts; ++k) {
+    if (!cands_[k].empty()) order_.push_back(k);
+  }
+  std::stable_sort(order_.begin(), order_.end(), [&](int x, int y) {
+    if (score_[x] != score_[y]) return score_[x] > score_[y];
+    return x < y;
+  });
+  rank_.assign(n_alts, -1);
+  for (std::size_t i = 0; i < order_.size(); ++i) rank_[order_[i]] = static_cast<int>(i);
+
+  gpu_incs_.resize(p_.gpus.size());
+  node_incs_.resize(p_.nodes.size());
+  for (std::size_t i = 0; i < p_.incumbents.size(); ++i) {
+    const auto& inc = p_.incumbents[i];
+    if (inc.preemptible) any_preemptible_ = true;
+    for (const auto& r : inc.placements) {
+      for (int g : r.gpus) {
+        auto& v = gpu_incs_[g];
+        if (v.empty() || v.back() != static_cast<int>(i)) v.push_back(static_cast<int>(i));
+      }
+      auto& v = node_incs_[r.node];
+      if (v.empty() || v.back() != static_cast<int>(i)) v.push_back(static_cast<int>(i));
+    }
+  }
+  // Incumbents must be legal together with the outside usage.
+  State s = State::outside_only(p_);
+  for (std::size_t i = 0; i < p_.incumbents.size(); ++i) {
+    const auto& inc = p_.incumbents[i];
+    for (std::size_t j = 0; j < inc.placements.size(); ++j) {
+      const auto& r = inc.placements[j];
+      if (!replica_fits(p_, s, r, inc.cpu_milli, inc.memory_mib)) {
+        throw InputError("incumbents[" + std::to_string(i) + "].placements[" + std::to_string(j) + "]",
+                         "overlaps other usage, exceeds the node or is illegal on its GPU");
+      }
+      apply_replica(p_, s, r, inc.cpu_milli, inc.memory_mib, +1);
+    }
+  }
+  checkpoint_every_ = std::max(32, static_cast<int>(std::sqrt(static_cast<double>(order_.size()))));
+}
+
+double Engine::reserve_cost(int alt, int model) const {
+  const auto& a = p_.alternatives[alt];
+  int prof = -1;
+  for (std::size_t i = 0; i < a.models.size(); ++i) {
+    if (a.models[i] == model) prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
+  }
+  if (model < 0) return 0.0;
+  return p_.models[model].reserve * replica_equivalent(p_, a, model, prof) * a.replicas;
+}
+
+Solution Engine::initial() const {
+  Solution sol;
+  sol.alt_of_bid.assign(p_.bids.size(), -1);
+  sol.placements.resize(p_.bids.size());
+  sol.evicted.assign(p_.incumbents.size(), 0);
+  sol.real = State::outside_only(p_);
+  sol.pot = sol.real;
+  sol.penalty.assign(p_.gpus.size(), 0.0);
+  sol.wallet_spent.assign(p_.wallets.size(), 0.0);
+  for (const auto& inc : p_.incumbents) {
+    for (const auto& r : inc.placements) {
+      apply_replica(p_, sol.real, r, inc.cpu_milli, inc.memory_mib, +1);
+      if (!inc.preemptible) {
+        apply_replica(p_, sol.pot, r, inc.cpu_milli, inc.memory_mib, +1);
+      } else {
+        for (int g : r.gpus) sol.penalty[g] += inc.value + inc.preemption_cost;
+      }
+    }
+  }
+  return sol;
+}
+
+void Engine::evict(Solution& sol, int i) const {
+  const auto& inc = p_.incumbents[i];
+  for (const auto& r : inc.placements) {
+    apply_replica(p_, sol.real, r, inc.cpu_milli, inc.memory_mib, -1);
+    for (int g : r.gpus) sol.penalty[g] -= inc.value + inc.preemption_cost;
+  }
+  sol.evicted[i] = 1;
+  sol.welfare -= inc.value + inc.preemption_cost;
+}
+
+void Engine::restore(Solution& sol, int i) const {
+  const auto& inc = p_.incumbents[i];
+  for (const auto& r : inc.placements) {
+    apply_replica(p_, sol.real, r, inc.cpu_milli, inc.memory_mib, +1);
+    for (int g : r.gpus) sol.penalty[g] += inc.value + inc.preemption_cost;
+  }
+  sol.evicted[i] = 0;
+  sol.welfare += inc.value + inc.preemption_cost;
+}
+
+void Engine::commit_win(Solution& sol, int alt, std::vector<Replica> reps) const {
+  const auto& a = p_.alternatives[alt];
+  for (const auto& r : reps) {
+    apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, +1);
+    apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, +1);
+  }
+  sol.alt_of_bid[a.bid] = alt;
+  if (!sol.placements.empty()) sol.placements[a.bid] = std::move(reps);
+  sol.wallet_spent[p_.bids[a.bid]] += a.value;
+  sol.welfare += a.value;
+}
+
+void Engine::remove_win(Solution& sol, int bid) const {
+  const int alt = sol.alt_of_bid[bid];
+  if (alt < 0) return;
+  const auto& a = p_.alternatives[alt];
+  for (const auto& r : sol.placements[bid]) {
+    apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, -1);
+    apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, -1);
+  }
+  sol.placements[bid].clear();
+  sol.alt_of_bid[bid] = -1;
+  sol.wallet_spent[p_.bids[bid]] -= a.value;
+  sol.welfare -= a.value;
+}
+
+bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
+                       std::vector<int>& evicted) const {
+  const auto cost = [&](int i) {
+    return p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
+  };
+  const auto alive = [&](int i) { return !sol.evicted[i] && p_.incumbents[i].preemptible; };
+  std::size_t applied = 0;
+  bool ok = true;
+  for (const auto& r : reps) {
+    // GPU-level conflicts first: overlapping claims must go, then the cheapest co-tenants.
+    while (!replica_fits(p_, sol.real, r, 0, 0)) {
+      int pick = -1;
+      bool pick_direct = false;
+      for (int g : r.gpus) {
+        for (int i : gpu_incs_[g]) {
+          if (!alive(i)) continue;
+          bool direct = r.kind == UnitKind::Whole;
+          if (r.kind == UnitKind::Mig) {
+            const auto& pr = p_.models[p_.gpus[g].model].profiles[r.profile];
+            const std::uint32_t bits = slice_bits(r.start, pr.size);
+            for (const auto& ir : p_.incumbents[i].placements) {
+              if (ir.kind != UnitKind::Mig || ir.gpus[0] != g) continue;
+              const auto& ipr = p_.models[p_.gpus[g].model].profiles[ir.profile];
+              if (slice_bits(ir.start, ipr.size) & bits) direct = true;
+            }
+          }
+          if (pick < 0 || (direct && !pick_direct) ||
+              (direct == pick_direct && cost(i) < cost(pick))) {
+            pick = i;
+            pick_direct = direct;
+          }
+        }
+      }
+      if (pick < 0) {
+        ok = false;
+        break;
+      }
+      evict(sol, pick);
+      evicted.push_back(pick);
+    }
+    if (!ok) break;
+    while (!replica_fits(p_, sol.real, r, a.cpu_milli, a.memory_mib)) {
+      int pick = -1;
+      for (int i : node_incs_[r.node]) {
+        if (alive(i) && (pick < 0 || cost(i) < cost(pick))) pick = i;
+      }
+      if (pick < 0) {
+        ok = false;
+        break;
+      }
+      evict(sol, pick);
+      evicted.push_back(pick);
+    }
+    if (!ok) break;
+    apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, +1);
+    ++applied;
+  }
+  for (std::size_t i = applied; i-- > 0;) {
+    apply_replica(p_, sol.real, reps[i], a.cpu_milli, a.memory_mib, -1);
+  }
+  return ok;
+}
+
+bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
+                       bool commit, std::vector<Replica>& out) {
+  const auto& a = p_.alternatives[alt];
+  const int w = p_.bids[a.bid];
+  if (sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) return false;
+  for (const auto& c : cands_[alt]) {
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out)) {
+      if (commit) commit_win(sol, alt, out);
+      return true;
+    }
+  }
+  if (!allow_evict || !any_preemptible_) return false;
+  double best_cost = std::numeric_limits<double>::infinity();
+  std::vector<Replica> best, reps;
+  std::vector<int> ev;
+  for (const auto& c : cands_[alt]) {
+    if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps)) continue;
+    ev.clear();
+    const bool ok = make_room(sol, reps, a, ev);
+    double cost = 0;
+    for (int i : ev) cost += p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
+    for (auto it = ev.rbegin(); it != ev.rend(); ++it) restore(sol, *it);
+    if (ok && cost < value - kEps && cost < best_cost) {
+      best_cost = cost;
+      best = reps;
+      if (first_fit) break;
+    }
+  }
+  if (best.empty()) return false;
+  out = best;
+  if (commit) {
+    ev.clear();
+    make_room(sol, best, a, ev);
+    commit_win(sol, alt, best);
+  }
+  return true;
+}
+
+const Solution& Engine::greedy() {
+  if (greedy_done_) return greedy_;
+  Solution sol = initial();
+  greedy_rank_of_bid_.assign(p_.bids.size(), -1);
+  checkpoints_.clear();
+  std::vector<Replica> reps;
+  for (std::size_t pos = 0; pos < order_.size(); ++pos) {
+    if (pos % static_cast<std::size_t>(checkpoint_every_) == 0) {
+      Solution light;
+      light.alt_of_bid = sol.alt_of_bid;
+      light.evicted = sol.evicted;
+      light.real = sol.real;
+      light.pot = sol.pot;
+      light.penalty = sol.penalty;
+      light.wallet_spent = sol.wallet_spent;
+      light.welfare = sol.welfare;
+      checkpoints_.push_back(std::move(light));
+    }
+    const int alt = order_[pos];
+    const int bid = p_.alternatives[alt].bid;
+    if (sol.alt_of_bid[bid] >= 0) continue;
+    if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps)) {
+      greedy_rank_of_bid_[bid] = static_cast<int>(pos);
+    }
+  }
+  greedy_ = std::move(sol);
+  greedy_done_ = true;
+  return greedy_;
+}
+
+Solution Engine::load(const std::vector<int>& bids, const std::vector<int>& alts,
+                      const std::vector<std::vector<Replica>>& replicas,
+                      const std::vector<std::uint8_t>& evicted) const {
+  if (bids.size() != alts.size() || bids.size() != replicas.size()) {
+    throw InputError("winners", "bids, alternatives and placements differ in length");
+  }
+  if (evicted.size() != p_.incumbents.size()) {
+    throw InputError("evicted", "one flag per incumbent expected");
+  }
+  Solution sol = initial();
+  for (std::size_t i = 0; i < evicted.size(); ++i) {
+    if (!evicted[i]) continue;
+    if (!p_.incumbents[i].preemptible) {
+      throw InputError("evicted", "incumbent " + std::to_string(i) + " is not preemptible");
+    }
+    evict(sol, static_cast<int>(i));
+  }
+  for (std::size_t w = 0; w < bids.size(); ++w) {
+    const std::string path = "winners[" + std::to_string(bids[w]) + "]";
+    const int b = bids[w];
+    if (b < 0 || b >= static_cast<int>(p_.bids.size())) throw InputError(path, "no such bid");
+    if (sol.alt_of_bid[b] >= 0) throw InputError(path, "bid wins twice");
+    const int alt = bid_first_[b] + alts[w];
+    if (alts[w] < 0 || alt >= bid_first_[b + 1]) throw InputError(path + ".alternative", "out of range");
+    const auto& a = p_.alternatives[alt];
+    if (static_cast<int>(replicas[w].size()) != a.replicas) {
+      throw InputError(path + ".placements", "one placement per replica expected");
+    }
+    int model = -1;
+    for (const auto& r : replicas[w]) {
+      if (r.kind != a.kind || r.gpus.empty()) throw InputError(path + ".placements", "wrong unit kind");
+      if (a.kind == UnitKind::Whole && static_cast<int>(r.gpus.size()) != a.gpus) {
+        throw InputError(path + ".placements", "wrong number of GPUs");
+      }
+      if (a.kind == UnitKind::Share && r.milli != a.milli) {
+        throw InputError(path + ".placements", "wrong milli");
+      }
+      for (int g : r.gpus) {
+        if (g < 0 || g >= static_cast<int>(p_.gpus.size())) throw InputError(path + ".placements", "no such GPU");
+        if (model >= 0 && p_.gpus[g].model != model) {
+          throw InputError(path + ".placements", "GPUs of more than one model");
+        }
+        model = p_.gpus[g].model;
+      }
+      const auto it = std::find(a.models.begin(), a.models.end(), model);
+      if (it == a.models.end()) throw InputError(path + ".placements", "model not allowed");
+      if (a.kind == UnitKind::Mig && a.profiles[it - a.models.begin()] != r.profile) {
+        throw InputError(path + ".placements", "wrong MIG profile");
+      }
+      if (!replica_fits(p_, sol.real, r, a.cpu_milli, a.memory_mib)) {
+        throw InputError(path + ".placements", "does not fit (overlap, capacity or MIG rule)");
+      }
+      apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, +1);
+      apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, +1);
+    }
+    sol.alt_of_bid[b] = alt;
+    sol.placements[b] = replicas[w];
+    sol.wallet_spent[p_.bids[b]] += a.value;
+    sol.welfare += a.value;
+  }
+  return sol;
+}
+
+bool Engine::touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
+                     bool node_level) const {
+  for (const auto& x : a) {
+    for (const auto& y : b) {
+      if (node_level && x.node == y.node) return true;
+      if (x.node != y.node) continue;
+      for (int g : x.gpus) {
+        if (std::find(y.gpus.begin(), y.gpus.end(), g) != y.gpus.end()) return true;
+      }
+    }
+  }
+  return false;
+}
+
+void Engine::refill(Solution& sol, std::vector<int> items) {
+  std::sort(items.begin(), items.end(), [&](int x, int y) { return rank_[x] < rank_[y]; });
+  items.erase(std::unique(items.begin(), items.end()), items.end());
+  std::vector<Replica> reps;
+  for (int alt : items) {
+    if (rank_[alt] < 0) continue;
+    const int bid = p_.alternatives[alt].bid;
+    if (sol.alt_of_bid[bid] >= 0) continue;
+    try_place(sol, alt, p_.alternatives[alt].value, false, false, true, reps);
+  }
+}
+
+Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t seed,
+                       std::int64_t max_iterations, std::int64_t patience, LocalStats* stats) {
+  if (!std::isfinite(time_limit_s) || time_limit_s < 0) {
+    throw InputError("time_limit", "must be a finite number of seconds >= 0");
+  }
+  if (start.alt_of_bid.size() != p_.bids.size() || start.evicted.size() != p_.incumbents.size()) {
+    throw InputError("start", "allocation does not belong to this problem");
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::mt19937_64 rng(seed);
+  Solution cur = start;
+  const Solution empty = initial();
+  State base = empty.pot;  // outside usage + non-preemptible incumbents only
+
+  std::vector<int> orderable_bids;
+  for (int b = 0; b < static_cast<int>(p_.bids.size()); ++b) {
+    for (int k = bid_first_[b]; k < bid_first_[b + 1]; ++k) {
+      if (rank_[k] >= 0) {
+        orderable_bids.push_back(b);
+        break;
+      }
+    }
+  }
+  if (patience <= 0) {
+    patience = std::clamp<std::int64_t>(10 * static_cast<std::int64_t>(orderable_bids.size()), 200, 5000);
+  }
+  LocalStats st;
+  std::int64_t since_gain = 0;
+  std::vector<Replica> placed;
+  const auto losers_of = [&](const Solution& s) {
+    std::vector<int> items;
+    for (int b : orderable_bids) {
+      if (s.alt_of_bid[b] >= 0) continue;
+      for (int k = bid_first_[b]; k < bid_first_[b + 1]; ++k) {
+        if (rank_[k] >= 0) items.push_back(k);
+      }
+    }
+    return items;
+  };
+  const auto alts_of = [&](int b) {
+    std::vector<int> v;
+    for (int k = bid_first_[b]; k < bid_first_[b + 1]; ++k) {
+      if (rank_[k] >= 0) v.push_back(k);
+    }
+    return v;
+  };
+  while (true) {
+    if (max_iterations >= 0 && st.iterations >= max_iterations) break;
+    if (since_gain >= patience) break;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (elapsed >= time_limit_s) break;
+    ++st.iterations;
+    ++since_gain;
+
+    Solution nxt = cur;
+    std::vector<int> removed;  // alternatives to re-insert
+    const auto drop = [&](int b) {
+      removed.push_back(nxt.alt_of_bid[b]);
+      remove_win(nxt, b);
+    };
+    std::vector<int> evicted_now, winners;
+    for (std::size_t i = 0; i < nxt.evicted.size(); ++i) {
+      if (nxt.evicted[i]) evicted_now.push_back(static_cast<int>(i));
+    }
+    std::vector<int> losers;
+    for (int b : orderable_bids) {
+      if (nxt.alt_of_bid[b] >= 0) winners.push_back(b);
+      else losers.push_back(b);
+    }
+    int move = static_cast<int>(rng() % 6);
+    if (move >= 3) move = 0;  // insertion is the main move
+    if (move == 1 && evicted_now.empty()) move = 0;
+    if (move == 2 && winners.empty()) move = 0;
+    if (move == 0 && losers.empty()) {
+      if (winners.empty()) break;
+      move = 2;
+    }
+
+    bool valid = true;
+    std::vector<Replica> target;
+    int target_alt = -1;
+    if (move == 0) {
+      const int b = losers[rng() % losers.size()];
+      auto alts = alts_of(b);
+      target_alt = alts[rng() % alts.size()];
+      const auto& a = p_.alternatives[target_alt];
+      const auto& cands = cands_[target_alt];
+      const std::size_t first = rng() % cands.size();
+      bool found = false;
+      for (std::size_t t = 0; t < cands.size() && !found; ++t) {
+        const auto& c = cands[(first + t) % cands.size()];
+        found = packer_.find(base, a, c.model, c.profile, nullptr, false, target);
+      }
+      if (!found) {
+        valid = false;
+      } else {
+        // Wallet room: drop the wallet's lowest-scored winners.
+        const int w = p_.bids[b];
+        while (nxt.wallet_spent[w] + a.value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) {
+          int worst = -1;
+          for (int ob : winners) {
+            if (nxt.alt_of_bid[ob] >= 0 && p_.bids[ob] == w &&
+                (worst < 0 || score_[nxt.alt_of_bid[ob]] < score_[nxt.alt_of_bid[worst]])) {
+              worst = ob;
+            }
+          }
+          if (worst < 0) {
+            valid = false;
+            break;
+          }
+          drop(worst);
+        }
+      }
+    } else if (move == 1) {
+      const int i = evicted_now[rng() % evicted_now.size()];
+      target = p_.incumbents[i].placements;
+      target_alt = -1 - i;
+    }
+    if (move == 0 || move == 1) {
+      if (valid) {
+        for (int ob : winners) {
+          if (nxt.alt_of_bid[ob] >= 0 && touches(target, nxt.placements[ob], false)) drop(ob);
+        }
+        for (const auto& r : target) {
+          for (int g : r.gpus) {
+            for (int i : gpu_incs_[g]) {
+              if (!nxt.evicted[i] && p_.incumbents[i].preemptible) evict(nxt, i);
+            }
+          }
+        }
+        // Node CPU/memory: free the target's nodes as needed.
+        const std::int64_t cpu = move == 0 ? p_.alternatives[target_alt].cpu_milli
+                                           : p_.incumbents[-1 - target_alt].cpu_milli;
+        const std::int64_t mem = move == 0 ? p_.alternatives[target_alt].memory_mib
+                                           : p_.incumbents[-1 - target_alt].memory_mib;
+        std::size_t applied = 0;
+        for (const auto& r : target) {
+          while (valid && !replica_fits(p_, nxt.real, r, cpu, mem)) {
+            int victim = -1;
+            for (int ob : winners) {
+              if (nxt.alt_of_bid[ob] < 0) continue;
+              for (const auto& orr : nxt.placements[ob]) {
+                if (orr.node == r.node) victim = ob;
+              }
+              if (victim >= 0) break;
+            }
+            if (victim >= 0) {
+              drop(victim);
+              continue;
+            }
+            int inc = -1;
+            for (int i : node_incs_[r.node]) {
+              if (!nxt.evicted[i] && p_.incumbents[i].preemptible && i != -1 - target_alt) inc = i;
+            }
+            if (inc >= 0) {
+              evict(nxt, inc);
+            } else {
+              valid = false;
+            }
+          }
+          if (!valid) break;
+          apply_replica(p_, nxt.real, r, cpu, mem, +1);
+          ++applied;
+        }
+        for (std::size_t i = applied; i-- > 0;) apply_replica(p_, nxt.real, target[i], cpu, mem, -1);
+        if (valid) {
+          if (move == 0) {
+            commit_win(nxt, target_alt, target);
+          } else {
+            restore(nxt, -1 - target_alt);
+          }
+        }
+      }
+    } else {
+      const int b = winners[rng() % winners.size()];
+      const auto mine = nxt.placements[b];
+      drop(b);
+      if (rng() % 2 == 0) {
+        for (int ob : winners) {
+          if (nxt.alt_of_bid[ob] >= 0 && touches(mine, nxt.placements[ob], true)) drop(ob);
+        }
+      }
+    }
+    if (!valid) continue;
+    std::vector<int> items = losers_of(nxt);
+    items.insert(items.end(), removed.begin(), removed.end());
+    refill(nxt, std::move(items));
+    if (nxt.welfare > cur.welfare + kEps * std::max(1.0, std::abs(cur.welfare))) {
+      cur = std::move(nxt);
+      ++st.improvements;
+      since_gain = 0;
+    } else if (nxt.welfare >= cur.welfare - kEps * std::max(1.0, std::abs(cur.welfare)) &&
+               nxt.welfare >= start.welfare) {
+      cur = std::move(nxt);  // plateau move
+    }
+  }
+  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (stats) *stats = st;
+  return cur;
+}
+
+}  // namespace gpualloc

@@ -1,0 +1,135 @@
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "gpualloc/auction.hpp"
+
+namespace gpualloc {
+namespace {
+
+bool serves(GpuMode mode, UnitKind kind) {
+  switch (kind) {
+    case UnitKind::Whole:
+      return mode != GpuMode::Mig;
+    case UnitKind::Share:
+      return mode == GpuMode::Shared;
+    case UnitKind::Mig:
+      return mode == GpuMode::Mig;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<Explanation> Engine::explain(const Solution& sol) const {
+  if (sol.alt_of_bid.size() != p_.bids.size()) {
+    throw InputError("allocation", "does not belong to this problem");
+  }
+  std::vector<Explanation> out(p_.bids.size());
+  State base = initial().pot;  // outside usage + non-preemptible incumbents
+  std::vector<std::array<bool, 3>> has(p_.models.size(), {false, false, false});
+  for (const auto& g : p_.gpus) {
+    for (int kd = 0; kd < 3; ++kd) {
+      if (serves(g.mode, static_cast<UnitKind>(kd))) has[g.model][kd] = true;
+    }
+  }
+  // Lowest winning score per model (for "outbid" details).
+  std::vector<double> lowest(p_.models.size(), std::numeric_limits<double>::infinity());
+  for (std::size_t b = 0; b < p_.bids.size(); ++b) {
+    const int k = sol.alt_of_bid[b];
+    if (k < 0 || sol.placements[b].empty()) continue;
+    const int m = p_.gpus[sol.placements[b][0].gpus[0]].model;
+    lowest[m] = std::min(lowest[m], score_[k]);
+  }
+  std::vector<Replica> reps;
+  for (int b = 0; b < static_cast<int>(p_.bids.size()); ++b) {
+    if (sol.alt_of_bid[b] >= 0) continue;
+    const double balance = p_.wallets[p_.bids[b]];
+    enum { kOk = 0, kFit = 1, kBudget = 2, kReserve = 3 };
+    bool all_budget = true, all_reserve = true, all_nofit = true, any_ok = false;
+    double best_value = -1, min_value = std::numeric_limits<double>::infinity();
+    int best_alt = -1, best_alt_status = kOk;
+    double reserve_needed = std::numeric_limits<double>::infinity();
+    double requested = 0, largest_free = 0;
+    int contest_model = -1;
+    double contest_score = std::numeric_limits<double>::infinity();
+    for (int k = bid_first_[b]; k < bid_first_[b + 1]; ++k) {
+      const auto& a = p_.alternatives[k];
+      min_value = std::min(min_value, a.value);
+      const bool over = a.value > balance + 1e-9 * std::max(1.0, balance);
+      if (!over) all_budget = false;
+      // Models it could use, ignoring the reserve.
+      bool below_all = true, any_usable = false, fits = false;
+      for (std::size_t i = 0; i < a.models.size(); ++i) {
+        const int m = a.models[i];
+        const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
+        if (a.kind == UnitKind::Mig && prof < 0) continue;
+        if (!has[m][static_cast<int>(a.kind)]) continue;
+        if (p_.models[m].memory_gb + 1e-9 < a.min_gpu_memory_gb) continue;
+        any_usable = true;
+        const double cost = reserve_cost(k, m);
+        if (a.value + 1e-9 * std::max(1.0, a.value) >= cost) below_all = false;
+        reserve_needed = std::min(reserve_needed, cost);
+        if (!fits) fits = packer_.find(base, a, m, prof, nullptr, true, reps);
+        double per_unit = 1.0;
+        if (a.kind == UnitKind::Share) per_unit = 1000.0;
+        if (a.kind == UnitKind::Mig) {
+          per_unit = static_cast<double>(p_.models[m].mig_units) / p_.models[m].compute_units;
+        }
+        largest_free = std::max(
+            largest_free, static_cast<double>(packer_.free_capacity(base, a.kind, m)) / per_unit);
+        if (lowest[m] < contest_score || contest_model < 0) {
+          if (std::isfinite(lowest[m])) {
+            contest_score = lowest[m];
+            contest_model = m;
+          } else if (contest_model < 0) {
+            contest_model = m;
+          }
+        }
+      }
+      const bool below = any_usable && below_all;
+      if (!below) all_reserve = false;
+      if (fits) all_nofit = false;
+      requested = std::max(requested, size_[k]);
+      int status = kOk;
+      if (over) status = kBudget;
+      else if (below) status = kReserve;
+      else if (!fits) status = kFit;
+      if (status == kOk) any_ok = true;
+      if (a.value > best_value) {
+        best_value = a.value;
+        best_alt = k;
+        best_alt_status = status;
+      }
+    }
+    auto& e = out[b];
+    int reason = kOk;
+    if (all_budget) reason = kBudget;
+    else if (all_reserve) reason = kReserve;
+    else if (all_nofit) reason = kFit;
+    else if (!any_ok) reason = best_alt_status;
+    switch (reason) {
+      case kBudget:
+        e.reason = LossReason::OverBudget;
+        e.detail = {{"value", all_budget ? min_value : best_value}, {"balance", balance}};
+        break;
+      case kReserve:
+        e.reason = LossReason::BelowReserve;
+        e.detail = {{"value", best_value}, {"reserve_cost", reserve_needed}};
+        break;
+      case kFit:
+        e.reason = LossReason::DoesNotFit;
+        e.detail = {{"requested_gpus", requested}, {"largest_free_gpus", largest_free}};
+        break;
+      default:
+        e.reason = LossReason::Outbid;
+        e.detail = {{"value", best_value}, {"density", score_[best_alt]}};
+        if (std::isfinite(contest_score)) e.detail.emplace_back("lowest_winning_density", contest_score);
+        e.model = contest_model;
+        break;
+    }
+  }
+  return out;
+}
+
+}  // namespace gpualloc

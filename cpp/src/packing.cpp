@@ -1,0 +1,460 @@
+#include "gpualloc/packing.hpp"
+
+#include <algorithm>
+#include <bit>
+#include <limits>
+#include <map>
+#include <numeric>
+
+namespace gpualloc {
+namespace {
+
+bool gpu_serves(const GpuData& g, UnitKind kind) {
+  switch (kind) {
+    case UnitKind::Whole:
+      return g.mode != GpuMode::Mig;
+    case UnitKind::Share:
+      return g.mode == GpuMode::Shared;
+    case UnitKind::Mig:
+      return g.mode == GpuMode::Mig;
+  }
+  return false;
+}
+
+}  // namespace
+
+Packer::Packer(const ProblemData& p) : p_(p) {
+  const std::size_t n_nodes = p.nodes.size();
+  const std::size_t n_models = p.models.size();
+  node_gpus_.resize(n_nodes);
+  model_gpus_.resize(n_models);
+  model_nodes_.resize(n_models);
+  int max_nvlink = -1;
+  for (std::size_t g = 0; g < p.gpus.size(); ++g) {
+    node_gpus_[p.gpus[g].node].push_back(static_cast<int>(g));
+    model_gpus_[p.gpus[g].model].push_back(static_cast<int>(g));
+    max_nvlink = std::max(max_nvlink, p.gpus[g].nvlink);
+  }
+  nvlink_node_.assign(static_cast<std::size_t>(max_nvlink + 1), -1);
+  for (const auto& g : p.gpus) nvlink_node_[g.nvlink] = g.node;
+  for (std::size_t m = 0; m < n_models; ++m) {
+    int last = -1;
+    for (int g : model_gpus_[m]) {
+      if (p.gpus[g].node != last) {
+        last = p.gpus[g].node;
+        if (model_nodes_[m].empty() || model_nodes_[m].back() != last) model_nodes_[m].push_back(last);
+      }
+    }
+    std::sort(model_nodes_[m].begin(), model_nodes_[m].end());
+    model_nodes_[m].erase(std::unique(model_nodes_[m].begin(), model_nodes_[m].end()),
+                          model_nodes_[m].end());
+  }
+  int max_rack = -1, max_zone = -1;
+  for (const auto& n : p.nodes) {
+    max_rack = std::max(max_rack, n.rack);
+    max_zone = std::max(max_zone, n.zone);
+  }
+  rack_nodes_.resize(static_cast<std::size_t>(max_rack + 1));
+  zone_nodes_.resize(static_cast<std::size_t>(max_zone + 1));
+  for (std::size_t n = 0; n < n_nodes; ++n) {
+    if (p.nodes[n].rack >= 0) rack_nodes_[p.nodes[n].rack].push_back(static_cast<int>(n));
+    if (p.nodes[n].zone >= 0) zone_nodes_[p.nodes[n].zone].push_back(static_cast<int>(n));
+    all_nodes_.push_back(static_cast<int>(n));
+  }
+
+  // Demand mix of the round, weighted by replicas: shares by size, whole GPUs as 1000.
+  std::map<int, double> share_demand;
+  std::vector<std::vector<double>> mig_demand(n_models);
+  for (std::size_t m = 0; m < n_models; ++m) mig_demand[m].assign(p.models[m].profiles.size(), 0.0);
+  double total = 0;
+  for (const auto& a : p.alternatives) {
+    if (a.kind == UnitKind::Share) {
+      share_demand[a.milli] += a.replicas;
+      total += a.replicas;
+    } else if (a.kind == UnitKind::Whole) {
+      share_demand[1000] += a.replicas;
+      total += a.replicas;
+    } else {
+      for (std::size_t i = 0; i < a.models.size(); ++i) {
+        if (a.profiles[i] >= 0) mig_demand[a.models[i]][a.profiles[i]] += a.replicas;
+      }
+    }
+  }
+  share_fragment_.assign(1001, 0.0);
+  if (total > 0) {
+    for (int f = 0; f <= 1000; ++f) {
+      double frag = 0;
+      for (const auto& [req, w] : share_demand) {
+        if (f < req) frag += w / total * f;
+      }
+      share_fragment_[f] = frag;
+    }
+  }
+  mig_potential_.resize(n_models);
+  for (std::size_t m = 0; m < n_models; ++m) {
+    const auto& md = p.models[m];
+    if (md.mig_units == 0) continue;
+    const double demand_total =
+        std::accumulate(mig_demand[m].begin(), mig_demand[m].end(), 0.0);
+    mig_potential_[m].assign(std::size_t{1} << md.mig_units, 0.0);
+    for (std::uint32_t mask = 0; mask < (1u << md.mig_units); ++mask) {
+      double pot = 0;
+      for (std::size_t q = 0; q < md.profiles.size(); ++q) {
+        const auto& pr = md.profiles[q];
+        const double w =
+            pr.size * (1.0 + (demand_total > 0 ? 4.0 * mig_demand[m][q] / demand_total : 0.0));
+        for (int st = 0; st + pr.size <= md.mig_units; ++st) {
+          if (((pr.starts_mask >> st) & 1u) && !(mask & slice_bits(st, pr.size))) pot += w;
+        }
+      }
+      mig_potential_[m][mask] = pot;
+    }
+  }
+}
+
+std::int64_t Packer::capacity_on(const State& s, UnitKind kind, int model, int node,
+                                 int nvlink) const {
+  std::int64_t cap = 0;
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.model != model || (nvlink >= 0 && gd.nvlink != nvlink) || !gpu_serves(gd, kind)) continue;
+    const auto& gs = s.gpus[g];
+    switch (kind) {
+      case UnitKind::Whole:
+        cap += gs.milli == 0 ? 1 : 0;
+        break;
+      case UnitKind::Share:
+        cap += 1000 - gs.milli;
+        break;
+      case UnitKind::Mig:
+        cap += p_.models[model].mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
+        break;
+    }
+  }
+  return cap;
+}
+
+std::int64_t Packer::free_capacity(const State& s, UnitKind kind, int model) const {
+  std::int64_t cap = 0;
+  if (model < 0 || model >= static_cast<int>(model_nodes_.size())) return 0;
+  for (int n : model_nodes_[model]) cap += capacity_on(s, kind, model, n, -1);
+  return cap;
+}
+
+bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model, int profile,
+                          int node, int nvlink, int only_gpu, const std::vector<double>* penalty,
+                          Replica& out, Score& score) const {
+  const auto& nd = p_.nodes[node];
+  if (s.cpu_used[node] + alt.cpu_milli > nd.cpu_milli) return false;
+  if (s.mem_used[node] + alt.memory_mib > nd.memory_mib) return false;
+  const auto pen = [&](int g) { return penalty ? (*penalty)[g] : 0.0; };
+  bool found = false;
+  Score best;
+  switch (alt.kind) {
+    case UnitKind::Whole: {
+      // Free whole-capable GPUs grouped by NVLink domain.
+      struct Cand {
+        double pen;
+        int shared;
+        int gpu;
+        int domain;
+      };
+      std::vector<Cand> cands;
+      cands.reserve(node_gpus_[node].size());
+      for (int g : node_gpus_[node]) {
+        const auto& gd = p_.gpus[g];
+        if (gd.model != model || gd.mode == GpuMode::Mig || s.gpus[g].milli != 0) continue;
+        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+        cands.push_back({pen(g), gd.mode == GpuMode::Shared ? 1 : 0, g, gd.nvlink});
+      }
+      const int k = alt.gpus;
+      if (static_cast<int>(cands.size()) < k) return false;
+      std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
+        if (a.pen != b.pen) return a.pen < b.pen;
+        if (a.shared != b.shared) return a.shared < b.shared;
+        return a.gpu < b.gpu;
+      });
+      // Prefer one NVLink domain, the tightest that fits.
+      std::vector<int> domains;
+      for (const auto& c : cands) domains.push_back(c.domain);
+      std::sort(domains.begin(), domains.end());
+      domains.erase(std::unique(domains.begin(), domains.end()), domains.end());
+      const double node_free = static_cast<double>(cands.size() - static_cast<std::size_t>(k));
+      for (int d : domains) {
+        std::vector<int> take;
+        double pen_sum = 0;
+        int shared = 0, in_domain = 0;
+        for (const auto& c : cands) {
+          if (c.domain != d) continue;
+          ++in_domain;
+          if (static_cast<int>(take.size()) < k) {
+            take.push_back(c.gpu);
+            pen_sum += c.pen;
+            shared += c.shared;
+          }
+        }
+        if (static_cast<int>(take.size()) < k) continue;
+        Score sc{pen_sum, node_free, static_cast<double>(in_domain - k), static_cast<double>(shared)};
+        if (!found || sc < best) {
+          found = true;
+          best = sc;
+          out.gpus = std::move(take);
+        }
+      }
+      if (!found) {
+        // Span domains (only when no NVLink restriction applies).
+        if (nvlink >= 0) return false;
+        out.gpus.clear();
+        double pen_sum = 0;
+        for (int i = 0; i < k; ++i) {
+          out.gpus.push_back(cands[i].gpu);
+          pen_sum += cands[i].pen;
+        }
+        // Spanning domains is worse than any single-domain placement of the same node.
+        best = Score{pen_sum, node_free, 1e9, 0};
+        found = true;
+      }
+      std::sort(out.gpus.begin(), out.gpus.end());
+      out.kind = UnitKind::Whole;
+      out.profile = -1;
+      out.start = -1;
+      out.milli = 0;
+      break;
+    }
+    case UnitKind::Share: {
+      const int ms = alt.milli;
+      double node_free = 0;
+      int best_gpu = -1;
+      for (int g : node_gpus_[node]) {
+        const auto& gd = p_.gpus[g];
+        if (gd.model != model || gd.mode != GpuMode::Shared) continue;
+        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+        if (only_gpu >= 0 && g != only_gpu) continue;
+        const int fr = 1000 - s.gpus[g].milli;
+        node_free += fr;
+        if (fr < ms) continue;
+        const double delta = share_fragment_[fr - ms] - share_fragment_[fr];
+        // Leftover first (best fit), then prefer GPUs already shared.
+        const double second = (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5);
+        Score sc{pen(g), delta, second, 0};
+        if (best_gpu < 0 || sc < best) {
+          best = sc;
+          best_gpu = g;
+        }
+      }
+      if (best_gpu < 0) return false;
+      best.tertiary = node_free;
+      found = true;
+      out.kind = UnitKind::Share;
+      out.gpus.assign(1, best_gpu);
+      out.milli = ms;
+      out.profile = -1;
+      out.start = -1;
+      break;
+    }
+    case UnitKind::Mig: {
+      if (profile < 0) return false;
+      const auto& md = p_.models[model];
+      const auto& pr = md.profiles[profile];
+      const auto& pot = mig_potential_[model];
+      double node_free = 0;
+      int best_gpu = -1, best_start = -1;
+      for (int g : node_gpus_[node]) {
+        const auto& gd = p_.gpus[g];
+        if (gd.model != model || gd.mode != GpuMode::Mig) continue;
+        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+        if (only_gpu >= 0 && g != only_gpu) continue;
+        const auto& gs = s.gpus[g];
+        node_free += md.mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
+        if (gs.counts[profile] >= pr.max_count || (pr.media && gs.media >= 1)) continue;
+        for (int st = 0; st + pr.size <= md.mig_units; ++st) {
+          if (!((pr.starts_mask >> st) & 1u)) continue;
+          const std::uint32_t bits = slice_bits(st, pr.size);
+          if (gs.mig_mask & bits) continue;
+          const double loss = pot[gs.mig_mask] - pot[gs.mig_mask | bits];
+          Score sc{pen(g), loss, gs.mig_mask ? 0.0 : 1.0, 0};
+          if (best_gpu < 0 || sc < best) {
+            best = sc;
+            best_gpu = g;
+            best_start = st;
+          }
+        }
+      }
+      if (best_gpu < 0) return false;
+      best.tertiary = node_free;
+      found = true;
+      out.kind = UnitKind::Mig;
+      out.gpus.assign(1, best_gpu);
+      out.profile = profile;
+      out.start = best_start;
+      out.milli = 0;
+      break;
+    }
+  }
+  out.node = node;
+  score = best;
+  return found;
+}
+
+bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profile,
+                     const std::vector<int>& nodes, int nvlink, int only_gpu,
+                     const std::vector<double>* penalty, std::vector<Replica>& out,
+                     double* total_penalty, double* total_primary) const {
+  out.clear();
+  double pen_sum = 0, prim_sum = 0;
+  bool ok = true;
+  for (int r = 0; r < alt.replicas && ok; ++r) {
+    Replica best_rep, cand;
+    Score best, sc;
+    bool found = false;
+    for (int n : nodes) {
+      if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc)) continue;
+      if (!found || sc < best) {
+        found = true;
+        best = sc;
+        best_rep = cand;
+      }
+    }
+    if (!found) {
+      ok = false;
+      break;
+    }
+    pen_sum += best.penalty;
+    prim_sum += best.primary;
+    apply_replica(p_, s, best_rep, alt.cpu_milli, alt.memory_mib, +1);
+    out.push_back(std::move(best_rep));
+  }
+  for (auto it = out.rbegin(); it != out.rend(); ++it) {
+    apply_replica(p_, s, *it, alt.cpu_milli, alt.memory_mib, -1);
+  }
+  if (!ok) out.clear();
+  if (total_penalty) *total_penalty = pen_sum;
+  if (total_primary) *total_primary = prim_sum;
+  return ok;
+}
+
+bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
+                  const std::vector<double>* penalty, bool first_fit,
+                  std::vector<Replica>& out) const {
+  out.clear();
+  if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
+  if (alt.kind == UnitKind::Mig && profile < 0) return false;
+  const auto& nodes = model_nodes_[model];
+  if (nodes.empty()) return false;
+  std::int64_t per_replica = 0;
+  switch (alt.kind) {
+    case UnitKind::Whole:
+      per_replica = alt.gpus;
+      break;
+    case UnitKind::Share:
+      per_replica = alt.milli;
+      break;
+    case UnitKind::Mig:
+      per_replica = p_.models[model].profiles[profile].size;
+      break;
+  }
+  const std::int64_t need = per_replica * alt.replicas;
+
+  Locality loc = alt.locality;
+  if (loc == Locality::Gpu && alt.kind == UnitKind::Whole) loc = Locality::Node;
+
+  std::vector<Replica> cand;
+  double best_pen = std::numeric_limits<double>::infinity();
+  double best_prim = std::numeric_limits<double>::infinity();
+  bool found = false;
+  const auto consider = [&](double pen, double prim) {
+    if (!found || pen < best_pen || (pen == best_pen && prim < best_prim)) {
+      found = true;
+      best_pen = pen;
+      best_prim = prim;
+      out = cand;
+    }
+  };
+
+  if (loc == Locality::Gpu) {
+    for (int g : model_gpus_[model]) {
+      const auto& gd = p_.gpus[g];
+      if (!gpu_serves(gd, alt.kind)) continue;
+      if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
+      const std::vector<int> one{gd.node};
+      double pen = 0, prim = 0;
+      if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim)) continue;
+      consider(pen, prim);
+      if (first_fit || (penalty == nullptr && prim <= 0)) break;
+    }
+    return found;
+  }
+
+  if (loc == Locality::Nvlink || loc == Locality::Node) {
+    // Candidate domains with their free capacity; tightest first.
+    struct Dom {
+      std::int64_t cap;
+      int node;
+      int nvlink;
+    };
+    std::vector<Dom> doms;
+    for (int n : nodes) {
+      if (loc == Locality::Node) {
+        const auto cap = capacity_on(s, alt.kind, model, n, -1);
+        if (cap >= need) doms.push_back({cap, n, -1});
+      } else {
+        std::vector<int> seen;
+        for (int g : node_gpus_[n]) {
+          const auto& gd = p_.gpus[g];
+          if (gd.model != model) continue;
+          if (std::find(seen.begin(), seen.end(), gd.nvlink) != seen.end()) continue;
+          seen.push_back(gd.nvlink);
+          const auto cap = capacity_on(s, alt.kind, model, n, gd.nvlink);
+          if (cap >= need) doms.push_back({cap, n, gd.nvlink});
+        }
+      }
+    }
+    std::sort(doms.begin(), doms.end(), [](const Dom& a, const Dom& b) {
+      if (a.cap != b.cap) return a.cap < b.cap;
+      if (a.node != b.node) return a.node < b.node;
+      return a.nvlink < b.nvlink;
+    });
+    for (const auto& d : doms) {
+      const std::vector<int> one{d.node};
+      double pen = 0, prim = 0;
+      if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim)) continue;
+      consider(pen, prim);
+      if (first_fit || penalty == nullptr || pen <= 0) break;
+    }
+    return found;
+  }
+
+  // rack / zone / any: groups of nodes, tightest group first.
+  std::vector<std::vector<int>> groups;
+  if (loc == Locality::Any) {
+    groups.push_back(nodes);
+  } else {
+    const auto& src = loc == Locality::Rack ? rack_nodes_ : zone_nodes_;
+    for (const auto& grp : src) {
+      std::vector<int> keep;
+      for (int n : grp) {
+        if (std::binary_search(nodes.begin(), nodes.end(), n)) keep.push_back(n);
+      }
+      if (!keep.empty()) groups.push_back(std::move(keep));
+    }
+  }
+  std::vector<std::pair<std::int64_t, std::size_t>> order;
+  for (std::size_t i = 0; i < groups.size(); ++i) {
+    std::int64_t cap = 0;
+    if (groups.size() > 1 || alt.replicas > 1) {
+      for (int n : groups[i]) cap += capacity_on(s, alt.kind, model, n, -1);
+      if (cap < need) continue;
+    }
+    order.emplace_back(cap, i);
+  }
+  std::sort(order.begin(), order.end());
+  for (const auto& [cap, i] : order) {
+    double pen = 0, prim = 0;
+    if (!gang_in(s, alt, model, profile, groups[i], -1, -1, penalty, cand, &pen, &prim)) continue;
+    consider(pen, prim);
+    if (first_fit || penalty == nullptr || pen <= 0) break;
+  }
+  return found;
+}
+
+}  // namespace gpualloc
