@@ -37,24 +37,34 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     const std::size_t c = std::min(start / every, checkpoints_.size() - 1);
     Solution s = checkpoints_[c];
     const double size_factor = std::pow(size_[k], opt_.alpha);
+    // The bid sits just after the last item processed so far; it wins iff it fits there. The
+    // first position where it no longer fits makes the previous item's score critical.
     double threshold = 0.0;
+    double last_score = score_[k];
+    bool decided = false;
     for (std::size_t pos = c * every; pos < order_.size(); ++pos) {
       const int j = order_[pos];
       const int bj = p_.alternatives[j].bid;
       if (bj == b) continue;
       if (pos >= scan_from) {
         const double value_here = score_[j] * size_factor;
-        if (value_here <= floor) break;  // below the reserve cost the floor decides
-        if (value_here >= a.value) {
-          // Still above the bid itself: the bid would be processed after j only at a value
-          // it does not have; keep going only to reach positions below its value.
-        } else if (!try_place(s, k, value_here, true, true, false, scratch)) {
-          threshold = value_here;
+        if (last_score * size_factor <= floor) {  // below the reserve cost the floor decides
+          decided = true;
           break;
         }
+        if (value_here < a.value && !try_place(s, k, value_here, true, true, false, scratch)) {
+          threshold = last_score * size_factor;
+          decided = true;
+          break;
+        }
+        last_score = std::min(last_score, score_[j]);
       }
       if (s.alt_of_bid[bj] >= 0) continue;
       try_place(s, j, p_.alternatives[j].value, true, false, true, scratch);
+    }
+    // After every other item: the bid still has to fit at (almost) zero value.
+    if (!decided && !try_place(s, k, 0.0, true, true, false, scratch)) {
+      threshold = last_score * size_factor;
     }
     pay[b] = std::min(a.value, std::max(floor, threshold));
   }
