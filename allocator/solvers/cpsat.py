@@ -1,0 +1,904 @@
+"""The exact winner-determination model, solved with OR-Tools CP-SAT.
+
+This is the only module of the project that imports ``ortools``. It solves the same problem as
+the C++ greedy and local-search solvers (the docstrings of :mod:`allocator.model.problem` are the
+specification) and proves optimality on small rounds, which gives exact answers, VCG payments and
+bounds against which the heuristics' gap is measured.
+
+Formulation
+-----------
+Values are scaled by :data:`SCALE` and rounded to integers; the objective is reported in
+original units.
+
+* ``x[a]`` (bool): alternative ``a`` wins. ``sum(x[a] for a in bid) <= 1`` (XOR).
+  ``e[i]`` (bool): preemptible incumbent ``i`` is evicted; non-preemptible ones are constants.
+* **Resources** are groups of interchangeable GPUs of one node: same model, mode, NVLink domain,
+  outside occupancy and no incumbent on them. A GPU holding an incumbent is a group of its own,
+  as is every ``shared`` GPU (shares are bin packing, which counts cannot express), and every
+  MIG GPU whose model an alternative with ``locality="gpu"`` and several replicas could use.
+* ``z[a, r]`` (int): how much of resource ``r`` alternative ``a`` takes -- GPUs for whole units,
+  replicas for shares and MIG instances. ``sum_r z[a, r] = replicas * gpus * x[a]``.
+  Gang, one-node-per-replica and locality follow from linking ``z`` to choice variables:
+  ``y[a, m]`` (one GPU model per alternative) and ``c[a, D]`` (one locality domain: GPU, NVLink
+  domain, node, rack or zone), with ``z[a, r] <= cap * y[a, model(r)]`` and
+  ``z[a, r] <= cap * c[a, D(r)]``. A whole unit of ``k > 1`` GPUs per replica adds an integer
+  replica count per node with ``sum_{r on node} z[a, r] = k * replicas_on_node`` (any ``k``
+  GPUs of one node form a replica). CPU and memory are per node, counted per replica.
+* **Whole GPUs**: ``sum_a z[a, r] <= |r|``, or ``<= e[i]`` on a GPU held by incumbent ``i``.
+  A ``shared`` GPU serves a whole unit only when empty: one capacity row in milli-GPU,
+  ``used_milli + kept incumbent milli + sum milli * shares + 1000 * whole <= 1000``.
+* **MIG**: every GPU group chooses a *layout* per GPU, counted: ``n[r, L]`` GPUs of ``r`` take
+  layout ``L`` (``sum_L n[r, L] = |r|``), where the layouts are the Pareto-maximal vectors of
+  instance counts (projected on the profiles some alternative requests) that fit the slices and
+  the max-count / one-``+me`` rules together with what is already there. Demand for profile
+  ``p`` on ``r`` is at most ``sum_L count_L(p) * n[r, L]``. On a GPU holding preemptible
+  incumbents, the layouts are enumerated for each set ``S`` of them evicted, with
+  ``n[r, L_S] <= e[i]`` for ``i`` in ``S``. Decoding gives each GPU a concrete layout (start
+  slots) and hands its instances out.
+* Reserve prices, model filters and minimum memory remove (alternative, model) pairs up front.
+  Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
+* Objective: ``max sum value[a] * x[a] - sum (value[i] + preemption_cost[i]) * e[i]``.
+* Identical GPUs that had to stay separate (shared GPUs, split MIG groups) are ordered (load or
+  layout index non-increasing) to break symmetry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ortools.sat.python import cp_model
+
+from allocator.model import (
+    Alternative,
+    GpuModel,
+    Placement,
+    Problem,
+    ProblemError,
+)
+from allocator.solvers.assemble import Allocation, welfare
+
+__all__ = ["SCALE", "solve_cpsat", "vcg_payments"]
+
+#: Values are multiplied by this and rounded to integers for CP-SAT.
+SCALE = 1000
+
+_log = logging.getLogger(__name__)
+
+_STATUS = {
+    cp_model.OPTIMAL: "OPTIMAL",
+    cp_model.FEASIBLE: "FEASIBLE",
+    cp_model.INFEASIBLE: "INFEASIBLE",
+    cp_model.MODEL_INVALID: "MODEL_INVALID",
+    cp_model.UNKNOWN: "UNKNOWN",
+}
+
+
+# --------------------------------------------------------------------------- MIG layouts
+MigType = tuple[str, int]
+"""What an alternative asks of one GPU: (what, bundle). ``what`` is a MIG profile name, a share
+size such as ``"250m"``, or ``"whole"``; ``bundle`` replicas go on the same GPU (``bundle`` > 1
+only for ``locality="gpu"`` gangs, which must share one GPU)."""
+
+#: A group of identical shared GPUs is counted by fill patterns only up to this many patterns;
+#: beyond it (many distinct share sizes) its GPUs are modelled one by one.
+MAX_SHARE_PATTERNS = 400
+Layout = tuple[tuple[int, ...], tuple[tuple[int, tuple[tuple[str, int], ...]], ...]]
+"""Counts per demanded type, and one concrete realisation: (type index, instances) bundles."""
+
+
+def _profile_layouts(
+    model: GpuModel, fixed: Iterable[tuple[str, int]], names: Sequence[str]
+) -> dict[tuple[int, ...], tuple[tuple[str, int], ...]]:
+    """Pareto-maximal instance counts of profiles ``names`` next to ``fixed``, each realised."""
+    units = model.mig_units
+    used = [False] * units
+    counts: dict[str, int] = {}
+    media = 0
+    for name, start in fixed:
+        p = model.profile(name)
+        assert p is not None
+        for s in range(start, start + p.size):
+            used[s] = True
+        counts[name] = counts.get(name, 0) + 1
+        media += p.media
+    profiles = [p for p in (model.profile(n) for n in names) if p is not None]
+    best: dict[tuple[int, ...], tuple[tuple[str, int], ...]] = {}
+    placed: list[tuple[str, int]] = []
+
+    def dfs(slot: int) -> None:
+        nonlocal media
+        if slot >= units:
+            vec = tuple(sum(1 for n, _ in placed if n == p.name) for p in profiles)
+            best.setdefault(vec, tuple(placed))
+            return
+        if used[slot]:
+            dfs(slot + 1)
+            return
+        for p in profiles:
+            if slot not in p.starts or slot + p.size > units:
+                continue
+            if any(used[s] for s in range(slot, slot + p.size)):
+                continue
+            if counts.get(p.name, 0) >= p.max_count or (p.media and media >= 1):
+                continue
+            for s in range(slot, slot + p.size):
+                used[s] = True
+            counts[p.name] = counts.get(p.name, 0) + 1
+            media += p.media
+            placed.append((p.name, slot))
+            dfs(slot + p.size)
+            placed.pop()
+            media -= p.media
+            counts[p.name] -= 1
+            for s in range(slot, slot + p.size):
+                used[s] = False
+        dfs(slot + 1)
+
+    dfs(0)
+    return {v: best[v] for v in _pareto(best)}
+
+
+def _pareto(vectors: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+    """The vectors no other vector dominates componentwise."""
+    out: list[tuple[int, ...]] = []
+    for v in sorted(set(vectors), key=lambda v: (-sum(v), v)):
+        if not any(all(w[k] >= v[k] for k in range(len(v))) for w in out):
+            out.append(v)
+    return sorted(out)
+
+
+def _bundlings(have: int, sizes: Sequence[tuple[int, int]]) -> list[dict[int, int]]:
+    """Ways to cut ``have`` instances into bundles: type index -> count, for (type, size)."""
+    if not sizes:
+        return [{}]
+    (t, b), rest = sizes[0], sizes[1:]
+    return [{t: n, **tail} for n in range(have // b + 1) for tail in _bundlings(have - n * b, rest)]
+
+
+def share_patterns(capacity: int, types: Sequence[MigType], limit: int) -> list[Layout] | None:
+    """Pareto-maximal fills of a shared GPU with ``capacity`` free milli (``None``: > ``limit``).
+
+    ``types`` are share types (``"<milli>m"``, bundle) and possibly ``("whole", 1)``, which
+    needs the GPU empty (``capacity == 1000``) and excludes everything else.
+    """
+    sizes = [int(w[:-1]) * b if w != "whole" else 0 for w, b in types]
+    shares = [t for t, (w, _) in enumerate(types) if w != "whole"]
+    out: list[Layout] = []
+    vec = [0] * len(types)
+
+    def fill(j: int, left: int) -> bool:
+        if len(out) > limit:
+            return False
+        if j == len(shares):
+            if all(sizes[t] > left for t in shares):  # nothing more fits: maximal
+                bundles = tuple((t, ()) for t in shares for _ in range(vec[t]))
+                out.append((tuple(vec), bundles))
+            return True
+        t = shares[j]
+        for n in range(left // sizes[t], -1, -1):
+            vec[t] = n
+            if not fill(j + 1, left - n * sizes[t]):
+                return False
+        vec[t] = 0
+        return True
+
+    if not fill(0, capacity):
+        return None
+    if capacity >= 1000 and ("whole", 1) in types:
+        t = types.index(("whole", 1))
+        out.append((tuple(int(k == t) for k in range(len(types))), ((t, ()),)))
+    return out
+
+
+def mig_layouts(
+    model: GpuModel, fixed: Iterable[tuple[str, int]], types: Sequence[MigType]
+) -> list[Layout]:
+    """Pareto-maximal layouts of new instances of the demanded ``types`` next to ``fixed`` ones.
+
+    A type is (profile, bundle): ``bundle`` instances of the profile on the same GPU. Every subset
+    of a legal layout is legal (disjoint slices, max counts, one ``+me``), so the maximal count
+    vectors describe every choice; each comes with one concrete realisation.
+    """
+    names = sorted({name for name, _ in types})
+    out: dict[tuple[int, ...], tuple[tuple[int, tuple[tuple[str, int], ...]], ...]] = {}
+    for counts, instances in _profile_layouts(model, fixed, names).items():
+        per_profile: list[list[dict[int, int]]] = []
+        for name, have in zip(names, counts, strict=True):
+            sizes = [(t, b) for t, (n, b) in enumerate(types) if n == name]
+            per_profile.append(_bundlings(have, sizes))
+        for combo in itertools.product(*per_profile):
+            vec = [0] * len(types)
+            for part in combo:
+                for t, n in part.items():
+                    vec[t] = n
+            key = tuple(vec)
+            if key in out:
+                continue
+            pools = {name: [i for i in instances if i[0] == name] for name in names}
+            bundles = []
+            for t, n in enumerate(key):
+                name, b = types[t]
+                for _ in range(n):
+                    bundles.append((t, tuple(pools[name][:b])))
+                    del pools[name][:b]
+            out[key] = tuple(bundles)
+    return [(v, out[v]) for v in _pareto(out)]
+
+
+# --------------------------------------------------------------------------- model building
+@dataclass
+class _Resource:
+    """A group of interchangeable GPUs of one node (see the module docstring)."""
+
+    kind: str  # GPU mode: whole, shared or mig
+    node: int
+    gpus: list[int]
+    model: GpuModel
+    nvlink: str | None
+    symmetry_key: tuple[Any, ...] | None = None
+    incumbents: list[int] = field(default_factory=list)
+    demanded: list[MigType] = field(default_factory=list)  # what the MIG layouts count
+    layouts: list[tuple[frozenset[int], Layout, cp_model.IntVar]] = field(default_factory=list)
+
+
+@dataclass
+class _AltVars:
+    bid: int
+    alt: int
+    x: cp_model.IntVar
+    model_of: dict[str, cp_model.IntVar]
+    z: dict[int, cp_model.IntVar]  # resource index -> amount
+    replicas_on: dict[int, cp_model.LinearExprT] = field(default_factory=dict)  # node -> count
+
+
+def _check_args(
+    problem: Problem, warm_start: Allocation | None, time_limit: float, seed: int, workers: int
+) -> None:
+    if not isinstance(problem, Problem):
+        raise ProblemError("problem", f"must be a Problem, got {type(problem).__name__}")
+    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
+        raise ProblemError("time_limit", f"must be a number of seconds, got {time_limit!r}")
+    if not math.isfinite(time_limit) or time_limit <= 0:
+        raise ProblemError(
+            "time_limit", f"must be a positive number of seconds, got {time_limit!r}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ProblemError("seed", f"must be an integer >= 0, got {seed!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ProblemError("workers", f"must be an integer >= 1, got {workers!r}")
+    if warm_start is not None:
+        if not isinstance(warm_start, Allocation):
+            raise ProblemError("warm_start", f"must be an Allocation, got {warm_start!r}")
+        for b, (a, _) in warm_start.winners.items():
+            if not (0 <= b < len(problem.bids)) or not (0 <= a < len(problem.bids[b].alternatives)):
+                raise ProblemError("warm_start", f"no bid/alternative ({b}, {a}) in the problem")
+        for i in warm_start.evicted:
+            if not 0 <= i < len(problem.incumbents):
+                raise ProblemError("warm_start", f"no incumbent {i} in the problem")
+
+
+def _sum(terms: Iterable[cp_model.LinearExprT]) -> cp_model.LinearExpr:
+    """Sum of expressions as one CP-SAT expression (also when empty or all constants)."""
+    return cp_model.LinearExpr.sum(list(terms))
+
+
+def _mig_type(alt: Alternative) -> MigType:
+    """What one z-unit of ``alt`` is: a GPU-local share or MIG gang is one bundle of all."""
+    u = alt.unit
+    if u.kind == "whole":
+        return ("whole", 1)
+    bundle = alt.replicas if alt.locality == "gpu" else 1
+    return (u.profile or "", bundle) if u.kind == "mig" else (f"{u.milli}m", bundle)
+
+
+def _scaled(v: float) -> int:
+    return round(v * SCALE)
+
+
+def _equivalents(alt: Alternative, model: GpuModel) -> float | None:
+    """GPU-equivalents of ``alt`` on ``model``, or None if its unit cannot run there."""
+    u = alt.unit
+    if u.kind == "whole":
+        return float(alt.replicas * u.gpus)
+    if u.kind == "share":
+        return alt.replicas * u.milli / 1000.0
+    p = model.profile(u.profile or "")
+    if p is None:
+        return None
+    return alt.replicas * model.gpu_equivalent(p)
+
+
+class _Builder:
+    """Builds the CP-SAT model of one problem and decodes its solutions."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.p = problem
+        self.m = cp_model.CpModel()
+        self.evict: dict[int, cp_model.IntVar] = {}
+        self.alts: list[_AltVars] = []
+        self.resources: list[_Resource] = []
+        self.shared_load: dict[int, cp_model.LinearExpr] = {}
+        self.objective: list[cp_model.LinearExpr] = []
+        self._layout_cache: dict[tuple[Any, ...], list[Layout]] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def kept(self, i: int) -> cp_model.LinearExpr:
+        """1 if incumbent ``i`` stays, as an expression."""
+        return _sum([1, -self.evict[i]] if i in self.evict else [1])
+
+    def reserve(self, model: GpuModel) -> float:
+        prices = [v for k, v in self.p.reserve_prices.items() if self.p.model(k).name == model.name]
+        return max(prices, default=0.0)
+
+    def eligible_models(self, alt: Alternative) -> set[str]:
+        allowed = {self.p.model(n).name for n in alt.models}
+        out: set[str] = set()
+        for n in self.p.nodes:
+            for g in n.gpus:
+                m = self.p.model(g.model)
+                if allowed and m.name not in allowed:
+                    continue
+                if m.memory_gb < alt.min_gpu_memory_gb:
+                    continue
+                eq = _equivalents(alt, m)
+                if eq is None or alt.value < self.reserve(m) * eq - 1e-9:
+                    continue
+                out.add(m.name)
+        return out
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> None:
+        p = self.p
+        for i, inc in enumerate(p.incumbents):
+            if inc.preemptible:
+                e = self.m.new_bool_var(f"evict[{i}]")
+                self.evict[i] = e
+                cost = _scaled(inc.value + inc.preemption_cost)
+                if cost:
+                    self.objective.append(-cost * e)
+        eligible = [[self.eligible_models(a) for a in b.alternatives] for b in p.bids]
+        demanded: dict[str, set[MigType]] = {}
+        for b, bid in enumerate(p.bids):
+            for k, alt in enumerate(bid.alternatives):
+                for name in eligible[b][k]:
+                    demanded.setdefault(name, set()).add(_mig_type(alt))
+        self._make_resources(demanded)
+        for b, bid in enumerate(p.bids):
+            xs = []
+            for k, alt in enumerate(bid.alternatives):
+                av = self._alternative(b, k, alt, eligible[b][k])
+                if av is not None:
+                    xs.append(av.x)
+                    self.objective.append(_scaled(alt.value) * av.x)
+            if len(xs) > 1:
+                self.m.add_at_most_one(xs)
+        self._capacity_rows()
+        self._wallet_rows()
+        self.m.maximize(_sum(self.objective))
+
+    def _make_resources(self, demanded: dict[str, set[MigType]]) -> None:
+        p = self.p
+        held: dict[tuple[str, int], list[int]] = {}
+        for i, inc in enumerate(p.incumbents):
+            for pl in inc.placements:
+                for index in pl.gpus:
+                    holders = held.setdefault((pl.node, index), [])
+                    if i not in holders:
+                        holders.append(i)
+        for ni, node in enumerate(p.nodes):
+            groups: dict[tuple[Any, ...], _Resource] = {}
+            for g in node.gpus:
+                model = p.model(g.model)
+                if g.mode == "mig" and model.name not in demanded:
+                    continue
+                incs = held.get((node.name, g.index), [])
+                outside = tuple(sorted((x.profile, x.start) for x in g.mig_instances))
+                key = (g.mode, model.name, g.nvlink, g.used_milli, outside)
+                alone = bool(incs)
+                if not alone and key in groups:
+                    groups[key].gpus.append(g.index)
+                    continue
+                r = _Resource(g.mode, ni, [g.index], model, g.nvlink, None if incs else key, incs)
+                self.resources.append(r)
+                if not alone:
+                    groups[key] = r
+        for r in list(self.resources):
+            if r.kind == "mig":
+                types = demanded[r.model.name]
+                r.demanded = sorted(t for t in types if r.model.profile(t[0]) is not None)
+                self._mig_layouts(r, r.demanded)
+            elif r.kind == "shared" and not r.incumbents:
+                self._share_patterns(r, demanded.get(r.model.name, set()))
+
+    def _share_patterns(self, r: _Resource, demanded: set[MigType]) -> None:
+        """Count a group of identical shared GPUs by fill patterns, or split it up."""
+        gpu = next(g for g in self.p.nodes[r.node].gpus if g.index == r.gpus[0])
+        types = sorted(
+            t for t in demanded if t[0][:-1].isdigit() or (t[0] == "whole" and not gpu.used_milli)
+        )
+        if len(r.gpus) == 1 or not types:
+            return
+        patterns = share_patterns(1000 - gpu.used_milli, types, MAX_SHARE_PATTERNS)
+        if patterns is None:
+            rest = r.gpus[1:]
+            del r.gpus[1:]
+            for index in rest:
+                self.resources.append(
+                    _Resource(r.kind, r.node, [index], r.model, r.nvlink, r.symmetry_key)
+                )
+            return
+        r.demanded = types
+        choices: list[tuple[frozenset[int], Layout, cp_model.IntVar]] = []
+        for lay in patterns:
+            var = self.m.new_int_var(0, len(r.gpus), f"pattern[{len(choices)}]")
+            choices.append((frozenset[int](), lay, var))
+        self.m.add(_sum(v for _, _, v in choices) == len(r.gpus))
+        r.layouts = choices
+
+    def _mig_layouts(self, r: _Resource, demanded: list[MigType]) -> None:
+        node = self.p.nodes[r.node]
+        gpu = next(g for g in node.gpus if g.index == r.gpus[0])
+        outside = [(x.profile, x.start) for x in gpu.mig_instances]
+        own: dict[int, list[tuple[str, int]]] = {}
+        for i in r.incumbents:
+            own[i] = [
+                (pl.mig_profile or "", pl.mig_start or 0)
+                for pl in self.p.incumbents[i].placements
+                if pl.node == node.name and pl.gpus == (gpu.index,)
+            ]
+        movable = [i for i in r.incumbents if i in self.evict]
+        choices: list[tuple[frozenset[int], Layout, cp_model.IntVar]] = []
+        for size in range(len(movable) + 1):
+            for gone in itertools.combinations(movable, size):
+                fixed = list(outside)
+                for i in r.incumbents:
+                    if i not in gone:
+                        fixed += own[i]
+                key = (r.model.name, tuple(sorted(fixed)), tuple(demanded))
+                if key not in self._layout_cache:
+                    self._layout_cache[key] = mig_layouts(r.model, fixed, demanded)
+                for lay in self._layout_cache[key]:
+                    var = self.m.new_int_var(0, len(r.gpus), f"layout[{len(choices)}]")
+                    for i in gone:
+                        self.m.add(var <= self.evict[i])
+                    choices.append((frozenset(gone), lay, var))
+        self.m.add(_sum(v for _, _, v in choices) == len(r.gpus))
+        r.layouts = choices
+
+    def _domain(self, alt: Alternative, r: _Resource) -> tuple[Any, ...] | None:
+        node = self.p.nodes[r.node]
+        loc = alt.locality
+        if loc == "gpu":
+            if alt.replicas * alt.gpus_per_replica == 1 or alt.unit.kind != "whole":
+                return None  # one GPU trivially, or a bundle of shares / MIG instances
+            return ("gpu", r.node, r.gpus[0])
+        if loc == "nvlink":
+            return ("nvlink", r.node, r.nvlink)
+        if loc == "node":
+            return ("node", r.node)
+        if loc == "rack":
+            return ("rack", node.rack) if node.rack is not None else ("node", r.node)
+        if loc == "zone":
+            return ("zone", node.zone) if node.zone is not None else ("node", r.node)
+        return None
+
+    def _capacity(self, alt: Alternative, r: _Resource) -> int:
+        """Most of ``r`` that ``alt`` could take (0: not usable)."""
+        u = alt.unit
+        need = alt.replicas * alt.gpus_per_replica
+        fixed = [i for i in r.incumbents if i not in self.evict]
+        if u.kind == "whole":
+            if r.kind == "mig" or fixed:
+                return 0
+            if r.kind == "shared":
+                gpu = next(g for g in self.p.nodes[r.node].gpus if g.index == r.gpus[0])
+                if gpu.used_milli:
+                    return 0
+            return min(len(r.gpus), need)
+        mig_type = _mig_type(alt)
+        if u.kind == "share":
+            if r.kind != "shared":
+                return 0
+            if not r.layouts:
+                gpu = next(g for g in self.p.nodes[r.node].gpus if g.index == r.gpus[0])
+                taken = gpu.used_milli + sum(self._milli_of(i, r) for i in fixed)
+                return min(need // mig_type[1], max(0, 1000 - taken) // (u.milli * mig_type[1]))
+        elif r.kind != "mig" or r.model.profile(u.profile or "") is None:
+            return 0
+        k = r.demanded.index(mig_type)
+        most = max((lay[0][k] for _, lay, _ in r.layouts), default=0)
+        return min(need // mig_type[1], most * len(r.gpus))
+
+    def _milli_of(self, i: int, r: _Resource) -> int:
+        node = self.p.nodes[r.node].name
+        total = 0
+        for pl in self.p.incumbents[i].placements:
+            if pl.node == node and r.gpus[0] in pl.gpus:
+                total += pl.milli if pl.kind == "share" else 1000
+        return total
+
+    def _alternative(self, b: int, k: int, alt: Alternative, models: set[str]) -> _AltVars | None:
+        kgpu = alt.gpus_per_replica
+        bundle = _mig_type(alt)[1]
+        need = alt.replicas * kgpu // bundle  # amount of z: GPUs, shares or MIG bundles
+        if alt.unit.kind == "whole" and alt.locality == "gpu" and need > 1:
+            return None
+        usable: dict[int, int] = {}
+        for ri, r in enumerate(self.resources):
+            if r.model.name in models:
+                cap = self._capacity(alt, r)
+                if cap > 0:
+                    usable[ri] = cap
+        # where the whole alternative must go: one (locality domain, model) cell
+        cells: dict[tuple[Any, ...], list[int]] = {}
+        for ri in usable:
+            r = self.resources[ri]
+            cells.setdefault((self._domain(alt, r), r.model.name), []).append(ri)
+        cells = {c: ris for c, ris in cells.items() if sum(usable[ri] for ri in ris) >= need}
+        if not cells:
+            return None
+        x = self.m.new_bool_var(f"x[{b},{k}]")
+        av = _AltVars(b, k, x, {}, {})
+        for ris in cells.values():
+            for ri in ris:
+                av.z[ri] = self.m.new_int_var(0, usable[ri], f"z[{b},{k},{ri}]")
+        if len(cells) == 1:
+            self.m.add(_sum(av.z.values()) == need * x)
+        else:
+            picks = []
+            for cell, ris in cells.items():
+                pick = self.m.new_bool_var(f"c[{b},{k},{cell}]")
+                picks.append(pick)
+                self.m.add(_sum(av.z[ri] for ri in ris) == need * pick)
+                if cell[1] not in av.model_of:
+                    av.model_of[cell[1]] = pick
+            self.m.add(_sum(picks) == x)
+        # replicas per node; k GPUs of one node per replica
+        by_node: dict[int, list[int]] = {}
+        for ri in av.z:
+            by_node.setdefault(self.resources[ri].node, []).append(ri)
+        for n, ris in by_node.items():
+            on_node = _sum(av.z[ri] for ri in ris)
+            if kgpu > 1:
+                most = sum(usable[ri] for ri in ris) // kgpu
+                reps = self.m.new_int_var(0, most, f"reps[{b},{k},{n}]")
+                self.m.add(on_node == kgpu * reps)
+                av.replicas_on[n] = reps
+            else:
+                av.replicas_on[n] = on_node * bundle if bundle > 1 else on_node
+        self.alts.append(av)
+        return av
+
+    def _capacity_rows(self) -> None:
+        p = self.p
+        cpu: dict[int, list[cp_model.LinearExprT]] = {}
+        mem: dict[int, list[cp_model.LinearExprT]] = {}
+        use: dict[int, list[tuple[_AltVars, cp_model.IntVar]]] = {}
+        for av in self.alts:
+            alt = p.bids[av.bid].alternatives[av.alt]
+            for ri, z in av.z.items():
+                use.setdefault(ri, []).append((av, z))
+            for n, reps in av.replicas_on.items():
+                if alt.cpu_milli:
+                    cpu.setdefault(n, []).append(alt.cpu_milli * reps)
+                if alt.memory_mib:
+                    mem.setdefault(n, []).append(alt.memory_mib * reps)
+        self._node_rows(cpu, mem)
+        for ri, r in enumerate(self.resources):
+            items = use.get(ri, [])
+            if r.kind == "whole":
+                if not items:
+                    continue
+                total = _sum(z for _, z in items)
+                for i in r.incumbents:
+                    self.m.add(total <= self.evict[i])  # fixed ones left capacity 0 already
+                self.m.add(total <= len(r.gpus))
+            elif r.kind == "shared" and not r.layouts:
+                gpu = next(g for g in p.nodes[r.node].gpus if g.index == r.gpus[0])
+                load: list[cp_model.LinearExprT] = []
+                for av, z in items:
+                    alt = p.bids[av.bid].alternatives[av.alt]
+                    size = alt.unit.milli * _mig_type(alt)[1] if alt.unit.kind == "share" else 1000
+                    load.append(size * z)
+                expr = _sum(load)
+                self.shared_load[ri] = expr
+                incs = _sum(self._milli_of(i, r) * self.kept(i) for i in r.incumbents)
+                if items:
+                    self.m.add(expr + incs + gpu.used_milli <= 1000)
+            else:
+                for k, mig_type in enumerate(r.demanded):
+                    demand = [
+                        z
+                        for av, z in items
+                        if _mig_type(p.bids[av.bid].alternatives[av.alt]) == mig_type
+                    ]
+                    if demand:
+                        supply = _sum(lay[0][k] * v for _, lay, v in r.layouts)
+                        self.m.add(_sum(demand) <= supply)
+        self._symmetry()
+
+    def _node_rows(
+        self,
+        cpu: dict[int, list[cp_model.LinearExprT]],
+        mem: dict[int, list[cp_model.LinearExprT]],
+    ) -> None:
+        p = self.p
+        for n, node in enumerate(p.nodes):
+            for rows, attr, cap in (
+                (cpu, "cpu_milli", node.cpu_milli),
+                (mem, "memory_mib", node.memory_mib),
+            ):
+                if n not in rows:
+                    continue
+                inc_terms: list[cp_model.LinearExprT] = []
+                for i, inc in enumerate(p.incumbents):
+                    per = getattr(inc, attr)
+                    count = sum(1 for pl in inc.placements if pl.node == node.name)
+                    if per and count:
+                        inc_terms.append(per * count * self.kept(i))
+                self.m.add(_sum(rows[n] + inc_terms) <= cap)
+
+    def _symmetry(self) -> None:
+        """Order identical GPUs that are modelled one by one."""
+        seen: dict[tuple[Any, ...], int] = {}
+        for ri, r in enumerate(self.resources):
+            if r.symmetry_key is None or len(r.gpus) != 1:
+                continue
+            key = (r.node, *r.symmetry_key)
+            prev = seen.get(key)
+            seen[key] = ri
+            if prev is None:
+                continue
+            if r.kind == "shared" and prev in self.shared_load and ri in self.shared_load:
+                self.m.add(self.shared_load[prev] >= self.shared_load[ri])
+            elif r.kind == "mig":
+                q = self.resources[prev]
+                if len(q.layouts) == len(r.layouts):
+                    self.m.add(
+                        _sum(j * v for j, (_, _, v) in enumerate(q.layouts))
+                        <= _sum(j * v for j, (_, _, v) in enumerate(r.layouts))
+                    )
+
+    def _wallet_rows(self) -> None:
+        p = self.p
+        by_wallet: dict[str, list[tuple[int, cp_model.IntVar]]] = {}
+        for av in self.alts:
+            bid = p.bids[av.bid]
+            by_wallet.setdefault(bid.wallet, []).append(
+                (_scaled(bid.alternatives[av.alt].value), av.x)
+            )
+        for w in p.wallets:
+            terms = by_wallet.get(w.name, [])
+            cap = math.floor(w.balance * SCALE + 1e-6)
+            best_per_bid: dict[int, int] = {}
+            for av in self.alts:
+                if p.bids[av.bid].wallet == w.name:
+                    v = _scaled(p.bids[av.bid].alternatives[av.alt].value)
+                    best_per_bid[av.bid] = max(best_per_bid.get(av.bid, 0), v)
+            if terms and sum(best_per_bid.values()) > cap:
+                self.m.add(_sum(v * x for v, x in terms) <= cap)
+
+    # ------------------------------------------------------------------ hints and decoding
+    def hint(self, warm: Allocation) -> None:
+        for av in self.alts:
+            won = warm.winners.get(av.bid)
+            self.m.add_hint(av.x, won is not None and won[0] == av.alt)
+        for i, e in self.evict.items():
+            self.m.add_hint(e, i in warm.evicted)
+
+    def decode(self, s: cp_model.CpSolver) -> Allocation:
+        p = self.p
+        evicted = frozenset(i for i, e in self.evict.items() if s.boolean_value(e))
+        free: dict[int, list[int]] = {ri: list(r.gpus) for ri, r in enumerate(self.resources)}
+        # counted resources: give each GPU its layout / fill pattern, then hand out its bundles
+        pools: dict[int, list[tuple[int, MigType, tuple[tuple[str, int], ...]]]] = {}
+        for ri, r in enumerate(self.resources):
+            if not r.layouts:
+                continue
+            gpus = list(r.gpus)
+            pool: list[tuple[int, MigType, tuple[tuple[str, int], ...]]] = []
+            for _, lay, v in r.layouts:
+                for _ in range(s.value(v)):
+                    g = gpus.pop(0)
+                    pool += [(g, r.demanded[t], insts) for t, insts in lay[1]]
+            pools[ri] = pool
+
+        def take(ri: int, want: MigType) -> tuple[int, tuple[tuple[str, int], ...]]:
+            pool = pools[ri]
+            j = next(j for j, q in enumerate(pool) if q[1] == want)
+            g, _, insts = pool.pop(j)
+            return g, insts
+
+        winners: dict[int, tuple[int, tuple[Placement, ...]]] = {}
+        for av in self.alts:
+            if not s.boolean_value(av.x):
+                continue
+            alt = p.bids[av.bid].alternatives[av.alt]
+            u = alt.unit
+            want = _mig_type(alt)
+            placements: list[Placement] = []
+            if u.kind == "whole":
+                per_node: dict[int, list[int]] = {}
+                for ri, z in av.z.items():
+                    for _ in range(s.value(z)):
+                        g = take(ri, want)[0] if ri in pools else free[ri].pop(0)
+                        per_node.setdefault(self.resources[ri].node, []).append(g)
+                for n, gl in per_node.items():
+                    name = p.nodes[n].name
+                    for j in range(0, len(gl), u.gpus):
+                        placements.append(Placement(name, tuple(gl[j : j + u.gpus])))
+            else:
+                for ri, z in av.z.items():
+                    name = p.nodes[self.resources[ri].node].name
+                    for _ in range(s.value(z)):
+                        if u.kind == "mig":
+                            g, insts = take(ri, want)
+                            placements += [Placement(name, (g,), q, at) for q, at in insts]
+                            continue
+                        g = take(ri, want)[0] if ri in pools else self.resources[ri].gpus[0]
+                        placements += [Placement(name, (g,), milli=u.milli)] * want[1]
+            winners[av.bid] = (av.alt, tuple(placements))
+        return Allocation(winners, evicted)
+
+
+def _run(
+    problem: Problem,
+    warm_start: Allocation | None,
+    time_limit: float,
+    seed: int,
+    workers: int,
+) -> Allocation:
+    t0 = time.perf_counter()
+    builder = _Builder(problem)
+    builder.build()
+    if warm_start is not None:
+        builder.hint(warm_start)
+    proto = builder.m.proto
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.random_seed = seed
+    solver.parameters.num_workers = workers
+    # the LP with cuts closes the knapsack-like gaps of gang bids; it pays off even single-threaded
+    solver.parameters.linearization_level = 2
+    code = solver.solve(builder.m)
+    status = _STATUS.get(code, "UNKNOWN")
+    stats: dict[str, Any] = {
+        "status": status,
+        "variables": len(proto.variables),
+        "constraints": len(proto.constraints),
+        "resources": len(builder.resources),
+        "alternatives_modelled": len(builder.alts),
+    }
+    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        alloc = builder.decode(solver)
+        objective = welfare(problem, alloc)
+        bound = solver.best_objective_bound / SCALE
+        if code == cp_model.OPTIMAL:
+            bound = max(bound, objective)
+    else:
+        alloc = warm_start if warm_start is not None else Allocation({})
+        objective = welfare(problem, alloc)
+        bound = math.inf if code == cp_model.UNKNOWN else objective
+    stats["objective"] = objective
+    stats["bound"] = bound
+    stats["gap"] = (bound - objective) / max(1.0, abs(bound)) if math.isfinite(bound) else math.inf
+    stats["time_ms"] = (time.perf_counter() - t0) * 1000.0
+    stats["solver_wall_ms"] = solver.wall_time * 1000.0
+    return Allocation(alloc.winners, alloc.evicted, stats)
+
+
+def solve_cpsat(
+    problem: Problem,
+    *,
+    warm_start: Allocation | None,
+    time_limit: float,
+    seed: int,
+    workers: int = 1,
+) -> Allocation:
+    """Solve ``problem`` exactly with CP-SAT (see the module docstring for the model).
+
+    Parameters
+    ----------
+    problem
+        The validated round.
+    warm_start
+        A feasible allocation (e.g. from local search) given to CP-SAT as a solution hint.
+    time_limit
+        Seconds CP-SAT may search.
+    seed
+        CP-SAT's random seed.
+    workers
+        CP-SAT search workers (1: deterministic for a given seed).
+
+    Returns
+    -------
+    Allocation
+        The best allocation found; ``stats`` holds ``status`` (``OPTIMAL``, ``FEASIBLE``,
+        ``INFEASIBLE`` or ``UNKNOWN``), ``objective`` and ``bound`` (original units), ``gap``
+        (``(bound - objective) / max(1, |bound|)``), ``time_ms`` and the model size
+        (``variables``, ``constraints``). Without any solution in time it returns the warm start
+        (or nothing won) with status ``UNKNOWN``.
+
+    Raises
+    ------
+    ProblemError
+        If an argument is invalid (the message names it).
+    """
+    _check_args(problem, warm_start, time_limit, seed, workers)
+    return _run(problem, warm_start, time_limit, seed, workers)
+
+
+def vcg_payments(
+    problem: Problem, alloc: Allocation, *, time_limit: float, seed: int
+) -> dict[int, float]:
+    """VCG (Clarke pivot) payments of the winners of ``alloc``.
+
+    A winning bidder ``B`` pays ``OPT(problem without B's bids) - (welfare(alloc) - V_B)``,
+    where ``V_B`` is the value of ``B``'s winning bids; the amount is split over ``B``'s winning
+    bids in proportion to their values and each share is clamped to ``[0, value]``. One CP-SAT
+    solve per winning bidder, each warm-started from ``alloc`` without ``B``'s bids.
+
+    The payments are exact only when ``alloc`` is optimal and every sub-solve is proven
+    optimal. When a sub-solve is not, its objective (a lower bound of ``OPT``) is used, so the
+    payment may be too low; this is logged and raised as a :class:`RuntimeWarning`, and
+    ``alloc.stats['status']`` not being ``OPTIMAL`` is reported the same way.
+
+    Returns
+    -------
+    dict[int, float]
+        Payment per winning bid index.
+
+    Raises
+    ------
+    ProblemError
+        If an argument is invalid (the message names it).
+    """
+    _check_args(problem, alloc, time_limit, seed, 1)
+    if "status" in alloc.stats and alloc.stats["status"] != "OPTIMAL":
+        _warn(f"VCG payments on an allocation that is {alloc.stats['status']}, not proven optimal")
+    total = welfare(problem, alloc)
+    by_bidder: dict[str, list[int]] = {}
+    for b in sorted(alloc.winners):
+        by_bidder.setdefault(problem.bids[b].bidder, []).append(b)
+    out: dict[int, float] = {}
+    for bidder, won in by_bidder.items():
+        keep = [i for i, bid in enumerate(problem.bids) if bid.bidder != bidder]
+        sub = Problem(
+            nodes=problem.nodes,
+            wallets=problem.wallets,
+            bids=tuple(problem.bids[i] for i in keep),
+            incumbents=problem.incumbents,
+            reserve_prices=problem.reserve_prices,
+            extra_models=problem.extra_models,
+            round_id=problem.round_id,
+        )
+        index = {old: new for new, old in enumerate(keep)}
+        hint = Allocation(
+            {index[b]: w for b, w in alloc.winners.items() if b in index}, alloc.evicted
+        )
+        res = _run(sub, hint, time_limit, seed, 1)
+        if res.stats["status"] != "OPTIMAL":
+            _warn(
+                f"VCG sub-solve without bidder {bidder!r} is {res.stats['status']} "
+                f"(gap {res.stats['gap']:.3g}); its payment may be too low"
+            )
+        opt_without = max(float(res.stats["objective"]), welfare(sub, hint))
+        values = {b: problem.bids[b].alternatives[alloc.winners[b][0]].value for b in won}
+        v_b = sum(values.values())
+        pay = opt_without - (total - v_b)
+        for b in won:
+            share = pay * values[b] / v_b if v_b > 0 else 0.0
+            out[b] = min(max(share, 0.0), values[b])
+    return out
+
+
+def _warn(message: str) -> None:
+    _log.warning(message)
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
