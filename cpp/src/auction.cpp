@@ -76,7 +76,7 @@ Engine::Engine(ProblemData problem, EngineOptions options)
       if (p_.models[m].memory_gb + kEps < a.min_gpu_memory_gb) continue;
       const double eq = replica_equivalent(p_, a, m, prof) * a.replicas;
       if (a.value + kEps * std::max(1.0, a.value) < p_.models[m].reserve * eq) continue;
-      cands_[k].push_back({m, prof});
+      cands_[k].push_back({m, prof, p_.models[m].reserve * eq});
       min_eq = std::min(min_eq, eq);
     }
     std::sort(cands_[k].begin(), cands_[k].end(), [&](const Candidate& x, const Candidate& y) {
@@ -270,12 +270,22 @@ bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const Al
 }
 
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
-                       bool commit, std::vector<Replica>& out) {
+                       bool commit, std::vector<Replica>& out, double* least_value,
+                       bool check_wallet) {
   const auto& a = p_.alternatives[alt];
   const int w = p_.bids[a.bid];
-  if (sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) return false;
+  if (least_value) *least_value = 0.0;
+  const auto covers = [&](const Candidate& c) {
+    return value + kEps * std::max(1.0, value) >= c.reserve_cost;
+  };
+  if (check_wallet &&
+      sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) {
+    return false;
+  }
   for (const auto& c : cands_[alt]) {
+    if (!covers(c)) continue;
     if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out)) {
+      if (least_value) *least_value = c.reserve_cost;
       if (commit) commit_win(sol, alt, out);
       return true;
     }
@@ -284,7 +294,9 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
   double best_cost = std::numeric_limits<double>::infinity();
   std::vector<Replica> best, reps;
   std::vector<int> ev;
+  double best_reserve = 0.0;
   for (const auto& c : cands_[alt]) {
+    if (!covers(c)) continue;
     if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps)) continue;
     ev.clear();
     const bool ok = make_room(sol, reps, a, ev);
@@ -293,12 +305,14 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
     for (auto it = ev.rbegin(); it != ev.rend(); ++it) restore(sol, *it);
     if (ok && cost < value - kEps && cost < best_cost) {
       best_cost = cost;
+      best_reserve = c.reserve_cost;
       best = reps;
       if (first_fit) break;
     }
   }
   if (best.empty()) return false;
   out = best;
+  if (least_value) *least_value = std::max(best_cost, best_reserve);
   if (commit) {
     ev.clear();
     make_room(sol, best, a, ev);

@@ -380,7 +380,8 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       double pen = 0, prim = 0;
       if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim)) continue;
       consider(pen, prim);
-      if (first_fit || (penalty == nullptr && prim <= 0)) break;
+      // With a penalty, a cheaper eviction elsewhere may still be found: stop only at zero.
+      if ((first_fit || prim <= 0) && (penalty == nullptr || pen <= 0)) break;
     }
     return found;
   }
@@ -419,7 +420,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       double pen = 0, prim = 0;
       if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim)) continue;
       consider(pen, prim);
-      if (first_fit || penalty == nullptr || pen <= 0) break;
+      if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
     }
     return found;
   }
@@ -452,7 +453,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
     double pen = 0, prim = 0;
     if (!gang_in(s, alt, model, profile, groups[i], -1, -1, penalty, cand, &pen, &prim)) continue;
     consider(pen, prim);
-    if (first_fit || penalty == nullptr || pen <= 0) break;
+    if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
   }
   return found;
 }

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "gpualloc/auction.hpp"
 
@@ -37,34 +38,54 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     const std::size_t c = std::min(start / every, checkpoints_.size() - 1);
     Solution s = checkpoints_[c];
     const double size_factor = std::pow(size_[k], opt_.alpha);
-    // The bid sits just after the last item processed so far; it wins iff it fits there. The
-    // first position where it no longer fits makes the previous item's score critical.
+    // Scan the positions the bid would take at lower values. Between the previous item and
+    // item j (values in (score_j, last_score] x size^alpha) it is processed in the state before
+    // j; it wins there with any value that fits, pays for its evictions and fits its wallet.
+    // The first position where that fails sets the critical value.
+    const int w = p_.bids[b];
+    const double balance = p_.wallets[w] + 1e-9 * std::max(1.0, p_.wallets[w]);
     double threshold = 0.0;
     double last_score = score_[k];
     bool decided = false;
+    // Least value (or +inf) with which the bid wins in the current state, given the interval.
+    const auto least_winning = [&](double low, double high) {
+      double cost = 0.0;
+      if (!try_place(s, k, high, true, true, false, scratch, &cost, false)) {
+        return std::numeric_limits<double>::infinity();
+      }
+      const double v = std::max(low, cost);
+      if (s.wallet_spent[w] + v > balance) return std::numeric_limits<double>::infinity();
+      return v;
+    };
     for (std::size_t pos = c * every; pos < order_.size(); ++pos) {
       const int j = order_[pos];
       const int bj = p_.alternatives[j].bid;
       if (bj == b) continue;
       if (pos >= scan_from) {
-        const double value_here = score_[j] * size_factor;
-        if (last_score * size_factor <= floor) {  // below the reserve cost the floor decides
+        const double low = score_[j] * size_factor;
+        const double high = std::min(a.value, last_score * size_factor);
+        if (high <= floor) {  // below the reserve cost the floor decides
           decided = true;
           break;
         }
-        if (value_here < a.value && !try_place(s, k, value_here, true, true, false, scratch)) {
-          threshold = last_score * size_factor;
-          decided = true;
-          break;
+        if (low < a.value) {
+          const double v = least_winning(low, high);
+          if (v > low) {  // it does not win all the way down this interval
+            threshold = std::isfinite(v) && v <= high ? v : high;
+            decided = true;
+            break;
+          }
         }
         last_score = std::min(last_score, score_[j]);
       }
       if (s.alt_of_bid[bj] >= 0) continue;
       try_place(s, j, p_.alternatives[j].value, true, false, true, scratch);
     }
-    // After every other item: the bid still has to fit at (almost) zero value.
-    if (!decided && !try_place(s, k, 0.0, true, true, false, scratch)) {
-      threshold = last_score * size_factor;
+    // After every other item: the bid sits last, down to zero.
+    if (!decided) {
+      const double high = std::min(a.value, last_score * size_factor);
+      const double v = least_winning(0.0, high);
+      threshold = std::isfinite(v) && v <= high ? v : high;
     }
     pay[b] = std::min(a.value, std::max(floor, threshold));
   }

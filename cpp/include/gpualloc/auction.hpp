@@ -109,6 +109,7 @@ class Engine {
   struct Candidate {
     int model;
     int profile;
+    double reserve_cost;
   };
   struct Undo {
     std::vector<int> evicted;
@@ -117,8 +118,13 @@ class Engine {
   /// Try to place alternative `alt` at value `value` into `sol`; on success fill `out` (and the
   /// incumbents to evict, already evicted in `sol` when `commit`); without `commit`, `sol` is
   /// left as it was.
+  /// Only models whose reserve cost `value` covers are used. `least_value` (optional) receives
+  /// the least value the found placement needs: its model's reserve cost and what its evictions
+  /// destroy (it must exceed the latter);
+  /// `check_wallet` false skips the wallet test (the payment scan does it itself).
   bool try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
-                 bool commit, std::vector<Replica>& out);
+                 bool commit, std::vector<Replica>& out, double* least_value = nullptr,
+                 bool check_wallet = true);
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
   void remove_win(Solution& sol, int bid) const;
   void evict(Solution& sol, int inc) const;
