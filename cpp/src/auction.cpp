@@ -428,15 +428,26 @@ bool Engine::touches(const std::vector<Replica>& a, const std::vector<Replica>& 
   return false;
 }
 
-void Engine::refill(Solution& sol, std::vector<int> items) {
-  std::sort(items.begin(), items.end(), [&](int x, int y) { return rank_[x] < rank_[y]; });
+void Engine::refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng, double noise,
+                    bool allow_evict) {
+  std::sort(items.begin(), items.end());
   items.erase(std::unique(items.begin(), items.end()), items.end());
+  if (rng != nullptr && noise > 0) {
+    std::uniform_real_distribution<double> u(1.0 - noise, 1.0 + noise);
+    std::vector<std::pair<double, int>> keyed;
+    keyed.reserve(items.size());
+    for (int alt : items) keyed.emplace_back(-score_[alt] * u(*rng), alt);
+    std::sort(keyed.begin(), keyed.end());
+    for (std::size_t i = 0; i < items.size(); ++i) items[i] = keyed[i].second;
+  } else {
+    std::sort(items.begin(), items.end(), [&](int x, int y) { return rank_[x] < rank_[y]; });
+  }
   std::vector<Replica> reps;
   for (int alt : items) {
     if (rank_[alt] < 0) continue;
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
-    try_place(sol, alt, p_.alternatives[alt].value, false, false, true, reps);
+    try_place(sol, alt, p_.alternatives[alt].value, allow_evict, false, true, reps);
   }
 }
 
@@ -464,10 +475,11 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     }
   }
   if (patience <= 0) {
-    patience = std::clamp<std::int64_t>(10 * static_cast<std::int64_t>(orderable_bids.size()), 200, 5000);
+    patience = std::clamp<std::int64_t>(400 * static_cast<std::int64_t>(orderable_bids.size()), 20000, 400000);
   }
   LocalStats st;
   std::int64_t since_gain = 0;
+  std::vector<double> damage(p_.gpus.size(), 0.0);
   std::vector<Replica> placed;
   const auto losers_of = [&](const Solution& s) {
     std::vector<int> items;
@@ -510,8 +522,9 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
       if (nxt.alt_of_bid[b] >= 0) winners.push_back(b);
       else losers.push_back(b);
     }
-    int move = static_cast<int>(rng() % 6);
-    if (move >= 3) move = 0;  // insertion is the main move
+    int move = static_cast<int>(rng() % 8);
+    if (move >= 5) move = 0;  // insertion is the main move
+    if (move == 4) move = 3;
     if (move == 1 && evicted_now.empty()) move = 0;
     if (move == 2 && winners.empty()) move = 0;
     if (move == 0 && losers.empty()) {
@@ -528,11 +541,26 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
       target_alt = alts[rng() % alts.size()];
       const auto& a = p_.alternatives[target_alt];
       const auto& cands = cands_[target_alt];
+      // Where to put it: the placement in the market-free cluster that destroys the least
+      // (winners' values and incumbents' costs spread over their GPUs), with noise so that
+      // repeated tries explore different regions.
+      std::fill(damage.begin(), damage.end(), 0.0);
+      std::uniform_real_distribution<double> noise(0.6, 1.4);
+      for (int ob : winners) {
+        const int k = nxt.alt_of_bid[ob];
+        std::size_t touched = 0;
+        for (const auto& r : nxt.placements[ob]) touched += r.gpus.size();
+        const double per = p_.alternatives[k].value / static_cast<double>(std::max<std::size_t>(1, touched));
+        for (const auto& r : nxt.placements[ob]) {
+          for (int g : r.gpus) damage[g] += per;
+        }
+      }
+      for (std::size_t g = 0; g < damage.size(); ++g) damage[g] = (damage[g] + nxt.penalty[g]) * noise(rng);
       const std::size_t first = rng() % cands.size();
       bool found = false;
       for (std::size_t t = 0; t < cands.size() && !found; ++t) {
         const auto& c = cands[(first + t) % cands.size()];
-        found = packer_.find(base, a, c.model, c.profile, nullptr, false, target);
+        found = packer_.find(base, a, c.model, c.profile, &damage, false, target);
       }
       if (!found) {
         valid = false;
@@ -614,6 +642,28 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
           }
         }
       }
+    } else if (move == 3) {
+      // Clear a few random nodes and rebuild them.
+      const int count = 1 + static_cast<int>(rng() % 3);
+      std::vector<std::uint8_t> cleared(p_.nodes.size(), 0);
+      for (int t = 0; t < count; ++t) cleared[rng() % p_.nodes.size()] = 1;
+      for (int ob : winners) {
+        if (nxt.alt_of_bid[ob] < 0) continue;
+        for (const auto& r : nxt.placements[ob]) {
+          if (cleared[r.node]) {
+            drop(ob);
+            break;
+          }
+        }
+      }
+      if (rng() % 2 == 0) {
+        for (std::size_t n = 0; n < p_.nodes.size(); ++n) {
+          if (!cleared[n]) continue;
+          for (int i : node_incs_[n]) {
+            if (!nxt.evicted[i] && p_.incumbents[i].preemptible) evict(nxt, i);
+          }
+        }
+      }
     } else {
       const int b = winners[rng() % winners.size()];
       const auto mine = nxt.placements[b];
@@ -627,7 +677,25 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     if (!valid) continue;
     std::vector<int> items = losers_of(nxt);
     items.insert(items.end(), removed.begin(), removed.end());
-    refill(nxt, std::move(items));
+    const bool noisy = rng() % 2 == 0;
+    refill(nxt, std::move(items), &rng, noisy ? 0.3 : 0.0, move == 3);
+    if (move == 3 || move == 2) {
+      // Evicted incumbents whose resources are free again come back for free.
+      for (std::size_t i = 0; i < nxt.evicted.size(); ++i) {
+        if (!nxt.evicted[i]) continue;
+        const auto& inc = p_.incumbents[i];
+        State probe = nxt.real;
+        bool fits = true;
+        for (const auto& r : inc.placements) {
+          if (!replica_fits(p_, probe, r, inc.cpu_milli, inc.memory_mib)) {
+            fits = false;
+            break;
+          }
+          apply_replica(p_, probe, r, inc.cpu_milli, inc.memory_mib, +1);
+        }
+        if (fits) restore(nxt, static_cast<int>(i));
+      }
+    }
     if (nxt.welfare > cur.welfare + kEps * std::max(1.0, std::abs(cur.welfare))) {
       cur = std::move(nxt);
       ++st.improvements;
@@ -636,6 +704,14 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
                nxt.welfare >= start.welfare) {
       cur = std::move(nxt);  // plateau move
     }
+  }
+  // Recompute the welfare from scratch (the running sum drifts by rounding).
+  cur.welfare = 0.0;
+  for (std::size_t b = 0; b < cur.alt_of_bid.size(); ++b) {
+    if (cur.alt_of_bid[b] >= 0) cur.welfare += p_.alternatives[cur.alt_of_bid[b]].value;
+  }
+  for (std::size_t i = 0; i < cur.evicted.size(); ++i) {
+    if (cur.evicted[i]) cur.welfare -= p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
   }
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (stats) *stats = st;

@@ -13,10 +13,12 @@
 // make room and is accepted only if its value exceeds their value + preemption cost (evict only
 // when it pays). Non-preemptible incumbents and outside usage are never touched.
 //
-// Local search (ruin and recreate, seeded): (1) insert a loser at a placement found in the
-// cluster without market work, removing the winners/incumbents it touches; (2) restore an evicted
-// incumbent the same way; (3) drop a random winner and its node neighbours. After each ruin the
-// removed winners and all losers are re-inserted in greedy order. A move is kept if welfare does
+// Local search (ruin and recreate, seeded): (1) insert a loser at the placement of the
+// market-free cluster that destroys the least (noisy), removing the winners/incumbents it
+// touches; (2) restore an evicted incumbent the same way; (3) drop a random winner and its node
+// neighbours; (4) clear one to three random nodes of winners (and, half the time, of preemptible
+// incumbents). After each ruin the removed winners and all losers are re-inserted greedily, in a
+// score order perturbed by noise half of the time (evictions allowed in move 4). A move is kept if welfare does
 // not drop (ties are kept as plateau moves), so welfare never goes below the start. It stops at
 // the time limit, the iteration limit, or after `patience` moves without a strict gain.
 //
@@ -29,6 +31,7 @@
 #pragma once
 
 #include <cstdint>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -131,7 +134,10 @@ class Engine {
   void restore(Solution& sol, int inc) const;
   bool make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
                  std::vector<int>& evicted) const;
-  void refill(Solution& sol, std::vector<int> items);
+  /// Re-insert `items` greedily, in score order perturbed by `noise` (each score times a factor
+  /// drawn from [1 - noise, 1 + noise]; 0: plain greedy order).
+  void refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng = nullptr,
+              double noise = 0.0, bool allow_evict = false);
   [[nodiscard]] bool touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
                              bool node_level) const;
 

@@ -1,0 +1,229 @@
+"""The C++ engine through allocator.solvers.native: greedy, local, payments, reasons, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allocator import _core, verify
+from allocator.instances import random_problem
+from allocator.model import (
+    Alternative,
+    Bid,
+    Gpu,
+    Incumbent,
+    Node,
+    Placement,
+    Problem,
+    Unit,
+    Wallet,
+)
+from allocator.solvers import solve
+from allocator.solvers.assemble import Allocation, welfare
+from allocator.solvers.native import NativeEngine
+
+
+def _whole_node(name: str, n: int, model: str = "H100", **kw: object) -> Node:
+    return Node(name, 64000, 512000, gpus=tuple(Gpu(i, model) for i in range(n)), **kw)  # type: ignore[arg-type]
+
+
+def _bid(i: int, value: float, unit: Unit, wallet: str = "w", **kw: object) -> Bid:
+    return Bid(f"b{i}", f"agent{i}", wallet, (Alternative(value, unit, **kw),))  # type: ignore[arg-type]
+
+
+def _problem(nodes: tuple[Node, ...], bids: tuple[Bid, ...], **kw: object) -> Problem:
+    wallets = kw.pop("wallets", (Wallet("w", 1e9),))
+    return Problem(nodes, wallets, bids, **kw)  # type: ignore[arg-type]
+
+
+def test_greedy_picks_by_density_and_places_whole_gpus() -> None:
+    """Greedy takes the denser bid first and returns device indices of one node per replica."""
+    pb = _problem(
+        (_whole_node("n1", 2),),
+        (
+            _bid(0, 6, Unit("whole")),
+            _bid(1, 8, Unit("whole", gpus=2)),
+            _bid(2, 1, Unit("whole")),
+        ),
+    )
+    alloc = NativeEngine(pb).greedy()
+    assert sorted(alloc.winners) == [0, 2]
+    _, (p,) = alloc.winners[0]
+    assert p.node == "n1" and p.kind == "whole" and len(p.gpus) == 1
+    assert welfare(pb, alloc) == 7
+
+
+def test_local_fixes_the_greedy_mistake_and_never_loses_welfare() -> None:
+    """Local search finds the 2-GPU bid worth 8 that greedy passed over, starting from greedy."""
+    pb = _problem(
+        (_whole_node("n1", 2),),
+        (
+            _bid(0, 6, Unit("whole")),
+            _bid(1, 8, Unit("whole", gpus=2)),
+            _bid(2, 1, Unit("whole")),
+        ),
+    )
+    eng = NativeEngine(pb)
+    start = eng.greedy()
+    better = eng.local(start, time_limit=2.0, seed=1)
+    assert welfare(pb, better) == 8
+    assert sorted(better.winners) == [1]
+
+
+def test_local_is_deterministic_for_a_seed_and_iteration_count() -> None:
+    """Two runs with the same seed and iteration budget return the same allocation."""
+    pb = random_problem(5, gpus=32, bids=60)
+    runs = []
+    for _ in range(2):
+        eng = NativeEngine(pb)
+        runs.append(eng.local(eng.greedy(), time_limit=30.0, seed=3, max_iterations=200))
+    assert dict(runs[0].winners) == dict(runs[1].winners)
+    assert runs[0].evicted == runs[1].evicted
+
+
+def test_local_stops_early_on_small_instances() -> None:
+    """Without gains for a while local search stops long before its time limit."""
+    pb = random_problem(1, gpus=16, bids=30)
+    eng = NativeEngine(pb)
+    out = eng.local(eng.greedy(), time_limit=30.0, seed=0)
+    assert out.stats["local_seconds"] < 10.0
+
+
+def test_mig_and_share_placements_carry_profile_start_and_milli() -> None:
+    """MIG winners get a profile name and a legal start; shares get their milli on one GPU."""
+    pb = _problem(
+        (
+            Node("m", 8000, 64000, gpus=(Gpu(0, "A100-80GB", "mig"),)),
+            Node("s", 8000, 64000, gpus=(Gpu(0, "T4", "shared", used_milli=300),)),
+        ),
+        (
+            _bid(0, 5, Unit("mig", profile="4g.40gb")),
+            _bid(1, 5, Unit("mig", profile="3g.40gb")),
+            _bid(2, 3, Unit("share", milli=700)),
+        ),
+    )
+    alloc = NativeEngine(pb).greedy()
+    assert sorted(alloc.winners) == [0, 1, 2]
+    (p0,) = alloc.winners[0][1]
+    (p1,) = alloc.winners[1][1]
+    (p2,) = alloc.winners[2][1]
+    assert (p0.mig_profile, p0.mig_start) == ("4g.40gb", 0)
+    assert (p1.mig_profile, p1.mig_start) == ("3g.40gb", 4)
+    assert (p2.node, p2.gpus, p2.milli) == ("s", (0,), 700)
+
+
+def test_wallet_budget_binds_greedy_and_local() -> None:
+    """Two bids of one wallet whose values exceed its balance together never both win."""
+    pb = _problem(
+        (_whole_node("n1", 4),),
+        (_bid(0, 7, Unit("whole")), _bid(1, 6, Unit("whole"))),
+        wallets=(Wallet("w", 10.0),),
+    )
+    eng = NativeEngine(pb)
+    g = eng.greedy()
+    loc = eng.local(g, time_limit=1.0, seed=2)
+    assert len(g.winners) == 1 and len(loc.winners) == 1
+    assert eng.explain(loc)[1][0] == "outbid" or eng.explain(loc)[1][0] == "over_budget"
+
+
+def test_eviction_only_when_it_pays() -> None:
+    """A bid evicts a preemptible incumbent only if it is worth more than value + preemption cost."""
+    nodes = (_whole_node("n1", 1),)
+    inc = (Incumbent("i0", "old", 2.0, (Placement("n1", (0,)),), preemption_cost=1.0),)
+    rich = NativeEngine(_problem(nodes, (_bid(0, 5, Unit("whole")),), incumbents=inc)).greedy()
+    poor = NativeEngine(_problem(nodes, (_bid(0, 2.5, Unit("whole")),), incumbents=inc)).greedy()
+    assert rich.evicted == frozenset({0}) and 0 in rich.winners
+    assert poor.evicted == frozenset() and not poor.winners
+
+
+def test_reasons_cover_every_loser() -> None:
+    """Each loser gets exactly one of the four reasons, with numbers."""
+    pb = _problem(
+        (_whole_node("n1", 2),),
+        (
+            _bid(0, 10, Unit("whole", gpus=2)),
+            _bid(1, 5, Unit("whole"), wallet="poor"),
+            _bid(2, 5, Unit("whole", gpus=3)),
+            _bid(3, 1, Unit("whole")),
+            _bid(4, 1, Unit("whole", gpus=2)),
+        ),
+        wallets=(Wallet("w", 1e9), Wallet("poor", 1.0)),
+        reserve_prices={"H100-80GB": 0.75},
+    )
+    eng = NativeEngine(pb)
+    reasons = eng.explain(eng.greedy())
+    assert {b: r for b, (r, _) in reasons.items()} == {
+        1: "over_budget",
+        2: "does_not_fit",
+        3: "outbid",
+        4: "below_reserve",
+    }
+    assert reasons[1][1]["balance"] == 1.0
+    assert reasons[2][1]["requested_gpus"] == 3.0
+
+
+def test_payments_between_reserve_and_value() -> None:
+    """Critical payments never exceed the bid and never fall below the reserve cost."""
+    pb = _problem(
+        (_whole_node("n1", 2),),
+        tuple(_bid(i, v, Unit("whole")) for i, v in enumerate((9.0, 7.0, 4.0))),
+        reserve_prices={"H100": 2.0},
+    )
+    eng = NativeEngine(pb)
+    alloc = eng.greedy()
+    pay = eng.critical_payments(alloc)
+    assert sorted(pay) == [0, 1]
+    assert pay[0] == pytest.approx(4.0) and pay[1] == pytest.approx(4.0)
+
+
+def test_payments_and_reasons_accept_a_foreign_allocation() -> None:
+    """An allocation the engine did not make (e.g. from CP-SAT) is loaded and priced."""
+    pb = _problem(
+        (_whole_node("n1", 2),),
+        (_bid(0, 6, Unit("whole")), _bid(1, 8, Unit("whole", gpus=2))),
+    )
+    eng = NativeEngine(pb)
+    foreign = Allocation({1: (0, (Placement("n1", (0, 1)),))})
+    pay = eng.critical_payments(foreign)
+    assert 0 <= pay[1] <= 8
+    assert eng.explain(foreign) == {0: ("outbid", eng.explain(foreign)[0][1])}
+
+
+def test_infeasible_allocation_is_a_value_error() -> None:
+    """Overlapping placements in a loaded allocation raise ValueError naming the winner."""
+    pb = _problem((_whole_node("n1", 1),), (_bid(0, 1, Unit("whole")), _bid(1, 1, Unit("whole"))))
+    eng = NativeEngine(pb)
+    bad = Allocation({0: (0, (Placement("n1", (0,)),)), 1: (0, (Placement("n1", (0,)),))})
+    with pytest.raises(ValueError, match="winners"):
+        eng.critical_payments(bad)
+    with pytest.raises(ValueError):
+        eng.explain(Allocation({0: (0, (Placement("nowhere", (0,)),))}))
+
+
+def test_core_rejects_bad_arrays_with_value_error() -> None:
+    """Malformed arrays handed straight to _core raise ValueError naming the field, no crash."""
+    pb = _problem((_whole_node("n1", 1),), (_bid(0, 1, Unit("whole")),))
+    data = NativeEngine(pb)._lower()
+    broken = dict(data)
+    broken["gpu_model"] = np.array([7], dtype=np.int64)
+    with pytest.raises(ValueError, match="gpu"):
+        _core.Engine(broken)
+    missing = dict(data)
+    del missing["alt_value"]
+    with pytest.raises(ValueError, match="alt_value"):
+        _core.Engine(missing)
+    negative = dict(data)
+    negative["alt_value"] = np.array([-1.0])
+    with pytest.raises(ValueError, match=r"alternatives\[0\].value"):
+        _core.Engine(negative)
+    with pytest.raises(ValueError, match="alpha"):
+        _core.Engine(data, float("nan"))
+
+
+def test_results_pass_the_independent_checker() -> None:
+    """greedy and local results on random rounds pass allocator.verify."""
+    for seed in range(6):
+        pb = random_problem(seed, gpus=24, bids=40)
+        for solver in ("greedy", "local"):
+            result = solve(pb, solver=solver, time_limit=2.0, seed=seed)
+            assert verify(pb, result) == [], (seed, solver)
