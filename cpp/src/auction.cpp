@@ -434,9 +434,14 @@ void Engine::refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng,
   items.erase(std::unique(items.begin(), items.end()), items.end());
   if (rng != nullptr && noise > 0) {
     std::uniform_real_distribution<double> u(1.0 - noise, 1.0 + noise);
+    // A third of the time: largest first (first-fit decreasing packs tight MIG/share layouts).
+    const bool by_size = (*rng)() % 3 == 0;
     std::vector<std::pair<double, int>> keyed;
     keyed.reserve(items.size());
-    for (int alt : items) keyed.emplace_back(-score_[alt] * u(*rng), alt);
+    for (int alt : items) {
+      const double key = by_size ? size_[alt] : score_[alt];
+      keyed.emplace_back(-key * u(*rng), alt);
+    }
     std::sort(keyed.begin(), keyed.end());
     for (std::size_t i = 0; i < items.size(); ++i) items[i] = keyed[i].second;
   } else {

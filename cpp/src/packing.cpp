@@ -99,15 +99,23 @@ Packer::Packer(const ProblemData& p) : p_(p) {
     mig_potential_[m].assign(std::size_t{1} << md.mig_units, 0.0);
     for (std::uint32_t mask = 0; mask < (1u << md.mig_units); ++mask) {
       double pot = 0;
+      std::uint32_t coverable = 0;
       for (std::size_t q = 0; q < md.profiles.size(); ++q) {
         const auto& pr = md.profiles[q];
         const double w =
             pr.size * (1.0 + (demand_total > 0 ? 4.0 * mig_demand[m][q] / demand_total : 0.0));
         for (int st = 0; st + pr.size <= md.mig_units; ++st) {
-          if (((pr.starts_mask >> st) & 1u) && !(mask & slice_bits(st, pr.size))) pot += w;
+          if (((pr.starts_mask >> st) & 1u) && !(mask & slice_bits(st, pr.size))) {
+            pot += w;
+            coverable |= slice_bits(st, pr.size);
+          }
         }
       }
-      mig_potential_[m][mask] = pot;
+      // Free slices no legal instance can use any more are stranded: weigh them like a large
+      // profile, so that e.g. a 1g does not take slot 6 next to a free slot 7 it would strand.
+      const std::uint32_t full = (1u << md.mig_units) - 1u;
+      const int dead = std::popcount(full & ~mask & ~coverable);
+      mig_potential_[m][mask] = pot - 8.0 * dead;
     }
   }
 }
