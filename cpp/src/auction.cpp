@@ -467,6 +467,7 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
   const auto t0 = std::chrono::steady_clock::now();
   std::mt19937_64 rng(seed);
   Solution cur = start;
+  Solution best = start;
   const Solution empty = initial();
   State base = empty.pot;  // outside usage + non-preemptible incumbents only
 
@@ -701,15 +702,21 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
         if (fits) restore(nxt, static_cast<int>(i));
       }
     }
-    if (nxt.welfare > cur.welfare + kEps * std::max(1.0, std::abs(cur.welfare))) {
+    // Threshold acceptance: a move may lose up to tau, which shrinks to zero as the moves
+    // without a new best run out; the best allocation seen is what is returned.
+    const double scale = std::max(1.0, std::abs(best.welfare));
+    const double tau = 0.002 * scale * std::max(0.0, 1.0 - static_cast<double>(since_gain) /
+                                                              static_cast<double>(patience));
+    if (nxt.welfare > best.welfare + kEps * scale) {
+      best = nxt;
       cur = std::move(nxt);
       ++st.improvements;
       since_gain = 0;
-    } else if (nxt.welfare >= cur.welfare - kEps * std::max(1.0, std::abs(cur.welfare)) &&
-               nxt.welfare >= start.welfare) {
-      cur = std::move(nxt);  // plateau move
+    } else if (nxt.welfare >= cur.welfare - tau - kEps * scale) {
+      cur = std::move(nxt);
     }
   }
+  cur = std::move(best);
   // Recompute the welfare from scratch (the running sum drifts by rounding).
   cur.welfare = 0.0;
   for (std::size_t b = 0; b < cur.alt_of_bid.size(); ++b) {
