@@ -609,3 +609,15 @@ def test_vcg_warns_when_not_proven_optimal() -> None:
         warnings.simplefilter("always")
         vcg_payments(problem, stale, time_limit=5, seed=0)
     assert any(issubclass(w.category, RuntimeWarning) for w in caught)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_mid_size_rounds_are_valid_and_proven(seed: int) -> None:
+    """On 16-GPU, 40-bid mixed rounds the solver proves optimality and its placements are valid."""
+    from allocator.instances import random_problem as mixed_round
+
+    problem = mixed_round(seed, gpus=16, bids=40)
+    alloc = solve_cpsat(problem, warm_start=None, time_limit=20.0, seed=0)
+    assert alloc.stats["status"] == "OPTIMAL" and alloc.stats["gap"] == 0
+    assert violations(problem, alloc) == []
+    assert welfare(problem, alloc) == pytest.approx(alloc.stats["objective"])

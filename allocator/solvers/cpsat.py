@@ -71,6 +71,9 @@ SCALE = 1000
 
 _log = logging.getLogger(__name__)
 
+#: One GPU in the units of the redundant per-model rows (divisible by 1000 and by 4, 8, 12).
+_GPU_UNITS = 24000
+
 _STATUS = {
     cp_model.OPTIMAL: "OPTIMAL",
     cp_model.FEASIBLE: "FEASIBLE",
@@ -253,7 +256,7 @@ class _AltVars:
     bid: int
     alt: int
     x: cp_model.IntVar
-    model_of: dict[str, cp_model.IntVar]
+    model_of: dict[str, list[cp_model.IntVar]]  # model -> the choice literals that select it
     z: dict[int, cp_model.IntVar]  # resource index -> amount
     replicas_on: dict[int, cp_model.LinearExprT] = field(default_factory=dict)  # node -> count
 
@@ -475,6 +478,8 @@ class _Builder:
     def _domain(self, alt: Alternative, r: _Resource) -> tuple[Any, ...] | None:
         node = self.p.nodes[r.node]
         loc = alt.locality
+        if alt.unit.kind == "whole" and alt.replicas == 1 and loc in ("rack", "zone", "any"):
+            loc = "node"  # its one replica is on one node anyway; a node cell is a tighter LP
         if loc == "gpu":
             if alt.replicas * alt.gpus_per_replica == 1 or alt.unit.kind != "whole":
                 return None  # one GPU trivially, or a bundle of shares / MIG instances
@@ -551,14 +556,14 @@ class _Builder:
                 av.z[ri] = self.m.new_int_var(0, usable[ri], f"z[{b},{k},{ri}]")
         if len(cells) == 1:
             self.m.add(_sum(av.z.values()) == need * x)
+            av.model_of[next(iter(cells))[1]] = [x]
         else:
             picks = []
             for cell, ris in cells.items():
                 pick = self.m.new_bool_var(f"c[{b},{k},{cell}]")
                 picks.append(pick)
                 self.m.add(_sum(av.z[ri] for ri in ris) == need * pick)
-                if cell[1] not in av.model_of:
-                    av.model_of[cell[1]] = pick
+                av.model_of.setdefault(cell[1], []).append(pick)
             self.m.add(_sum(picks) == x)
         # replicas per node; k GPUs of one node per replica
         by_node: dict[int, list[int]] = {}
@@ -622,7 +627,52 @@ class _Builder:
                     if demand:
                         supply = _sum(lay[0][k] * v for _, lay, v in r.layouts)
                         self.m.add(_sum(demand) <= supply)
+        self._model_rows()
         self._symmetry()
+
+    def _model_rows(self) -> None:
+        """Redundant knapsack row per GPU model over the choice literals (for cuts).
+
+        Each GPU is worth :data:`_GPU_UNITS`; a whole GPU takes all of it, a share ``milli`` /
+        1000 of it, a MIG instance its memory slices' part. Implied by the exact rows, but stated
+        on 0/1 literals it lets CP-SAT derive knapsack cover cuts.
+        """
+        p = self.p
+        room: dict[str, int] = {}
+        for n in p.nodes:
+            for g in n.gpus:
+                m = p.model(g.model)
+                used = g.used_milli * _GPU_UNITS // 1000
+                for inst in g.mig_instances:
+                    prof = m.profile(inst.profile)
+                    used += prof.size * _GPU_UNITS // m.mig_units if prof else 0
+                room[m.name] = room.get(m.name, 0) + _GPU_UNITS - used
+        kept: dict[str, list[cp_model.LinearExprT]] = {}
+        for i, inc in enumerate(p.incumbents):
+            for pl in inc.placements:
+                gpu = next(g for g in p.node(pl.node).gpus if g.index == pl.gpus[0])
+                m = p.model(gpu.model)
+                units = self._units(pl.kind, len(pl.gpus), pl.milli, pl.mig_profile, m)
+                kept.setdefault(m.name, []).append(units * self.kept(i))
+        terms: dict[str, list[cp_model.LinearExprT]] = {}
+        for av in self.alts:
+            alt = p.bids[av.bid].alternatives[av.alt]
+            u = alt.unit
+            for name, lits in av.model_of.items():
+                m = p.model(name)
+                each = self._units(u.kind, u.gpus, u.milli, u.profile, m)
+                terms.setdefault(name, []).extend(each * alt.replicas * lit for lit in lits)
+        for name, row in terms.items():
+            self.m.add(_sum(row + kept.get(name, [])) <= room[name])
+
+    @staticmethod
+    def _units(kind: str, gpus: int, milli: int, profile: str | None, m: GpuModel) -> int:
+        if kind == "whole":
+            return gpus * _GPU_UNITS
+        if kind == "share":
+            return milli * _GPU_UNITS // 1000
+        prof = m.profile(profile or "")
+        return prof.size * _GPU_UNITS // m.mig_units if prof else 0
 
     def _node_rows(
         self,
@@ -781,12 +831,12 @@ def _run(
         objective = welfare(problem, alloc)
         bound = solver.best_objective_bound / SCALE
         if code == cp_model.OPTIMAL:
-            bound = max(bound, objective)
+            bound = float(objective)  # proven: the decoded welfare, free of scaling round-off
     else:
         alloc = warm_start if warm_start is not None else Allocation({})
         objective = welfare(problem, alloc)
         bound = math.inf if code == cp_model.UNKNOWN else objective
-    stats["objective"] = objective
+    stats["objective"] = float(objective)
     stats["bound"] = bound
     stats["gap"] = (bound - objective) / max(1.0, abs(bound)) if math.isfinite(bound) else math.inf
     stats["time_ms"] = (time.perf_counter() - t0) * 1000.0
