@@ -621,3 +621,14 @@ def test_mid_size_rounds_are_valid_and_proven(seed: int) -> None:
     assert alloc.stats["status"] == "OPTIMAL" and alloc.stats["gap"] == 0
     assert violations(problem, alloc) == []
     assert welfare(problem, alloc) == pytest.approx(alloc.stats["objective"])
+
+
+def test_tiny_time_limit_still_returns_a_valid_allocation() -> None:
+    """Out of time, the solver returns a valid allocation (at worst the warm start) and its gap."""
+    from allocator.instances import random_problem as mixed_round
+
+    problem = mixed_round(0, gpus=32, bids=100)
+    alloc = solve_cpsat(problem, warm_start=Allocation({}), time_limit=1e-3, seed=0)
+    assert alloc.stats["status"] in ("OPTIMAL", "FEASIBLE", "UNKNOWN")
+    assert violations(problem, alloc) == []
+    assert alloc.stats["bound"] >= alloc.stats["objective"] - 1e-6 and alloc.stats["gap"] >= 0

@@ -13,33 +13,38 @@ original units.
 * ``x[a]`` (bool): alternative ``a`` wins. ``sum(x[a] for a in bid) <= 1`` (XOR).
   ``e[i]`` (bool): preemptible incumbent ``i`` is evicted; non-preemptible ones are constants.
 * **Resources** are groups of interchangeable GPUs of one node: same model, mode, NVLink domain,
-  outside occupancy and no incumbent on them. A GPU holding an incumbent is a group of its own,
-  as is every ``shared`` GPU (shares are bin packing, which counts cannot express), and every
-  MIG GPU whose model an alternative with ``locality="gpu"`` and several replicas could use.
-* ``z[a, r]`` (int): how much of resource ``r`` alternative ``a`` takes -- GPUs for whole units,
-  replicas for shares and MIG instances. ``sum_r z[a, r] = replicas * gpus * x[a]``.
-  Gang, one-node-per-replica and locality follow from linking ``z`` to choice variables:
-  ``y[a, m]`` (one GPU model per alternative) and ``c[a, D]`` (one locality domain: GPU, NVLink
-  domain, node, rack or zone), with ``z[a, r] <= cap * y[a, model(r)]`` and
-  ``z[a, r] <= cap * c[a, D(r)]``. A whole unit of ``k > 1`` GPUs per replica adds an integer
-  replica count per node with ``sum_{r on node} z[a, r] = k * replicas_on_node`` (any ``k``
-  GPUs of one node form a replica). CPU and memory are per node, counted per replica.
-* **Whole GPUs**: ``sum_a z[a, r] <= |r|``, or ``<= e[i]`` on a GPU held by incumbent ``i``.
-  A ``shared`` GPU serves a whole unit only when empty: one capacity row in milli-GPU,
+  outside occupancy (``used_milli``, outside MIG instances) and no incumbent on them. A GPU
+  holding an incumbent is a group of its own.
+* **Demand types**: one unit of ``z`` is a GPU (whole units), or a *bundle* of shares / MIG
+  instances that must sit on one GPU: ``replicas`` of them for ``locality="gpu"`` gangs, else 1.
+* ``z[a, r]`` (int): how many units of its type alternative ``a`` takes from resource ``r``.
+  The alternative must go to one *cell* = (locality domain, GPU model), where the domain is the
+  GPU / NVLink domain / node / rack / zone (a single-replica whole unit is node-local anyway):
+  ``sum_{r in cell} z[a, r] = need[a] * c[a, cell]`` and ``sum_cell c[a, cell] = x[a]`` (no
+  ``c`` when only one cell is possible). These equalities give gang (all or nothing), one model
+  and locality. A whole unit of ``k > 1`` GPUs per replica adds an integer replica count per
+  node, ``sum_{r on node} z[a, r] = k * replicas_on_node`` (any ``k`` GPUs of one node form a
+  replica). CPU and memory are rows per node, charged per replica (kept incumbents per
+  placement).
+* **Whole GPUs** (``whole`` mode): ``sum_a z[a, r] <= |r|``; ``<= e[i]`` on a GPU held by ``i``.
+* **Shared GPUs** of a group are counted by *fill patterns*: ``n[r, P]`` GPUs take pattern ``P``,
+  a Pareto-maximal multiset of the demanded share bundles that fits ``1000 - used_milli``, or
+  the pattern "one whole unit" (empty GPUs only). Demand per type <= ``sum_P count_P * n[r, P]``.
+  With more than :data:`MAX_SHARE_PATTERNS` patterns (many share sizes), and on GPUs holding
+  incumbents, GPUs are modelled one by one with one row in milli-GPU,
   ``used_milli + kept incumbent milli + sum milli * shares + 1000 * whole <= 1000``.
-* **MIG**: every GPU group chooses a *layout* per GPU, counted: ``n[r, L]`` GPUs of ``r`` take
-  layout ``L`` (``sum_L n[r, L] = |r|``), where the layouts are the Pareto-maximal vectors of
-  instance counts (projected on the profiles some alternative requests) that fit the slices and
-  the max-count / one-``+me`` rules together with what is already there. Demand for profile
-  ``p`` on ``r`` is at most ``sum_L count_L(p) * n[r, L]``. On a GPU holding preemptible
-  incumbents, the layouts are enumerated for each set ``S`` of them evicted, with
-  ``n[r, L_S] <= e[i]`` for ``i`` in ``S``. Decoding gives each GPU a concrete layout (start
-  slots) and hands its instances out.
+* **MIG**: the same counting with *layouts*: the Pareto-maximal vectors of demanded bundle counts
+  that fit the slices, legal starts, max counts and the one-``+me`` rule together with what is
+  already on the GPU (an 8-slice GPU has a few dozen). On a GPU holding preemptible incumbents
+  the layouts are enumerated for each set ``S`` of them evicted, with ``n[r, L_S] <= e[i]``
+  for ``i`` in ``S``. Decoding gives each GPU a concrete layout (start slots) or fill pattern
+  and hands its bundles out.
 * Reserve prices, model filters and minimum memory remove (alternative, model) pairs up front.
   Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
+* Redundant rows, one per GPU model, state the capacity in GPU fractions on the 0/1 choice
+  literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by one are ordered
+  by load to break symmetry. CP-SAT runs with ``linearization_level=2`` (LP with cuts).
 * Objective: ``max sum value[a] * x[a] - sum (value[i] + preemption_cost[i]) * e[i]``.
-* Identical GPUs that had to stay separate (shared GPUs, split MIG groups) are ordered (load or
-  layout index non-increasing) to break symmetry.
 """
 
 from __future__ import annotations
@@ -835,10 +840,13 @@ def _run(
     else:
         alloc = warm_start if warm_start is not None else Allocation({})
         objective = welfare(problem, alloc)
-        bound = math.inf if code == cp_model.UNKNOWN else objective
+        # no solution in time: keep the hint (or nothing); CP-SAT's bound still holds
+        bound = objective
+        if code == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
+            bound = max(objective, solver.best_objective_bound / SCALE)
     stats["objective"] = float(objective)
     stats["bound"] = bound
-    stats["gap"] = (bound - objective) / max(1.0, abs(bound)) if math.isfinite(bound) else math.inf
+    stats["gap"] = (bound - objective) / max(1.0, abs(bound))
     stats["time_ms"] = (time.perf_counter() - t0) * 1000.0
     stats["solver_wall_ms"] = solver.wall_time * 1000.0
     return Allocation(alloc.winners, alloc.evicted, stats)
