@@ -524,6 +524,9 @@ def _two_nodes(**kw: str | None) -> list[Node]:
         ("rack", [("n1", 0), ("n2", 0)], {"rack1": "r", "rack2": "r"}, True),
         ("rack", [("n1", 0), ("n2", 0)], {"rack1": "r", "rack2": "s"}, False),
         ("rack", [("n1", 0), ("n2", 0)], {"rack1": "r"}, False),
+        ("rack", [("n1", 0), ("n1", 1)], {"rack1": "r"}, True),
+        ("rack", [("n2", 0), ("n2", 1)], {"rack1": "r"}, True),  # no rack: a rack of its own
+        ("zone", [("n2", 0), ("n2", 1)], {"zone1": "z"}, True),
         ("zone", [("n1", 0), ("n2", 0)], {"zone1": "z", "zone2": "z"}, True),
         ("zone", [("n1", 0), ("n2", 0)], {"zone1": "z", "zone2": "y"}, False),
         ("any", [("n1", 0), ("n2", 1)], {"rack1": "r"}, True),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from allocator import _core
+import allocator._core as _core
 from allocator.model import LOCALITIES, GpuModel, Placement, Problem, ProblemError
 from allocator.solvers.assemble import Allocation
 

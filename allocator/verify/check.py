@@ -536,8 +536,12 @@ def _check_locality(
         if len(nodes) > 1:
             why = f"locality 'node' but the replicas span nodes {nodes}"
     elif loc in ("rack", "zone"):
-        places = {s.node.rack if loc == "rack" else s.node.zone for s in states}
-        if None in places or len(places) > 1:
+        # A node without a rack (zone) is a rack (zone) of its own.
+        places = {
+            (s.node.rack if loc == "rack" else s.node.zone) or f"<node {s.node.name}>"
+            for s in states
+        }
+        if len(places) > 1:
             shown = sorted(str(x) for x in places)
             why = f"locality {loc!r} but the nodes {nodes} are in {loc}(s) {shown}"
     if why is not None:
