@@ -168,6 +168,7 @@ void Engine::evict(Solution& sol, int i) const {
   }
   sol.evicted[i] = 1;
   sol.welfare -= inc.value + inc.preemption_cost;
+  sol.evict_log.push_back(i);
 }
 
 void Engine::restore(Solution& sol, int i) const {
@@ -271,7 +272,7 @@ bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const Al
 
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                        bool commit, std::vector<Replica>& out, double* least_value,
-                       bool check_wallet) {
+                       bool check_wallet, const std::vector<int>* only_nodes) {
   const auto& a = p_.alternatives[alt];
   const int w = p_.bids[a.bid];
   if (least_value) *least_value = 0.0;
@@ -284,7 +285,7 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
   }
   for (const auto& c : cands_[alt]) {
     if (!covers(c)) continue;
-    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out)) {
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes)) {
       if (least_value) *least_value = c.reserve_cost;
       if (commit) commit_win(sol, alt, out);
       return true;
@@ -297,7 +298,9 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
   double best_reserve = 0.0;
   for (const auto& c : cands_[alt]) {
     if (!covers(c)) continue;
-    if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps)) continue;
+    if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps, only_nodes)) {
+      continue;
+    }
     ev.clear();
     const bool ok = make_room(sol, reps, a, ev);
     double cost = 0;
@@ -325,6 +328,7 @@ const Solution& Engine::greedy() {
   if (greedy_done_) return greedy_;
   Solution sol = initial();
   greedy_rank_of_bid_.assign(p_.bids.size(), -1);
+  greedy_evictions_.assign(order_.size(), {});
   checkpoints_.clear();
   std::vector<Replica> reps;
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
@@ -342,8 +346,12 @@ const Solution& Engine::greedy() {
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
+    const std::size_t log_before = sol.evict_log.size();
     if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps)) {
       greedy_rank_of_bid_[bid] = static_cast<int>(pos);
+      for (std::size_t e = log_before; e < sol.evict_log.size(); ++e) {
+        if (sol.evicted[sol.evict_log[e]]) greedy_evictions_[pos].push_back(sol.evict_log[e]);
+      }
     }
   }
   greedy_ = std::move(sol);

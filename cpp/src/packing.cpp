@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <iterator>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -342,12 +343,18 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
 }
 
 bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
-                  const std::vector<double>* penalty, bool first_fit,
-                  std::vector<Replica>& out) const {
+                  const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
+                  const std::vector<int>* only_nodes) const {
   out.clear();
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
   if (alt.kind == UnitKind::Mig && profile < 0) return false;
-  const auto& nodes = model_nodes_[model];
+  std::vector<int> restricted;
+  if (only_nodes != nullptr) {
+    const auto& all = model_nodes_[model];
+    std::set_intersection(all.begin(), all.end(), only_nodes->begin(), only_nodes->end(),
+                          std::back_inserter(restricted));
+  }
+  const auto& nodes = only_nodes != nullptr ? restricted : model_nodes_[model];
   if (nodes.empty()) return false;
   std::int64_t per_replica = 0;
   switch (alt.kind) {
@@ -383,6 +390,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
     for (int g : model_gpus_[model]) {
       const auto& gd = p_.gpus[g];
       if (!gpu_serves(gd, alt.kind)) continue;
+      if (only_nodes != nullptr && !std::binary_search(nodes.begin(), nodes.end(), gd.node)) continue;
       if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
       const std::vector<int> one{gd.node};
       double pen = 0, prim = 0;

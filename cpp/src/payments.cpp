@@ -47,20 +47,65 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     double threshold = 0.0;
     double last_score = score_[k];
     bool decided = false;
-    // Least value (or +inf) with which the bid wins in the current state, given the interval.
-    const auto least_winning = [&](double low, double high) {
-      double cost = 0.0;
-      if (!try_place(s, k, high, true, true, false, scratch, &cost, false)) {
-        return std::numeric_limits<double>::infinity();
+    // Replay bookkeeping. The replay state equals the original greedy state except on "dirty"
+    // nodes (where some decision differed, starting with the bid's own placement), wallets and
+    // bids. A node-scoped item whose bid and wallet are clean chooses the best of its original
+    // choice and the dirty nodes, so only those are searched (exact, see Packer::node_scoped).
+    std::vector<std::uint8_t> node_dirty(p_.nodes.size(), 0), wallet_dirty(p_.wallets.size(), 0),
+        bid_dirty(p_.bids.size(), 0);
+    std::vector<int> dirty_nodes;  // sorted
+    const auto mark_node = [&](int n) {
+      if (node_dirty[n]) return;
+      node_dirty[n] = 1;
+      dirty_nodes.insert(std::lower_bound(dirty_nodes.begin(), dirty_nodes.end(), n), n);
+    };
+    const auto mark_replicas = [&](const std::vector<Replica>& reps) {
+      for (const auto& r : reps) mark_node(r.node);
+    };
+    const auto mark_incumbent = [&](int i) {
+      for (const auto& r : p_.incumbents[i].placements) mark_node(r.node);
+    };
+    const auto same_placement = [](const std::vector<Replica>& x, const std::vector<Replica>& y) {
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i) {
+        if (x[i].node != y[i].node || x[i].gpus != y[i].gpus || x[i].profile != y[i].profile ||
+            x[i].start != y[i].start || x[i].milli != y[i].milli || x[i].kind != y[i].kind) {
+          return false;
+        }
       }
-      const double v = std::max(low, cost);
-      if (s.wallet_spent[w] + v > balance) return std::numeric_limits<double>::infinity();
-      return v;
+      return true;
+    };
+    std::vector<int> only;
+    const bool b_scoped = Packer::node_scoped(a);
+    // Least value (or +inf) with which the bid wins in the current state, given the interval.
+    const auto least_winning = [&](double low, double high, bool exact) {
+      const auto attempt = [&](const std::vector<int>* restrict_to) {
+        double cost = 0.0;
+        if (!try_place(s, k, high, true, true, false, scratch, &cost, false, restrict_to)) {
+          return std::numeric_limits<double>::infinity();
+        }
+        const double v = std::max(low, cost);
+        if (s.wallet_spent[w] + v > balance) return std::numeric_limits<double>::infinity();
+        return v;
+      };
+      if (!exact && b_scoped && !dirty_nodes.empty()) {
+        const double v = attempt(&dirty_nodes);
+        if (v <= low) return v;  // it wins here; that is all the scan needs to know
+      }
+      return attempt(nullptr);
     };
     for (std::size_t pos = c * every; pos < order_.size(); ++pos) {
       const int j = order_[pos];
       const int bj = p_.alternatives[j].bid;
-      if (bj == b) continue;
+      const bool orig_won_here = greedy_rank_of_bid_[bj] == static_cast<int>(pos);
+      if (bj == b) {
+        if (orig_won_here) {  // the original run placed the bid here; the replay does not
+          mark_replicas(greedy_.placements[b]);
+          for (int i : greedy_evictions_[pos]) mark_incumbent(i);
+          wallet_dirty[w] = 1;
+        }
+        continue;
+      }
       if (pos >= scan_from) {
         const double low = score_[j] * size_factor;
         const double high = std::min(a.value, last_score * size_factor);
@@ -69,7 +114,7 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
           break;
         }
         if (low < a.value) {
-          const double v = least_winning(low, high);
+          const double v = least_winning(low, high, false);
           if (v > low) {  // it does not win all the way down this interval
             threshold = std::isfinite(v) && v <= high ? v : high;
             decided = true;
@@ -78,13 +123,62 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
         }
         last_score = std::min(last_score, score_[j]);
       }
-      if (s.alt_of_bid[bj] >= 0) continue;
-      try_place(s, j, p_.alternatives[j].value, true, false, true, scratch);
+      const int wj = p_.bids[bj];
+      if (s.alt_of_bid[bj] >= 0) {
+        if (orig_won_here) {  // won earlier in the replay, here in the original: they differ
+          mark_replicas(greedy_.placements[bj]);
+          for (int i : greedy_evictions_[pos]) mark_incumbent(i);
+          wallet_dirty[wj] = 1;
+          bid_dirty[bj] = 1;
+        }
+        continue;
+      }
+      const auto& aj = p_.alternatives[j];
+      // Exact only if the original choice itself is unchanged (a dirty original node may have
+      // become worse than clean nodes that lost to it).
+      bool fast = !wallet_dirty[wj] && !bid_dirty[bj] && Packer::node_scoped(aj);
+      if (fast && orig_won_here) {
+        for (const auto& r : greedy_.placements[bj]) fast = fast && !node_dirty[r.node];
+      }
+      const std::size_t log_before = s.evict_log.size();
+      bool won = false;
+      if (fast) {
+        only = dirty_nodes;
+        if (orig_won_here) {
+          for (const auto& r : greedy_.placements[bj]) {
+            if (!std::binary_search(only.begin(), only.end(), r.node)) {
+              only.insert(std::lower_bound(only.begin(), only.end(), r.node), r.node);
+            }
+          }
+        }
+        // Free resources only: the eviction search minimises over all nodes, so a miss here
+        // falls back to the full search when something could be evicted.
+        if (!only.empty()) {
+          won = try_place(s, j, aj.value, false, false, true, scratch, nullptr, true, &only);
+        }
+        if (!won && any_preemptible_) {
+          won = try_place(s, j, aj.value, true, false, true, scratch);
+        }
+      } else {
+        won = try_place(s, j, aj.value, true, false, true, scratch);
+      }
+      for (std::size_t e = log_before; e < s.evict_log.size(); ++e) {
+        if (s.evicted[s.evict_log[e]]) mark_incumbent(s.evict_log[e]);
+      }
+      if (won != orig_won_here || (won && !same_placement(scratch, greedy_.placements[bj]))) {
+        if (won) mark_replicas(scratch);
+        if (orig_won_here) {
+          mark_replicas(greedy_.placements[bj]);
+          for (int i : greedy_evictions_[pos]) mark_incumbent(i);
+        }
+        wallet_dirty[wj] = 1;
+        bid_dirty[bj] = 1;
+      }
     }
     // After every other item: the bid sits last, down to zero.
     if (!decided) {
       const double high = std::min(a.value, last_score * size_factor);
-      const double v = least_winning(0.0, high);
+      const double v = least_winning(0.0, high, true);
       threshold = std::isfinite(v) && v <= high ? v : high;
     }
     pay[b] = std::min(a.value, std::max(floor, threshold));

@@ -51,6 +51,7 @@ struct Solution {
   std::vector<double> penalty;       ///< per GPU: value+cost of kept preemptible incumbents on it
   std::vector<double> wallet_spent;  ///< per wallet
   double welfare = 0.0;
+  std::vector<int> evict_log;        ///< every eviction in order (restores do not remove)
 };
 
 /// Why a bid lost.
@@ -125,9 +126,10 @@ class Engine {
   /// the least value the found placement needs: its model's reserve cost and what its evictions
   /// destroy (it must exceed the latter);
   /// `check_wallet` false skips the wallet test (the payment scan does it itself).
+  /// `only_nodes` restricts the search (see Packer::find).
   bool try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
-                 bool check_wallet = true);
+                 bool check_wallet = true, const std::vector<int>* only_nodes = nullptr);
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
   void remove_win(Solution& sol, int bid) const;
   void evict(Solution& sol, int inc) const;
@@ -159,6 +161,7 @@ class Engine {
   int checkpoint_every_ = 64;
   std::vector<Solution> checkpoints_;  // checkpoints_[c]: state before position c*every
   std::vector<int> greedy_rank_of_bid_;  // position of the winning item, or -1
+  std::vector<std::vector<int>> greedy_evictions_;  // per position: incumbents it evicted
 };
 
 /// Short name of a loss reason: outbid, does_not_fit, over_budget, below_reserve.

@@ -38,9 +38,19 @@ class Packer {
   /// profile index on that model). `s` is used as scratch and left unchanged on return.
   /// `penalty` (optional, one entry per GPU) is minimised first. With `first_fit` the first
   /// feasible domain/GPU is taken (cheaper; used for "would it fit" checks).
+  /// `only_nodes` (optional, sorted node indices) restricts the search to those nodes; it is
+  /// exact for `node_scoped` alternatives (see below) when the other nodes hold nothing better.
   bool find(State& s, const AlternativeData& alt, int model, int profile,
-            const std::vector<double>* penalty, bool first_fit,
-            std::vector<Replica>& out) const;
+            const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
+            const std::vector<int>* only_nodes = nullptr) const;
+
+  /// Whether the search for `alt` is a minimum over independent per-node choices (locality gpu,
+  /// nvlink or node, or a single replica with locality any), so that restricting it to the nodes
+  /// whose state changed plus the previous choice gives the same answer as a full search.
+  [[nodiscard]] static bool node_scoped(const AlternativeData& alt) {
+    return alt.locality == Locality::Gpu || alt.locality == Locality::Nvlink ||
+           alt.locality == Locality::Node || (alt.locality == Locality::Any && alt.replicas == 1);
+  }
 
   /// Free capacity of `model` in `s` over the whole cluster, in the unit's own measure (free
   /// whole-capable GPUs, free milli on shared GPUs, free MIG slices).
