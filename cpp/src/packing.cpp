@@ -36,6 +36,12 @@ Packer::Packer(const ProblemData& p) : p_(p) {
     model_gpus_[p.gpus[g].model].push_back(static_cast<int>(g));
     max_nvlink = std::max(max_nvlink, p.gpus[g].nvlink);
   }
+  single_model_.assign(n_nodes, 1);
+  for (std::size_t n = 0; n < n_nodes; ++n) {
+    for (int g : node_gpus_[n]) {
+      if (p.gpus[g].model != p.gpus[node_gpus_[n][0]].model) single_model_[n] = 0;
+    }
+  }
   nvlink_node_.assign(static_cast<std::size_t>(max_nvlink + 1), -1);
   for (const auto& g : p.gpus) nvlink_node_[g.nvlink] = g.node;
   for (std::size_t m = 0; m < n_models; ++m) {
@@ -123,6 +129,16 @@ Packer::Packer(const ProblemData& p) : p_(p) {
 
 std::int64_t Packer::capacity_on(const State& s, UnitKind kind, int model, int node,
                                  int nvlink) const {
+  if (nvlink < 0 && single_model_[node] && !s.node_free_whole.empty()) {
+    switch (kind) {
+      case UnitKind::Whole:
+        return s.node_free_whole[node];
+      case UnitKind::Share:
+        return s.node_free_milli[node];
+      case UnitKind::Mig:
+        return s.node_free_slices[node];
+    }
+  }
   std::int64_t cap = 0;
   for (int g : node_gpus_[node]) {
     const auto& gd = p_.gpus[g];
@@ -156,6 +172,11 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
   const auto& nd = p_.nodes[node];
   if (s.cpu_used[node] + alt.cpu_milli > nd.cpu_milli) return false;
   if (s.mem_used[node] + alt.memory_mib > nd.memory_mib) return false;
+  if (!s.node_free_whole.empty()) {  // nothing free on the node: no need to look at its GPUs
+    if (alt.kind == UnitKind::Whole && s.node_free_whole[node] < alt.gpus) return false;
+    if (alt.kind == UnitKind::Share && s.node_free_milli[node] < alt.milli) return false;
+    if (alt.kind == UnitKind::Mig && s.node_free_slices[node] <= 0) return false;
+  }
   const auto pen = [&](int g) { return penalty ? (*penalty)[g] : 0.0; };
   bool found = false;
   Score best;
@@ -369,6 +390,13 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       break;
   }
   const std::int64_t need = per_replica * alt.replicas;
+  // Hopeless if the whole model has less free capacity than the gang needs.
+  if (!s.model_free_whole.empty()) {
+    const std::int64_t have = alt.kind == UnitKind::Whole   ? s.model_free_whole[model]
+                              : alt.kind == UnitKind::Share ? s.model_free_milli[model]
+                                                            : s.model_free_slices[model];
+    if (have < need) return false;
+  }
 
   Locality loc = alt.locality;
   if (loc == Locality::Gpu && alt.kind == UnitKind::Whole) loc = Locality::Node;
@@ -442,26 +470,30 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   }
 
   // rack / zone / any: groups of nodes, tightest group first.
-  std::vector<std::vector<int>> groups;
   if (loc == Locality::Any) {
-    groups.push_back(nodes);
-  } else {
-    const auto& src = loc == Locality::Rack ? rack_nodes_ : zone_nodes_;
-    for (const auto& grp : src) {
-      std::vector<int> keep;
-      for (int n : grp) {
-        if (std::binary_search(nodes.begin(), nodes.end(), n)) keep.push_back(n);
-      }
-      if (!keep.empty()) groups.push_back(std::move(keep));
+    if (alt.replicas > 1) {
+      std::int64_t cap = 0;
+      for (int n : nodes) cap += capacity_on(s, alt.kind, model, n, -1);
+      if (cap < need) return false;
     }
+    double pen = 0, prim = 0;
+    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim)) consider(pen, prim);
+    return found;
+  }
+  std::vector<std::vector<int>> groups;
+  const auto& src = loc == Locality::Rack ? rack_nodes_ : zone_nodes_;
+  for (const auto& grp : src) {
+    std::vector<int> keep;
+    for (int n : grp) {
+      if (std::binary_search(nodes.begin(), nodes.end(), n)) keep.push_back(n);
+    }
+    if (!keep.empty()) groups.push_back(std::move(keep));
   }
   std::vector<std::pair<std::int64_t, std::size_t>> order;
   for (std::size_t i = 0; i < groups.size(); ++i) {
     std::int64_t cap = 0;
-    if (groups.size() > 1 || alt.replicas > 1) {
-      for (int n : groups[i]) cap += capacity_on(s, alt.kind, model, n, -1);
-      if (cap < need) continue;
-    }
+    for (int n : groups[i]) cap += capacity_on(s, alt.kind, model, n, -1);
+    if (cap < need) continue;
     order.emplace_back(cap, i);
   }
   std::sort(order.begin(), order.end());

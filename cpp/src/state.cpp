@@ -1,5 +1,7 @@
 #include "gpualloc/state.hpp"
 
+#include <bit>
+
 namespace gpualloc {
 
 State State::outside_only(const ProblemData& p) {
@@ -7,6 +9,12 @@ State State::outside_only(const ProblemData& p) {
   s.gpus.resize(p.gpus.size());
   s.cpu_used.assign(p.nodes.size(), 0);
   s.mem_used.assign(p.nodes.size(), 0);
+  s.model_free_whole.assign(p.models.size(), 0);
+  s.model_free_milli.assign(p.models.size(), 0);
+  s.model_free_slices.assign(p.models.size(), 0);
+  s.node_free_whole.assign(p.nodes.size(), 0);
+  s.node_free_milli.assign(p.nodes.size(), 0);
+  s.node_free_slices.assign(p.nodes.size(), 0);
   for (std::size_t g = 0; g < p.gpus.size(); ++g) {
     const auto& gd = p.gpus[g];
     auto& gs = s.gpus[g];
@@ -16,6 +24,25 @@ State State::outside_only(const ProblemData& p) {
       gs.mig_mask = static_cast<std::uint16_t>(gs.mig_mask | slice_bits(h.start, pr.size));
       gs.counts[h.profile]++;
       gs.media = static_cast<std::uint8_t>(gs.media + (pr.media ? 1 : 0));
+    }
+    switch (gd.mode) {
+      case GpuMode::Whole:
+        s.model_free_whole[gd.model] += 1;
+        s.node_free_whole[gd.node] += 1;
+        break;
+      case GpuMode::Shared:
+        s.model_free_whole[gd.model] += gs.milli == 0 ? 1 : 0;
+        s.model_free_milli[gd.model] += 1000 - gs.milli;
+        s.node_free_whole[gd.node] += gs.milli == 0 ? 1 : 0;
+        s.node_free_milli[gd.node] += 1000 - gs.milli;
+        break;
+      case GpuMode::Mig: {
+        const int free =
+            p.models[gd.model].mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
+        s.model_free_slices[gd.model] += free;
+        s.node_free_slices[gd.node] += free;
+        break;
+      }
     }
   }
   return s;
@@ -70,11 +97,27 @@ void apply_replica(const ProblemData& p, State& s, const Replica& r, std::int64_
   s.mem_used[r.node] += sign * mem;
   switch (r.kind) {
     case UnitKind::Whole:
-      for (int g : r.gpus) s.gpus[g].milli = static_cast<std::int16_t>(sign > 0 ? 1000 : 0);
+      for (int g : r.gpus) {
+        const int m = p.gpus[g].model;
+        s.gpus[g].milli = static_cast<std::int16_t>(sign > 0 ? 1000 : 0);
+        s.model_free_whole[m] -= sign;
+        s.node_free_whole[r.node] -= sign;
+        if (p.gpus[g].mode == GpuMode::Shared) {
+          s.model_free_milli[m] -= sign * 1000;
+          s.node_free_milli[r.node] -= sign * 1000;
+        }
+      }
       break;
     case UnitKind::Share: {
+      const int m = p.gpus[r.gpus[0]].model;
       auto& gs = s.gpus[r.gpus[0]];
+      const bool was_free = gs.milli == 0;
       gs.milli = static_cast<std::int16_t>(gs.milli + sign * r.milli);
+      const bool is_free = gs.milli == 0;
+      s.model_free_whole[m] += (is_free ? 1 : 0) - (was_free ? 1 : 0);
+      s.model_free_milli[m] -= sign * r.milli;
+      s.node_free_whole[r.node] += (is_free ? 1 : 0) - (was_free ? 1 : 0);
+      s.node_free_milli[r.node] -= sign * r.milli;
       break;
     }
     case UnitKind::Mig: {
@@ -87,6 +130,8 @@ void apply_replica(const ProblemData& p, State& s, const Replica& r, std::int64_
         gs.mig_mask = static_cast<std::uint16_t>(gs.mig_mask & ~bits);
       }
       gs.counts[r.profile] = static_cast<std::uint8_t>(gs.counts[r.profile] + sign);
+      s.model_free_slices[p.gpus[r.gpus[0]].model] -= sign * pr.size;
+      s.node_free_slices[r.node] -= sign * pr.size;
       if (pr.media) gs.media = static_cast<std::uint8_t>(gs.media + sign);
       break;
     }

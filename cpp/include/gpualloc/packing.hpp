@@ -92,6 +92,7 @@ class Packer {
   std::vector<int> nvlink_node_;                // NVLink domain -> its node
   std::vector<std::vector<int>> rack_nodes_, zone_nodes_;
   std::vector<int> all_nodes_;
+  std::vector<std::uint8_t> single_model_;      // node holds GPUs of one model only
   std::vector<std::vector<double>> mig_potential_;
   std::vector<double> share_fragment_;
 };

@@ -26,6 +26,11 @@ struct State {
   std::vector<GpuState> gpus;
   std::vector<std::int64_t> cpu_used;
   std::vector<std::int64_t> mem_used;
+  /// Per model, kept in step by apply_replica: free whole-capable GPUs, free milli on shared
+  /// GPUs, free MIG slices. Used to reject hopeless searches at once.
+  std::vector<std::int64_t> model_free_whole, model_free_milli, model_free_slices;
+  /// The same per node (all models of the node together).
+  std::vector<std::int32_t> node_free_whole, node_free_milli, node_free_slices;
 
   /// Empty cluster except the outside usage (used_milli, outside MIG instances).
   static State outside_only(const ProblemData& p);
