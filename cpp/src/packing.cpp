@@ -57,6 +57,19 @@ Packer::Packer(const ProblemData& p) : p_(p) {
                           model_nodes_[m].end());
   }
   int max_rack = -1, max_zone = -1;
+  const auto groups_by = [&](auto key) {
+    std::vector<std::vector<std::vector<int>>> out(n_models);
+    for (std::size_t m = 0; m < n_models; ++m) {
+      std::map<int, std::vector<int>> by;
+      for (int n : model_nodes_[m]) {
+        if (key(n) >= 0) by[key(n)].push_back(n);
+      }
+      for (auto& [k, v] : by) out[m].push_back(std::move(v));
+    }
+    return out;
+  };
+  rack_model_nodes_ = groups_by([&](int n) { return p.nodes[n].rack; });
+  zone_model_nodes_ = groups_by([&](int n) { return p.nodes[n].zone; });
   for (const auto& n : p.nodes) {
     max_rack = std::max(max_rack, n.rack);
     max_zone = std::max(max_zone, n.zone);
@@ -480,15 +493,17 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
     if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim)) consider(pen, prim);
     return found;
   }
-  std::vector<std::vector<int>> groups;
-  const auto& src = loc == Locality::Rack ? rack_nodes_ : zone_nodes_;
-  for (const auto& grp : src) {
-    std::vector<int> keep;
-    for (int n : grp) {
-      if (std::binary_search(nodes.begin(), nodes.end(), n)) keep.push_back(n);
+  std::vector<std::vector<int>> restricted_groups;
+  const auto& all_groups = (loc == Locality::Rack ? rack_model_nodes_ : zone_model_nodes_)[model];
+  if (only_nodes != nullptr) {
+    for (const auto& grp : all_groups) {
+      std::vector<int> keep;
+      std::set_intersection(grp.begin(), grp.end(), nodes.begin(), nodes.end(),
+                            std::back_inserter(keep));
+      if (!keep.empty()) restricted_groups.push_back(std::move(keep));
     }
-    if (!keep.empty()) groups.push_back(std::move(keep));
   }
+  const auto& groups = only_nodes != nullptr ? restricted_groups : all_groups;
   std::vector<std::pair<std::int64_t, std::size_t>> order;
   for (std::size_t i = 0; i < groups.size(); ++i) {
     std::int64_t cap = 0;

@@ -91,6 +91,8 @@ class Packer {
   std::vector<std::vector<int>> model_gpus_;
   std::vector<int> nvlink_node_;                // NVLink domain -> its node
   std::vector<std::vector<int>> rack_nodes_, zone_nodes_;
+  // Per model: its nodes grouped by rack / zone (each group sorted).
+  std::vector<std::vector<std::vector<int>>> rack_model_nodes_, zone_model_nodes_;
   std::vector<int> all_nodes_;
   std::vector<std::uint8_t> single_model_;      // node holds GPUs of one model only
   std::vector<std::vector<double>> mig_potential_;
