@@ -77,13 +77,30 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     };
     std::vector<int> only;
     const bool b_scoped = Packer::node_scoped(a);
+    // The last placement found for the bid stays valid while nothing touches its nodes or its
+    // wallet; then "it still fits" needs no search.
+    std::vector<int> cached_nodes;  // sorted; empty: no valid cache
+    double cached_cost = 0.0;
+    const auto touch = [&](int n) {
+      if (!cached_nodes.empty() && std::binary_search(cached_nodes.begin(), cached_nodes.end(), n)) {
+        cached_nodes.clear();
+      }
+    };
     // Least value (or +inf) with which the bid wins in the current state, given the interval.
     const auto least_winning = [&](double low, double high, bool exact) {
+      if (!exact && !cached_nodes.empty() && cached_cost <= low &&
+          s.wallet_spent[w] + low <= balance) {
+        return low;
+      }
       const auto attempt = [&](const std::vector<int>* restrict_to) {
         double cost = 0.0;
         if (!try_place(s, k, high, true, true, false, scratch, &cost, false, restrict_to)) {
           return std::numeric_limits<double>::infinity();
         }
+        cached_nodes.clear();
+        for (const auto& r : scratch) cached_nodes.push_back(r.node);
+        std::sort(cached_nodes.begin(), cached_nodes.end());
+        cached_cost = cost;
         const double v = std::max(low, cost);
         if (s.wallet_spent[w] + v > balance) return std::numeric_limits<double>::infinity();
         return v;
@@ -163,7 +180,14 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
         won = try_place(s, j, aj.value, true, false, true, scratch);
       }
       for (std::size_t e = log_before; e < s.evict_log.size(); ++e) {
-        if (s.evicted[s.evict_log[e]]) mark_incumbent(s.evict_log[e]);
+        const int i = s.evict_log[e];
+        if (!s.evicted[i]) continue;
+        mark_incumbent(i);
+        for (const auto& r : p_.incumbents[i].placements) touch(r.node);
+      }
+      if (won) {
+        for (const auto& r : scratch) touch(r.node);
+        if (wj == w) cached_nodes.clear();
       }
       if (won != orig_won_here || (won && !same_placement(scratch, greedy_.placements[bj]))) {
         if (won) mark_replicas(scratch);
