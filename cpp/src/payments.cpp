@@ -54,12 +54,10 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     std::vector<std::uint8_t> node_dirty(p_.nodes.size(), 0), wallet_dirty(p_.wallets.size(), 0),
         bid_dirty(p_.bids.size(), 0);
     std::vector<int> dirty_nodes;  // sorted
-    std::vector<std::uint8_t> model_dirty(p_.models.size(), 0);
     const auto mark_node = [&](int n) {
       if (node_dirty[n]) return;
       node_dirty[n] = 1;
       dirty_nodes.insert(std::lower_bound(dirty_nodes.begin(), dirty_nodes.end(), n), n);
-      for (int g : packer_.gpus_of_node(n)) model_dirty[p_.gpus[g].model] = 1;
     };
     const auto mark_replicas = [&](const std::vector<Replica>& reps) {
       for (const auto& r : reps) mark_node(r.node);
@@ -153,23 +151,6 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
         continue;
       }
       const auto& aj = p_.alternatives[j];
-      // Nothing the item could use changed: it decides as in the original run.
-      if (!wallet_dirty[wj] && !bid_dirty[bj]) {
-        bool clean = true;
-        for (const auto& cand : cands_[j]) clean = clean && !model_dirty[cand.model];
-        if (clean) {
-          if (orig_won_here) {
-            for (int i : greedy_evictions_[pos]) evict(s, i);
-            commit_win(s, j, greedy_.placements[bj]);
-            for (const auto& r : greedy_.placements[bj]) touch(r.node);
-            for (int i : greedy_evictions_[pos]) {
-              for (const auto& r : p_.incumbents[i].placements) touch(r.node);
-            }
-            if (wj == w) cached_nodes.clear();
-          }
-          continue;
-        }
-      }
       // Exact only if the original choice itself is unchanged (a dirty original node may have
       // become worse than clean nodes that lost to it).
       bool fast = !wallet_dirty[wj] && !bid_dirty[bj] && Packer::node_scoped(aj);
