@@ -23,7 +23,7 @@ class Engine:
 
     def __init__(self, data: ProblemArrays, alpha: float = 0.5) -> None: ...
     def greedy(self) -> AllocationArrays:
-        """Greedy allocation: win_bid, win_alt, win_replica_offsets, pl_* arrays, evicted, welfare."""
+        """Greedy allocation: win_bid, win_alt, win_replica_offsets, pl_*, evicted, welfare."""
     def local(
         self,
         start: AllocationArrays,

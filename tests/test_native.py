@@ -127,7 +127,7 @@ def test_wallet_budget_binds_greedy_and_local() -> None:
 
 
 def test_eviction_only_when_it_pays() -> None:
-    """A bid evicts a preemptible incumbent only if it is worth more than value + preemption cost."""
+    """A bid evicts a preemptible incumbent only if worth more than its value + preemption cost."""
     nodes = (_whole_node("n1", 1),)
     inc = (Incumbent("i0", "old", 2.0, (Placement("n1", (0,)),), preemption_cost=1.0),)
     rich = NativeEngine(_problem(nodes, (_bid(0, 5, Unit("whole")),), incumbents=inc)).greedy()

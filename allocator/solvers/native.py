@@ -71,9 +71,19 @@ class NativeEngine:
         racks: dict[str, int] = {}
         zones: dict[str, int] = {}
         nvlinks: dict[tuple[int, str | None], int] = {}
-        node_cpu, node_mem, node_rack, node_zone = [], [], [], []
-        g_node, g_dev, g_model, g_mode, g_nv, g_used = [], [], [], [], [], []
-        h_gpu, h_prof, h_start = [], [], []
+        node_cpu: list[int] = []
+        node_mem: list[int] = []
+        node_rack: list[int] = []
+        node_zone: list[int] = []
+        g_node: list[int] = []
+        g_dev: list[int] = []
+        g_model: list[int] = []
+        g_mode: list[int] = []
+        g_nv: list[int] = []
+        g_used: list[int] = []
+        h_gpu: list[int] = []
+        h_prof: list[int] = []
+        h_start: list[int] = []
         for ni, n in enumerate(pb.nodes):
             node_cpu.append(n.cpu_milli)
             node_mem.append(n.memory_mib)
@@ -101,8 +111,8 @@ class NativeEngine:
                 i = self._model_index[canonical]
                 reserve[i] = max(reserve[i], float(price))
         p_model, p_comp, p_size, p_starts, p_max, p_media = [], [], [], [], [], []
-        for mi, m in enumerate(self._models):
-            for prof in m.profiles:
+        for mi, gm in enumerate(self._models):
+            for prof in gm.profiles:
                 p_model.append(mi)
                 p_comp.append(prof.compute)
                 p_size.append(prof.size)
@@ -111,7 +121,16 @@ class NativeEngine:
                 p_media.append(int(prof.media))
         wallet_index = {w.name: i for i, w in enumerate(pb.wallets)}
         a_bid, a_val, a_kind, a_gpus, a_milli, a_rep, a_cpu, a_mem, a_minmem, a_loc = (
-            [], [], [], [], [], [], [], [], [], []
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
         )
         a_off, a_models, a_profs = [0], [], []
         all_models = list(range(len(self._models)))
@@ -131,17 +150,16 @@ class NativeEngine:
                     allowed = []
                     for name in a.models:
                         canonical = pb.model(name).name
-                        mi = self._model_index.get(canonical)
-                        if mi is not None and mi not in allowed:
-                            allowed.append(mi)
+                        known = self._model_index.get(canonical)
+                        if known is not None and known not in allowed:
+                            allowed.append(known)
                 else:
                     allowed = all_models
                 for mi in allowed:
                     a_models.append(mi)
-                    prof = self._models[mi].profile(a.unit.profile or "")
                     a_profs.append(
-                        self._models[mi].profiles.index(prof)
-                        if a.unit.kind == "mig" and prof is not None
+                        self._profile_index(mi, a.unit.profile or "")
+                        if a.unit.kind == "mig"
                         else -1
                     )
                 a_off.append(len(a_models))
@@ -210,7 +228,9 @@ class NativeEngine:
             return -1
         return self._models[model].profiles.index(prof)
 
-    def _placements_to_arrays(self, prefix: str, placements: list[Placement]) -> dict[str, np.ndarray]:
+    def _placements_to_arrays(
+        self, prefix: str, placements: list[Placement]
+    ) -> dict[str, np.ndarray]:
         node, kind, prof, start, milli, goff, gl = [], [], [], [], [], [0], []
         for p in placements:
             ni = self._node_index.get(p.node)
@@ -271,7 +291,12 @@ class NativeEngine:
         node_names = [n.name for n in self.problem.nodes]
         win_bid, win_alt, roff = d["win_bid"], d["win_alt"], d["win_replica_offsets"]
         pl_node, pl_kind, pl_prof = d["pl_node"], d["pl_kind"], d["pl_profile"]
-        pl_start, pl_milli, goff, gl = d["pl_start"], d["pl_milli"], d["pl_gpu_offsets"], d["pl_gpus"]
+        pl_start, pl_milli, goff, gl = (
+            d["pl_start"],
+            d["pl_milli"],
+            d["pl_gpu_offsets"],
+            d["pl_gpus"],
+        )
         winners: dict[int, tuple[int, tuple[Placement, ...]]] = {}
         for w in range(len(win_bid)):
             reps = []
@@ -290,7 +315,9 @@ class NativeEngine:
                         )
                     )
                 elif kind == _KIND["share"]:
-                    reps.append(Placement(node_names[int(pl_node[r])], devices, milli=int(pl_milli[r])))
+                    reps.append(
+                        Placement(node_names[int(pl_node[r])], devices, milli=int(pl_milli[r]))
+                    )
                 else:
                     reps.append(Placement(node_names[int(pl_node[r])], devices))
             winners[int(win_bid[w])] = (int(win_alt[w]), tuple(reps))
@@ -318,7 +345,10 @@ class NativeEngine:
         ``patience`` moves without a gain (0: a default from the instance size).
         """
         d = self._engine.local(
-            self._alloc_to_arrays(start), float(time_limit), int(seed), int(max_iterations),
+            self._alloc_to_arrays(start),
+            float(time_limit),
+            int(seed),
+            int(max_iterations),
             int(patience),
         )
         stats = {

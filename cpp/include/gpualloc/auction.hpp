@@ -23,11 +23,15 @@
 // the time limit, the iteration limit, or after `patience` moves without a strict gain.
 //
 // Payments (critical). For a winner (b, a): remove b and replay the greedy order from a's rank
-// (from the start for winners greedy did not pick with that alternative); at each position j check
-// whether a would still fit (resources, evictions that pay at the lowered value, wallet). The first
-// j where it does not gives the critical score, converted back to a value; the payment is that
-// value, at least the reserve cost and at most the bid. Replays start from checkpoints of the
-// greedy run, so a payment costs about the replay distance, not a whole greedy.
+// (a winner greedy did not pick with that alternative is scanned from there too, so it usually
+// pays its bid). At each position j the bid would sit between the previous item and j; it wins
+// there with the least value that fits (resources, the reserve of the model used, evictions that
+// pay, wallet). The first position where that least value exceeds j's score sets the critical
+// value; the payment is at least the reserve cost and at most the bid. Replays start from
+// checkpoints of the greedy run and track "dirty" nodes (where the replay differs from the
+// original run): an item searching one node at a time (see Packer::node_scoped) only searches
+// the dirty nodes plus its original choice, and the priced bid's last fitting placement is
+// reused while nothing touches its nodes. Exact, but still roughly quadratic on large rounds.
 #pragma once
 
 #include <cstdint>
