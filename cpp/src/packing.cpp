@@ -202,8 +202,8 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         int gpu;
         int domain;
       };
-      std::vector<Cand> cands;
-      cands.reserve(node_gpus_[node].size());
+      thread_local std::vector<Cand> cands;
+      cands.clear();
       for (int g : node_gpus_[node]) {
         const auto& gd = p_.gpus[g];
         if (gd.model != model || gd.mode == GpuMode::Mig || s.gpus[g].milli != 0) continue;
@@ -218,13 +218,15 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         return a.gpu < b.gpu;
       });
       // Prefer one NVLink domain, the tightest that fits.
-      std::vector<int> domains;
+      thread_local std::vector<int> domains;
+      domains.clear();
       for (const auto& c : cands) domains.push_back(c.domain);
       std::sort(domains.begin(), domains.end());
       domains.erase(std::unique(domains.begin(), domains.end()), domains.end());
       const double node_free = static_cast<double>(cands.size() - static_cast<std::size_t>(k));
+      thread_local std::vector<int> take;
       for (int d : domains) {
-        std::vector<int> take;
+        take.clear();
         double pen_sum = 0;
         int shared = 0, in_domain = 0;
         for (const auto& c : cands) {
@@ -241,7 +243,7 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         if (!found || sc < best) {
           found = true;
           best = sc;
-          out.gpus = std::move(take);
+          out.gpus.assign(take.begin(), take.end());
         }
       }
       if (!found) {
@@ -351,6 +353,11 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     Score best, sc;
     bool found = false;
     for (int n : nodes) {
+      // Whole GPUs, best fit: a node with more free GPUs than the best so far cannot win.
+      if (found && alt.kind == UnitKind::Whole && penalty == nullptr && nvlink < 0 &&
+          single_model_[n] && s.node_free_whole[n] - alt.gpus > best.primary) {
+        continue;
+      }
       if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc)) continue;
       if (!found || sc < best) {
         found = true;
