@@ -474,13 +474,20 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
         }
       }
     }
-    std::sort(doms.begin(), doms.end(), [](const Dom& a, const Dom& b) {
-      if (a.cap != b.cap) return a.cap < b.cap;
-      if (a.node != b.node) return a.node < b.node;
-      return a.nvlink < b.nvlink;
-    });
-    for (const auto& d : doms) {
-      const std::vector<int> one{d.node};
+    // Tightest first: a heap, since the first domain usually fits and sorting all would cost
+    // more than the search.
+    const auto later = [](const Dom& a, const Dom& b) {
+      if (a.cap != b.cap) return a.cap > b.cap;
+      if (a.node != b.node) return a.node > b.node;
+      return a.nvlink > b.nvlink;
+    };
+    std::make_heap(doms.begin(), doms.end(), later);
+    std::vector<int> one(1);
+    while (!doms.empty()) {
+      std::pop_heap(doms.begin(), doms.end(), later);
+      const Dom d = doms.back();
+      doms.pop_back();
+      one[0] = d.node;
       double pen = 0, prim = 0;
       if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim)) continue;
       consider(pen, prim);
