@@ -62,7 +62,11 @@ Packer::Packer(const ProblemData& p) : p_(p) {
     for (std::size_t m = 0; m < n_models; ++m) {
       std::map<int, std::vector<int>> by;
       for (int n : model_nodes_[m]) {
-        if (key(n) >= 0) by[key(n)].push_back(n);
+        if (key(n) >= 0) {
+          by[key(n)].push_back(n);
+        } else {
+          out[m].push_back({n});  // a node without a rack (zone) is a rack (zone) of its own
+        }
       }
       for (auto& [k, v] : by) out[m].push_back(std::move(v));
     }

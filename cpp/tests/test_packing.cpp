@@ -153,3 +153,15 @@ TEST(Packing, ModelFilterAndMemoryFilter) {
   ASSERT_GE(g.alt_of_bid[1], 0);
   EXPECT_EQ(p.gpus[g.placements[1][0].gpus[0]].model, 0);
 }
+
+TEST(Packing, NodeWithoutRackIsItsOwnRack) {
+  ProblemData p;
+  p.models.push_back(whole_model());
+  add_node(p, 1, 0, GpuMode::Whole, 1000000, 1000000, 0);
+  add_node(p, 2, 0, GpuMode::Whole);  // no rack
+  add_bid(p, 5, UnitKind::Whole, 2, 1, 0, -1, Locality::Rack);
+  Engine e(p);
+  const auto& g = e.greedy();
+  ASSERT_GE(g.alt_of_bid[0], 0);
+  for (const auto& r : g.placements[0]) EXPECT_EQ(r.node, 1);
+}

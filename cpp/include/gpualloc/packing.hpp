@@ -15,7 +15,8 @@
 //    free, e.g. a 1g goes to slice 6 before slice 0), ties go to GPUs already partly carved.
 //  - gangs: locality gpu/nvlink/node tries the candidate domains from the tightest (least free
 //    capacity of the model) upwards and takes the first that holds all replicas; rack/zone/any
-//    does the same over racks/zones/the cluster and places replicas one by one on the best-fit
+//    does the same over racks/zones/the cluster (a node without a rack or zone is one of its
+//    own) and places replicas one by one on the best-fit
 //    node of the domain.
 // With an optional per-GPU penalty (the value an eviction there would destroy) as first key,
 // the same search prefers placements that evict the least.
