@@ -21,7 +21,7 @@ def validate_problem(data: ProblemArrays) -> None:
 class Engine:
     """One lowered problem. ``alpha`` is the size exponent of the ranking score."""
 
-    def __init__(self, data: ProblemArrays, alpha: float = 0.5) -> None: ...
+    def __init__(self, data: ProblemArrays, alpha: float = 0.75) -> None: ...
     def greedy(self) -> AllocationArrays:
         """Greedy allocation: win_bid, win_alt, win_replica_offsets, pl_*, evicted, welfare."""
     def local(

@@ -45,7 +45,7 @@ class NativeEngine:
         Exponent of size in the greedy ranking score ``value / size**alpha``.
     """
 
-    def __init__(self, problem: Problem, *, alpha: float = 0.5) -> None:
+    def __init__(self, problem: Problem, *, alpha: float = 0.75) -> None:
         self.problem = problem
         self._models: list[GpuModel] = []
         self._model_index: dict[str, int] = {}

@@ -323,7 +323,7 @@ void register_auction(py::module_& m) {
              opt.alpha = alpha;
              return new Engine(problem_from(d), opt);
            }),
-           py::arg("data"), py::arg("alpha") = 0.5)
+           py::arg("data"), py::arg("alpha") = 0.75)
       .def(
           "greedy",
           [](Engine& e) {
