@@ -16,7 +16,8 @@ __all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "Loss", "Result", "Winner
 
 #: Why a bid lost. ``outbid``: it fit the cluster but others were worth more;
 #: ``does_not_fit``: no alternative fits even the cluster with everything preemptible evicted;
-#: ``over_budget``: every alternative's value exceeds its wallet's balance;
+#: ``over_budget``: every alternative's value exceeds its wallet's balance, or one would fit what
+#: the winners left free but the wallet's other winners drew the balance below its value;
 #: ``below_reserve``: every alternative is below the reserve price of every model it could use.
 LOSS_REASONS = ("outbid", "does_not_fit", "over_budget", "below_reserve")
 PAYMENT_RULES = ("critical", "first-price", "vcg")

@@ -27,6 +27,7 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
   }
   std::vector<Explanation> out(p_.bids.size());
   State base = initial().pot;  // outside usage + non-preemptible incumbents
+  State left = sol.real;       // what the winners and kept incumbents leave free
   std::vector<std::array<bool, 3>> has(p_.models.size(), {false, false, false});
   for (const auto& g : p_.gpus) {
     for (int kd = 0; kd < 3; ++kd) {
@@ -108,10 +109,37 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
     else if (all_reserve) reason = kReserve;
     else if (all_nofit) reason = kFit;
     else if (!any_ok) reason = best_alt_status;
+    // A bid that fits what the winners left free, but whose wallet the other winners of the same
+    // wallet have already drawn down below its value, lost to its own budget, not to a rival.
+    const int w = p_.bids[b];
+    const double remaining = balance - sol.wallet_spent[w];
+    double budget_blocked_value = -1.0;
+    if (reason == kOk) {
+      for (int k = bid_first_[b]; k < bid_first_[b + 1]; ++k) {
+        const auto& a = p_.alternatives[k];
+        if (a.value <= remaining + 1e-9 * std::max(1.0, balance)) continue;
+        for (std::size_t i = 0; i < a.models.size() && budget_blocked_value < a.value; ++i) {
+          const int m = a.models[i];
+          const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
+          if (a.kind == UnitKind::Mig && prof < 0) continue;
+          if (a.value + 1e-9 * std::max(1.0, a.value) < reserve_cost(k, m)) continue;
+          if (packer_.find(left, a, m, prof, nullptr, true, reps)) {
+            budget_blocked_value = a.value;
+          }
+        }
+      }
+      if (budget_blocked_value >= 0) reason = kBudget;
+    }
     switch (reason) {
       case kBudget:
         e.reason = LossReason::OverBudget;
-        e.detail = {{"value", all_budget ? min_value : best_value}, {"balance", balance}};
+        if (budget_blocked_value >= 0) {
+          e.detail = {{"value", budget_blocked_value},
+                      {"balance", balance},
+                      {"spent_by_other_winners", sol.wallet_spent[w]}};
+        } else {
+          e.detail = {{"value", all_budget ? min_value : best_value}, {"balance", balance}};
+        }
         break;
       case kReserve:
         e.reason = LossReason::BelowReserve;
