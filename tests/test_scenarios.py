@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from allocator import problem_from_dict, solve, verify
-from allocator.model import Placement, Result
+from allocator.model import Result, placement_to_dict
 
 HERE = Path(__file__).resolve().parent / "scenarios"
 SOLVERS = ("greedy", "local", "cpsat", "auto")
@@ -24,16 +24,6 @@ def _cases() -> list[Any]:
     return cases
 
 
-def _as_dict(p: Placement) -> dict[str, Any]:
-    out: dict[str, Any] = {"node": p.node, "gpus": list(p.gpus)}
-    if p.mig_profile is not None:
-        out["mig_profile"] = p.mig_profile
-        out["mig_start"] = p.mig_start
-    if p.milli:
-        out["milli"] = p.milli
-    return out
-
-
 def _check(result: Result, expect: dict[str, Any]) -> None:
     winners = {w.bid_id: w for w in result.winners}
     assert sorted(winners) == sorted(expect["winners"])
@@ -43,7 +33,7 @@ def _check(result: Result, expect: dict[str, Any]) -> None:
     for bid, reason in expect.get("reasons", {}).items():
         assert reasons.get(bid) == reason, f"{bid}: {reasons.get(bid)} != {reason}"
     for bid, places in expect.get("placements", {}).items():
-        assert [_as_dict(p) for p in winners[bid].placements] == places
+        assert [placement_to_dict(p) for p in winners[bid].placements] == places
     for bid, gpus in expect.get("gpus_used", {}).items():
         assert sorted(g for p in winners[bid].placements for g in p.gpus) == gpus
     for bid, alt in expect.get("alternatives", {}).items():

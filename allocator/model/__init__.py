@@ -24,6 +24,7 @@ from allocator.model.result import LOSS_REASONS, PAYMENT_RULES, SOLVERS, Loss, R
 from allocator.model.serialize import (
     load_problem,
     load_result,
+    placement_to_dict,
     problem_from_dict,
     problem_to_dict,
     result_from_dict,
@@ -56,6 +57,7 @@ __all__ = [
     "Winner",
     "load_problem",
     "load_result",
+    "placement_to_dict",
     "problem_from_dict",
     "problem_to_dict",
     "result_from_dict",

@@ -30,6 +30,7 @@ from allocator.model.result import Loss, Result, Winner
 __all__ = [
     "load_problem",
     "load_result",
+    "placement_to_dict",
     "problem_from_dict",
     "problem_to_dict",
     "result_from_dict",
@@ -178,7 +179,8 @@ def problem_from_dict(data: Any) -> Problem:
     )
 
 
-def _placement_to_dict(p: Placement) -> dict[str, Any]:
+def placement_to_dict(p: Placement) -> dict[str, Any]:
+    """The JSON form of one placement."""
     out: dict[str, Any] = {"node": p.node, "gpus": list(p.gpus)}
     if p.mig_profile is not None:
         out["mig_profile"] = p.mig_profile
@@ -242,7 +244,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
             "id": x.id,
             "bidder": x.bidder,
             "value": x.value,
-            "placements": [_placement_to_dict(p) for p in x.placements],
+            "placements": [placement_to_dict(p) for p in x.placements],
             "preemptible": x.preemptible,
             "preemption_cost": x.preemption_cost,
         }
@@ -291,7 +293,7 @@ def result_to_dict(result: Result) -> dict[str, Any]:
                 "alternative": w.alternative,
                 "value": w.value,
                 "payment": w.payment,
-                "placements": [_placement_to_dict(p) for p in w.placements],
+                "placements": [placement_to_dict(p) for p in w.placements],
             }
             for w in result.winners
         ],
