@@ -575,6 +575,55 @@ def test_matches_brute_force_on_tiny_random_rounds(seed: int) -> None:
     assert alloc.stats["objective"] == pytest.approx(brute_force(problem))
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_same_shape_bids_on_rich_wallets_match_brute_force(seed: int) -> None:
+    """With wallets that cover every bid, one-alternative bids of one shape are ordered by value
+    (a dominance rule); the optimum must still equal exhaustive search, ties included."""
+    rng = random.Random(1000 + seed)
+    base = random_problem(rng)
+    bids = list(base.bids)
+    for b in base.bids:
+        if len(b.alternatives) == 1:
+            a = b.alternatives[0]
+            for k, value in enumerate((a.value, max(1.0, a.value - rng.randint(0, 3)))):
+                alt = Alternative(
+                    value, a.unit, a.replicas, a.cpu_milli, a.memory_mib, a.models,
+                    a.min_gpu_memory_gb, a.locality,
+                )  # fmt: skip
+                bids.append(Bid(f"{b.id}-copy{k}", f"{b.bidder}-copy{k}", b.wallet, (alt,)))
+    wallets = (Wallet("w1", 1e6), Wallet("w2", 1e6))
+    problem = Problem(base.nodes, wallets, tuple(bids[:6]), base.incumbents, base.reserve_prices)
+    alloc = _solve(problem)
+    assert welfare(problem, alloc) == pytest.approx(alloc.stats["objective"])
+    assert alloc.stats["objective"] == pytest.approx(brute_force(problem))
+
+
+def test_same_shape_bids_dearest_win() -> None:
+    """Four identical one-GPU bids on two GPUs (rich wallet): the two dearest win."""
+    nodes = _one_node(Gpu(0, "T4"), Gpu(1, "T4"))
+    bids = tuple(
+        _bid(f"b{k}", Alternative(v, Unit("whole"))) for k, v in enumerate((3.0, 5.0, 4.0, 5.0))
+    )
+    alloc = _solve(Problem(nodes, RICH, bids))
+    assert alloc.stats["objective"] == pytest.approx(10.0)
+    assert set(alloc.winners) == {1, 3}
+
+
+def test_warm_start_hint_is_completed() -> None:
+    """A warm start (choices only) is completed into a hint on every variable."""
+    from allocator.instances import random_problem as mixed_round
+    from allocator.solvers.cpsat import _Builder
+
+    problem = mixed_round(1, gpus=16, bids=40)
+    best = _solve(problem)
+    builder = _Builder(problem)
+    builder.build()
+    builder.hint(Allocation(best.winners, best.evicted))
+    builder.complete_hint(5.0)
+    proto = builder.m.proto
+    assert len(proto.solution_hint.vars) == len(proto.variables)
+
+
 # --------------------------------------------------------------------------- VCG
 def test_vcg_textbook_two_bidders() -> None:
     """One GPU, bids 10 and 7: the winner pays the loser's 7 (second price), the loser nothing."""

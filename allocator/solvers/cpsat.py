@@ -41,14 +41,23 @@ original units.
   and hands its bundles out.
 * Reserve prices, model filters and minimum memory remove (alternative, model) pairs up front.
   Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
-* Redundant rows, one per GPU model, state the capacity in GPU fractions on the 0/1 choice
-  literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by one are ordered
-  by load to break symmetry. CP-SAT runs with ``linearization_level=2`` (LP with cuts).
+* Redundant rows, one per GPU model and one per (model, MIG mode) and (model, shared mode)
+  (MIG and share alternatives can use those GPUs only), state the capacity in GPU fractions on
+  the 0/1 choice literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by
+  one are ordered by load to break symmetry. CP-SAT runs with ``linearization_level=2`` (LP with
+  cuts).
+* Dominance: one-alternative bids of the same shape whose wallet needs no row are ordered by
+  value (``x[cheaper] <= x[dearer]``): swapping a winning cheaper one for a losing dearer one is
+  feasible and no worse, so some optimum satisfies the order. Not applied where a wallet row
+  exists (the swap could overspend it).
+* A warm start gives the choices ``x`` and ``e`` only; they are completed into a hint on every
+  variable by a short solve with them fixed, so that the search starts from its welfare.
 * Objective: ``max sum value[a] * x[a] - sum (value[i] + preemption_cost[i]) * e[i]``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -388,8 +397,37 @@ class _Builder:
             if len(xs) > 1:
                 self.m.add_at_most_one(xs)
         self._capacity_rows()
-        self._wallet_rows()
+        self._dominance(self._wallet_rows())
         self.m.maximize(_sum(self.objective))
+
+    def _dominance(self, free: set[str]) -> None:
+        """Order one-alternative bids of the same shape by value, on wallets in ``free``.
+
+        Two such bids ask for exactly the same thing (unit, replicas, locality, CPU, memory,
+        models); if the cheaper one wins while the dearer one loses, handing its placement to
+        the dearer one is feasible (the dearer one passes every reserve the cheaper one does,
+        and its wallet, in ``free``, has no row: it covers all its bids) and does not lower
+        welfare. So some optimum has ``x[dearer] >= x[cheaper]``; without
+        this, branch and bound explores every swap of near-equal bids within the gap.
+        """
+        p = self.p
+        groups: dict[tuple[Any, ...], list[tuple[float, int, cp_model.IntVar]]] = {}
+        count = [0] * len(p.bids)
+        for av in self.alts:
+            count[av.bid] += 1
+        for av in self.alts:
+            bid = p.bids[av.bid]
+            if len(bid.alternatives) != 1 or count[av.bid] != 1 or bid.wallet not in free:
+                continue
+            alt = bid.alternatives[0]
+            shape = tuple(
+                getattr(alt, f.name) for f in dataclasses.fields(alt) if f.name != "value"
+            )
+            groups.setdefault(shape, []).append((alt.value, -av.bid, av.x))
+        for members in groups.values():
+            members.sort(key=lambda t: (t[0], t[1]), reverse=True)
+            for (_, _, dear), (_, _, cheap) in itertools.pairwise(members):
+                self.m.add_implication(cheap, dear)
 
     def _make_resources(self, demanded: dict[str, set[MigType]]) -> None:
         p = self.p
@@ -636,14 +674,17 @@ class _Builder:
         self._symmetry()
 
     def _model_rows(self) -> None:
-        """Redundant knapsack row per GPU model over the choice literals (for cuts).
+        """Redundant knapsack rows per GPU model over the choice literals (for cuts).
 
         Each GPU is worth :data:`_GPU_UNITS`; a whole GPU takes all of it, a share ``milli`` /
-        1000 of it, a MIG instance its memory slices' part. Implied by the exact rows, but stated
-        on 0/1 literals it lets CP-SAT derive knapsack cover cuts.
+        1000 of it, a MIG instance its memory slices' part. One row per model, and tighter ones
+        per model and mode: MIG alternatives on the model's MIG-mode GPUs only, shares on its
+        shared-mode GPUs only. Implied by the exact rows, but stated on 0/1 literals they let
+        CP-SAT derive knapsack cover cuts.
         """
         p = self.p
-        room: dict[str, int] = {}
+        only = {"mig": "mig", "share": "shared"}  # unit kind -> the one GPU mode it can use
+        room: dict[tuple[str, str | None], int] = {}
         for n in p.nodes:
             for g in n.gpus:
                 m = p.model(g.model)
@@ -651,24 +692,30 @@ class _Builder:
                 for inst in g.mig_instances:
                     prof = m.profile(inst.profile)
                     used += prof.size * _GPU_UNITS // m.mig_units if prof else 0
-                room[m.name] = room.get(m.name, 0) + _GPU_UNITS - used
-        kept: dict[str, list[cp_model.LinearExprT]] = {}
+                for cls in (None, g.mode):
+                    room[m.name, cls] = room.get((m.name, cls), 0) + _GPU_UNITS - used
+        kept: dict[tuple[str, str | None], list[cp_model.LinearExprT]] = {}
         for i, inc in enumerate(p.incumbents):
             for pl in inc.placements:
                 gpu = next(g for g in p.node(pl.node).gpus if g.index == pl.gpus[0])
                 m = p.model(gpu.model)
                 units = self._units(pl.kind, len(pl.gpus), pl.milli, pl.mig_profile, m)
-                kept.setdefault(m.name, []).append(units * self.kept(i))
-        terms: dict[str, list[cp_model.LinearExprT]] = {}
+                for cls in (None, gpu.mode):
+                    kept.setdefault((m.name, cls), []).append(units * self.kept(i))
+        terms: dict[tuple[str, str | None], list[cp_model.LinearExprT]] = {}
         for av in self.alts:
             alt = p.bids[av.bid].alternatives[av.alt]
             u = alt.unit
             for name, lits in av.model_of.items():
                 m = p.model(name)
                 each = self._units(u.kind, u.gpus, u.milli, u.profile, m)
-                terms.setdefault(name, []).extend(each * alt.replicas * lit for lit in lits)
-        for name, row in terms.items():
-            self.m.add(_sum(row + kept.get(name, [])) <= room[name])
+                keys: list[tuple[str, str | None]] = [(name, None)]
+                if u.kind in only:
+                    keys.append((name, only[u.kind]))
+                for key in keys:
+                    terms.setdefault(key, []).extend(each * alt.replicas * lit for lit in lits)
+        for key, row in terms.items():
+            self.m.add(_sum(row + kept.get(key, [])) <= room[key])
 
     @staticmethod
     def _units(kind: str, gpus: int, milli: int, profile: str | None, m: GpuModel) -> int:
@@ -721,8 +768,10 @@ class _Builder:
                         <= _sum(j * v for j, (_, _, v) in enumerate(r.layouts))
                     )
 
-    def _wallet_rows(self) -> None:
+    def _wallet_rows(self) -> set[str]:
+        """Budget rows; returns the wallets that need none (they cover all their bids)."""
         p = self.p
+        free: set[str] = set()
         by_wallet: dict[str, list[tuple[int, cp_model.IntVar]]] = {}
         for av in self.alts:
             bid = p.bids[av.bid]
@@ -739,6 +788,9 @@ class _Builder:
                     best_per_bid[av.bid] = max(best_per_bid.get(av.bid, 0), v)
             if terms and sum(best_per_bid.values()) > cap:
                 self.m.add(_sum(v * x for v, x in terms) <= cap)
+            else:
+                free.add(w.name)
+        return free
 
     # ------------------------------------------------------------------ hints and decoding
     def hint(self, warm: Allocation) -> None:
@@ -747,6 +799,33 @@ class _Builder:
             self.m.add_hint(av.x, won is not None and won[0] == av.alt)
         for i, e in self.evict.items():
             self.m.add_hint(e, i in warm.evicted)
+
+    def complete_hint(self, time_limit: float) -> None:
+        """Extend the hint on ``x`` / ``e`` to every variable (placements, layouts, counts).
+
+        CP-SAT repairs a partial hint with a few conflicts only and often loses it on large
+        rounds; solving the model with the hinted choices fixed (a feasibility problem) gives a
+        complete hint, so the search starts from the warm start's welfare. Best effort: the hint
+        stays partial if no completion is found within ``time_limit``.
+        """
+        hint = self.m.proto.solution_hint
+        fixed = self.m.clone()
+        fixed.proto.clear_solution_hint()
+        for index, value in zip(hint.vars, hint.values, strict=True):
+            fixed.add(fixed.get_int_var_from_proto_index(index) == value)
+        solver = cp_model.CpSolver()
+        solver.parameters.max_time_in_seconds = time_limit
+        solver.parameters.num_workers = 1
+        solver.parameters.stop_after_first_solution = True
+        if solver.solve(fixed) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            return
+        values = [
+            solver.value(fixed.get_int_var_from_proto_index(i))
+            for i in range(len(self.m.proto.variables))
+        ]
+        self.m.proto.clear_solution_hint()
+        for i, value in enumerate(values):
+            self.m.add_hint(self.m.get_int_var_from_proto_index(i), value)
 
     def decode(self, s: cp_model.CpSolver) -> Allocation:
         p = self.p
@@ -815,9 +894,10 @@ def _run(
     builder.build()
     if warm_start is not None:
         builder.hint(warm_start)
+        builder.complete_hint(min(2.0, time_limit / 10))
     proto = builder.m.proto
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = float(time_limit)
+    solver.parameters.max_time_in_seconds = max(1e-3, time_limit - (time.perf_counter() - t0))
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = workers
     # the LP with cuts closes the knapsack-like gaps of gang bids; it pays off even single-threaded
