@@ -98,6 +98,25 @@ Engine::Engine(ProblemData problem, EngineOptions options)
   rank_.assign(n_alts, -1);
   for (std::size_t i = 0; i < order_.size(); ++i) rank_[order_[i]] = static_cast<int>(i);
 
+  const bool pools_fit = p_.models.size() * 3 <= 64;
+  const auto pool_bit = [](int model, int kind) {
+    return std::uint64_t{1} << (static_cast<unsigned>(model) * 3u + static_cast<unsigned>(kind));
+  };
+  node_pools_.assign(p_.nodes.size(), pools_fit ? 0 : ~std::uint64_t{0});
+  alt_pools_.assign(n_alts, pools_fit ? 0 : ~std::uint64_t{0});
+  if (pools_fit) {
+    for (const auto& g : p_.gpus) {
+      for (int kd = 0; kd < 3; ++kd) {
+        if (serves(g.mode, static_cast<UnitKind>(kd))) node_pools_[g.node] |= pool_bit(g.model, kd);
+      }
+    }
+    for (int k = 0; k < n_alts; ++k) {
+      for (const auto& c : cands_[k]) {
+        alt_pools_[k] |= pool_bit(c.model, static_cast<int>(p_.alternatives[k].kind));
+      }
+    }
+  }
+
   gpu_incs_.resize(p_.gpus.size());
   node_incs_.resize(p_.nodes.size());
   for (std::size_t i = 0; i < p_.incumbents.size(); ++i) {
@@ -160,24 +179,40 @@ Solution Engine::initial() const {
   return sol;
 }
 
+double Engine::gpu_penalty(const Solution& sol, int g) const {
+  // Summed afresh in incumbent order (as initial() does), so that the value depends only on
+  // which incumbents are evicted, not on the evict/restore history (no rounding drift).
+  double pen = 0.0;
+  for (int i : gpu_incs_[g]) {
+    const auto& inc = p_.incumbents[i];
+    if (!inc.preemptible || sol.evicted[i]) continue;
+    for (const auto& r : inc.placements) {
+      for (int x : r.gpus) {
+        if (x == g) pen += inc.value + inc.preemption_cost;
+      }
+    }
+  }
+  return pen;
+}
+
 void Engine::evict(Solution& sol, int i) const {
   const auto& inc = p_.incumbents[i];
+  sol.evicted[i] = 1;
   for (const auto& r : inc.placements) {
     apply_replica(p_, sol.real, r, inc.cpu_milli, inc.memory_mib, -1);
-    for (int g : r.gpus) sol.penalty[g] -= inc.value + inc.preemption_cost;
+    for (int g : r.gpus) sol.penalty[g] = gpu_penalty(sol, g);
   }
-  sol.evicted[i] = 1;
   sol.welfare -= inc.value + inc.preemption_cost;
   sol.evict_log.push_back(i);
 }
 
 void Engine::restore(Solution& sol, int i) const {
   const auto& inc = p_.incumbents[i];
+  sol.evicted[i] = 0;
   for (const auto& r : inc.placements) {
     apply_replica(p_, sol.real, r, inc.cpu_milli, inc.memory_mib, +1);
-    for (int g : r.gpus) sol.penalty[g] += inc.value + inc.preemption_cost;
+    for (int g : r.gpus) sol.penalty[g] = gpu_penalty(sol, g);
   }
-  sol.evicted[i] = 0;
   sol.welfare += inc.value + inc.preemption_cost;
 }
 
@@ -350,7 +385,10 @@ const Solution& Engine::greedy() {
     if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps)) {
       greedy_rank_of_bid_[bid] = static_cast<int>(pos);
       for (std::size_t e = log_before; e < sol.evict_log.size(); ++e) {
-        if (sol.evicted[sol.evict_log[e]]) greedy_evictions_[pos].push_back(sol.evict_log[e]);
+        // Trial evictions are logged too (and restored); one entry per incumbent still evicted.
+        const int i = sol.evict_log[e];
+        auto& evs = greedy_evictions_[pos];
+        if (sol.evicted[i] && std::find(evs.begin(), evs.end(), i) == evs.end()) evs.push_back(i);
       }
     }
   }

@@ -36,6 +36,10 @@ Packer::Packer(const ProblemData& p) : p_(p) {
     model_gpus_[p.gpus[g].model].push_back(static_cast<int>(g));
     max_nvlink = std::max(max_nvlink, p.gpus[g].nvlink);
   }
+  node_has_model_.assign(n_nodes * n_models, 0);
+  for (const auto& g : p.gpus) {
+    node_has_model_[static_cast<std::size_t>(g.node) * n_models + static_cast<std::size_t>(g.model)] = 1;
+  }
   single_model_.assign(n_nodes, 1);
   for (std::size_t n = 0; n < n_nodes; ++n) {
     for (int g : node_gpus_[n]) {
@@ -393,11 +397,16 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   out.clear();
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
   if (alt.kind == UnitKind::Mig && profile < 0) return false;
-  std::vector<int> restricted;
+  // Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1).
+  thread_local std::vector<int> restricted;
+  restricted.clear();
   if (only_nodes != nullptr) {
-    const auto& all = model_nodes_[model];
-    std::set_intersection(all.begin(), all.end(), only_nodes->begin(), only_nodes->end(),
-                          std::back_inserter(restricted));
+    const std::size_t n_models = p_.models.size();
+    for (int n : *only_nodes) {
+      if (node_has_model_[static_cast<std::size_t>(n) * n_models + static_cast<std::size_t>(model)]) {
+        restricted.push_back(n);
+      }
+    }
   }
   const auto& nodes = only_nodes != nullptr ? restricted : model_nodes_[model];
   if (nodes.empty()) return false;
@@ -439,10 +448,20 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   };
 
   if (loc == Locality::Gpu) {
-    for (int g : model_gpus_[model]) {
+    // With `only_nodes`, the GPUs of those nodes in the same (ascending) order as the full list.
+    thread_local std::vector<int> only_gpus;
+    if (only_nodes != nullptr) {
+      only_gpus.clear();
+      for (int n : nodes) {
+        for (int g : node_gpus_[n]) {
+          if (p_.gpus[g].model == model) only_gpus.push_back(g);
+        }
+      }
+      std::sort(only_gpus.begin(), only_gpus.end());
+    }
+    for (int g : only_nodes != nullptr ? only_gpus : model_gpus_[model]) {
       const auto& gd = p_.gpus[g];
       if (!gpu_serves(gd, alt.kind)) continue;
-      if (only_nodes != nullptr && !std::binary_search(nodes.begin(), nodes.end(), gd.node)) continue;
       if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
       const std::vector<int> one{gd.node};
       double pen = 0, prim = 0;

@@ -54,9 +54,11 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     std::vector<std::uint8_t> node_dirty(p_.nodes.size(), 0), wallet_dirty(p_.wallets.size(), 0),
         bid_dirty(p_.bids.size(), 0);
     std::vector<int> dirty_nodes;  // sorted
+    std::uint64_t dirty_pools = 0;  // pools served by some dirty node
     const auto mark_node = [&](int n) {
       if (node_dirty[n]) return;
       node_dirty[n] = 1;
+      dirty_pools |= node_pools_[n];
       dirty_nodes.insert(std::lower_bound(dirty_nodes.begin(), dirty_nodes.end(), n), n);
     };
     const auto mark_replicas = [&](const std::vector<Replica>& reps) {
@@ -151,6 +153,22 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
         continue;
       }
       const auto& aj = p_.alternatives[j];
+      if (!wallet_dirty[wj] && !bid_dirty[bj] && (alt_pools_[j] & dirty_pools) == 0) {
+        // Every node it could use, its wallet and its bid are as in the original run, and so is
+        // everything its search reads (the per-model counters of its pools included): it decides
+        // as it did there.
+        if (orig_won_here) {
+          for (int i : greedy_evictions_[pos]) {
+            if (s.evicted[i]) continue;
+            evict(s, i);
+            for (const auto& r : p_.incumbents[i].placements) touch(r.node);
+          }
+          commit_win(s, j, greedy_.placements[bj]);
+          for (const auto& r : greedy_.placements[bj]) touch(r.node);
+          if (wj == w) cached_nodes.clear();
+        }
+        continue;
+      }
       // Exact only if the original choice itself is unchanged (a dirty original node may have
       // become worse than clean nodes that lost to it).
       bool fast = !wallet_dirty[wj] && !bid_dirty[bj] && Packer::node_scoped(aj);

@@ -139,6 +139,8 @@ class Engine {
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
   void remove_win(Solution& sol, int bid) const;
   void evict(Solution& sol, int inc) const;
+  /// Penalty of GPU g in `sol` (value + cost of its kept preemptible incumbents), recomputed.
+  [[nodiscard]] double gpu_penalty(const Solution& sol, int g) const;
   void restore(Solution& sol, int inc) const;
   bool make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
                  std::vector<int>& evicted) const;
@@ -159,6 +161,10 @@ class Engine {
   std::vector<int> order_;                           // alts, best first
   std::vector<int> rank_;                            // per alt: position in order_
   std::vector<std::vector<int>> gpu_incs_, node_incs_;
+  // Pools (model, unit kind) as bits (bit model*3+kind; every bit set when there are more than
+  // 64 pools): the pools each node's GPUs serve and the pools each alternative may use. An
+  // alternative can only be affected by a node whose mask meets its own.
+  std::vector<std::uint64_t> node_pools_, alt_pools_;
   bool any_preemptible_ = false;
 
   // Greedy cache and checkpoints.
