@@ -41,6 +41,8 @@ original units.
   and hands its bundles out.
 * Reserve prices, model filters and minimum memory remove (alternative, model) pairs up front.
   Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
+  The row is left out when it cannot bind: the wallet's bids ask for at most its balance, or
+  a fractional knapsack of them over all free GPU capacity stays within it.
 * Redundant rows, one per GPU model and one per (model, MIG mode) and (model, shared mode)
   (MIG and share alternatives can use those GPUs only), state the capacity in GPU fractions on
   the 0/1 choice literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by
@@ -786,11 +788,52 @@ class _Builder:
                 if p.bids[av.bid].wallet == w.name:
                     v = _scaled(p.bids[av.bid].alternatives[av.alt].value)
                     best_per_bid[av.bid] = max(best_per_bid.get(av.bid, 0), v)
-            if terms and sum(best_per_bid.values()) > cap:
+            if terms and min(sum(best_per_bid.values()), self._most_spent(w.name)) > cap:
                 self.m.add(_sum(v * x for v, x in terms) <= cap)
             else:
                 free.add(w.name)
         return free
+
+    def _most_spent(self, wallet: str) -> float:
+        """An upper bound (scaled) on what ``wallet``'s bids can win with the GPUs there are.
+
+        Fractional knapsack of its alternatives (XOR relaxed) over all free GPU capacity, each
+        alternative weighing its GPU fractions (as in :meth:`_model_rows`) on its lightest
+        model. When it is within the balance, the wallet's row is redundant and left out.
+        """
+        p = self.p
+        room = 0
+        for n in p.nodes:
+            for g in n.gpus:
+                m = p.model(g.model)
+                used = g.used_milli * _GPU_UNITS // 1000
+                for inst in g.mig_instances:
+                    prof = m.profile(inst.profile)
+                    used += prof.size * _GPU_UNITS // m.mig_units if prof else 0
+                room += _GPU_UNITS - used
+        items: list[tuple[float, int, int]] = []
+        for av in self.alts:
+            bid = p.bids[av.bid]
+            if bid.wallet != wallet:
+                continue
+            alt = bid.alternatives[av.alt]
+            u = alt.unit
+            weight = alt.replicas * min(
+                self._units(u.kind, u.gpus, u.milli, u.profile, p.model(name))
+                for name in av.model_of
+            )
+            value = _scaled(alt.value)
+            if weight <= 0:
+                return math.inf
+            items.append((value / weight, value, weight))
+        items.sort(reverse=True)
+        total = 0.0
+        for density, value, weight in items:
+            if weight > room:
+                return total + density * room
+            total += value
+            room -= weight
+        return total
 
     # ------------------------------------------------------------------ hints and decoding
     def hint(self, warm: Allocation) -> None:
