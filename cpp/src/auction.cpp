@@ -305,19 +305,20 @@ bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const Al
   return ok;
 }
 
+bool Engine::wallet_covers(const Solution& sol, int alt, double value) const {
+  const int w = p_.bids[p_.alternatives[alt].bid];
+  return !(sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w]));
+}
+
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                        bool commit, std::vector<Replica>& out, double* least_value,
                        bool check_wallet, const std::vector<int>* only_nodes) {
   const auto& a = p_.alternatives[alt];
-  const int w = p_.bids[a.bid];
   if (least_value) *least_value = 0.0;
   const auto covers = [&](const Candidate& c) {
     return value + kEps * std::max(1.0, value) >= c.reserve_cost;
   };
-  if (check_wallet &&
-      sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) {
-    return false;
-  }
+  if (check_wallet && !wallet_covers(sol, alt, value)) return false;
   for (const auto& c : cands_[alt]) {
     if (!covers(c)) continue;
     if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes)) {
@@ -364,6 +365,7 @@ const Solution& Engine::greedy() {
   Solution sol = initial();
   greedy_rank_of_bid_.assign(p_.bids.size(), -1);
   greedy_evictions_.assign(order_.size(), {});
+  greedy_searched_.assign(order_.size(), 0);
   checkpoints_.clear();
   std::vector<Replica> reps;
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
@@ -381,6 +383,7 @@ const Solution& Engine::greedy() {
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
+    greedy_searched_[pos] = wallet_covers(sol, alt, p_.alternatives[alt].value) ? 1 : 0;
     const std::size_t log_before = sol.evict_log.size();
     if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps)) {
       greedy_rank_of_bid_[bid] = static_cast<int>(pos);

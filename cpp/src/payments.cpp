@@ -153,25 +153,29 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
         continue;
       }
       const auto& aj = p_.alternatives[j];
-      if (!wallet_dirty[wj] && !bid_dirty[bj] && (alt_pools_[j] & dirty_pools) == 0) {
-        // Every node it could use, its wallet and its bid are as in the original run, and so is
-        // everything its search reads (the per-model counters of its pools included): it decides
-        // as it did there.
-        if (orig_won_here) {
-          for (int i : greedy_evictions_[pos]) {
-            if (s.evicted[i]) continue;
-            evict(s, i);
-            for (const auto& r : p_.incumbents[i].placements) touch(r.node);
-          }
-          commit_win(s, j, greedy_.placements[bj]);
-          for (const auto& r : greedy_.placements[bj]) touch(r.node);
-          if (wj == w) cached_nodes.clear();
+      // The original run searched here (its bid had not won, its wallet covered it): that
+      // search's outcome is known, and the replay reaches the same point with the same bid state.
+      const bool searched = greedy_searched_[pos] != 0;
+      if (searched && !orig_won_here && (alt_pools_[j] & dirty_pools) == 0) {
+        continue;  // every node it could use is as in the original run, where nothing fitted
+      }
+      if (searched && orig_won_here && (alt_pools_[j] & dirty_pools) == 0 &&
+          wallet_covers(s, j, aj.value)) {
+        // Every node it could use is as in the original run, and so is everything its search
+        // reads (the per-model counters of its pools included): it decides as it did there.
+        for (int i : greedy_evictions_[pos]) {
+          if (s.evicted[i]) continue;
+          evict(s, i);
+          for (const auto& r : p_.incumbents[i].placements) touch(r.node);
         }
+        commit_win(s, j, greedy_.placements[bj]);
+        for (const auto& r : greedy_.placements[bj]) touch(r.node);
+        if (wj == w) cached_nodes.clear();
         continue;
       }
       // Exact only if the original choice itself is unchanged (a dirty original node may have
       // become worse than clean nodes that lost to it).
-      bool fast = !wallet_dirty[wj] && !bid_dirty[bj] && Packer::node_scoped(aj);
+      bool fast = searched && Packer::node_scoped(aj);
       if (fast && orig_won_here) {
         for (const auto& r : greedy_.placements[bj]) fast = fast && !node_dirty[r.node];
       }

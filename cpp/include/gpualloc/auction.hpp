@@ -136,6 +136,8 @@ class Engine {
   bool try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
                  bool check_wallet = true, const std::vector<int>* only_nodes = nullptr);
+  /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
+  [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
   void remove_win(Solution& sol, int bid) const;
   void evict(Solution& sol, int inc) const;
@@ -174,6 +176,9 @@ class Engine {
   std::vector<Solution> checkpoints_;  // checkpoints_[c]: state before position c*every
   std::vector<int> greedy_rank_of_bid_;  // position of the winning item, or -1
   std::vector<std::vector<int>> greedy_evictions_;  // per position: incumbents it evicted
+  // Per position: the greedy run searched a placement for the item there (its bid had not won
+  // yet and its wallet covered it), so its outcome is what the search found.
+  std::vector<std::uint8_t> greedy_searched_;
 };
 
 /// Short name of a loss reason: outbid, does_not_fit, over_budget, below_reserve.
