@@ -41,17 +41,17 @@ original units.
   and hands its bundles out.
 * Reserve prices, model filters and minimum memory remove (alternative, model) pairs up front.
   Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
-  The row is left out when it cannot bind: the wallet's bids ask for at most its balance, or
-  a fractional knapsack of them over all free GPU capacity stays within it.
+  The row is left out when the wallet's bids ask for at most its balance. It cannot bind either
+  when a fractional knapsack of them over all free GPU capacity stays within the balance.
 * Redundant rows, one per GPU model and one per (model, MIG mode) and (model, shared mode)
   (MIG and share alternatives can use those GPUs only), state the capacity in GPU fractions on
   the 0/1 choice literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by
   one are ordered by load to break symmetry. CP-SAT runs with ``linearization_level=2`` (LP with
   cuts).
-* Dominance: one-alternative bids of the same shape whose wallet needs no row are ordered by
+* Dominance: one-alternative bids of the same shape whose wallet cannot bind are ordered by
   value (``x[cheaper] <= x[dearer]``): swapping a winning cheaper one for a losing dearer one is
-  feasible and no worse, so some optimum satisfies the order. Not applied where a wallet row
-  exists (the swap could overspend it).
+  feasible and no worse, so some optimum satisfies the order. Not applied where the wallet
+  could bind (the swap could overspend it).
 * A warm start gives the choices ``x`` and ``e`` only; they are completed into a hint on every
   variable by a short solve with them fixed, so that the search starts from its welfare.
 * Objective: ``max sum value[a] * x[a] - sum (value[i] + preemption_cost[i]) * e[i]``.
@@ -408,9 +408,9 @@ class _Builder:
         Two such bids ask for exactly the same thing (unit, replicas, locality, CPU, memory,
         models); if the cheaper one wins while the dearer one loses, handing its placement to
         the dearer one is feasible (the dearer one passes every reserve the cheaper one does,
-        and its wallet, in ``free``, has no row: it covers all its bids) and does not lower
-        welfare. So some optimum has ``x[dearer] >= x[cheaper]``; without
-        this, branch and bound explores every swap of near-equal bids within the gap.
+        and its wallet, in ``free``, cannot run out) and does not lower welfare. So some optimum
+        has ``x[dearer] >= x[cheaper]``; without this, branch and bound explores every swap of
+        near-equal bids within the gap.
         """
         p = self.p
         groups: dict[tuple[Any, ...], list[tuple[float, int, cp_model.IntVar]]] = {}
@@ -771,7 +771,7 @@ class _Builder:
                     )
 
     def _wallet_rows(self) -> set[str]:
-        """Budget rows; returns the wallets that need none (they cover all their bids)."""
+        """Budget rows; returns the wallets whose budget cannot bind (for :meth:`_dominance`)."""
         p = self.p
         free: set[str] = set()
         by_wallet: dict[str, list[tuple[int, cp_model.IntVar]]] = {}
@@ -788,10 +788,11 @@ class _Builder:
                 if p.bids[av.bid].wallet == w.name:
                     v = _scaled(p.bids[av.bid].alternatives[av.alt].value)
                     best_per_bid[av.bid] = max(best_per_bid.get(av.bid, 0), v)
-            if terms and min(sum(best_per_bid.values()), self._most_spent(w.name)) > cap:
+            binding = bool(terms) and sum(best_per_bid.values()) > cap
+            if binding:
                 self.m.add(_sum(v * x for v, x in terms) <= cap)
-            else:
-                free.add(w.name)
+            if not binding or self._most_spent(w.name) <= cap:
+                free.add(w.name)  # (a row that cannot bind is kept: leaving it out hurt search)
         return free
 
     def _most_spent(self, wallet: str) -> float:
@@ -799,7 +800,7 @@ class _Builder:
 
         Fractional knapsack of its alternatives (XOR relaxed) over all free GPU capacity, each
         alternative weighing its GPU fractions (as in :meth:`_model_rows`) on its lightest
-        model. When it is within the balance, the wallet's row is redundant and left out.
+        model. When it is within the balance, the wallet's row cannot bind.
         """
         p = self.p
         room = 0
