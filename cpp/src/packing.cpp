@@ -357,7 +357,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
   double pen_sum = 0, prim_sum = 0;
   bool ok = true;
   for (int r = 0; r < alt.replicas && ok; ++r) {
-    Replica best_rep, cand;
+    thread_local Replica best_rep, cand;  // reused: no allocation per replica and node
     Score best, sc;
     bool found = false;
     for (int n : nodes) {
@@ -370,7 +370,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
       if (!found || sc < best) {
         found = true;
         best = sc;
-        best_rep = cand;
+        std::swap(best_rep, cand);  // best_on_node sets every field of `cand` when it succeeds
       }
     }
     if (!found) {
@@ -380,7 +380,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     pen_sum += best.penalty;
     prim_sum += best.primary;
     apply_replica(p_, s, best_rep, alt.cpu_milli, alt.memory_mib, +1);
-    out.push_back(std::move(best_rep));
+    out.push_back(best_rep);
   }
   for (auto it = out.rbegin(); it != out.rend(); ++it) {
     apply_replica(p_, s, *it, alt.cpu_milli, alt.memory_mib, -1);
@@ -434,7 +434,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   Locality loc = alt.locality;
   if (loc == Locality::Gpu && alt.kind == UnitKind::Whole) loc = Locality::Node;
 
-  std::vector<Replica> cand;
+  thread_local std::vector<Replica> cand;
   double best_pen = std::numeric_limits<double>::infinity();
   double best_prim = std::numeric_limits<double>::infinity();
   bool found = false;
@@ -443,7 +443,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       found = true;
       best_pen = pen;
       best_prim = prim;
-      out = cand;
+      out.swap(cand);  // gang_in clears `cand` before reusing it
     }
   };
 
@@ -463,7 +463,8 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       const auto& gd = p_.gpus[g];
       if (!gpu_serves(gd, alt.kind)) continue;
       if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
-      const std::vector<int> one{gd.node};
+      thread_local std::vector<int> one(1);
+      one[0] = gd.node;
       double pen = 0, prim = 0;
       if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim)) continue;
       consider(pen, prim);
@@ -480,13 +481,15 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       int node;
       int nvlink;
     };
-    std::vector<Dom> doms;
+    thread_local std::vector<Dom> doms;
+    thread_local std::vector<int> seen;
+    doms.clear();
     for (int n : nodes) {
       if (loc == Locality::Node) {
         const auto cap = capacity_on(s, alt.kind, model, n, -1);
         if (cap >= need) doms.push_back({cap, n, -1});
       } else {
-        std::vector<int> seen;
+        seen.clear();
         for (int g : node_gpus_[n]) {
           const auto& gd = p_.gpus[g];
           if (gd.model != model) continue;
@@ -505,7 +508,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       return a.nvlink > b.nvlink;
     };
     std::make_heap(doms.begin(), doms.end(), later);
-    std::vector<int> one(1);
+    thread_local std::vector<int> one(1);
     while (!doms.empty()) {
       std::pop_heap(doms.begin(), doms.end(), later);
       const Dom d = doms.back();
