@@ -8,11 +8,11 @@ Payments and loss reasons are computed the same way whichever solver allocated.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
 from allocator.model import PAYMENT_RULES, SOLVERS, Problem, ProblemError, Result
+from allocator.solvers.arguments import check_seed, check_time_limit
 from allocator.solvers.assemble import Allocation, build_result, welfare
 
 __all__ = ["AUTO_CPSAT_MAX_BIDS", "Allocation", "solve"]
@@ -30,14 +30,8 @@ def _check_args(solver: str, payments: str, time_limit: float, seed: int) -> Non
         raise ProblemError(
             "payments", f"must be one of {', '.join(PAYMENT_RULES)}; got {payments!r}"
         )
-    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
-        raise ProblemError("time_limit", f"must be a number of seconds, got {time_limit!r}")
-    if not math.isfinite(time_limit) or time_limit <= 0:
-        raise ProblemError(
-            "time_limit", f"must be a positive number of seconds, got {time_limit!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ProblemError("seed", f"must be an integer >= 0, got {seed!r}")
+    check_time_limit(time_limit)
+    check_seed(seed)
     if payments == "vcg" and solver not in ("cpsat", "auto"):
         raise ProblemError("payments", "vcg needs the exact solver: use solver='cpsat'")
 

@@ -78,6 +78,7 @@ from allocator.model import (
     Problem,
     ProblemError,
 )
+from allocator.solvers.arguments import check_seed, check_time_limit
 from allocator.solvers.assemble import Allocation, welfare
 
 __all__ = ["SCALE", "solve_cpsat", "vcg_payments"]
@@ -282,14 +283,8 @@ def _check_args(
 ) -> None:
     if not isinstance(problem, Problem):
         raise ProblemError("problem", f"must be a Problem, got {type(problem).__name__}")
-    if isinstance(time_limit, bool) or not isinstance(time_limit, (int, float)):
-        raise ProblemError("time_limit", f"must be a number of seconds, got {time_limit!r}")
-    if not math.isfinite(time_limit) or time_limit <= 0:
-        raise ProblemError(
-            "time_limit", f"must be a positive number of seconds, got {time_limit!r}"
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ProblemError("seed", f"must be an integer >= 0, got {seed!r}")
+    check_time_limit(time_limit)
+    check_seed(seed)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ProblemError("workers", f"must be an integer >= 1, got {workers!r}")
     if warm_start is not None:
