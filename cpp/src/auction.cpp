@@ -312,7 +312,8 @@ bool Engine::wallet_covers(const Solution& sol, int alt, double value) const {
 
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                        bool commit, std::vector<Replica>& out, double* least_value,
-                       bool check_wallet, const std::vector<int>* only_nodes) {
+                       bool check_wallet, const std::vector<int>* only_nodes,
+                       std::vector<int>* runners) {
   const auto& a = p_.alternatives[alt];
   if (least_value) *least_value = 0.0;
   const auto covers = [&](const Candidate& c) {
@@ -321,12 +322,14 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
   if (check_wallet && !wallet_covers(sol, alt, value)) return false;
   for (const auto& c : cands_[alt]) {
     if (!covers(c)) continue;
-    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes)) {
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes,
+                     runners)) {
       if (least_value) *least_value = c.reserve_cost;
       if (commit) commit_win(sol, alt, out);
       return true;
     }
   }
+  if (runners != nullptr) runners->assign(1, -1);
   if (!allow_evict || !any_preemptible_) return false;
   double best_cost = std::numeric_limits<double>::infinity();
   std::vector<Replica> best, reps;
@@ -398,6 +401,30 @@ const Solution& Engine::greedy() {
   greedy_ = std::move(sol);
   greedy_done_ = true;
   return greedy_;
+}
+
+void Engine::record_runners() {
+  if (runners_done_) return;
+  greedy();
+  const std::size_t k = Packer::kRunners;
+  runners_.assign(order_.size() * k, -1);
+  runner_count_.assign(order_.size(), -1);
+  Solution sol = initial();
+  std::vector<Replica> reps;
+  std::vector<int> found;
+  for (std::size_t pos = 0; pos < order_.size(); ++pos) {
+    const int alt = order_[pos];
+    const int bid = p_.alternatives[alt].bid;
+    if (sol.alt_of_bid[bid] >= 0) continue;
+    found.assign(1, -1);
+    if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps, nullptr, true,
+                  nullptr, &found) &&
+        !(found.size() == 1 && found[0] == -1)) {
+      runner_count_[pos] = static_cast<std::int8_t>(found.size());
+      std::copy(found.begin(), found.end(), runners_.begin() + static_cast<std::ptrdiff_t>(pos * k));
+    }
+  }
+  runners_done_ = true;
 }
 
 Solution Engine::load(const std::vector<int>& bids, const std::vector<int>& alts,

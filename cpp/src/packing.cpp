@@ -352,8 +352,14 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
 bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profile,
                      const std::vector<int>& nodes, int nvlink, int only_gpu,
                      const std::vector<double>* penalty, std::vector<Replica>& out,
-                     double* total_penalty, double* total_primary) const {
+                     double* total_penalty, double* total_primary,
+                     std::vector<int>* runners) const {
   out.clear();
+  // Runners-up (one replica only): the best kRunners + 1 (score, node) seen, best first; on equal
+  // scores the earlier node stays ahead, as in the choice itself.
+  thread_local std::vector<std::pair<Score, int>> top;
+  top.clear();
+  const bool record = runners != nullptr && alt.replicas == 1;
   double pen_sum = 0, prim_sum = 0;
   bool ok = true;
   for (int r = 0; r < alt.replicas && ok; ++r) {
@@ -363,10 +369,22 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     for (int n : nodes) {
       // Whole GPUs, best fit: a node with more free GPUs than the best so far cannot win.
       if (found && alt.kind == UnitKind::Whole && penalty == nullptr && nvlink < 0 &&
-          single_model_[n] && s.node_free_whole[n] - alt.gpus > best.primary) {
+          single_model_[n] &&
+          s.node_free_whole[n] - alt.gpus >
+              (record ? (top.size() > kRunners ? top.back().first.primary
+                                               : std::numeric_limits<double>::infinity())
+                      : best.primary)) {
         continue;
       }
       if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc)) continue;
+      if (record) {
+        auto it = top.end();
+        while (it != top.begin() && sc < std::prev(it)->first) --it;
+        if (it - top.begin() <= static_cast<std::ptrdiff_t>(kRunners)) {
+          top.insert(it, {sc, n});
+          if (top.size() > kRunners + 1) top.pop_back();
+        }
+      }
       if (!found || sc < best) {
         found = true;
         best = sc;
@@ -386,6 +404,10 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     apply_replica(p_, s, *it, alt.cpu_milli, alt.memory_mib, -1);
   }
   if (!ok) out.clear();
+  if (record && ok) {
+    runners->clear();
+    for (std::size_t i = 1; i < top.size(); ++i) runners->push_back(top[i].second);
+  }
   if (total_penalty) *total_penalty = pen_sum;
   if (total_primary) *total_primary = prim_sum;
   return ok;
@@ -393,8 +415,10 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
 
 bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
                   const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
-                  const std::vector<int>* only_nodes) const {
+                  const std::vector<int>* only_nodes, std::vector<int>* runners) const {
   out.clear();
+  if (runners != nullptr) runners->assign(1, -1);
+  if (penalty != nullptr) runners = nullptr;
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
   if (alt.kind == UnitKind::Mig && profile < 0) return false;
   // Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1).
@@ -519,6 +543,19 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       consider(pen, prim);
       if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
     }
+    if (found && runners != nullptr) {
+      // The next feasible domains in the same order.
+      runners->clear();
+      while (!doms.empty() && runners->size() < kRunners) {
+        std::pop_heap(doms.begin(), doms.end(), later);
+        const Dom d = doms.back();
+        doms.pop_back();
+        one[0] = d.node;
+        if (gang_in(s, alt, model, profile, one, d.nvlink, -1, nullptr, cand, nullptr, nullptr)) {
+          runners->push_back(d.node);
+        }
+      }
+    }
     return found;
   }
 
@@ -530,7 +567,10 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       if (cap < need) return false;
     }
     double pen = 0, prim = 0;
-    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim)) consider(pen, prim);
+    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim,
+                alt.replicas == 1 ? runners : nullptr)) {
+      consider(pen, prim);
+    }
     return found;
   }
   std::vector<std::vector<int>> restricted_groups;

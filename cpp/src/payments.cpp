@@ -11,6 +11,7 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     throw InputError("allocation", "does not belong to this problem");
   }
   greedy();
+  record_runners();
   std::vector<double> pay(p_.bids.size(), 0.0);
   std::vector<Replica> scratch;
   const auto every = static_cast<std::size_t>(checkpoint_every_);
@@ -176,12 +177,36 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
       // Exact only if the original choice itself is unchanged (a dirty original node may have
       // become worse than clean nodes that lost to it).
       bool fast = searched && Packer::node_scoped(aj);
+      // The original choice's node is dirty: its search then picks the best of the dirty nodes
+      // and the best clean node, which is the first clean runner-up of the original search
+      // (clean nodes are as there and ranked the same). Without a clean runner-up the original
+      // candidate may fit nowhere, and later candidates were never searched there: full search.
+      bool via_runner = false;
+      int runner = -1;
       if (fast && orig_won_here) {
-        for (const auto& r : greedy_.placements[bj]) fast = fast && !node_dirty[r.node];
+        bool orig_clean = true;
+        for (const auto& r : greedy_.placements[bj]) orig_clean = orig_clean && !node_dirty[r.node];
+        if (!orig_clean) {
+          const int count = runner_count_[pos];
+          if (count < 0) {
+            fast = false;
+          } else {
+            const int* list = runners_.data() + pos * Packer::kRunners;
+            for (int i = 0; i < count && runner < 0; ++i) {
+              if (!node_dirty[list[i]]) runner = list[i];
+            }
+            via_runner = true;
+            if (runner < 0) fast = false;
+          }
+        }
       }
       const std::size_t log_before = s.evict_log.size();
       bool won = false;
-      if (fast) {
+      if (fast && via_runner) {
+        only = dirty_nodes;
+        only.insert(std::lower_bound(only.begin(), only.end(), runner), runner);
+        won = try_place(s, j, aj.value, false, false, true, scratch, nullptr, true, &only);
+      } else if (fast) {
         only = dirty_nodes;
         if (orig_won_here) {
           for (const auto& r : greedy_.placements[bj]) {

@@ -135,7 +135,11 @@ class Engine {
   /// `only_nodes` restricts the search (see Packer::find).
   bool try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
-                 bool check_wallet = true, const std::vector<int>* only_nodes = nullptr);
+                 bool check_wallet = true, const std::vector<int>* only_nodes = nullptr,
+                 std::vector<int>* runners = nullptr);
+  /// Replays the greedy run once more to record, per position, the runners-up of the item's
+  /// free-resource search (Packer::find) when it won there that way (for payments).
+  void record_runners();
   /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
   [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
@@ -179,6 +183,10 @@ class Engine {
   // Per position: the greedy run searched a placement for the item there (its bid had not won
   // yet and its wallet covered it), so its outcome is what the search found.
   std::vector<std::uint8_t> greedy_searched_;
+  bool runners_done_ = false;
+  // Per position: runners-up nodes of the winning search (runner_count_ < 0: none recorded).
+  std::vector<int> runners_;
+  std::vector<std::int8_t> runner_count_;
 };
 
 /// Short name of a loss reason: outbid, does_not_fit, over_budget, below_reserve.

@@ -43,7 +43,16 @@ class Packer {
   /// exact for `node_scoped` alternatives (see below) when the other nodes hold nothing better.
   bool find(State& s, const AlternativeData& alt, int model, int profile,
             const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
-            const std::vector<int>* only_nodes = nullptr) const;
+            const std::vector<int>* only_nodes = nullptr,
+            std::vector<int>* runners = nullptr) const;
+
+  /// How many runners-up `find` records (see below).
+  static constexpr std::size_t kRunners = 4;
+  // `runners` (optional, only with `penalty` null): on success of a node-scoped search with
+  // locality nvlink, node or any (one replica), the nodes of the next feasible domains in the
+  // search's own order after the chosen one, at most kRunners (fewer: there are no more). Any
+  // other case leaves {-1} (nothing recorded). A search over a state that differs only on some
+  // nodes then chooses the best of those nodes and the first runner-up not among them.
 
   /// Whether the search for `alt` is a minimum over independent per-node choices (locality gpu,
   /// nvlink or node, or a single replica with locality any), so that restricting it to the nodes
@@ -82,7 +91,8 @@ class Packer {
   bool gang_in(State& s, const AlternativeData& alt, int model, int profile,
                const std::vector<int>& nodes, int nvlink, int only_gpu,
                const std::vector<double>* penalty, std::vector<Replica>& out,
-               double* total_penalty, double* total_primary) const;
+               double* total_penalty, double* total_primary,
+               std::vector<int>* runners = nullptr) const;
   [[nodiscard]] std::int64_t capacity_on(const State& s, UnitKind kind, int model, int node,
                                          int nvlink) const;
 
