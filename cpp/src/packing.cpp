@@ -46,6 +46,11 @@ Packer::Packer(const ProblemData& p) : p_(p) {
       if (p.gpus[g].model != p.gpus[node_gpus_[n][0]].model) single_model_[n] = 0;
     }
   }
+  model_alone_.assign(n_models, 1);
+  for (std::size_t n = 0; n < n_nodes; ++n) {
+    if (single_model_[n]) continue;
+    for (int g : node_gpus_[n]) model_alone_[p.gpus[g].model] = 0;
+  }
   nvlink_node_.assign(static_cast<std::size_t>(max_nvlink + 1), -1);
   for (const auto& g : p.gpus) nvlink_node_[g.nvlink] = g.node;
   for (std::size_t m = 0; m < n_models; ++m) {
@@ -562,8 +567,16 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   // rack / zone / any: groups of nodes, tightest group first.
   if (loc == Locality::Any) {
     if (alt.replicas > 1) {
+      // Over every node of a model whose nodes hold no other model, the sum is the model's
+      // counter (kept by apply_replica in the same measure): no loop needed.
       std::int64_t cap = 0;
-      for (int n : nodes) cap += capacity_on(s, alt.kind, model, n, -1);
+      if (only_nodes == nullptr && model_alone_[model] && !s.model_free_whole.empty()) {
+        cap = alt.kind == UnitKind::Whole   ? s.model_free_whole[model]
+              : alt.kind == UnitKind::Share ? s.model_free_milli[model]
+                                            : s.model_free_slices[model];
+      } else {
+        for (int n : nodes) cap += capacity_on(s, alt.kind, model, n, -1);
+      }
       if (cap < need) return false;
     }
     double pen = 0, prim = 0;

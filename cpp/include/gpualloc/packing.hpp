@@ -106,6 +106,7 @@ class Packer {
   std::vector<std::vector<std::vector<int>>> rack_model_nodes_, zone_model_nodes_;
   std::vector<int> all_nodes_;
   std::vector<std::uint8_t> single_model_;      // node holds GPUs of one model only
+  std::vector<std::uint8_t> model_alone_;       // no node of the model holds another model
   std::vector<std::uint8_t> node_has_model_;    // [node * models + model]: node holds the model
   std::vector<std::vector<double>> mig_potential_;
   std::vector<double> share_fragment_;
