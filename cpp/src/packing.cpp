@@ -518,6 +518,8 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
         const auto cap = capacity_on(s, alt.kind, model, n, -1);
         if (cap >= need) doms.push_back({cap, n, -1});
       } else {
+        // A domain holds no more than its node: skip nodes that cannot hold the gang at all.
+        if (single_model_[n] && capacity_on(s, alt.kind, model, n, -1) < need) continue;
         seen.clear();
         for (int g : node_gpus_[n]) {
           const auto& gd = p_.gpus[g];
