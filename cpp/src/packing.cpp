@@ -374,12 +374,15 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     for (int n : nodes) {
       // Whole GPUs, best fit: a node with more free GPUs than the best so far cannot win.
       if (found && alt.kind == UnitKind::Whole && penalty == nullptr && nvlink < 0 &&
-          single_model_[n] &&
-          s.node_free_whole[n] - alt.gpus >
-              (record ? (top.size() > kRunners ? top.back().first.primary
-                                               : std::numeric_limits<double>::infinity())
-                      : best.primary)) {
-        continue;
+          single_model_[n]) {
+        // The node's score is at least (0, free - gpus, 0, 0); equal scores keep the earlier.
+        const Score& bar = record ? top.back().first : best;
+        const double prim = static_cast<double>(s.node_free_whole[n] - alt.gpus);
+        if ((!record || top.size() > kRunners) &&
+            (prim > bar.primary ||
+             (prim == bar.primary && bar.secondary <= 0 && bar.tertiary <= 0))) {
+          continue;
+        }
       }
       if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc)) continue;
       if (record) {
