@@ -369,20 +369,8 @@ const Solution& Engine::greedy() {
   greedy_rank_of_bid_.assign(p_.bids.size(), -1);
   greedy_evictions_.assign(order_.size(), {});
   greedy_searched_.assign(order_.size(), 0);
-  checkpoints_.clear();
   std::vector<Replica> reps;
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
-    if (pos % static_cast<std::size_t>(checkpoint_every_) == 0) {
-      Solution light;
-      light.alt_of_bid = sol.alt_of_bid;
-      light.evicted = sol.evicted;
-      light.real = sol.real;
-      light.pot = sol.pot;
-      light.penalty = sol.penalty;
-      light.wallet_spent = sol.wallet_spent;
-      light.welfare = sol.welfare;
-      checkpoints_.push_back(std::move(light));
-    }
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
@@ -412,7 +400,19 @@ void Engine::record_runners() {
   Solution sol = initial();
   std::vector<Replica> reps;
   std::vector<int> found;
+  checkpoints_.clear();
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
+    if (pos % static_cast<std::size_t>(checkpoint_every_) == 0) {
+      Solution light;
+      light.alt_of_bid = sol.alt_of_bid;
+      light.evicted = sol.evicted;
+      light.real = sol.real;
+      light.pot = sol.pot;
+      light.penalty = sol.penalty;
+      light.wallet_spent = sol.wallet_spent;
+      light.welfare = sol.welfare;
+      checkpoints_.push_back(std::move(light));
+    }
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;

@@ -89,7 +89,7 @@ class Engine {
 
   /// All incumbents kept, nothing won.
   [[nodiscard]] Solution initial() const;
-  /// The greedy allocation (cached after the first call, with checkpoints for payments).
+  /// The greedy allocation (cached after the first call).
   const Solution& greedy();
   /// Local search from `start` (never worse). Deterministic for a seed and `max_iterations`
   /// when the time limit does not bind. `patience` <= 0 picks a default from the instance size.
@@ -137,8 +137,9 @@ class Engine {
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
                  bool check_wallet = true, const std::vector<int>* only_nodes = nullptr,
                  std::vector<int>* runners = nullptr);
-  /// Replays the greedy run once more to record, per position, the runners-up of the item's
-  /// free-resource search (Packer::find) when it won there that way (for payments).
+  /// Replays the greedy run once more (for payments) to record, per position, the runners-up
+  /// of the item's free-resource search (Packer::find) when it won there that way, and the
+  /// checkpoints (so that greedy() itself copies no state).
   void record_runners();
   /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
   [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
