@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from allocator.model import Loss, Placement, Problem, Result, Winner
+from allocator.model import Loss, Node, Placement, Problem, Result, Winner
 
 __all__ = ["Allocation", "build_result", "gpu_equivalent", "welfare"]
 
@@ -44,21 +44,27 @@ def welfare(problem: Problem, allocation: Allocation) -> float:
     return won - lost
 
 
-def gpu_equivalent(problem: Problem, node: str, placement: Placement) -> float:
-    """How much of a GPU a placement takes: GPUs, MIG compute share, or milli/1000."""
+def gpu_equivalent(
+    problem: Problem, node: str, placement: Placement, nodes: Mapping[str, Node] | None = None
+) -> float:
+    """How much of a GPU a placement takes: GPUs, MIG compute share, or milli/1000.
+
+    ``nodes`` (optional) maps node names to nodes, so that many calls need no linear lookup.
+    """
     if placement.kind == "whole":
         return float(len(placement.gpus))
     if placement.kind == "share":
         return placement.milli / 1000.0
-    gpu = next(g for g in problem.node(node).gpus if g.index == placement.gpus[0])
+    nd = nodes[node] if nodes is not None else problem.node(node)
+    gpu = next(g for g in nd.gpus if g.index == placement.gpus[0])
     model = problem.model(gpu.model)
     profile = model.profile(placement.mig_profile or "")
     assert profile is not None  # placements reaching here were produced for this problem
     return model.gpu_equivalent(profile)
 
 
-def _model_of(problem: Problem, placement: Placement) -> str:
-    gpu = next(g for g in problem.node(placement.node).gpus if g.index == placement.gpus[0])
+def _model_of(problem: Problem, placement: Placement, nodes: Mapping[str, Node]) -> str:
+    gpu = next(g for g in nodes[placement.node].gpus if g.index == placement.gpus[0])
     return problem.model(gpu.model).name
 
 
@@ -78,6 +84,7 @@ def build_result(
     ``payments`` maps winning bid indices to what they pay; ``reasons`` maps losing bid indices
     to (reason, detail).
     """
+    nodes = {n.name: n for n in problem.nodes}
     winners = []
     used: dict[str, float] = {}
     price: dict[str, float] = {}
@@ -88,8 +95,8 @@ def build_result(
         winners.append(Winner(bid.id, a, bid.alternatives[a].value, pay, placements))
         eq_by_model: dict[str, float] = {}
         for p in placements:
-            m = _model_of(problem, p)
-            eq = gpu_equivalent(problem, p.node, p)
+            m = _model_of(problem, p, nodes)
+            eq = gpu_equivalent(problem, p.node, p, nodes)
             used[m] = used.get(m, 0.0) + eq
             eq_by_model[m] = eq_by_model.get(m, 0.0) + eq
         total_eq = sum(eq_by_model.values())
@@ -100,8 +107,8 @@ def build_result(
         if i in allocation.evicted:
             continue
         for p in inc.placements:
-            m = _model_of(problem, p)
-            used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p)
+            m = _model_of(problem, p, nodes)
+            used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p, nodes)
     capacity: dict[str, float] = {}
     for n in problem.nodes:
         for g in n.gpus:
