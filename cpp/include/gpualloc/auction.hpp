@@ -31,8 +31,12 @@
 // pay, wallet). The first position where that least value exceeds j's score sets the critical
 // value; the payment is at least the reserve cost and at most the bid. Replays start from
 // checkpoints of the greedy run and track "dirty" nodes (where the replay differs from the
-// original run): an item searching one node at a time (see Packer::node_scoped) only searches
-// the dirty nodes plus its original choice, and the priced bid's last fitting placement is
+// original run). An item the original run searched (its bid had not won, its wallet covered it)
+// and whose pools (model, unit kind) meet no dirty node decides as it did there, without a
+// search (only its wallet is checked again); an item searching one node at a time (see
+// Packer::node_scoped) only searches the dirty nodes plus its original choice, or, when that
+// node is dirty, plus the first clean runner-up of its original search (recorded by one extra
+// greedy pass, which also takes the checkpoints); the priced bid's last fitting placement is
 // reused while nothing touches its nodes. Exact, but still roughly quadratic on large rounds.
 #pragma once
 
