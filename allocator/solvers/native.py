@@ -289,14 +289,17 @@ class NativeEngine:
 
     def _arrays_to_alloc(self, d: Mapping[str, Any], stats: dict[str, Any]) -> Allocation:
         node_names = [n.name for n in self.problem.nodes]
-        win_bid, win_alt, roff = d["win_bid"], d["win_alt"], d["win_replica_offsets"]
-        pl_node, pl_kind, pl_prof = d["pl_node"], d["pl_kind"], d["pl_profile"]
-        pl_start, pl_milli, goff, gl = (
-            d["pl_start"],
-            d["pl_milli"],
-            d["pl_gpu_offsets"],
-            d["pl_gpus"],
-        )
+
+        def as_list(key: str) -> list[int]:
+            # Plain ints up front: indexing a NumPy array element by element is far slower.
+            x = d[key]
+            return x.tolist() if hasattr(x, "tolist") else list(x)
+
+        win_bid, win_alt = as_list("win_bid"), as_list("win_alt")
+        roff = as_list("win_replica_offsets")
+        pl_node, pl_kind, pl_prof = as_list("pl_node"), as_list("pl_kind"), as_list("pl_profile")
+        pl_start, pl_milli = as_list("pl_start"), as_list("pl_milli")
+        goff, gl = as_list("pl_gpu_offsets"), as_list("pl_gpus")
         winners: dict[int, tuple[int, tuple[Placement, ...]]] = {}
         for w in range(len(win_bid)):
             reps = []
