@@ -112,7 +112,8 @@ ProblemData problem_from(const py::dict& d) {
     if (pm[q] < 0 || static_cast<std::size_t>(pm[q]) >= n_models) {
       throw InputError("profile_model", "model index out of range");
     }
-    if (pst[q] < 0 || pst[q] > 0xFFFFFFFFLL) throw InputError("profile_starts_mask", "out of range");
+    if (pst[q] < 0 || pst[q] > 0xFFFFFFFFLL)
+      throw InputError("profile_starts_mask", "out of range");
     MigProfileData pr;
     pr.compute = as_int("profile_compute", pc[q]);
     pr.size = as_int("profile_size", ps[q]);
@@ -161,7 +162,8 @@ ProblemData problem_from(const py::dict& d) {
   need_len("hold_profile", hp.size(), hg.size());
   need_len("hold_start", hs.size(), hg.size());
   for (std::size_t i = 0; i < hg.size(); ++i) {
-    if (hg[i] < 0 || static_cast<std::size_t>(hg[i]) >= n_gpus) throw InputError("hold_gpu", "out of range");
+    if (hg[i] < 0 || static_cast<std::size_t>(hg[i]) >= n_gpus)
+      throw InputError("hold_gpu", "out of range");
     p.gpus[hg[i]].outside.push_back({as_int("hold_profile", hp[i]), as_int("hold_start", hs[i])});
   }
 
@@ -261,8 +263,9 @@ py::dict solution_to(const Engine& e, const Solution& s) {
   }
   (void)p;
   py::dict d;
-  const auto arr = [](const std::vector<std::int64_t>& v) { return py::array_t<std::int64_t>(
-                                                               static_cast<py::ssize_t>(v.size()), v.data()); };
+  const auto arr = [](const std::vector<std::int64_t>& v) {
+    return py::array_t<std::int64_t>(static_cast<py::ssize_t>(v.size()), v.data());
+  };
   d["win_bid"] = arr(wb);
   d["win_alt"] = arr(wa);
   d["win_replica_offsets"] = arr(roff);
@@ -295,7 +298,8 @@ Solution solution_from(const Engine& e, const py::dict& d) {
   }
   std::vector<std::uint8_t> flags(e.problem().incumbents.size(), 0);
   for (auto i : ev) {
-    if (i < 0 || static_cast<std::size_t>(i) >= flags.size()) throw InputError("evicted", "no such incumbent");
+    if (i < 0 || static_cast<std::size_t>(i) >= flags.size())
+      throw InputError("evicted", "no such incumbent");
     flags[i] = 1;
   }
   return e.load(bids, alts, per, flags);
@@ -324,16 +328,15 @@ void register_auction(py::module_& m) {
              return new Engine(problem_from(d), opt);
            }),
            py::arg("data"), py::arg("alpha") = 0.75)
-      .def(
-          "greedy",
-          [](Engine& e) {
-            const Solution* s = nullptr;
-            {
-              py::gil_scoped_release release;
-              s = &e.greedy();
-            }
-            return solution_to(e, *s);
-          })
+      .def("greedy",
+           [](Engine& e) {
+             const Solution* s = nullptr;
+             {
+               py::gil_scoped_release release;
+               s = &e.greedy();
+             }
+             return solution_to(e, *s);
+           })
       .def(
           "local",
           [](Engine& e, const py::dict& start, double time_limit, std::uint64_t seed,
@@ -351,8 +354,8 @@ void register_auction(py::module_& m) {
             out["seconds"] = st.seconds;
             return out;
           },
-          py::arg("start"), py::arg("time_limit"), py::arg("seed"),
-          py::arg("max_iterations") = -1, py::arg("patience") = 0)
+          py::arg("start"), py::arg("time_limit"), py::arg("seed"), py::arg("max_iterations") = -1,
+          py::arg("patience") = 0)
       .def("critical_payments",
            [](Engine& e, const py::dict& alloc) {
              Solution s = solution_from(e, alloc);
@@ -377,9 +380,8 @@ void register_auction(py::module_& m) {
              return out;
            })
       .def("score", &Engine::score, py::arg("alt"))
-      .def("welfare", [](const Engine& e, const py::dict& alloc) {
-        return solution_from(e, alloc).welfare;
-      });
+      .def("welfare",
+           [](const Engine& e, const py::dict& alloc) { return solution_from(e, alloc).welfare; });
 }
 
 }  // namespace

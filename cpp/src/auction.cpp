@@ -12,18 +12,6 @@ namespace {
 
 constexpr double kEps = 1e-9;
 
-bool serves(GpuMode mode, UnitKind kind) {
-  switch (kind) {
-    case UnitKind::Whole:
-      return mode != GpuMode::Mig;
-    case UnitKind::Share:
-      return mode == GpuMode::Shared;
-    case UnitKind::Mig:
-      return mode == GpuMode::Mig;
-  }
-  return false;
-}
-
 }  // namespace
 
 const char* loss_reason_name(LossReason r) {
@@ -52,7 +40,8 @@ Engine::Engine(ProblemData problem, EngineOptions options)
   for (int b = n_bids - 1; b >= 0; --b) bid_first_[b] = std::min(bid_first_[b], bid_first_[b + 1]);
   for (int b = 0; b < n_bids; ++b) {
     if (bid_first_[b] == bid_first_[b + 1]) {
-      throw InputError("bids[" + std::to_string(b) + "].alternatives", "a bid needs an alternative");
+      throw InputError("bids[" + std::to_string(b) + "].alternatives",
+                       "a bid needs an alternative");
     }
   }
   // Which (model, kind) pairs have GPUs at all.
@@ -138,8 +127,9 @@ Engine::Engine(ProblemData problem, EngineOptions options)
     for (std::size_t j = 0; j < inc.placements.size(); ++j) {
       const auto& r = inc.placements[j];
       if (!replica_fits(p_, s, r, inc.cpu_milli, inc.memory_mib)) {
-        throw InputError("incumbents[" + std::to_string(i) + "].placements[" + std::to_string(j) + "]",
-                         "overlaps other usage, exceeds the node or is illegal on its GPU");
+        throw InputError(
+            "incumbents[" + std::to_string(i) + "].placements[" + std::to_string(j) + "]",
+            "overlaps other usage, exceeds the node or is illegal on its GPU");
       }
       apply_replica(p_, s, r, inc.cpu_milli, inc.memory_mib, +1);
     }
@@ -421,7 +411,8 @@ void Engine::record_runners() {
                   nullptr, &found) &&
         !(found.size() == 1 && found[0] == -1)) {
       runner_count_[pos] = static_cast<std::int8_t>(found.size());
-      std::copy(found.begin(), found.end(), runners_.begin() + static_cast<std::ptrdiff_t>(pos * k));
+      std::copy(found.begin(), found.end(),
+                runners_.begin() + static_cast<std::ptrdiff_t>(pos * k));
     }
   }
   runners_done_ = true;
@@ -450,14 +441,16 @@ Solution Engine::load(const std::vector<int>& bids, const std::vector<int>& alts
     if (b < 0 || b >= static_cast<int>(p_.bids.size())) throw InputError(path, "no such bid");
     if (sol.alt_of_bid[b] >= 0) throw InputError(path, "bid wins twice");
     const int alt = bid_first_[b] + alts[w];
-    if (alts[w] < 0 || alt >= bid_first_[b + 1]) throw InputError(path + ".alternative", "out of range");
+    if (alts[w] < 0 || alt >= bid_first_[b + 1])
+      throw InputError(path + ".alternative", "out of range");
     const auto& a = p_.alternatives[alt];
     if (static_cast<int>(replicas[w].size()) != a.replicas) {
       throw InputError(path + ".placements", "one placement per replica expected");
     }
     int model = -1;
     for (const auto& r : replicas[w]) {
-      if (r.kind != a.kind || r.gpus.empty()) throw InputError(path + ".placements", "wrong unit kind");
+      if (r.kind != a.kind || r.gpus.empty())
+        throw InputError(path + ".placements", "wrong unit kind");
       if (a.kind == UnitKind::Whole && static_cast<int>(r.gpus.size()) != a.gpus) {
         throw InputError(path + ".placements", "wrong number of GPUs");
       }
@@ -465,7 +458,8 @@ Solution Engine::load(const std::vector<int>& bids, const std::vector<int>& alts
         throw InputError(path + ".placements", "wrong milli");
       }
       for (int g : r.gpus) {
-        if (g < 0 || g >= static_cast<int>(p_.gpus.size())) throw InputError(path + ".placements", "no such GPU");
+        if (g < 0 || g >= static_cast<int>(p_.gpus.size()))
+          throw InputError(path + ".placements", "no such GPU");
         if (model >= 0 && p_.gpus[g].model != model) {
           throw InputError(path + ".placements", "GPUs of more than one model");
         }
@@ -604,8 +598,10 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     }
     std::vector<int> losers;
     for (int b : orderable_bids) {
-      if (nxt.alt_of_bid[b] >= 0) winners.push_back(b);
-      else losers.push_back(b);
+      if (nxt.alt_of_bid[b] >= 0)
+        winners.push_back(b);
+      else
+        losers.push_back(b);
     }
     int move = static_cast<int>(rng() % 8);
     if (move >= 5) move = 0;  // insertion is the main move
@@ -635,12 +631,14 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
         const int k = nxt.alt_of_bid[ob];
         std::size_t touched = 0;
         for (const auto& r : nxt.placements[ob]) touched += r.gpus.size();
-        const double per = p_.alternatives[k].value / static_cast<double>(std::max<std::size_t>(1, touched));
+        const double per =
+            p_.alternatives[k].value / static_cast<double>(std::max<std::size_t>(1, touched));
         for (const auto& r : nxt.placements[ob]) {
           for (int g : r.gpus) damage[g] += per;
         }
       }
-      for (std::size_t g = 0; g < damage.size(); ++g) damage[g] = (damage[g] + nxt.penalty[g]) * noise(rng);
+      for (std::size_t g = 0; g < damage.size(); ++g)
+        damage[g] = (damage[g] + nxt.penalty[g]) * noise(rng);
       const std::size_t first = rng() % cands.size();
       bool found = false;
       for (std::size_t t = 0; t < cands.size() && !found; ++t) {
@@ -652,7 +650,8 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
       } else {
         // Wallet room: drop the wallet's lowest-scored winners.
         const int w = p_.bids[b];
-        while (nxt.wallet_spent[w] + a.value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) {
+        while (nxt.wallet_spent[w] + a.value >
+               p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w])) {
           int worst = -1;
           for (int ob : winners) {
             if (nxt.alt_of_bid[ob] >= 0 && p_.bids[ob] == w &&
@@ -718,7 +717,8 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
           apply_replica(p_, nxt.real, r, cpu, mem, +1);
           ++applied;
         }
-        for (std::size_t i = applied; i-- > 0;) apply_replica(p_, nxt.real, target[i], cpu, mem, -1);
+        for (std::size_t i = applied; i-- > 0;)
+          apply_replica(p_, nxt.real, target[i], cpu, mem, -1);
         if (valid) {
           if (move == 0) {
             commit_win(nxt, target_alt, target);
@@ -784,8 +784,9 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     // Threshold acceptance: a move may lose up to tau, which shrinks to zero as the moves
     // without a new best run out; the best allocation seen is what is returned.
     const double scale = std::max(1.0, std::abs(best.welfare));
-    const double tau = 0.002 * scale * std::max(0.0, 1.0 - static_cast<double>(since_gain) /
-                                                              static_cast<double>(patience));
+    const double tau =
+        0.002 * scale *
+        std::max(0.0, 1.0 - static_cast<double>(since_gain) / static_cast<double>(patience));
     if (nxt.welfare > best.welfare + kEps * scale) {
       best = nxt;
       cur = std::move(nxt);

@@ -5,21 +5,6 @@
 #include "gpualloc/auction.hpp"
 
 namespace gpualloc {
-namespace {
-
-bool serves(GpuMode mode, UnitKind kind) {
-  switch (kind) {
-    case UnitKind::Whole:
-      return mode != GpuMode::Mig;
-    case UnitKind::Share:
-      return mode == GpuMode::Shared;
-    case UnitKind::Mig:
-      return mode == GpuMode::Mig;
-  }
-  return false;
-}
-
-}  // namespace
 
 std::vector<Explanation> Engine::explain(const Solution& sol) const {
   if (sol.alt_of_bid.size() != p_.bids.size()) {
@@ -93,9 +78,12 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
       if (fits) all_nofit = false;
       requested = std::max(requested, size_[k]);
       int status = kOk;
-      if (over) status = kBudget;
-      else if (below) status = kReserve;
-      else if (!fits) status = kFit;
+      if (over)
+        status = kBudget;
+      else if (below)
+        status = kReserve;
+      else if (!fits)
+        status = kFit;
       if (status == kOk) any_ok = true;
       if (a.value > best_value) {
         best_value = a.value;
@@ -105,10 +93,14 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
     }
     auto& e = out[b];
     int reason = kOk;
-    if (all_budget) reason = kBudget;
-    else if (all_reserve) reason = kReserve;
-    else if (all_nofit) reason = kFit;
-    else if (!any_ok) reason = best_alt_status;
+    if (all_budget)
+      reason = kBudget;
+    else if (all_reserve)
+      reason = kReserve;
+    else if (all_nofit)
+      reason = kFit;
+    else if (!any_ok)
+      reason = best_alt_status;
     // A bid that fits what the winners left free, but whose wallet the other winners of the same
     // wallet have already drawn down below its value, lost to its own budget, not to a rival.
     const int w = p_.bids[b];
@@ -152,7 +144,8 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
       default:
         e.reason = LossReason::Outbid;
         e.detail = {{"value", best_value}, {"density", score_[best_alt]}};
-        if (std::isfinite(contest_score)) e.detail.emplace_back("lowest_winning_density", contest_score);
+        if (std::isfinite(contest_score))
+          e.detail.emplace_back("lowest_winning_density", contest_score);
         e.model = contest_model;
         break;
     }

@@ -8,21 +8,6 @@
 #include <numeric>
 
 namespace gpualloc {
-namespace {
-
-bool gpu_serves(const GpuData& g, UnitKind kind) {
-  switch (kind) {
-    case UnitKind::Whole:
-      return g.mode != GpuMode::Mig;
-    case UnitKind::Share:
-      return g.mode == GpuMode::Shared;
-    case UnitKind::Mig:
-      return g.mode == GpuMode::Mig;
-  }
-  return false;
-}
-
-}  // namespace
 
 Packer::Packer(const ProblemData& p) : p_(p) {
   const std::size_t n_nodes = p.nodes.size();
@@ -38,7 +23,8 @@ Packer::Packer(const ProblemData& p) : p_(p) {
   }
   node_has_model_.assign(n_nodes * n_models, 0);
   for (const auto& g : p.gpus) {
-    node_has_model_[static_cast<std::size_t>(g.node) * n_models + static_cast<std::size_t>(g.model)] = 1;
+    node_has_model_[static_cast<std::size_t>(g.node) * n_models +
+                    static_cast<std::size_t>(g.model)] = 1;
   }
   single_model_.assign(n_nodes, 1);
   for (std::size_t n = 0; n < n_nodes; ++n) {
@@ -58,7 +44,8 @@ Packer::Packer(const ProblemData& p) : p_(p) {
     for (int g : model_gpus_[m]) {
       if (p.gpus[g].node != last) {
         last = p.gpus[g].node;
-        if (model_nodes_[m].empty() || model_nodes_[m].back() != last) model_nodes_[m].push_back(last);
+        if (model_nodes_[m].empty() || model_nodes_[m].back() != last)
+          model_nodes_[m].push_back(last);
       }
     }
     std::sort(model_nodes_[m].begin(), model_nodes_[m].end());
@@ -127,8 +114,7 @@ Packer::Packer(const ProblemData& p) : p_(p) {
   for (std::size_t m = 0; m < n_models; ++m) {
     const auto& md = p.models[m];
     if (md.mig_units == 0) continue;
-    const double demand_total =
-        std::accumulate(mig_demand[m].begin(), mig_demand[m].end(), 0.0);
+    const double demand_total = std::accumulate(mig_demand[m].begin(), mig_demand[m].end(), 0.0);
     mig_potential_[m].assign(std::size_t{1} << md.mig_units, 0.0);
     for (std::uint32_t mask = 0; mask < (1u << md.mig_units); ++mask) {
       double pot = 0;
@@ -168,7 +154,8 @@ std::int64_t Packer::capacity_on(const State& s, UnitKind kind, int model, int n
   std::int64_t cap = 0;
   for (int g : node_gpus_[node]) {
     const auto& gd = p_.gpus[g];
-    if (gd.model != model || (nvlink >= 0 && gd.nvlink != nvlink) || !gpu_serves(gd, kind)) continue;
+    if (gd.model != model || (nvlink >= 0 && gd.nvlink != nvlink) || !serves(gd.mode, kind))
+      continue;
     const auto& gs = s.gpus[g];
     switch (kind) {
       case UnitKind::Whole:
@@ -252,7 +239,8 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
           }
         }
         if (static_cast<int>(take.size()) < k) continue;
-        Score sc{pen_sum, node_free, static_cast<double>(in_domain - k), static_cast<double>(shared)};
+        Score sc{pen_sum, node_free, static_cast<double>(in_domain - k),
+                 static_cast<double>(shared)};
         if (!found || sc < best) {
           found = true;
           best = sc;
@@ -435,7 +423,8 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   if (only_nodes != nullptr) {
     const std::size_t n_models = p_.models.size();
     for (int n : *only_nodes) {
-      if (node_has_model_[static_cast<std::size_t>(n) * n_models + static_cast<std::size_t>(model)]) {
+      if (node_has_model_[static_cast<std::size_t>(n) * n_models +
+                          static_cast<std::size_t>(model)]) {
         restricted.push_back(n);
       }
     }
@@ -493,7 +482,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
     }
     for (int g : only_nodes != nullptr ? only_gpus : model_gpus_[model]) {
       const auto& gd = p_.gpus[g];
-      if (!gpu_serves(gd, alt.kind)) continue;
+      if (!serves(gd.mode, alt.kind)) continue;
       if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
       thread_local std::vector<int> one(1);
       one[0] = gd.node;

@@ -54,7 +54,7 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     // choice and the dirty nodes, so only those are searched (exact, see Packer::node_scoped).
     std::vector<std::uint8_t> node_dirty(p_.nodes.size(), 0), wallet_dirty(p_.wallets.size(), 0),
         bid_dirty(p_.bids.size(), 0);
-    std::vector<int> dirty_nodes;  // sorted
+    std::vector<int> dirty_nodes;   // sorted
     std::uint64_t dirty_pools = 0;  // pools served by some dirty node
     const auto mark_node = [&](int n) {
       if (node_dirty[n]) return;
@@ -85,7 +85,8 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     std::vector<int> cached_nodes;  // sorted; empty: no valid cache
     double cached_cost = 0.0;
     const auto touch = [&](int n) {
-      if (!cached_nodes.empty() && std::binary_search(cached_nodes.begin(), cached_nodes.end(), n)) {
+      if (!cached_nodes.empty() &&
+          std::binary_search(cached_nodes.begin(), cached_nodes.end(), n)) {
         cached_nodes.clear();
       }
     };

@@ -16,8 +16,8 @@ void finite_nonneg(const std::string& field, double x) {
 
 void index_in(const std::string& field, long long x, std::size_t n) {
   if (x < 0 || static_cast<std::size_t>(x) >= n) {
-    throw InputError(field, "index " + std::to_string(x) + " out of range [0, " +
-                                std::to_string(n) + ")");
+    throw InputError(field,
+                     "index " + std::to_string(x) + " out of range [0, " + std::to_string(n) + ")");
   }
 }
 
@@ -50,7 +50,8 @@ void ProblemData::validate() const {
       if (pr.compute < 1 || pr.compute > md.compute_units) {
         throw InputError(pp + ".compute", "out of range");
       }
-      if (pr.max_count < 1 || pr.max_count > 255) throw InputError(pp + ".max_count", "out of range");
+      if (pr.max_count < 1 || pr.max_count > 255)
+        throw InputError(pp + ".max_count", "out of range");
       for (int s = 0; s < 32; ++s) {
         if ((pr.starts_mask >> s) & 1u) {
           if (s + pr.size > md.mig_units) throw InputError(pp + ".starts", "start past the end");
@@ -101,7 +102,8 @@ void ProblemData::validate() const {
     }
   }
   for (std::size_t w = 0; w < wallets.size(); ++w) finite_nonneg(at("wallets", w), wallets[w]);
-  for (std::size_t b = 0; b < bids.size(); ++b) index_in(at("bids", b) + ".wallet", bids[b], wallets.size());
+  for (std::size_t b = 0; b < bids.size(); ++b)
+    index_in(at("bids", b) + ".wallet", bids[b], wallets.size());
   int last_bid = -1;
   for (std::size_t k = 0; k < alternatives.size(); ++k) {
     const auto& a = alternatives[k];
@@ -124,7 +126,8 @@ void ProblemData::validate() const {
         }
         break;
       case UnitKind::Share:
-        if (a.milli < 1 || a.milli >= 1000) throw InputError(path + ".unit.milli", "must be in [1, 999]");
+        if (a.milli < 1 || a.milli >= 1000)
+          throw InputError(path + ".unit.milli", "must be in [1, 999]");
         break;
       case UnitKind::Mig:
         if (a.profiles.size() != a.models.size()) {
@@ -146,7 +149,8 @@ void ProblemData::validate() const {
     const std::string path = at("incumbents", i);
     finite_nonneg(path + ".value", inc.value);
     finite_nonneg(path + ".preemption_cost", inc.preemption_cost);
-    if (inc.cpu_milli < 0 || inc.memory_mib < 0) throw InputError(path + ".cpu_milli", "must be >= 0");
+    if (inc.cpu_milli < 0 || inc.memory_mib < 0)
+      throw InputError(path + ".cpu_milli", "must be >= 0");
     if (inc.placements.empty()) throw InputError(path + ".placements", "at least one placement");
     for (std::size_t j = 0; j < inc.placements.size(); ++j) {
       const auto& r = inc.placements[j];

@@ -135,10 +135,10 @@ TEST(Auction, ReserveBlocksCheapBids) {
 
 TEST(Auction, LossReasons) {
   ProblemData p = whole_cluster(1, 2);
-  add_bid(p, 10, UnitKind::Whole, 1, 2);                                 // wins
-  add_bid(p, 5, UnitKind::Whole, 1, 1, 0, -1, Locality::Any, 1.0);       // over budget
-  add_bid(p, 5, UnitKind::Whole, 1, 3);                                  // does not fit
-  add_bid(p, 1, UnitKind::Whole, 1, 1);                                  // outbid
+  add_bid(p, 10, UnitKind::Whole, 1, 2);                            // wins
+  add_bid(p, 5, UnitKind::Whole, 1, 1, 0, -1, Locality::Any, 1.0);  // over budget
+  add_bid(p, 5, UnitKind::Whole, 1, 3);                             // does not fit
+  add_bid(p, 1, UnitKind::Whole, 1, 1);                             // outbid
   Engine e(p);
   const auto& g = e.greedy();
   const auto ex = e.explain(g);
@@ -200,7 +200,8 @@ TEST(Payments, NeverAboveValueAndCritical) {
         ProblemData q = p;
         q.alternatives[g.alt_of_bid[b]].value = nv;
         Engine f(q);
-        EXPECT_GE(f.greedy().alt_of_bid[b], 0) << "seed " << seed << " bid " << b << " value " << nv;
+        EXPECT_GE(f.greedy().alt_of_bid[b], 0)
+            << "seed " << seed << " bid " << b << " value " << nv;
       }
       // Bidding clearly below a positive payment loses.
       if (pay[b] > 1e-6) {

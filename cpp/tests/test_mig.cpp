@@ -63,9 +63,9 @@ TEST(Mig, FourGAtZeroPlusThreeGAtFourIsLegal) {
 TEST(Mig, IllegalStartsAreRejected) {
   const auto p = one_mig_gpu();
   State s = State::outside_only(p);
-  EXPECT_FALSE(replica_fits(p, s, mig(0, P3g, 2), 0, 0));   // 3g starts 0 or 4
-  EXPECT_FALSE(replica_fits(p, s, mig(0, P1g, 7), 0, 0));   // 1g never at slot 7
-  EXPECT_FALSE(replica_fits(p, s, mig(0, P2g, 6), 0, 0));   // 2g starts 0, 2, 4
+  EXPECT_FALSE(replica_fits(p, s, mig(0, P3g, 2), 0, 0));  // 3g starts 0 or 4
+  EXPECT_FALSE(replica_fits(p, s, mig(0, P1g, 7), 0, 0));  // 1g never at slot 7
+  EXPECT_FALSE(replica_fits(p, s, mig(0, P2g, 6), 0, 0));  // 2g starts 0, 2, 4
   EXPECT_TRUE(replica_fits(p, s, mig(0, P1gDouble, 6), 0, 0));
 }
 

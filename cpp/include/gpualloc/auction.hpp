@@ -20,9 +20,9 @@
 // touches; (2) restore an evicted incumbent the same way; (3) drop a random winner and its node
 // neighbours; (4) clear one to three random nodes of winners (and, half the time, of preemptible
 // incumbents). After each ruin the removed winners and all losers are re-inserted greedily, in a
-// score order perturbed by noise half of the time (evictions allowed in move 4). A move is kept if welfare does
-// not drop (ties are kept as plateau moves), so welfare never goes below the start. It stops at
-// the time limit, the iteration limit, or after `patience` moves without a strict gain.
+// score order perturbed by noise half of the time (evictions allowed in move 4). A move is kept if
+// welfare does not drop (ties are kept as plateau moves), so welfare never goes below the start. It
+// stops at the time limit, the iteration limit, or after `patience` moves without a strict gain.
 //
 // Payments (critical). For a winner (b, a): remove b and replay the greedy order from a's rank
 // (a winner greedy did not pick with that alternative is scanned from there too, so it usually
@@ -56,16 +56,21 @@ struct Solution {
   std::vector<int> alt_of_bid;                   ///< winning alternative index (global), -1: lost
   std::vector<std::vector<Replica>> placements;  ///< per bid, one per replica
   std::vector<std::uint8_t> evicted;             ///< per incumbent
-  State real;        ///< outside + kept incumbents + winners
-  State pot;         ///< outside + non-preemptible incumbents + winners
+  State real;                                    ///< outside + kept incumbents + winners
+  State pot;                                     ///< outside + non-preemptible incumbents + winners
   std::vector<double> penalty;       ///< per GPU: value+cost of kept preemptible incumbents on it
   std::vector<double> wallet_spent;  ///< per wallet
   double welfare = 0.0;
-  std::vector<int> evict_log;        ///< every eviction in order (restores do not remove)
+  std::vector<int> evict_log;  ///< every eviction in order (restores do not remove)
 };
 
 /// Why a bid lost.
-enum class LossReason : std::uint8_t { Outbid = 0, DoesNotFit = 1, OverBudget = 2, BelowReserve = 3 };
+enum class LossReason : std::uint8_t {
+  Outbid = 0,
+  DoesNotFit = 1,
+  OverBudget = 2,
+  BelowReserve = 3
+};
 
 /// A loss reason with its numbers (name, value) pairs; `model` is a model index or -1.
 struct Explanation {
@@ -165,12 +170,12 @@ class Engine {
   ProblemData p_;
   EngineOptions opt_;
   Packer packer_;
-  std::vector<int> bid_first_;                       // first alt of bid, size bids+1
-  std::vector<std::vector<Candidate>> cands_;        // per alt: usable (model, profile)
-  std::vector<double> size_;                         // per alt: GPU-equivalents for ranking
-  std::vector<double> score_;                        // per alt
-  std::vector<int> order_;                           // alts, best first
-  std::vector<int> rank_;                            // per alt: position in order_
+  std::vector<int> bid_first_;                 // first alt of bid, size bids+1
+  std::vector<std::vector<Candidate>> cands_;  // per alt: usable (model, profile)
+  std::vector<double> size_;                   // per alt: GPU-equivalents for ranking
+  std::vector<double> score_;                  // per alt
+  std::vector<int> order_;                     // alts, best first
+  std::vector<int> rank_;                      // per alt: position in order_
   std::vector<std::vector<int>> gpu_incs_, node_incs_;
   // Pools (model, unit kind) as bits (bit model*3+kind; every bit set when there are more than
   // 64 pools): the pools each node's GPUs serve and the pools each alternative may use. An
@@ -182,7 +187,7 @@ class Engine {
   bool greedy_done_ = false;
   Solution greedy_;
   int checkpoint_every_ = 64;
-  std::vector<Solution> checkpoints_;  // checkpoints_[c]: state before position c*every
+  std::vector<Solution> checkpoints_;    // checkpoints_[c]: state before position c*every
   std::vector<int> greedy_rank_of_bid_;  // position of the winning item, or -1
   std::vector<std::vector<int>> greedy_evictions_;  // per position: incumbents it evicted
   // Per position: the greedy run searched a placement for the item there (its bid had not won

@@ -90,9 +90,8 @@ class Packer {
                     Score& score) const;
   bool gang_in(State& s, const AlternativeData& alt, int model, int profile,
                const std::vector<int>& nodes, int nvlink, int only_gpu,
-               const std::vector<double>* penalty, std::vector<Replica>& out,
-               double* total_penalty, double* total_primary,
-               std::vector<int>* runners = nullptr) const;
+               const std::vector<double>* penalty, std::vector<Replica>& out, double* total_penalty,
+               double* total_primary, std::vector<int>* runners = nullptr) const;
   [[nodiscard]] std::int64_t capacity_on(const State& s, UnitKind kind, int model, int node,
                                          int nvlink) const;
 
@@ -100,14 +99,14 @@ class Packer {
   std::vector<std::vector<int>> node_gpus_;
   std::vector<std::vector<int>> model_nodes_;  // nodes holding GPUs of a model
   std::vector<std::vector<int>> model_gpus_;
-  std::vector<int> nvlink_node_;                // NVLink domain -> its node
+  std::vector<int> nvlink_node_;  // NVLink domain -> its node
   std::vector<std::vector<int>> rack_nodes_, zone_nodes_;
   // Per model: its nodes grouped by rack / zone (each group sorted).
   std::vector<std::vector<std::vector<int>>> rack_model_nodes_, zone_model_nodes_;
   std::vector<int> all_nodes_;
-  std::vector<std::uint8_t> single_model_;      // node holds GPUs of one model only
-  std::vector<std::uint8_t> model_alone_;       // no node of the model holds another model
-  std::vector<std::uint8_t> node_has_model_;    // [node * models + model]: node holds the model
+  std::vector<std::uint8_t> single_model_;    // node holds GPUs of one model only
+  std::vector<std::uint8_t> model_alone_;     // no node of the model holds another model
+  std::vector<std::uint8_t> node_has_model_;  // [node * models + model]: node holds the model
   std::vector<std::vector<double>> mig_potential_;
   std::vector<double> share_fragment_;
 };

@@ -32,6 +32,20 @@ enum class UnitKind : std::uint8_t { Whole = 0, Mig = 1, Share = 2 };
 /// Locality of a gang, tightest first.
 enum class Locality : std::uint8_t { Gpu = 0, Nvlink = 1, Node = 2, Rack = 3, Zone = 4, Any = 5 };
 
+/// Whether a GPU in `mode` can serve a unit of `kind`: whole units on whole GPUs and on (free)
+/// shared GPUs, shares on shared GPUs, MIG instances on MIG GPUs.
+[[nodiscard]] constexpr bool serves(GpuMode mode, UnitKind kind) {
+  switch (kind) {
+    case UnitKind::Whole:
+      return mode != GpuMode::Mig;
+    case UnitKind::Share:
+      return mode == GpuMode::Shared;
+    case UnitKind::Mig:
+      return mode == GpuMode::Mig;
+  }
+  return false;
+}
+
 /// Most MIG profiles one model may have (the catalog has at most 7) and most memory slices.
 inline constexpr int kMaxProfiles = 8;
 inline constexpr int kMaxMigUnits = 16;
@@ -140,7 +154,6 @@ struct ProblemData {
 
 /// GPU-equivalents of one replica of `alt` on model `m` (whole: gpus; MIG: compute share;
 /// share: milli/1000). `profile` is the MIG profile on that model (ignored otherwise).
-double replica_equivalent(const ProblemData& p, const AlternativeData& alt, int model,
-                          int profile);
+double replica_equivalent(const ProblemData& p, const AlternativeData& alt, int model, int profile);
 
 }  // namespace gpualloc

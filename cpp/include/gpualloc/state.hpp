@@ -50,8 +50,6 @@ void apply_replica(const ProblemData& p, State& s, const Replica& r, std::int64_
                    std::int64_t mem, int sign);
 
 /// Bitmask of the slices [start, start + size).
-inline std::uint32_t slice_bits(int start, int size) {
-  return ((1u << size) - 1u) << start;
-}
+inline std::uint32_t slice_bits(int start, int size) { return ((1u << size) - 1u) << start; }
 
 }  // namespace gpualloc
