@@ -681,3 +681,18 @@ def test_tiny_time_limit_still_returns_a_valid_allocation() -> None:
     assert alloc.stats["status"] in ("OPTIMAL", "FEASIBLE", "UNKNOWN")
     assert violations(problem, alloc) == []
     assert alloc.stats["bound"] >= alloc.stats["objective"] - 1e-6 and alloc.stats["gap"] >= 0
+
+
+def test_vcg_never_charges_below_the_reserve() -> None:
+    """A lone bidder's VCG payment is 0, so it pays the reserve price of what it won instead."""
+    from allocator import solve
+    from allocator.model import Alternative, Bid, Gpu, Node, Problem, Unit, Wallet
+
+    problem = Problem(
+        nodes=(Node("n", 8000, 64000, (Gpu(0, "T4"), Gpu(1, "T4"))),),
+        wallets=(Wallet("w", 100.0),),
+        bids=(Bid("b", "a", "w", (Alternative(50.0, Unit("whole", gpus=2)),)),),
+        reserve_prices={"T4": 20.0},
+    )
+    result = solve(problem, solver="cpsat", payments="vcg", time_limit=5.0)
+    assert [(w.bid_id, w.payment) for w in result.winners] == [("b", 40.0)]

@@ -13,7 +13,7 @@ from typing import Any
 
 from allocator.model import Loss, Node, Placement, Problem, Result, Winner
 
-__all__ = ["Allocation", "build_result", "gpu_equivalent", "welfare"]
+__all__ = ["Allocation", "build_result", "gpu_equivalent", "reserve_cost", "welfare"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,17 @@ def gpu_equivalent(
     profile = model.profile(placement.mig_profile or "")
     assert profile is not None  # placements reaching here were produced for this problem
     return model.gpu_equivalent(profile)
+
+
+def reserve_cost(problem: Problem, placements: tuple[Placement, ...]) -> float:
+    """The least a winner with these placements pays: reserve price x GPU-equivalents."""
+    nodes = {n.name: n for n in problem.nodes}
+    total = 0.0
+    for p in placements:
+        price = problem.reserve_prices.get(_model_of(problem, p, nodes), 0.0)
+        if price:
+            total += price * gpu_equivalent(problem, p.node, p, nodes)
+    return total
 
 
 def _model_of(problem: Problem, placement: Placement, nodes: Mapping[str, Node]) -> str:

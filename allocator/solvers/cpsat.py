@@ -79,7 +79,7 @@ from allocator.model import (
     ProblemError,
 )
 from allocator.solvers.arguments import check_seed, check_time_limit
-from allocator.solvers.assemble import Allocation, welfare
+from allocator.solvers.assemble import Allocation, reserve_cost, welfare
 
 __all__ = ["SCALE", "solve_cpsat", "vcg_payments"]
 
@@ -1019,7 +1019,8 @@ def vcg_payments(
 
     A winning bidder ``B`` pays ``OPT(problem without B's bids) - (welfare(alloc) - V_B)``,
     where ``V_B`` is the value of ``B``'s winning bids; the amount is split over ``B``'s winning
-    bids in proportion to their values and each share is clamped to ``[0, value]``. One CP-SAT
+    bids in proportion to their values and each share is clamped to ``[reserve cost, value]``
+    (a winner never pays less than the reserve price of what it got). One CP-SAT
     solve per winning bidder, each warm-started from ``alloc`` without ``B``'s bids.
 
     The payments are exact only when ``alloc`` is optimal and every sub-solve is proven
@@ -1072,7 +1073,8 @@ def vcg_payments(
         pay = opt_without - (total - v_b)
         for b in won:
             share = pay * values[b] / v_b if v_b > 0 else 0.0
-            out[b] = min(max(share, 0.0), values[b])
+            floor = reserve_cost(problem, alloc.winners[b][1])
+            out[b] = min(max(share, floor, 0.0), values[b])
     return out
 
 
