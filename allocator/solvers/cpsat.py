@@ -73,6 +73,7 @@ from ortools.sat.python import cp_model
 
 from allocator.model import (
     Alternative,
+    Gpu,
     GpuModel,
     Placement,
     Problem,
@@ -111,6 +112,15 @@ only for ``locality="gpu"`` gangs, which must share one GPU)."""
 MAX_SHARE_PATTERNS = 400
 Layout = tuple[tuple[int, ...], tuple[tuple[int, tuple[tuple[str, int], ...]], ...]]
 """Counts per demanded type, and one concrete realisation: (type index, instances) bundles."""
+
+
+def _outside_units(gpu: Gpu, model: GpuModel) -> int:
+    """Capacity units of ``gpu`` held by work outside the market (shares and MIG instances)."""
+    used = gpu.used_milli * _GPU_UNITS // 1000
+    for inst in gpu.mig_instances:
+        prof = model.profile(inst.profile)
+        used += prof.size * _GPU_UNITS // model.mig_units if prof else 0
+    return used
 
 
 def _profile_layouts(
@@ -685,10 +695,7 @@ class _Builder:
         for n in p.nodes:
             for g in n.gpus:
                 m = p.model(g.model)
-                used = g.used_milli * _GPU_UNITS // 1000
-                for inst in g.mig_instances:
-                    prof = m.profile(inst.profile)
-                    used += prof.size * _GPU_UNITS // m.mig_units if prof else 0
+                used = _outside_units(g, m)
                 for cls in (None, g.mode):
                     room[m.name, cls] = room.get((m.name, cls), 0) + _GPU_UNITS - used
         kept: dict[tuple[str, str | None], list[cp_model.LinearExprT]] = {}
@@ -802,10 +809,7 @@ class _Builder:
         for n in p.nodes:
             for g in n.gpus:
                 m = p.model(g.model)
-                used = g.used_milli * _GPU_UNITS // 1000
-                for inst in g.mig_instances:
-                    prof = m.profile(inst.profile)
-                    used += prof.size * _GPU_UNITS // m.mig_units if prof else 0
+                used = _outside_units(g, m)
                 room += _GPU_UNITS - used
         items: list[tuple[float, int, int]] = []
         for av in self.alts:
