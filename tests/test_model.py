@@ -144,6 +144,7 @@ def test_demo_problem_round_trips_through_json_and_matches_schema() -> None:
             "nodes[1].gpus[2].used_milli",
         ),
         (lambda d: d.__setitem__("reserve_prices", {"Z9000": 1}), "reserve_prices.Z9000"),
+        (lambda d: d["nodes"][0].__setitem__("rack", []), "nodes[0].rack"),
     ],
     ids=[
         "negative-value",
@@ -161,6 +162,7 @@ def test_demo_problem_round_trips_through_json_and_matches_schema() -> None:
         "unknown-field",
         "used-milli-on-whole-gpu",
         "reserve-unknown-model",
+        "rack-not-a-string",
     ],
 )
 def test_bad_input_names_the_field(mutate: Any, path: str) -> None:

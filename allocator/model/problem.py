@@ -59,6 +59,11 @@ def _name(path: str, x: str) -> None:
         raise ProblemError(path, f"must be a non-empty string, got {x!r}")
 
 
+def _optional_name(path: str, x: str | None) -> None:
+    if x is not None:
+        _name(path, x)
+
+
 @dataclass(frozen=True, slots=True)
 class MigInstance:
     """A MIG instance that exists on a GPU: profile name and start slot."""
@@ -103,6 +108,7 @@ class Gpu:
     def __post_init__(self) -> None:
         _int_at_least("index", self.index, 0)
         _name("model", self.model)
+        _optional_name("nvlink", self.nvlink)
         if self.mode not in GPU_MODES:
             raise ProblemError("mode", f"must be one of {', '.join(GPU_MODES)}; got {self.mode!r}")
         _int_at_least("used_milli", self.used_milli, 0)
@@ -131,6 +137,8 @@ class Node:
         _name("name", self.name)
         _int_at_least("cpu_milli", self.cpu_milli, 0)
         _int_at_least("memory_mib", self.memory_mib, 0)
+        _optional_name("rack", self.rack)
+        _optional_name("zone", self.zone)
         object.__setattr__(self, "gpus", tuple(self.gpus))
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
         seen: set[int] = set()
@@ -263,6 +271,7 @@ class Placement:
             _int_at_least(f"gpus[{i}]", g, 0)
         if len(set(self.gpus)) != len(self.gpus):
             raise ProblemError("gpus", f"GPU indices repeat: {list(self.gpus)}")
+        _optional_name("mig_profile", self.mig_profile)
         if (self.mig_profile is None) != (self.mig_start is None):
             raise ProblemError("mig_start", "mig_profile and mig_start go together")
         if self.mig_start is not None:
@@ -304,6 +313,7 @@ class Incumbent:
     def __post_init__(self) -> None:
         _name("id", self.id)
         _name("bidder", self.bidder)
+        _optional_name("wallet", self.wallet)
         _finite_nonneg("value", self.value)
         _finite_nonneg("preemption_cost", self.preemption_cost)
         _int_at_least("cpu_milli", self.cpu_milli, 0)
