@@ -21,7 +21,7 @@ junk = st.one_of(
     st.booleans(),
     st.integers(min_value=-(10**12), max_value=10**12),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from([math.nan, -1, 0, 7, 1000, 10**9, -0.5]),
+    st.sampled_from([math.nan, -1, 0, 7, 1000, 10**9, -0.5, 10**30, 1e300, 2**63]),
     st.text(max_size=8),
     st.sampled_from(["", "3g.40gb", "4g.40gb", "1g.10gb+me", "H100-80GB", "mig", "rack", "nvlink"]),
     st.lists(st.integers(-2, 9), max_size=3),

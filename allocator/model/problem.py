@@ -40,11 +40,23 @@ UNIT_KINDS = ("whole", "mig", "share")
 LOCALITIES = ("gpu", "nvlink", "node", "rack", "zone", "any")
 
 
+#: Largest amount of money (values, balances, costs, prices) accepted: far above any real
+#: budget, and small enough that sums and CP-SAT's scaled integers cannot overflow.
+MAX_AMOUNT = 1e12
+#: Largest integer accepted in any count or capacity field (exact in a double, fits int64).
+MAX_INTEGER = 2**53
+#: Most GPUs one replica (one pod, on one node) may ask for, and most replicas of one gang.
+MAX_GPUS_PER_REPLICA = 4096
+MAX_REPLICAS = 100_000
+
+
 def _finite_nonneg(path: str, x: float) -> None:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise ProblemError(path, f"must be a number, got {x!r}")
     if not math.isfinite(x) or x < 0:
         raise ProblemError(path, f"must be finite and >= 0, got {x!r}")
+    if x > MAX_AMOUNT:
+        raise ProblemError(path, f"must be at most {MAX_AMOUNT:g}, got {x!r}")
 
 
 def _int_at_least(path: str, x: int, low: int) -> None:
@@ -52,6 +64,8 @@ def _int_at_least(path: str, x: int, low: int) -> None:
         raise ProblemError(path, f"must be an integer, got {x!r}")
     if x < low:
         raise ProblemError(path, f"must be >= {low}, got {x}")
+    if x > MAX_INTEGER:
+        raise ProblemError(path, f"must be at most 2**53, got {x}")
 
 
 def _name(path: str, x: str) -> None:
@@ -175,6 +189,12 @@ class Unit:
             raise ProblemError("kind", f"must be one of {', '.join(UNIT_KINDS)}; got {self.kind!r}")
         if self.kind == "whole":
             _int_at_least("gpus", self.gpus, 1)
+            if self.gpus > MAX_GPUS_PER_REPLICA:
+                raise ProblemError(
+                    "gpus",
+                    f"a replica runs on one node: at most "
+                    f"{MAX_GPUS_PER_REPLICA} GPUs, got {self.gpus}",
+                )
             if self.profile is not None or self.milli:
                 raise ProblemError("kind", "a whole-GPU unit takes neither profile nor milli")
         elif self.kind == "mig":
@@ -210,6 +230,8 @@ class Alternative:
     def __post_init__(self) -> None:
         _finite_nonneg("value", self.value)
         _int_at_least("replicas", self.replicas, 1)
+        if self.replicas > MAX_REPLICAS:
+            raise ProblemError("replicas", f"must be at most {MAX_REPLICAS}, got {self.replicas}")
         _int_at_least("cpu_milli", self.cpu_milli, 0)
         _int_at_least("memory_mib", self.memory_mib, 0)
         _finite_nonneg("min_gpu_memory_gb", self.min_gpu_memory_gb)

@@ -114,13 +114,14 @@ void ProblemData::validate() const {
     finite_nonneg(path + ".value", a.value);
     finite_nonneg(path + ".min_gpu_memory_gb", a.min_gpu_memory_gb);
     if (a.replicas < 1) throw InputError(path + ".replicas", "must be >= 1");
-    if (a.replicas > 100000) throw InputError(path + ".replicas", "unreasonably large");
+    if (a.replicas > 100000) throw InputError(path + ".replicas", "must be at most 100000");
     if (a.cpu_milli < 0) throw InputError(path + ".cpu_milli", "must be >= 0");
     if (a.memory_mib < 0) throw InputError(path + ".memory_mib", "must be >= 0");
     if (static_cast<int>(a.locality) > 5) throw InputError(path + ".locality", "unknown locality");
     switch (a.kind) {
       case UnitKind::Whole:
-        if (a.gpus < 1 || a.gpus > 4096) throw InputError(path + ".unit.gpus", "must be >= 1");
+        if (a.gpus < 1 || a.gpus > 4096)
+          throw InputError(path + ".unit.gpus", "must be in [1, 4096]");
         if (a.locality == Locality::Gpu && a.replicas > 1) {
           throw InputError(path + ".locality", "whole-GPU replicas cannot share one GPU");
         }
