@@ -498,8 +498,8 @@ bool Engine::touches(const std::vector<Replica>& a, const std::vector<Replica>& 
   return false;
 }
 
-void Engine::refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng, double noise,
-                    bool allow_evict) {
+bool Engine::refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng, double noise,
+                    bool allow_evict, const std::chrono::steady_clock::time_point* deadline) {
   std::sort(items.begin(), items.end());
   items.erase(std::unique(items.begin(), items.end()), items.end());
   if (rng != nullptr && noise > 0) {
@@ -518,12 +518,18 @@ void Engine::refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng,
     std::sort(items.begin(), items.end(), [&](int x, int y) { return rank_[x] < rank_[y]; });
   }
   std::vector<Replica> reps;
+  std::size_t done = 0;
   for (int alt : items) {
+    // Checking the clock every 64 items keeps its cost negligible.
+    if (deadline != nullptr && ++done % 64 == 0 && std::chrono::steady_clock::now() >= *deadline) {
+      return false;
+    }
     if (rank_[alt] < 0) continue;
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
     try_place(sol, alt, p_.alternatives[alt].value, allow_evict, false, true, reps);
   }
+  return true;
 }
 
 Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t seed,
@@ -535,6 +541,8 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     throw InputError("start", "allocation does not belong to this problem");
   }
   const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = t0 + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                 std::chrono::duration<double>(std::min(time_limit_s, 1e9)));
   std::mt19937_64 rng(seed);
   Solution cur = start;
   Solution best = start;
@@ -763,7 +771,7 @@ Solution Engine::local(const Solution& start, double time_limit_s, std::uint64_t
     std::vector<int> items = losers_of(nxt);
     items.insert(items.end(), removed.begin(), removed.end());
     const bool noisy = rng() % 2 == 0;
-    refill(nxt, std::move(items), &rng, noisy ? 0.3 : 0.0, move == 3);
+    if (!refill(nxt, std::move(items), &rng, noisy ? 0.3 : 0.0, move == 3, &deadline)) break;
     if (move == 3 || move == 2) {
       // Evicted incumbents whose resources are free again come back for free.
       for (std::size_t i = 0; i < nxt.evicted.size(); ++i) {

@@ -40,6 +40,7 @@
 // reused while nothing touches its nodes. Exact, but still roughly quadratic on large rounds.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <random>
 #include <string>
@@ -161,9 +162,11 @@ class Engine {
   bool make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
                  std::vector<int>& evicted) const;
   /// Re-insert `items` greedily, in score order perturbed by `noise` (each score times a factor
-  /// drawn from [1 - noise, 1 + noise]; 0: plain greedy order).
-  void refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng = nullptr,
-              double noise = 0.0, bool allow_evict = false);
+  /// drawn from [1 - noise, 1 + noise]; 0: plain greedy order). With a `deadline`, stops early
+  /// once it has passed and returns false (the caller discards the half-refilled solution).
+  bool refill(Solution& sol, std::vector<int> items, std::mt19937_64* rng = nullptr,
+              double noise = 0.0, bool allow_evict = false,
+              const std::chrono::steady_clock::time_point* deadline = nullptr);
   [[nodiscard]] bool touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
                              bool node_level) const;
 
