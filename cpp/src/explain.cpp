@@ -1,6 +1,10 @@
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 #include <limits>
+#include <map>
+#include <tuple>
 
 #include "gpualloc/auction.hpp"
 
@@ -28,6 +32,38 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
     lowest[m] = std::min(lowest[m], score_[k]);
   }
   std::vector<Replica> reps;
+  // Whether an alternative fits a state depends only on its shape, not on its bid: many losers
+  // share a shape, so the answers are memoised per (state, shape, model, profile).
+  using Shape =
+      std::tuple<int, int, int, int, int, std::int64_t, std::int64_t, int, std::uint64_t, int, int>;
+  std::map<Shape, bool> fit_memo;
+  const auto fits_in = [&](State& st, int which, const AlternativeData& a, int m, int prof) {
+    const Shape key{which,
+                    static_cast<int>(a.kind),
+                    a.gpus,
+                    a.milli,
+                    a.replicas,
+                    a.cpu_milli,
+                    a.memory_mib,
+                    static_cast<int>(a.locality),
+                    std::bit_cast<std::uint64_t>(a.min_gpu_memory_gb),
+                    m,
+                    prof};
+    const auto it = fit_memo.find(key);
+    if (it != fit_memo.end()) return it->second;
+    const bool ok = packer_.find(st, a, m, prof, nullptr, true, reps);
+    fit_memo.emplace(key, ok);
+    return ok;
+  };
+  std::map<std::pair<int, int>, std::int64_t> free_memo;  // (kind, model) -> free in `base`
+  const auto free_in_base = [&](UnitKind kind, int m) {
+    const std::pair<int, int> key{static_cast<int>(kind), m};
+    const auto it = free_memo.find(key);
+    if (it != free_memo.end()) return it->second;
+    const std::int64_t cap = packer_.free_capacity(base, kind, m);
+    free_memo.emplace(key, cap);
+    return cap;
+  };
   for (int b = 0; b < static_cast<int>(p_.bids.size()); ++b) {
     if (sol.alt_of_bid[b] >= 0) continue;
     const double balance = p_.wallets[p_.bids[b]];
@@ -56,14 +92,14 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
         const double cost = reserve_cost(k, m);
         if (a.value + 1e-9 * std::max(1.0, a.value) >= cost) below_all = false;
         reserve_needed = std::min(reserve_needed, cost);
-        if (!fits) fits = packer_.find(base, a, m, prof, nullptr, true, reps);
+        if (!fits) fits = fits_in(base, 0, a, m, prof);
         double per_unit = 1.0;
         if (a.kind == UnitKind::Share) per_unit = 1000.0;
         if (a.kind == UnitKind::Mig) {
           per_unit = static_cast<double>(p_.models[m].mig_units) / p_.models[m].compute_units;
         }
-        largest_free = std::max(
-            largest_free, static_cast<double>(packer_.free_capacity(base, a.kind, m)) / per_unit);
+        largest_free =
+            std::max(largest_free, static_cast<double>(free_in_base(a.kind, m)) / per_unit);
         if (lowest[m] < contest_score || contest_model < 0) {
           if (std::isfinite(lowest[m])) {
             contest_score = lowest[m];
@@ -115,7 +151,7 @@ std::vector<Explanation> Engine::explain(const Solution& sol) const {
           const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
           if (a.kind == UnitKind::Mig && prof < 0) continue;
           if (a.value + 1e-9 * std::max(1.0, a.value) < reserve_cost(k, m)) continue;
-          if (packer_.find(left, a, m, prof, nullptr, true, reps)) {
+          if (fits_in(left, 1, a, m, prof)) {
             budget_blocked_value = a.value;
           }
         }
