@@ -52,6 +52,7 @@ class NativeEngine:
         self._node_index = {n.name: i for i, n in enumerate(problem.nodes)}
         self._gpu_index: dict[tuple[int, int], int] = {}
         self._gpu_key: list[tuple[str, int, int]] = []  # node name, device index, model index
+        self._profile_indices: dict[tuple[int, str], int] = {}
         data = self._lower()
         try:
             self._engine = _core.Engine(data, alpha)
@@ -223,10 +224,14 @@ class NativeEngine:
         return data
 
     def _profile_index(self, model: int, name: str) -> int:
-        prof = self._models[model].profile(name)
-        if prof is None:
-            return -1
-        return self._models[model].profiles.index(prof)
+        """Index of profile ``name`` in model ``model``'s table, or -1 (memoised: hot path)."""
+        key = (model, name)
+        index = self._profile_indices.get(key)
+        if index is None:
+            profiles = self._models[model].profiles
+            index = next((i for i, p in enumerate(profiles) if p.name == name), -1)
+            self._profile_indices[key] = index
+        return index
 
     def _placements_to_arrays(
         self, prefix: str, placements: list[Placement]
