@@ -386,8 +386,11 @@ void register_auction(py::module_& m) {
 
 }  // namespace
 
+void register_sim(py::module_& m);  // cpp/bindings/sim.cpp
+
 PYBIND11_MODULE(_core, m) {
   m.doc() = "C++ core of the GPU allocator: packing, greedy, local search, payments.";
   register_model(m);
   register_auction(m);
+  register_sim(m);
 }

@@ -28,11 +28,25 @@ const char* loss_reason_name(LossReason r) {
   return "outbid";
 }
 
-Engine::Engine(ProblemData problem, EngineOptions options)
-    : p_((problem.validate(), std::move(problem))), opt_(options), packer_(p_) {
-  if (!std::isfinite(opt_.alpha) || opt_.alpha < 0 || opt_.alpha > 4) {
+namespace {
+void check_options(const EngineOptions& o) {
+  if (!std::isfinite(o.alpha) || o.alpha < 0 || o.alpha > 4) {
     throw InputError("alpha", "must be in [0, 4]");
   }
+  for (std::size_t i = 0; i < o.share_demand.size(); ++i) {
+    const auto& [milli, w] = o.share_demand[i];
+    if (milli < 1 || milli > 1000 || !std::isfinite(w) || w < 0) {
+      throw InputError("share_demand[" + std::to_string(i) + "]",
+                       "needs milli in [1, 1000] and a finite weight >= 0");
+    }
+  }
+}
+}  // namespace
+
+Engine::Engine(ProblemData problem, EngineOptions options)
+    : p_((problem.validate(), std::move(problem))),
+      opt_((check_options(options), std::move(options))),
+      packer_(p_, opt_.share_demand.empty() ? nullptr : &opt_.share_demand) {
   const int n_bids = static_cast<int>(p_.bids.size());
   const int n_alts = static_cast<int>(p_.alternatives.size());
   bid_first_.assign(static_cast<std::size_t>(n_bids) + 1, n_alts);

@@ -9,7 +9,8 @@
 
 namespace gpualloc {
 
-Packer::Packer(const ProblemData& p) : p_(p) {
+Packer::Packer(const ProblemData& p, const std::vector<std::pair<int, double>>* share_demand_hint)
+    : p_(p) {
   const std::size_t n_nodes = p.nodes.size();
   const std::size_t n_models = p.models.size();
   node_gpus_.resize(n_nodes);
@@ -98,6 +99,14 @@ Packer::Packer(const ProblemData& p) : p_(p) {
       for (std::size_t i = 0; i < a.models.size(); ++i) {
         if (a.profiles[i] >= 0) mig_demand[a.models[i]][a.profiles[i]] += a.replicas;
       }
+    }
+  }
+  if (share_demand_hint != nullptr) {
+    share_demand.clear();
+    total = 0;
+    for (const auto& [milli, w] : *share_demand_hint) {
+      share_demand[milli] += w;
+      total += w;
     }
   }
   share_fragment_.assign(1001, 0.0);

@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpualloc/packing.hpp"
@@ -83,6 +84,10 @@ struct Explanation {
 /// Parameters of the engine (validated by the constructor).
 struct EngineOptions {
   double alpha = 0.75;  ///< exponent of size in the ranking score value / size^alpha
+  /// Expected demand for shared GPUs as (milli, weight) pairs (1000: a whole GPU), used by the
+  /// share packing instead of the round's own bids when not empty (the simulator passes the
+  /// trace's workload, as FGD does).
+  std::vector<std::pair<int, double>> share_demand;
 };
 
 /// Figures of the last local search.

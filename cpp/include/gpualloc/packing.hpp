@@ -33,7 +33,10 @@ namespace gpualloc {
 /// Topology indexes and policy tables built once per problem.
 class Packer {
  public:
-  explicit Packer(const ProblemData& p);
+  /// `share_demand` (optional, (milli, weight) pairs) replaces the round's own demand mix in
+  /// the share policy (see EngineOptions::share_demand).
+  explicit Packer(const ProblemData& p,
+                  const std::vector<std::pair<int, double>>* share_demand = nullptr);
 
   /// Find a placement of all replicas of `alt` on GPUs of `model` (MIG: `profile` is the
   /// profile index on that model). `s` is used as scratch and left unchanged on return.

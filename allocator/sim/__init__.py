@@ -1,0 +1,41 @@
+"""Simulator: replay production traces against the cluster under a placement policy.
+
+``traces`` reads the Alibaba openb node and pod lists; ``replay`` runs the FGD paper's
+experiment (arrival order, inflation to 130%, allocation and fragmentation metrics) for the
+one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds.
+This package reads files and calls the engine; it never talks to Kubernetes.
+"""
+
+from allocator.sim.replay import (
+    PLACEMENT_POLICIES,
+    Curve,
+    arrival_order,
+    run_replay,
+    summarize,
+    typical_workload,
+)
+from allocator.sim.traces import (
+    OPENB_TRACES,
+    ClusterTrace,
+    PodTrace,
+    TraceError,
+    load_openb_nodes,
+    load_openb_pods,
+    resolve_trace,
+)
+
+__all__ = [
+    "OPENB_TRACES",
+    "PLACEMENT_POLICIES",
+    "ClusterTrace",
+    "Curve",
+    "PodTrace",
+    "TraceError",
+    "arrival_order",
+    "load_openb_nodes",
+    "load_openb_pods",
+    "resolve_trace",
+    "run_replay",
+    "summarize",
+    "typical_workload",
+]

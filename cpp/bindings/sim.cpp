@@ -1,0 +1,229 @@
+// allocator._core.SimCluster: the simulator's cluster state and placement policies
+// (gpualloc/sim.hpp). Pods are loaded once as arrays and then referred to by index, so the
+// per-pod call that the event loop makes carries two integers.
+#include "gpualloc/sim.hpp"
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+namespace py = pybind11;
+using namespace gpualloc;
+
+namespace {
+
+template <typename T>
+std::vector<T> as_vector(const py::handle& h, const char* name) {
+  py::array_t<T, py::array::c_style | py::array::forcecast> arr;
+  try {
+    arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(h);
+  } catch (const py::error_already_set&) {
+    throw InputError(name, "not convertible to a numeric array");
+  }
+  if (!arr || arr.ndim() != 1) throw InputError(name, "must be a one-dimensional numeric array");
+  return std::vector<T>(arr.data(), arr.data() + arr.size());
+}
+
+std::vector<SimPod> pods_from(const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
+                              const py::handle& milli, const py::handle& models) {
+  const auto c = as_vector<std::int64_t>(cpu, "cpu_milli");
+  const auto m = as_vector<std::int64_t>(mem, "memory_mib");
+  const auto g = as_vector<std::int64_t>(gpus, "gpus");
+  const auto k = as_vector<std::int64_t>(milli, "milli");
+  const auto md = as_vector<std::uint64_t>(models, "models");
+  const std::size_t n = c.size();
+  if (m.size() != n || g.size() != n || k.size() != n || md.size() != n) {
+    throw InputError("pods", "cpu_milli, memory_mib, gpus, milli and models differ in length");
+  }
+  std::vector<SimPod> out(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (g[i] < 0 || g[i] > 64) throw InputError("gpus[" + std::to_string(i) + "]", "out of range");
+    if (k[i] < 0 || k[i] > 1000) {
+      throw InputError("milli[" + std::to_string(i) + "]", "out of range");
+    }
+    out[i] = SimPod{c[i], m[i], static_cast<int>(g[i]), static_cast<int>(k[i]), md[i]};
+  }
+  return out;
+}
+
+SimPolicy policy_from(const std::string& name) {
+  if (name == "random") return SimPolicy::Random;
+  if (name == "fifo") return SimPolicy::Fifo;
+  if (name == "bestfit") return SimPolicy::BestFit;
+  if (name == "dotprod") return SimPolicy::DotProd;
+  if (name == "gpupacking") return SimPolicy::GpuPacking;
+  if (name == "fgd") return SimPolicy::Fgd;
+  throw InputError("policy", "unknown placement policy '" + name + "'");
+}
+
+py::object placement_to(const SimPlacement& pl) {
+  if (pl.node < 0) return py::none();
+  return py::make_tuple(pl.node, pl.gpus);
+}
+
+/// The cluster plus the pod table and the random stream of one run.
+struct Session {
+  SimCluster cluster;
+  std::vector<SimPod> pods;
+  std::vector<SimPlacement> where;
+  std::mt19937_64 rng;
+
+  const SimPod& pod(std::int64_t i) const {
+    if (i < 0 || static_cast<std::size_t>(i) >= pods.size()) throw InputError("pod", "no such pod");
+    return pods[static_cast<std::size_t>(i)];
+  }
+};
+
+}  // namespace
+
+void register_sim(py::module_& m) {
+  py::class_<Session>(m, "SimCluster")
+      .def(py::init([](const py::handle& cpu, const py::handle& mem, const py::handle& model,
+                       const py::handle& gpus, const py::handle& model_memory_gb,
+                       std::uint64_t seed) {
+             auto g = as_vector<std::int64_t>(gpus, "gpus");
+             auto md = as_vector<std::int64_t>(model, "model");
+             std::vector<int> gi(g.begin(), g.end()), mi(md.begin(), md.end());
+             for (std::size_t i = 0; i < g.size(); ++i) {
+               if (g[i] < 0 || g[i] > 64 || md[i] < -1 || md[i] > 63) {
+                 throw InputError("nodes[" + std::to_string(i) + "]", "gpus or model out of range");
+               }
+             }
+             return new Session{SimCluster(as_vector<std::int64_t>(cpu, "cpu_milli"),
+                                           as_vector<std::int64_t>(mem, "memory_mib"), mi, gi,
+                                           as_vector<double>(model_memory_gb, "model_memory_gb")),
+                                {},
+                                {},
+                                std::mt19937_64(seed)};
+           }),
+           py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("model"), py::arg("gpus"),
+           py::arg("model_memory_gb"), py::arg("seed") = 0)
+      .def(
+          "set_workload",
+          [](Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
+             const py::handle& milli, const py::handle& models, const py::handle& weight) {
+            const auto pods = pods_from(cpu, mem, gpus, milli, models);
+            const auto w = as_vector<double>(weight, "weight");
+            if (w.size() != pods.size()) throw InputError("weight", "one weight per task");
+            std::vector<SimTask> tasks;
+            for (std::size_t i = 0; i < pods.size(); ++i) tasks.push_back({pods[i], w[i]});
+            s.cluster.set_workload(std::move(tasks));
+          },
+          py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"), py::arg("milli"),
+          py::arg("models"), py::arg("weight"))
+      .def(
+          "set_pods",
+          [](Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
+             const py::handle& milli, const py::handle& models) {
+            s.pods = pods_from(cpu, mem, gpus, milli, models);
+            s.where.assign(s.pods.size(), SimPlacement{});
+          },
+          py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"), py::arg("milli"),
+          py::arg("models"))
+      .def(
+          "place",
+          [](Session& s, std::int64_t i, const std::string& policy) -> py::object {
+            const SimPod& pod = s.pod(i);
+            if (s.where[i].node >= 0) throw InputError("pod", "already placed");
+            SimPlacement pl;
+            if (!s.cluster.choose(pod, policy_from(policy), s.rng, pl)) return py::none();
+            s.cluster.apply(pod, pl, +1);
+            s.where[i] = pl;
+            return placement_to(pl);
+          },
+          py::arg("pod"), py::arg("policy"),
+          "Place pod i by `policy` and apply it; (node, [gpu, ...]) or None if it fits nowhere.")
+      .def(
+          "assign",
+          [](Session& s, std::int64_t i, int node, const std::vector<int>& gpus) {
+            const SimPod& pod = s.pod(i);
+            if (s.where[i].node >= 0) throw InputError("pod", "already placed");
+            SimPlacement pl{node, pod.milli, gpus};
+            s.cluster.apply(pod, pl, +1);
+            s.where[i] = pl;
+          },
+          py::arg("pod"), py::arg("node"), py::arg("gpus"),
+          "Apply a placement chosen elsewhere (ValueError if it does not fit).")
+      .def(
+          "release",
+          [](Session& s, std::int64_t i) {
+            const SimPod& pod = s.pod(i);
+            if (s.where[i].node < 0) throw InputError("pod", "not placed");
+            s.cluster.apply(pod, s.where[i], -1);
+            s.where[i] = SimPlacement{};
+          },
+          py::arg("pod"))
+      .def(
+          "auction_round",
+          [](Session& s, const py::handle& pods, const py::handle& values, bool local_search,
+             double time_limit, std::uint64_t seed, double alpha, bool workload_hint) {
+            const auto idx = as_vector<std::int64_t>(pods, "pods");
+            const auto val = as_vector<double>(values, "values");
+            std::vector<SimPod> round;
+            for (auto i : idx) {
+              if (s.where[static_cast<std::size_t>(i)].node >= 0) {
+                throw InputError("pods", "pod " + std::to_string(i) + " is already placed");
+              }
+              round.push_back(s.pod(i));
+            }
+            SimAuctionOptions o;
+            o.local_search = local_search;
+            o.time_limit_s = time_limit;
+            o.seed = seed;
+            o.alpha = alpha;
+            o.workload_hint = workload_hint;
+            std::vector<SimPlacement> got;
+            {
+              py::gil_scoped_release release;
+              got = s.cluster.auction_round(round, val, o);
+            }
+            py::list out;
+            for (std::size_t k = 0; k < idx.size(); ++k) {
+              s.where[idx[k]] = got[k];
+              out.append(placement_to(got[k]));
+            }
+            return out;
+          },
+          py::arg("pods"), py::arg("values"), py::arg("local_search") = false,
+          py::arg("time_limit") = 1.0, py::arg("seed") = 0, py::arg("alpha") = 0.75,
+          py::arg("workload_hint") = true,
+          "Clear one round of the auction engine over the given pods; one placement or None each.")
+      .def(
+          "set_exact_scores", [](Session& s, bool exact) { s.cluster.set_exact_scores(exact); },
+          py::arg("exact"))
+      .def(
+          "set_random_ties", [](Session& s, bool random) { s.cluster.set_random_ties(random); },
+          py::arg("random"))
+      .def(
+          "set_node_order",
+          [](Session& s, const py::handle& order) {
+            const auto o = as_vector<std::int64_t>(order, "node_order");
+            s.cluster.set_node_order(std::vector<int>(o.begin(), o.end()));
+          },
+          py::arg("order"))
+      .def("fragment_milli", [](const Session& s) { return s.cluster.fragment_milli(); })
+      .def("node_fragment", [](const Session& s, int n) { return s.cluster.node_fragment(n); })
+      .def_property_readonly("used_milli", [](const Session& s) { return s.cluster.used_milli(); })
+      .def_property_readonly("total_milli",
+                             [](const Session& s) { return s.cluster.total_milli(); })
+      .def("gpu_free_milli",
+           [](const Session& s) {
+             std::vector<std::int64_t> v(static_cast<std::size_t>(s.cluster.gpus()));
+             for (int g = 0; g < s.cluster.gpus(); ++g) v[g] = s.cluster.free_milli(g);
+             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(v.size()), v.data());
+           })
+      .def("node_free", [](const Session& s) {
+        std::vector<std::int64_t> cpu, mem;
+        for (int n = 0; n < s.cluster.nodes(); ++n) {
+          cpu.push_back(s.cluster.cpu_free(n));
+          mem.push_back(s.cluster.memory_free(n));
+        }
+        return py::make_tuple(
+            py::array_t<std::int64_t>(static_cast<py::ssize_t>(cpu.size()), cpu.data()),
+            py::array_t<std::int64_t>(static_cast<py::ssize_t>(mem.size()), mem.data()));
+      });
+}

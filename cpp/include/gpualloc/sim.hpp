@@ -1,0 +1,154 @@
+// The simulator's cluster: nodes with CPU, memory and GPUs measured in milli-GPU (the openb
+// trace's model of a GPU cluster, where a GPU is either shared by fractional pods or taken
+// whole), the one-pod-at-a-time placement policies the FGD paper compares, FGD's fragmentation
+// measure, and rounds cleared by the auction engine on the same state.
+//
+// Policies, as the FGD paper's simulator (hkust-adsl/kubernetes-scheduler-simulator) scores
+// them; docs/simulator.md gives the formulas and sources. Every score is an integer in 0..100
+// (truncated, as the Kubernetes framework's are) and the highest wins. Equal scores go to the
+// first node in the scoring order (a seeded permutation of the nodes): that, and not upstream
+// kube-scheduler's uniformly random choice among equals (set_random_ties), reproduces the
+// published figures (docs/simulator.md shows both). CPU is scaled by 128 cores and GPUs by
+// eight, both constants:
+//  - random: a feasible node at random (and, for a share, a GPU with room at random);
+//  - fifo: the first feasible node in node order and its first GPUs with room (first fit);
+//  - bestfit: 100 (1 - 0.5 CPU left - 0.5 GPU left after placement);
+//  - dotprod: 100 (1 - <free, request> / 2), the smallest alignment wins;
+//  - gpupacking: already-shared GPUs first (50..100), then partly used nodes (33..50), then idle
+//    nodes;
+//  - fgd: 100 sigmoid(fragmentation decrease / 1000 milli), trying every GPU with room.
+// Shares go to the best-fit GPU (least free milli that fits) except under random, fgd and fifo;
+// whole GPUs are the node's lowest-index fully free ones. A CPU-only pod needs CPU and memory.
+#pragma once
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gpualloc/auction.hpp"
+#include "gpualloc/problem.hpp"
+
+namespace gpualloc {
+
+/// What a pod asks for: CPU, memory, `gpus` GPUs each with `milli` free (1000: whole GPUs;
+/// below 1000 only with gpus == 1), on a model whose bit is set in `models` (0: any model).
+struct SimPod {
+  std::int64_t cpu_milli = 0;
+  std::int64_t memory_mib = 0;
+  int gpus = 0;
+  int milli = 0;
+  std::uint64_t models = 0;
+};
+
+/// One task type of FGD's target workload: a pod shape and its probability.
+struct SimTask {
+  SimPod pod;
+  double weight = 0.0;
+};
+
+enum class SimPolicy : std::uint8_t {
+  Random = 0,
+  Fifo = 1,
+  BestFit = 2,
+  DotProd = 3,
+  GpuPacking = 4,
+  Fgd = 5,
+};
+
+/// Where a pod went: node and its GPUs (global GPU indices), each given `milli`.
+struct SimPlacement {
+  int node = -1;
+  int milli = 0;
+  std::vector<int> gpus;
+};
+
+/// Options of an auction round (see SimCluster::auction_round).
+struct SimAuctionOptions {
+  bool local_search = false;
+  double time_limit_s = 1.0;
+  std::uint64_t seed = 0;
+  double alpha = 0.75;
+  /// Give the engine the target workload as its share demand mix (otherwise the round's own).
+  bool workload_hint = true;
+};
+
+class SimCluster {
+ public:
+  /// Nodes with their CPU (milli), memory (MiB), GPU model (index < `models`, -1 with no GPU)
+  /// and GPU count; `model_memory_gb` per model. Throws InputError naming a bad field.
+  SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int64_t> memory_mib,
+             std::vector<int> model, std::vector<int> gpus, std::vector<double> model_memory_gb);
+
+  /// FGD's target workload (weights need not sum to 1; they are normalised).
+  void set_workload(std::vector<SimTask> tasks);
+
+  /// Choose a placement for `pod` under `policy` (nothing changes). False: it fits nowhere.
+  bool choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng, SimPlacement& out) const;
+  /// Whether `pl` is a legal placement of `pod` in the current state.
+  [[nodiscard]] bool fits(const SimPod& pod, const SimPlacement& pl) const;
+  /// Apply (`sign` +1) or release (-1) a placement. InputError if it does not fit / was not held.
+  void apply(const SimPod& pod, const SimPlacement& pl, int sign);
+
+  /// Clear one auction round with the engine: every pod of `pods` that needs a GPU is a bid of
+  /// value `values[i]` (one wallet that never binds, no reserve); the engine's greedy (or local
+  /// search) decides; winners are applied. Pods without a GPU are placed by FGD's score (the
+  /// market sells GPUs). Returns one placement per pod (node -1: not placed).
+  std::vector<SimPlacement> auction_round(const std::vector<SimPod>& pods,
+                                          const std::vector<double>& values,
+                                          const SimAuctionOptions& options);
+
+  /// Exact scores: no truncation to integers (ties then need equal real scores), FGD scored by
+  /// the fragmentation growth itself. Off by default (the published experiment truncates).
+  void set_exact_scores(bool exact) { exact_scores_ = exact; }
+  /// Equal scores: a uniformly random node (true, default) or the first in node order.
+  void set_random_ties(bool random) { random_ties_ = random; }
+  /// The order in which nodes are scored (a permutation; empty: index order).
+  void set_node_order(std::vector<int> order);
+
+  /// FGD fragmentation of node n (milli-GPU), against the target workload.
+  [[nodiscard]] double node_fragment(int n) const;
+  /// Sum of node_fragment over all nodes (milli-GPU).
+  [[nodiscard]] double fragment_milli() const;
+
+  [[nodiscard]] std::int64_t total_milli() const { return total_milli_; }
+  [[nodiscard]] std::int64_t used_milli() const { return used_milli_; }
+  [[nodiscard]] int nodes() const { return static_cast<int>(cpu_cap_.size()); }
+  [[nodiscard]] int gpus() const { return static_cast<int>(gpu_node_.size()); }
+  [[nodiscard]] int free_milli(int g) const { return gpu_free_[g]; }
+  [[nodiscard]] std::int64_t cpu_free(int n) const { return cpu_free_[n]; }
+  [[nodiscard]] std::int64_t memory_free(int n) const { return mem_free_[n]; }
+  [[nodiscard]] int first_gpu(int n) const { return gpu_first_[n]; }
+  [[nodiscard]] int gpu_count(int n) const { return gpu_first_[n + 1] - gpu_first_[n]; }
+
+ private:
+  void check_pod(const SimPod& pod) const;
+  void refresh_fragment(int n);
+  /// Node-level filter: CPU, memory, model and enough GPUs with `milli` free.
+  [[nodiscard]] bool node_fits(const SimPod& pod, int n) const;
+  /// FGD fragmentation of a node of `model` in a hypothetical state (free milli per GPU, free
+  /// CPU); memory is filtered on but, as in the paper's simulator, not part of the measure.
+  [[nodiscard]] double fragment_of(int model, const int* free, int count, std::int64_t cpu) const;
+  /// Integer score (0..100) of `policy` for `pod` on feasible node n, and the GPUs it takes.
+  double score_on_node(const SimPod& pod, SimPolicy policy, int n, SimPlacement& out) const;
+  /// FGD's score of a fragmentation change (sigmoid of the decrease, truncated to 0..100).
+  [[nodiscard]] double fgd_score(double delta_milli) const;
+  [[nodiscard]] double truncate(double score) const;
+  /// The GPUs a non-FGD policy gives `pod` on node n: the best-fit GPU for a share (least free
+  /// milli that fits), the first fully free GPUs otherwise.
+  void default_gpus(const SimPod& pod, int n, SimPlacement& out) const;
+  /// FGD on node n: the GPU choice with the best score (first GPU on ties); returns the score.
+  double fgd_on_node(const SimPod& pod, int n, SimPlacement& out) const;
+
+  std::vector<std::int64_t> cpu_cap_, mem_cap_, cpu_free_, mem_free_;
+  std::vector<int> node_model_, gpu_first_, gpu_node_, gpu_free_;
+  std::vector<double> model_memory_gb_;
+  std::vector<SimTask> tasks_;
+  std::vector<double> node_frag_;  // node_fragment, kept in step by apply
+  std::int64_t total_milli_ = 0, used_milli_ = 0;
+  bool exact_scores_ = false;
+  bool random_ties_ = true;
+  std::vector<int> node_order_;
+};
+
+}  // namespace gpualloc
