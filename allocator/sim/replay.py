@@ -164,6 +164,7 @@ def run_replay(
     local_search: bool = False,
     time_limit: float = 1.0,
     ties: str = "first",
+    fragment_step: float = 50.0,
     on_round: Callable[[_core.SimCluster, Sequence[int], list[object]], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Curve:
@@ -192,7 +193,9 @@ def run_replay(
         pods.models[order],
     )
     request = pods.gpu_milli_total[order]
-    kinds = [pod_kind(int(g), int(m)) for g, m in zip(pods.gpus[order], pods.milli[order], strict=True)]
+    kinds = [
+        pod_kind(int(g), int(m)) for g, m in zip(pods.gpus[order], pods.milli[order], strict=True)
+    ]
     values = request.astype(np.float64) / 1000.0 + 1e-3  # GPU-equivalents (CPU-only: a token)
     curve = Curve(policy=policy if policy != "auction" else f"auction-{mode}", seed=seed)
     curve.pods = len(order)
@@ -229,6 +232,7 @@ def run_replay(
                     local_search=local_search,
                     time_limit=time_limit,
                     seed=seed + curve.rounds,
+                    fragment_step=fragment_step,
                 )
                 curve.solver_seconds += time.perf_counter() - t0
                 curve.rounds += 1

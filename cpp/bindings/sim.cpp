@@ -109,9 +109,12 @@ void register_sim(py::module_& m) {
             const auto pods = pods_from(cpu, mem, gpus, milli, models);
             const auto w = as_vector<double>(weight, "weight");
             if (w.size() != pods.size()) throw InputError("weight", "one weight per task");
-            std::vector<SimTask> tasks;
-            for (std::size_t i = 0; i < pods.size(); ++i) tasks.push_back({pods[i], w[i]});
-            s.cluster.set_workload(std::move(tasks));
+            std::vector<Workload::Task> tasks;
+            for (std::size_t i = 0; i < pods.size(); ++i) {
+              tasks.push_back(
+                  {pods[i].cpu_milli, pods[i].gpus, pods[i].milli, pods[i].models, w[i]});
+            }
+            s.cluster.set_workload(Workload(std::move(tasks)));
           },
           py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"), py::arg("milli"),
           py::arg("models"), py::arg("weight"))
@@ -160,7 +163,8 @@ void register_sim(py::module_& m) {
       .def(
           "auction_round",
           [](Session& s, const py::handle& pods, const py::handle& values, bool local_search,
-             double time_limit, std::uint64_t seed, double alpha, bool workload_hint) {
+             double time_limit, std::uint64_t seed, double alpha, bool workload_hint,
+             double fragment_step) {
             const auto idx = as_vector<std::int64_t>(pods, "pods");
             const auto val = as_vector<double>(values, "values");
             std::vector<SimPod> round;
@@ -176,6 +180,7 @@ void register_sim(py::module_& m) {
             o.seed = seed;
             o.alpha = alpha;
             o.workload_hint = workload_hint;
+            o.fragment_step = fragment_step;
             std::vector<SimPlacement> got;
             {
               py::gil_scoped_release release;
@@ -190,7 +195,7 @@ void register_sim(py::module_& m) {
           },
           py::arg("pods"), py::arg("values"), py::arg("local_search") = false,
           py::arg("time_limit") = 1.0, py::arg("seed") = 0, py::arg("alpha") = 0.75,
-          py::arg("workload_hint") = true,
+          py::arg("workload_hint") = true, py::arg("fragment_step") = 50.0,
           "Clear one round of the auction engine over the given pods; one placement or None each.")
       .def(
           "set_exact_scores", [](Session& s, bool exact) { s.cluster.set_exact_scores(exact); },

@@ -33,12 +33,8 @@ void check_options(const EngineOptions& o) {
   if (!std::isfinite(o.alpha) || o.alpha < 0 || o.alpha > 4) {
     throw InputError("alpha", "must be in [0, 4]");
   }
-  for (std::size_t i = 0; i < o.share_demand.size(); ++i) {
-    const auto& [milli, w] = o.share_demand[i];
-    if (milli < 1 || milli > 1000 || !std::isfinite(w) || w < 0) {
-      throw InputError("share_demand[" + std::to_string(i) + "]",
-                       "needs milli in [1, 1000] and a finite weight >= 0");
-    }
+  if (!std::isfinite(o.fragment_step) || o.fragment_step < 0) {
+    throw InputError("fragment_step", "must be finite and >= 0");
   }
 }
 }  // namespace
@@ -46,7 +42,8 @@ void check_options(const EngineOptions& o) {
 Engine::Engine(ProblemData problem, EngineOptions options)
     : p_((problem.validate(), std::move(problem))),
       opt_((check_options(options), std::move(options))),
-      packer_(p_, opt_.share_demand.empty() ? nullptr : &opt_.share_demand) {
+      packer_(p_, opt_.workload.empty() ? nullptr : &opt_.workload, opt_.fragment_step,
+              &opt_.node_order) {
   const int n_bids = static_cast<int>(p_.bids.size());
   const int n_alts = static_cast<int>(p_.alternatives.size());
   bid_first_.assign(static_cast<std::size_t>(n_bids) + 1, n_alts);
@@ -324,6 +321,30 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
     return value + kEps * std::max(1.0, value) >= c.reserve_cost;
   };
   if (check_wallet && !wallet_covers(sol, alt, value)) return false;
+  if (packer_.node_level() && !first_fit && cands_[alt].size() > 1) {
+    // With a workload, every usable model competes: the least reserve cost, then the best
+    // packing score (otherwise the smallest model that fits is taken).
+    thread_local std::vector<Replica> trial;
+    bool found = false;
+    double best_cost = 0, best_score = 0;
+    for (const auto& c : cands_[alt]) {
+      if (!covers(c) || (found && c.reserve_cost > best_cost)) continue;
+      double score = 0;
+      if (packer_.find(sol.real, a, c.model, c.profile, nullptr, false, trial, only_nodes, nullptr,
+                       &score) &&
+          (!found || c.reserve_cost < best_cost || score < best_score)) {
+        found = true;
+        best_cost = c.reserve_cost;
+        best_score = score;
+        out = trial;
+      }
+    }
+    if (found) {
+      if (least_value) *least_value = best_cost;
+      if (commit) commit_win(sol, alt, out);
+      return true;
+    }
+  }
   for (const auto& c : cands_[alt]) {
     if (!covers(c)) continue;
     if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <cmath>
 #include <iterator>
 #include <limits>
 #include <map>
@@ -9,8 +10,31 @@
 
 namespace gpualloc {
 
-Packer::Packer(const ProblemData& p, const std::vector<std::pair<int, double>>* share_demand_hint)
-    : p_(p) {
+Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_step,
+               const std::vector<int>* node_order)
+    : p_(p), fragment_step_(fragment_step) {
+  if (workload != nullptr) node_workload_ = *workload;
+  // Preference among placements in one fragmentation step: a fixed order of the nodes (the
+  // given one, else a hash of the index), as fractions in [0, 1) added to the step number.
+  const std::size_t nn = p.nodes.size();
+  node_tie_.assign(nn, 0.0);
+  if (node_order != nullptr && node_order->size() == nn) {
+    for (std::size_t k = 0; k < nn; ++k) {
+      node_tie_[(*node_order)[k]] = static_cast<double>(k) / static_cast<double>(nn + 1);
+    }
+  } else {
+    std::vector<std::pair<std::uint64_t, int>> h(nn);
+    for (std::size_t n = 0; n < nn; ++n) {
+      std::uint64_t x = n + 0x9e3779b97f4a7c15ULL;  // splitmix64
+      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+      x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+      h[n] = {x ^ (x >> 31), static_cast<int>(n)};
+    }
+    std::sort(h.begin(), h.end());
+    for (std::size_t k = 0; k < nn; ++k) {
+      node_tie_[h[k].second] = static_cast<double>(k) / static_cast<double>(nn + 1);
+    }
+  }
   const std::size_t n_nodes = p.nodes.size();
   const std::size_t n_models = p.models.size();
   node_gpus_.resize(n_nodes);
@@ -83,40 +107,31 @@ Packer::Packer(const ProblemData& p, const std::vector<std::pair<int, double>>* 
     all_nodes_.push_back(static_cast<int>(n));
   }
 
-  // Demand mix of the round, weighted by replicas: shares by size, whole GPUs as 1000.
+  // Demand mix of the round, weighted by replicas: shares by size, whole GPUs as 1000. Its FGD
+  // fragmentation of a single GPU with f milli free (no CPU limit) is tabulated once.
   std::map<int, double> share_demand;
   std::vector<std::vector<double>> mig_demand(n_models);
   for (std::size_t m = 0; m < n_models; ++m) mig_demand[m].assign(p.models[m].profiles.size(), 0.0);
-  double total = 0;
   for (const auto& a : p.alternatives) {
     if (a.kind == UnitKind::Share) {
       share_demand[a.milli] += a.replicas;
-      total += a.replicas;
     } else if (a.kind == UnitKind::Whole) {
       share_demand[1000] += a.replicas;
-      total += a.replicas;
     } else {
       for (std::size_t i = 0; i < a.models.size(); ++i) {
         if (a.profiles[i] >= 0) mig_demand[a.models[i]][a.profiles[i]] += a.replicas;
       }
     }
   }
-  if (share_demand_hint != nullptr) {
-    share_demand.clear();
-    total = 0;
-    for (const auto& [milli, w] : *share_demand_hint) {
-      share_demand[milli] += w;
-      total += w;
-    }
-  }
   share_fragment_.assign(1001, 0.0);
-  if (total > 0) {
+  if (!share_demand.empty()) {
+    std::vector<Workload::Task> single;
+    for (const auto& [milli, w] : share_demand) single.push_back({0, 1, milli, 0, w});
+    const Workload mix(std::move(single));
+    const int model0 = 0;
     for (int f = 0; f <= 1000; ++f) {
-      double frag = 0;
-      for (const auto& [req, w] : share_demand) {
-        if (f < req) frag += w / total * f;
-      }
-      share_fragment_[f] = frag;
+      share_fragment_[f] =
+          mix.node_fragment(&f, &model0, 1, std::numeric_limits<std::int64_t>::max());
     }
   }
   mig_potential_.resize(n_models);
@@ -188,6 +203,34 @@ std::int64_t Packer::free_capacity(const State& s, UnitKind kind, int model) con
   return cap;
 }
 
+double Packer::node_fragment_growth(const State& s, int node, const std::vector<int>& gpus,
+                                    int milli, std::int64_t cpu) const {
+  thread_local std::vector<int> free, model, after;
+  free.clear();
+  model.clear();
+  after.clear();
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.mode == GpuMode::Mig) continue;
+    const int used = s.gpus[g].milli;
+    const int f = gd.mode == GpuMode::Shared ? 1000 - used : (used == 0 ? 1000 : 0);
+    free.push_back(f);
+    model.push_back(gd.model);
+    int a = f;
+    if (std::find(gpus.begin(), gpus.end(), g) != gpus.end())
+      a = gd.mode == GpuMode::Shared ? f - milli : 0;
+    after.push_back(a);
+  }
+  const std::int64_t cpu_free = p_.nodes[node].cpu_milli - s.cpu_used[node];
+  const int n = static_cast<int>(free.size());
+  return node_workload_.node_fragment(after.data(), model.data(), n, cpu_free - cpu) -
+         node_workload_.node_fragment(free.data(), model.data(), n, cpu_free);
+}
+
+double Packer::fragment_key(double growth, int node) const {
+  return fragment_step_ > 0 ? std::floor(growth / fragment_step_) + node_tie_[node] : growth;
+}
+
 bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model, int profile,
                           int node, int nvlink, int only_gpu, const std::vector<double>* penalty,
                           Replica& out, Score& score) const {
@@ -250,6 +293,11 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         if (static_cast<int>(take.size()) < k) continue;
         Score sc{pen_sum, node_free, static_cast<double>(in_domain - k),
                  static_cast<double>(shared)};
+        if (!node_workload_.empty()) {  // FGD first, then the tightest node and domain
+          sc = Score{pen_sum,
+                     fragment_key(node_fragment_growth(s, node, take, 1000, alt.cpu_milli), node),
+                     node_free, static_cast<double>(in_domain - k)};
+        }
         if (!found || sc < best) {
           found = true;
           best = sc;
@@ -267,6 +315,12 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         }
         // Spanning domains is worse than any single-domain placement of the same node.
         best = Score{pen_sum, node_free, 1e9, 0};
+        if (!node_workload_.empty()) {
+          best = Score{
+              pen_sum,
+              fragment_key(node_fragment_growth(s, node, out.gpus, 1000, alt.cpu_milli), node),
+              node_free, 1e9};
+        }
         found = true;
       }
       std::sort(out.gpus.begin(), out.gpus.end());
@@ -288,7 +342,10 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         const int fr = 1000 - s.gpus[g].milli;
         node_free += fr;
         if (fr < ms) continue;
-        const double delta = share_fragment_[fr - ms] - share_fragment_[fr];
+        const double delta =
+            node_workload_.empty()
+                ? share_fragment_[fr - ms] - share_fragment_[fr]
+                : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli), node);
         // Leftover first (best fit), then prefer GPUs already shared.
         const double second = (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5);
         Score sc{pen(g), delta, second, 0};
@@ -371,7 +428,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     for (int n : nodes) {
       // Whole GPUs, best fit: a node with more free GPUs than the best so far cannot win.
       if (found && alt.kind == UnitKind::Whole && penalty == nullptr && nvlink < 0 &&
-          single_model_[n]) {
+          single_model_[n] && node_workload_.empty()) {
         // The node's score is at least (0, free - gpus, 0, 0); equal scores keep the earlier.
         const Score& bar = record ? top.back().first : best;
         const double prim = static_cast<double>(s.node_free_whole[n] - alt.gpus);
@@ -420,8 +477,19 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
 
 bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
                   const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
-                  const std::vector<int>* only_nodes, std::vector<int>* runners) const {
+                  const std::vector<int>* only_nodes, std::vector<int>* runners,
+                  double* primary) const {
+  const bool ok =
+      find_impl(s, alt, model, profile, penalty, first_fit, out, only_nodes, runners, primary);
+  return ok;
+}
+
+bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int profile,
+                       const std::vector<double>* penalty, bool first_fit,
+                       std::vector<Replica>& out, const std::vector<int>* only_nodes,
+                       std::vector<int>* runners, double* primary) const {
   out.clear();
+  if (primary != nullptr) *primary = 0.0;
   if (runners != nullptr) runners->assign(1, -1);
   if (penalty != nullptr) runners = nullptr;
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
@@ -474,6 +542,7 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       best_pen = pen;
       best_prim = prim;
       out.swap(cand);  // gang_in clears `cand` before reusing it
+      if (primary != nullptr) *primary = prim;
     }
   };
 

@@ -49,7 +49,10 @@ SimCluster::SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int
       throw InputError(at("model", i), "a node with GPUs needs a model index in range");
     }
     gpu_first_[i + 1] = gpu_first_[i] + gpus[i];
-    for (int g = 0; g < gpus[i]; ++g) gpu_node_.push_back(static_cast<int>(i));
+    for (int g = 0; g < gpus[i]; ++g) {
+      gpu_node_.push_back(static_cast<int>(i));
+      gpu_model_.push_back(std::max(node_model_[i], 0));
+    }
   }
   cpu_free_ = cpu_cap_;
   mem_free_ = mem_cap_;
@@ -58,18 +61,8 @@ SimCluster::SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int
   node_frag_.assign(n, 0.0);
 }
 
-void SimCluster::set_workload(std::vector<SimTask> tasks) {
-  double total = 0;
-  for (std::size_t i = 0; i < tasks.size(); ++i) {
-    check_pod(tasks[i].pod);
-    if (!(std::isfinite(tasks[i].weight) && tasks[i].weight >= 0)) {
-      throw InputError(at("tasks", i) + ".weight", "must be finite and >= 0");
-    }
-    total += tasks[i].weight;
-  }
-  if (!tasks.empty() && !(total > 0)) throw InputError("tasks", "weights sum to zero");
-  for (auto& t : tasks) t.weight /= total;
-  tasks_ = std::move(tasks);
+void SimCluster::set_workload(Workload workload) {
+  workload_ = std::move(workload);
   for (int n = 0; n < nodes(); ++n) refresh_fragment(n);
 }
 
@@ -111,33 +104,13 @@ bool SimCluster::node_fits(const SimPod& pod, int n) const {
   return enough >= pod.gpus;
 }
 
-double SimCluster::fragment_of(int model, const int* free, int count, std::int64_t cpu) const {
-  double idle = 0;
-  for (int i = 0; i < count; ++i) idle += free[i];
-  double frag = 0;
-  for (const auto& t : tasks_) {
-    const SimPod& q = t.pod;
-    if (q.gpus == 0 || !model_ok(q, model) || cpu < q.cpu_milli) {
-      frag += t.weight * idle;
-      continue;
-    }
-    int enough = 0;
-    double small = 0;
-    for (int i = 0; i < count; ++i) {
-      if (free[i] >= q.milli) {
-        ++enough;
-      } else {
-        small += free[i];
-      }
-    }
-    frag += t.weight * (enough < q.gpus ? idle : small);
-  }
-  return frag;
+double SimCluster::fragment_of(int n, const int* free, std::int64_t cpu) const {
+  return workload_.node_fragment(free, gpu_model_.data() + gpu_first_[n], gpu_count(n), cpu);
 }
 
 void SimCluster::refresh_fragment(int n) {
   const int first = gpu_first_[n];
-  node_frag_[n] = fragment_of(node_model_[n], gpu_free_.data() + first, gpu_count(n), cpu_free_[n]);
+  node_frag_[n] = fragment_of(n, gpu_free_.data() + first, cpu_free_[n]);
 }
 
 double SimCluster::node_fragment(int n) const {
@@ -183,7 +156,7 @@ double SimCluster::fgd_on_node(const SimPod& pod, int n, SimPlacement& out) cons
   if (pod.gpus == 0 || pod.milli == kWhole) {  // fully free GPUs are interchangeable
     default_gpus(pod, n, out);
     for (int g : out.gpus) free[g - first] = 0;
-    return fgd_score(fragment_of(node_model_[n], free.data(), count, cpu) - before);
+    return fgd_score(fragment_of(n, free.data(), cpu) - before);
   }
   double best = -std::numeric_limits<double>::infinity();
   for (int i = 0; i < count; ++i) {
@@ -192,7 +165,7 @@ double SimCluster::fgd_on_node(const SimPod& pod, int n, SimPlacement& out) cons
     for (int j = 0; j < i && !seen; ++j) seen = free[j] == free[i];
     if (seen) continue;
     free[i] -= pod.milli;
-    const double score = fgd_score(fragment_of(node_model_[n], free.data(), count, cpu) - before);
+    const double score = fgd_score(fragment_of(n, free.data(), cpu) - before);
     free[i] += pod.milli;
     if (score > best) {  // strict: the first GPU wins ties
       best = score;
@@ -421,11 +394,9 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
   if (!bid_pod.empty()) {
     EngineOptions eo;
     eo.alpha = options.alpha;
-    if (options.workload_hint) {
-      for (const auto& t : tasks_) {
-        if (t.pod.gpus > 0) eo.share_demand.emplace_back(t.pod.milli, t.weight * t.pod.gpus);
-      }
-    }
+    if (options.workload_hint) eo.workload = workload_;
+    eo.fragment_step = options.fragment_step;
+    eo.node_order = node_order_;
     Engine engine(std::move(pd), eo);
     Solution sol = engine.greedy();
     if (options.local_search) {

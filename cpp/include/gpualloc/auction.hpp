@@ -47,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "gpualloc/fragmentation.hpp"
 #include "gpualloc/packing.hpp"
 #include "gpualloc/problem.hpp"
 #include "gpualloc/state.hpp"
@@ -84,10 +85,14 @@ struct Explanation {
 /// Parameters of the engine (validated by the constructor).
 struct EngineOptions {
   double alpha = 0.75;  ///< exponent of size in the ranking score value / size^alpha
-  /// Expected demand for shared GPUs as (milli, weight) pairs (1000: a whole GPU), used by the
-  /// share packing instead of the round's own bids when not empty (the simulator passes the
-  /// trace's workload, as FGD does).
-  std::vector<std::pair<int, double>> share_demand;
+  /// Expected workload for the packing of whole and shared GPUs (FGD's target workload, see
+  /// fragmentation.hpp); empty: the round's own bids. The simulator passes the trace's.
+  Workload workload;
+  /// Step (milli-GPU) in which fragmentation growths are compared (see Packer); 0: exactly.
+  double fragment_step = 50.0;
+  /// Order in which nodes are preferred between placements within one step (a permutation of
+  /// the nodes; empty: a fixed hash order). Only used with a workload.
+  std::vector<int> node_order;
 };
 
 /// Figures of the last local search.

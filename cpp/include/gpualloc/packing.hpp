@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "gpualloc/fragmentation.hpp"
 #include "gpualloc/problem.hpp"
 #include "gpualloc/state.hpp"
 
@@ -33,10 +34,13 @@ namespace gpualloc {
 /// Topology indexes and policy tables built once per problem.
 class Packer {
  public:
-  /// `share_demand` (optional, (milli, weight) pairs) replaces the round's own demand mix in
-  /// the share policy (see EngineOptions::share_demand).
-  explicit Packer(const ProblemData& p,
-                  const std::vector<std::pair<int, double>>* share_demand = nullptr);
+  /// With a `workload` (FGD's target workload), whole and shared GPUs are placed by the growth
+  /// of node-level fragmentation against it (CPU included); without, by the per-GPU form.
+  /// Growths are compared in steps of `fragment_step` milli-GPU (0: exactly); within a step the
+  /// tighter placement (best fit) wins, which packs where FGD is indifferent.
+  /// `node_order` (optional permutation of the nodes) ranks equal steps (else a fixed hash).
+  explicit Packer(const ProblemData& p, const Workload* workload = nullptr,
+                  double fragment_step = 50.0, const std::vector<int>* node_order = nullptr);
 
   /// Find a placement of all replicas of `alt` on GPUs of `model` (MIG: `profile` is the
   /// profile index on that model). `s` is used as scratch and left unchanged on return.
@@ -46,8 +50,13 @@ class Packer {
   /// exact for `node_scoped` alternatives (see below) when the other nodes hold nothing better.
   bool find(State& s, const AlternativeData& alt, int model, int profile,
             const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
-            const std::vector<int>* only_nodes = nullptr,
-            std::vector<int>* runners = nullptr) const;
+            const std::vector<int>* only_nodes = nullptr, std::vector<int>* runners = nullptr,
+            double* primary = nullptr) const;
+  // `primary` (optional) receives the found placement's packing score (lower is better;
+  // comparable between models for one alternative).
+
+  /// Whether placements are scored by node-level fragmentation against a given workload.
+  [[nodiscard]] bool node_level() const { return !node_workload_.empty(); }
 
   /// How many runners-up `find` records (see below).
   static constexpr std::size_t kRunners = 4;
@@ -88,6 +97,10 @@ class Packer {
       return tertiary < o.tertiary;
     }
   };
+  bool find_impl(State& s, const AlternativeData& alt, int model, int profile,
+                 const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
+                 const std::vector<int>* only_nodes, std::vector<int>* runners,
+                 double* primary) const;
   bool best_on_node(const State& s, const AlternativeData& alt, int model, int profile, int node,
                     int nvlink, int only_gpu, const std::vector<double>* penalty, Replica& out,
                     Score& score) const;
@@ -112,6 +125,13 @@ class Packer {
   std::vector<std::uint8_t> node_has_model_;  // [node * models + model]: node holds the model
   std::vector<std::vector<double>> mig_potential_;
   std::vector<double> share_fragment_;
+  Workload node_workload_;  // empty: per-GPU share fragmentation only
+  double fragment_step_ = 50.0;
+  std::vector<double> node_tie_;  // per node, in [0, 1): rank in the preference order
+  [[nodiscard]] double fragment_key(double growth, int node) const;
+  /// Node-level FGD growth of placing `gpus` (each taking `milli`) and `cpu` on node n.
+  [[nodiscard]] double node_fragment_growth(const State& s, int node, const std::vector<int>& gpus,
+                                            int milli, std::int64_t cpu) const;
 };
 
 }  // namespace gpualloc

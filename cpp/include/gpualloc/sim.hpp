@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "gpualloc/auction.hpp"
+#include "gpualloc/fragmentation.hpp"
 #include "gpualloc/problem.hpp"
 
 namespace gpualloc {
@@ -39,12 +40,6 @@ struct SimPod {
   int gpus = 0;
   int milli = 0;
   std::uint64_t models = 0;
-};
-
-/// One task type of FGD's target workload: a pod shape and its probability.
-struct SimTask {
-  SimPod pod;
-  double weight = 0.0;
 };
 
 enum class SimPolicy : std::uint8_t {
@@ -69,8 +64,9 @@ struct SimAuctionOptions {
   double time_limit_s = 1.0;
   std::uint64_t seed = 0;
   double alpha = 0.75;
-  /// Give the engine the target workload as its share demand mix (otherwise the round's own).
+  /// Give the engine the target workload for its packing (otherwise the round's own bids).
   bool workload_hint = true;
+  double fragment_step = 50.0;
 };
 
 class SimCluster {
@@ -80,8 +76,8 @@ class SimCluster {
   SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int64_t> memory_mib,
              std::vector<int> model, std::vector<int> gpus, std::vector<double> model_memory_gb);
 
-  /// FGD's target workload (weights need not sum to 1; they are normalised).
-  void set_workload(std::vector<SimTask> tasks);
+  /// FGD's target workload (also given to the engine in auction rounds).
+  void set_workload(Workload workload);
 
   /// Choose a placement for `pod` under `policy` (nothing changes). False: it fits nowhere.
   bool choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng, SimPlacement& out) const;
@@ -126,9 +122,8 @@ class SimCluster {
   void refresh_fragment(int n);
   /// Node-level filter: CPU, memory, model and enough GPUs with `milli` free.
   [[nodiscard]] bool node_fits(const SimPod& pod, int n) const;
-  /// FGD fragmentation of a node of `model` in a hypothetical state (free milli per GPU, free
-  /// CPU); memory is filtered on but, as in the paper's simulator, not part of the measure.
-  [[nodiscard]] double fragment_of(int model, const int* free, int count, std::int64_t cpu) const;
+  /// FGD fragmentation of node n with its GPUs at `free` milli and `cpu` CPU left.
+  [[nodiscard]] double fragment_of(int n, const int* free, std::int64_t cpu) const;
   /// Integer score (0..100) of `policy` for `pod` on feasible node n, and the GPUs it takes.
   double score_on_node(const SimPod& pod, SimPolicy policy, int n, SimPlacement& out) const;
   /// FGD's score of a fragmentation change (sigmoid of the decrease, truncated to 0..100).
@@ -143,7 +138,8 @@ class SimCluster {
   std::vector<std::int64_t> cpu_cap_, mem_cap_, cpu_free_, mem_free_;
   std::vector<int> node_model_, gpu_first_, gpu_node_, gpu_free_;
   std::vector<double> model_memory_gb_;
-  std::vector<SimTask> tasks_;
+  std::vector<int> gpu_model_;
+  Workload workload_;
   std::vector<double> node_frag_;  // node_fragment, kept in step by apply
   std::int64_t total_milli_ = 0, used_milli_ = 0;
   bool exact_scores_ = false;
