@@ -41,3 +41,66 @@ class Engine:
         """Ranking score of a global alternative index."""
     def welfare(self, alloc: AllocationArrays) -> float:
         """Welfare of an allocation after loading (and checking) it."""
+
+Placed = tuple[int, list[int]] | None
+
+class SimCluster:
+    """The simulator's cluster (nodes with CPU, memory, GPUs in milli) and its policies."""
+
+    def __init__(
+        self,
+        cpu_milli: npt.ArrayLike,
+        memory_mib: npt.ArrayLike,
+        model: npt.ArrayLike,
+        gpus: npt.ArrayLike,
+        model_memory_gb: npt.ArrayLike | list[float],
+        seed: int = 0,
+    ) -> None: ...
+    def set_workload(
+        self,
+        cpu_milli: npt.ArrayLike,
+        memory_mib: npt.ArrayLike,
+        gpus: npt.ArrayLike,
+        milli: npt.ArrayLike,
+        models: npt.ArrayLike,
+        weight: npt.ArrayLike,
+    ) -> None:
+        """FGD's target workload (shapes and weights)."""
+    def set_pods(
+        self,
+        cpu_milli: npt.ArrayLike,
+        memory_mib: npt.ArrayLike,
+        gpus: npt.ArrayLike,
+        milli: npt.ArrayLike,
+        models: npt.ArrayLike,
+    ) -> None:
+        """The pod table; pods are then referred to by row."""
+    def place(self, pod: int, policy: str) -> Placed:
+        """Place pod ``pod`` by ``policy`` and apply it; (node, [gpu, ...]) or None."""
+    def assign(self, pod: int, node: int, gpus: list[int]) -> None:
+        """Apply a placement chosen elsewhere (ValueError if it does not fit)."""
+    def release(self, pod: int) -> None:
+        """Give back what pod ``pod`` holds."""
+    def auction_round(
+        self,
+        pods: npt.ArrayLike,
+        values: npt.ArrayLike,
+        local_search: bool = False,
+        time_limit: float = 1.0,
+        seed: int = 0,
+        alpha: float = 0.75,
+        workload_hint: bool = True,
+        fragment_step: float = 50.0,
+    ) -> list[Placed]:
+        """Clear one round of the auction engine over ``pods``; one placement or None each."""
+    def set_exact_scores(self, exact: bool) -> None: ...
+    def set_random_ties(self, random: bool) -> None: ...
+    def set_node_order(self, order: npt.ArrayLike) -> None: ...
+    def fragment_milli(self) -> float: ...
+    def node_fragment(self, n: int) -> float: ...
+    def gpu_free_milli(self) -> npt.NDArray[np.int64]: ...
+    def node_free(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    @property
+    def used_milli(self) -> int: ...
+    @property
+    def total_milli(self) -> int: ...

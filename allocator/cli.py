@@ -131,7 +131,78 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dump-problem", type=Path, help="also write the example problem JSON here")
     sc = sub.add_parser("schema", help="print the JSON Schema of the problem or result file")
     sc.add_argument("which", choices=("problem", "result"))
+    sim = sub.add_parser(
+        "simulate",
+        help="replay a trace under placement policies and the auction (the FGD experiment)",
+        description="Replay an openb trace as the FGD paper does (shuffled arrivals, inflated to "
+        "130%% of GPU capacity, no departures) under each policy and seed; print per policy "
+        "alloc_at_100, alloc_at_130 and frag_rate_at_90 (percent, mean over seeds).",
+    )
+    sim.add_argument(
+        "--trace",
+        default=None,
+        help="short name(s), comma-separated: openb-default, openb-gpushare20..100, "
+        "openb-multigpu20..40, or openb-all",
+    )
+    sim.add_argument("--nodes", type=Path, help="an openb-format node list (with --pods)")
+    sim.add_argument("--pods", type=Path, help="an openb-format pod list (with --nodes)")
+    sim.add_argument(
+        "--policies",
+        default="random,fifo,bestfit,dotprod,gpupacking,fgd,auction",
+        help="comma-separated; auction runs once per --modes",
+    )
+    sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
+    sim.add_argument("--seeds", type=int, default=10, help="number of seeds (42, 43, ...)")
+    sim.add_argument("--batch", type=int, default=20, help="pods per round in batch mode")
+    sim.add_argument("--jobs", type=int, default=0, help="processes (0: one per CPU)")
+    sim.add_argument("--out", type=Path, help="results folder (CSV, JSON, PNG)")
+    sim.add_argument("--json", action="store_true", help="print the summary as JSON")
+    sim.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import os
+
+    from allocator.sim.experiment import simulate
+    from allocator.sim.traces import TraceError
+
+    traces = [t for t in (args.trace or "").split(",") if t.strip()]
+    if not traces and args.nodes is None:
+        traces = ["openb-default"]
+    try:
+        summary = simulate(
+            traces,
+            args.policies.split(","),
+            args.seeds,
+            modes=[m for m in args.modes.split(",") if m.strip()],
+            batch=args.batch,
+            out_dir=args.out,
+            jobs=args.jobs or (os.cpu_count() or 1),
+            nodes=args.nodes,
+            pods=args.pods,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except (TraceError, ValueError) as e:
+        raise ProblemError("simulate", str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return EXIT_OK
+    for trace, pols in summary["traces"].items():
+        sys.stdout.write(f"{trace} ({len(summary['seeds'])} seeds)\n")
+        rows = [
+            [
+                label,
+                f"{e['alloc_at_100']:.2f}",
+                f"{e['alloc_at_130']:.2f}",
+                f"{e['frag_rate_at_90']:.1f}",
+                f"{e['seconds_per_run']:.1f}",
+            ]
+            for label, e in pols.items()
+        ]
+        heads = ["policy", "alloc_at_100", "alloc_at_130", "frag_rate_at_90", "s/run"]
+        sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+    return EXIT_OK
 
 
 def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) -> int:
@@ -185,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _solve_and_print(problem, args, sys.stdout)
         if args.command == "solve":
             return _solve_and_print(load_problem(args.problem), args, sys.stdout)
+        if args.command == "simulate":
+            return _simulate(args)
         from allocator.verify import verify
 
         problem = load_problem(args.problem)

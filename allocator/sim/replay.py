@@ -29,6 +29,8 @@ __all__ = [
     "PLACEMENT_POLICIES",
     "Curve",
     "arrival_order",
+    "arrival_table",
+    "curve_points",
     "new_cluster",
     "pod_kind",
     "run_replay",
@@ -165,6 +167,8 @@ def run_replay(
     time_limit: float = 1.0,
     ties: str = "first",
     fragment_step: float = 50.0,
+    alpha: float = 0.75,
+    limit: int | None = None,
     on_round: Callable[[_core.SimCluster, Sequence[int], list[object]], None] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Curve:
@@ -180,7 +184,13 @@ def run_replay(
     if batch < 1:
         raise ValueError("batch: must be >= 1")
     capacity = int(cluster.total_gpus) * 1000
+    if capacity <= 0:
+        raise ValueError("cluster: has no GPUs")
     order = arrival_order(pods, capacity, seed)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError("limit: must be >= 1")
+        order = order[:limit]
     sim = new_cluster(cluster, seed, ties=ties)
     tw = typical_workload(pods)
     sim.set_workload(**tw)
@@ -233,6 +243,7 @@ def run_replay(
                     time_limit=time_limit,
                     seed=seed + curve.rounds,
                     fragment_step=fragment_step,
+                    alpha=alpha,
                 )
                 curve.solver_seconds += time.perf_counter() - t0
                 curve.rounds += 1
@@ -251,6 +262,11 @@ def run_replay(
     return curve
 
 
+def arrival_table(pods: PodTrace, order: np.ndarray) -> PodTrace:
+    """The pod table the replay loads: row k is the k-th arrival."""
+    return pods.take(order)
+
+
 def _at(arrived: Sequence[float], values: Sequence[float], x: int) -> float:
     """Mean of ``values`` over rows whose arrived % rounds to ``x`` (else within one point)."""
     a = np.asarray(arrived)
@@ -262,6 +278,19 @@ def _at(arrived: Sequence[float], values: Sequence[float], x: int) -> float:
     if not sel.any():
         return float("nan")
     return float(v[sel].mean())
+
+
+def curve_points(curve: Curve, top: int = 130) -> list[dict[str, float]]:
+    """The curve at every whole arrived % from 0 to ``top`` (the authors' discretisation)."""
+    return [
+        {
+            "arrived": float(x),
+            "allocated": _at(curve.arrived, curve.allocated, x),
+            "fragment": _at(curve.arrived, curve.fragment, x),
+            "frag_rate": _at(curve.arrived, curve.frag_rate, x),
+        }
+        for x in range(top + 1)
+    ]
 
 
 def summarize(curve: Curve) -> dict[str, float]:

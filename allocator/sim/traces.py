@@ -114,7 +114,7 @@ class PodTrace:
     @property
     def gpu_milli_total(self) -> np.ndarray:
         """Requested milli-GPU per pod (GPUs x milli per GPU)."""
-        return self.gpus * self.milli
+        return np.asarray(self.gpus * self.milli, dtype=np.int64)
 
     def take(self, index: np.ndarray) -> PodTrace:
         """The pods at ``index`` (in that order; repeats allowed)."""

@@ -1,0 +1,299 @@
+"""The policy benchmark: many policies x seeds over one or more traces, with files and plots.
+
+``simulate(...)`` runs :func:`allocator.sim.replay.run_replay` for every (trace, policy, seed)
+(``auction`` once per mode), in parallel processes, and writes into ``out_dir``:
+
+- ``runs/<trace>/<policy>/seed<N>.csv``: the curve at every whole arrived % (0..130): allocation
+  ratio, fragment amount and fragmentation rate (the authors' discretisation);
+- ``runs/<trace>/<policy>/seed<N>.json``: the headline figures, failed pods by type, timings;
+- ``summary.json`` and ``summary.csv``: per trace and policy, the mean (and min/max) over seeds;
+- ``alloc_<trace>.png``: allocation ratio against arrived workload per policy (if matplotlib is
+  installed).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from allocator.sim.replay import PLACEMENT_POLICIES, Curve, curve_points, run_replay, summarize
+from allocator.sim.traces import (
+    OPENB_TRACES,
+    load_openb_nodes,
+    load_openb_pods,
+    resolve_trace,
+)
+
+__all__ = ["POLICIES", "RunSpec", "expand_policies", "expand_traces", "simulate"]
+
+#: Policy names accepted by ``simulate`` (``auction`` expands to its modes).
+POLICIES = (*PLACEMENT_POLICIES, "auction")
+AUCTION_MODES = ("online", "batch")
+HEADLINE = ("alloc_at_100", "alloc_at_130", "frag_rate_at_90")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One replay: which trace files, which policy (and auction mode), which seed."""
+
+    trace: str
+    nodes: str
+    pods: str
+    policy: str
+    mode: str
+    seed: int
+    batch: int
+
+    @property
+    def label(self) -> str:
+        return self.policy if self.policy != "auction" else f"auction-{self.mode}"
+
+
+def expand_policies(names: Sequence[str], modes: Sequence[str] = AUCTION_MODES) -> list[str]:
+    """Validated policy names, ``auction`` kept once (its modes are expanded per run)."""
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip()
+        if name not in POLICIES:
+            raise ValueError(f"policies: unknown {name!r} (known: {', '.join(POLICIES)})")
+        if name not in out:
+            out.append(name)
+    for m in modes:
+        if m not in AUCTION_MODES:
+            raise ValueError(f"modes: unknown {m!r} (known: {', '.join(AUCTION_MODES)})")
+    if not out:
+        raise ValueError("policies: name at least one")
+    return out
+
+
+def expand_traces(names: Sequence[str]) -> list[str]:
+    """Short trace names; ``openb-all`` stands for every openb variant."""
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip()
+        items = [f"openb-{v}" for v in OPENB_TRACES] if name == "openb-all" else [name]
+        for item in items:
+            resolve_trace(item)  # raises TraceError on an unknown name
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]]:
+    cluster = load_openb_nodes(spec.nodes)
+    pods = load_openb_pods(spec.pods, cluster)
+    t0 = time.perf_counter()
+    curve: Curve = run_replay(
+        cluster,
+        pods,
+        spec.policy,
+        spec.seed,
+        mode=spec.mode,
+        batch=spec.batch,
+    )
+    seconds = time.perf_counter() - t0
+    record: dict[str, Any] = {
+        "trace": spec.trace,
+        "policy": spec.label,
+        "seed": spec.seed,
+        **summarize(curve),
+        "pods": curve.pods,
+        "placed": curve.placed,
+        "failed": curve.failed,
+        "seconds": seconds,
+        "solver_seconds": curve.solver_seconds,
+        "rounds": curve.rounds,
+    }
+    return spec, record, curve_points(curve)
+
+
+def _progress_line(done: int, total: int, started: float, stream: Any) -> None:
+    width = 30
+    filled = int(width * done / max(total, 1))
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (total - done) if done else 0.0
+    stream.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs"
+        f"  {elapsed:5.0f}s elapsed, ~{eta:4.0f}s left"
+    )
+    if done == total:
+        stream.write("\n")
+    stream.flush()
+
+
+def simulate(
+    traces: Sequence[str],
+    policies: Sequence[str],
+    seeds: int | Sequence[int] = 10,
+    *,
+    modes: Sequence[str] = AUCTION_MODES,
+    batch: int = 20,
+    out_dir: str | Path | None = None,
+    jobs: int = 1,
+    nodes: str | Path | None = None,
+    pods: str | Path | None = None,
+    progress: bool | Callable[[int, int], None] = False,
+) -> dict[str, Any]:
+    """Run the benchmark and return the summary (also written under ``out_dir`` if given).
+
+    ``seeds`` is a count (seeds 42, 43, ... as in the paper) or a list. ``nodes``/``pods`` give
+    trace files by path instead of short names (the trace is then called ``custom``).
+    """
+    names = expand_policies(policies, modes)
+    seed_list = list(range(42, 42 + seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise ValueError("seeds: need at least one")
+    if batch < 1:
+        raise ValueError("batch: must be >= 1")
+    if jobs < 1:
+        raise ValueError("jobs: must be >= 1")
+    files: list[tuple[str, str, str]] = []
+    trace_files: list[tuple[str, str, str]] = []
+    if nodes is not None or pods is not None:
+        if nodes is None or pods is None:
+            raise ValueError("nodes/pods: give both files")
+        files.append(("custom", str(nodes), str(pods)))
+    for t in expand_traces(traces):
+        node_file, pod_file = resolve_trace(t)
+        trace_files.append((t, str(node_file), str(pod_file)))
+    files += trace_files
+    if not files:
+        raise ValueError("trace: name a trace or give --nodes and --pods")
+    for _, n, p in files:  # fail fast, before any process starts
+        load_openb_pods(p, load_openb_nodes(n))
+    specs = [
+        RunSpec(t, n, p, pol, mode, seed, batch)
+        for t, n, p in files
+        for pol in names
+        for mode in (modes if pol == "auction" else ("online",))
+        for seed in seed_list
+    ]
+    started = time.perf_counter()
+    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]] = []
+
+    def tick() -> None:
+        if callable(progress):
+            progress(len(results), len(specs))
+        elif progress:
+            _progress_line(len(results), len(specs), started, sys.stderr)
+
+    if jobs == 1:
+        for spec in specs:
+            results.append(_run(spec))
+            tick()
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(_run, s) for s in specs]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                tick()
+    results.sort(key=lambda r: (r[0].trace, r[0].label, r[0].seed))
+    summary = _summarize(results, seed_list, time.perf_counter() - started)
+    if out_dir is not None:
+        _write(Path(out_dir), results, summary)
+    return summary
+
+
+def _summarize(
+    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    seeds: list[int],
+    seconds: float,
+) -> dict[str, Any]:
+    by: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for spec, rec, _ in results:
+        by.setdefault(spec.trace, {}).setdefault(spec.label, []).append(rec)
+    traces: dict[str, Any] = {}
+    for trace, pols in by.items():
+        traces[trace] = {}
+        for label, recs in pols.items():
+            entry: dict[str, Any] = {}
+            for key in HEADLINE:
+                vals = [r[key] for r in recs]
+                entry[key] = statistics.fmean(vals)
+                entry[f"{key}_min"] = min(vals)
+                entry[f"{key}_max"] = max(vals)
+            entry["seconds_per_run"] = statistics.fmean(r["seconds"] for r in recs)
+            entry["runs"] = len(recs)
+            traces[trace][label] = entry
+    return {"seeds": seeds, "seconds": seconds, "traces": traces}
+
+
+def _write(
+    out: Path,
+    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    summary: dict[str, Any],
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for spec, rec, points in results:
+        folder = out / "runs" / spec.trace / spec.label
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"seed{spec.seed}.json").write_text(json.dumps(rec, indent=2) + "\n")
+        with (folder / f"seed{spec.seed}.csv").open("w", newline="") as fh:
+            dw = csv.DictWriter(fh, fieldnames=list(points[0]) if points else ["arrived"])
+            dw.writeheader()
+            dw.writerows(points)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (out / "summary.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["trace", "policy", *HEADLINE, "runs", "seconds_per_run"])
+        for trace, pols in summary["traces"].items():
+            for label, e in pols.items():
+                w.writerow(
+                    [
+                        trace,
+                        label,
+                        *(f"{e[k]:.2f}" for k in HEADLINE),
+                        e["runs"],
+                        f"{e['seconds_per_run']:.1f}",
+                    ]
+                )
+    plot_allocation(out, results)
+
+
+def plot_allocation(
+    out: Path, results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]]
+) -> list[Path]:
+    """One PNG per trace: mean allocation ratio against arrived workload, one line per policy.
+    Returns the files written (none, with a note on stderr, if matplotlib is missing)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("note: matplotlib not installed, no plots (pip install matplotlib)", file=sys.stderr)
+        return []
+    written: list[Path] = []
+    traces = sorted({s.trace for s, _, _ in results})
+    for trace in traces:
+        curves: dict[str, list[list[dict[str, float]]]] = {}
+        for spec, _, points in results:
+            if spec.trace == trace:
+                curves.setdefault(spec.label, []).append(points)
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for label, runs in sorted(curves.items()):
+            xs = [p["arrived"] for p in runs[0]]
+            ys = [statistics.fmean(r[i]["allocated"] for r in runs) for i in range(len(xs))]
+            ax.plot(xs, ys, label=label, linewidth=1.4)
+        ax.plot([0, 100], [0, 100], color="grey", linewidth=0.6, linestyle=":")
+        ax.set_xlabel("arrived workload (% of GPU capacity)")
+        ax.set_ylabel("GPU allocation ratio (%)")
+        ax.set_title(f"{trace}: allocation against arrived workload (mean over seeds)")
+        ax.set_xlim(60, 130)
+        ax.set_ylim(60, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        path = out / f"alloc_{trace}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
