@@ -1,0 +1,591 @@
+"""The mixed-priority scenario: inference and research agents on a cut of the spot-gpu fleet.
+
+A seeded synthetic workload (:func:`generate_workload`) of high-priority inference agents (MIG
+slices, GPU shares and single GPUs; large wallets; minutes-long) and research agents (whole-GPU
+gangs of 1-8 GPUs, some NVLink- or node-local; small wallets; long) arrives over time, one
+Poisson process per agent, at an offered load of ``load`` x the fleet's GPU-equivalents. Every
+``round_seconds`` a round clears everything pending under one policy (:data:`MIXED_POLICIES`),
+all placing through the same engine: ``auction`` (the project's market: wallets, values,
+preemption of research work), ``fifo`` and ``kai`` (:mod:`allocator.sim.baselines`). A preempted
+job returns to the pending set with its arrival time and remaining duration. The run records
+per-class waits, GPU allocation over time, preemptions, welfare and decision time
+(:class:`MixedRun`). Method and results: docs/simulator-mixed.md.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allocator.instances import extra_models_for, spot_gpu_nodes
+from allocator.model import (
+    CATALOG,
+    Alternative,
+    Bid,
+    GpuModel,
+    Incumbent,
+    Node,
+    Placement,
+    Problem,
+    Unit,
+    Wallet,
+)
+from allocator.sim.baselines import (
+    KAI_INFERENCE_PRIORITY,
+    KAI_TRAIN_PRIORITY,
+    Decision,
+    Job,
+    KaiQueue,
+    Running,
+    fifo_round,
+    kai_round,
+)
+from allocator.sim.traces import data_dir
+from allocator.solvers import solve
+
+__all__ = [
+    "CLASSES",
+    "MIXED_POLICIES",
+    "MixedPod",
+    "MixedRun",
+    "Workload",
+    "generate_workload",
+    "run_mixed",
+]
+
+MIXED_POLICIES = ("auction", "fifo", "kai")
+CLASSES = ("inference", "research")
+
+#: Share of each GPU pool's capacity offered to inference outside its peak (research gets the
+#: rest of ``load``).
+_INFERENCE_LOAD = {"mig": 0.4, "share": 0.35, "whole": 0.1}
+#: MIG profiles inference asks for, with weights.
+_PROFILES = (("1g.10gb", 4), ("2g.20gb", 3), ("3g.40gb", 2), ("7g.80gb", 1))
+_SHARES = (250, 500, 500, 750)
+#: Research gang shapes: replicas, GPUs per replica, locality, weight.
+_GANGS = (
+    (1, 1, "any", 35),
+    (1, 2, "nvlink", 20),
+    (1, 4, "nvlink", 15),
+    (1, 8, "node", 15),
+    (2, 4, "any", 10),
+    (4, 1, "node", 5),
+)
+_INFERENCE_SECONDS = (120.0, 1200.0)  # log-uniform
+_RESEARCH_SECONDS = (600.0, 7200.0)  # log-uniform
+_INFERENCE_VALUE = 20.0  # per GPU-equivalent per round
+_RESEARCH_VALUE = 1.0
+_RESEARCH_PREEMPTION_COST = 0.5  # fraction of value lost on eviction
+
+
+@dataclass
+class MixedPod:
+    """One job (a gang): its request, its class and agent, and what happened to it."""
+
+    id: str
+    agent: str
+    klass: str
+    arrival: float
+    duration: float
+    alternative: Alternative
+    equivalents: float
+    remaining: float = 0.0
+    first_start: float | None = None
+    start: float = 0.0
+    end: float = 0.0
+    placements: tuple[Placement, ...] = ()
+    preemptions: int = 0
+    state: str = "future"  # future, pending, running, departed
+
+    @property
+    def value(self) -> float:
+        """Value per round of running (the bid's value)."""
+        return self.alternative.value
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A generated workload: its pods (in arrival order) and agents (name -> class)."""
+
+    pods: tuple[MixedPod, ...]
+    agents: dict[str, str]
+    offered: dict[str, float]  # class -> offered GPU-equivalents in steady state
+
+
+@dataclass
+class MixedRun:
+    """What one run recorded. Per-round lists are indexed by round; times in seconds."""
+
+    policy: str
+    seed: int
+    capacity: float
+    round_seconds: float
+    times: list[float] = field(default_factory=list)
+    demand: list[float] = field(default_factory=list)  # GPU-eq running + pending before the round
+    allocated: list[float] = field(default_factory=list)  # GPU-eq running after the round
+    welfare: list[float] = field(default_factory=list)  # sum of values of running work
+    decision_seconds: list[float] = field(default_factory=list)
+    preempted: list[int] = field(default_factory=list)
+    pending_count: list[int] = field(default_factory=list)
+    pods: list[MixedPod] = field(default_factory=list)
+    verified_rounds: int = 0
+
+    def counts(self) -> dict[str, int]:
+        """arrived, running, waiting, departed: each arrived pod is in exactly one of the last 3."""
+        arrived = [p for p in self.pods if p.state != "future"]
+        return {
+            "arrived": len(arrived),
+            "running": sum(p.state == "running" for p in arrived),
+            "waiting": sum(p.state == "pending" for p in arrived),
+            "departed": sum(p.state == "departed" for p in arrived),
+        }
+
+    def waits(self, klass: str) -> np.ndarray:
+        """Waits (s) from arrival to first placement of arrived pods of ``klass``; a pod still
+        waiting at the last round counts as waiting until then (censored: a lower bound)."""
+        end = self.times[-1] if self.times else 0.0
+        out = [
+            (p.first_start if p.first_start is not None else end) - p.arrival
+            for p in self.pods
+            if p.klass == klass and p.state != "future"
+        ]
+        return np.asarray(out, dtype=np.float64)
+
+    def summary(self) -> dict[str, Any]:
+        """Headline figures (JSON-ready)."""
+        out: dict[str, Any] = {"policy": self.policy, "seed": self.seed, **self.counts()}
+        for klass in CLASSES:
+            w = self.waits(klass)
+            censored = sum(
+                p.klass == klass and p.state == "pending" and p.first_start is None
+                for p in self.pods
+            )
+            for q in (50, 95, 99):
+                out[f"{klass}_wait_p{q}"] = float(np.percentile(w, q)) if len(w) else 0.0
+            out[f"{klass}_censored"] = int(censored)
+            out[f"{klass}_preemptions"] = sum(p.preemptions for p in self.pods if p.klass == klass)
+        alloc = np.asarray(self.allocated) / self.capacity
+        over = np.asarray(self.demand) > self.capacity + 1e-9
+        out["alloc_mean"] = float(alloc.mean()) if len(alloc) else 0.0
+        out["over_rounds_share"] = float(over.mean()) if len(over) else 0.0
+        out["alloc_over_min"] = float(alloc[over].min()) if over.any() else float("nan")
+        out["alloc_over_mean"] = float(alloc[over].mean()) if over.any() else float("nan")
+        out["preemptions"] = int(sum(self.preempted))
+        out["welfare_mean"] = float(np.mean(self.welfare)) if self.welfare else 0.0
+        out["decision_mean_s"] = float(np.mean(self.decision_seconds)) if self.times else 0.0
+        out["decision_max_s"] = float(np.max(self.decision_seconds)) if self.times else 0.0
+        out["verified_rounds"] = self.verified_rounds
+        return out
+
+
+def _equivalents(unit: Unit, replicas: int, compute_units: int = 7) -> float:
+    if unit.kind == "whole":
+        return float(unit.gpus * replicas)
+    if unit.kind == "share":
+        return unit.milli / 1000.0 * replicas
+    compute = int((unit.profile or "1g").split("g", 1)[0])
+    return compute / compute_units * replicas
+
+
+def _log_uniform(rng: random.Random, low: float, high: float) -> float:
+    return math.exp(rng.uniform(math.log(low), math.log(high)))
+
+
+def _mean_log_uniform(low: float, high: float) -> float:
+    return (high - low) / math.log(high / low)
+
+
+def generate_workload(
+    nodes: Sequence[Node],
+    seed: int,
+    horizon: float,
+    *,
+    load: float = 1.3,
+    inference_agents: int = 8,
+    research_agents: int = 12,
+    warm_start: bool = True,
+    burst: float = 2.0,
+) -> Workload:
+    """A seeded workload for ``nodes`` over ``[0, horizon]`` seconds at offered ``load``.
+
+    Inference is offered a fixed fraction of each pool it can use (MIG GPUs, shared GPUs, whole
+    GPUs: 0.6, 0.5, 0.1 of its capacity); research the rest of ``load`` x all GPU-equivalents.
+    Each agent is a Poisson process of its class's rate times a random weight. With
+    ``warm_start`` the pods a steady state would hold arrive at time 0 with a uniform fraction of
+    their duration left, so that the run starts loaded instead of empty. During the middle third
+    of ``[0, horizon]`` inference arrives at ``burst`` x its rate (a traffic peak that the GPUs
+    research holds must absorb).
+    """
+    rng = random.Random(seed)
+    pools = {"mig": 0, "share": 0, "whole": 0}
+    for n in nodes:
+        for g in n.gpus:
+            pools[{"mig": "mig", "shared": "share", "whole": "whole"}[g.mode]] += 1
+    capacity = float(sum(pools.values()))
+    inf_mean_s = _mean_log_uniform(*_INFERENCE_SECONDS)
+    res_mean_s = _mean_log_uniform(*_RESEARCH_SECONDS)
+    # Offered GPU-equivalents per pool and per-pod mean size -> arrival rates (pods/s).
+    mig_mean = sum(_equivalents(Unit("mig", profile=p), 1) * w for p, w in _PROFILES) / sum(
+        w for _, w in _PROFILES
+    )
+    share_mean = sum(_SHARES) / len(_SHARES) / 1000.0
+    inf_rates = {
+        "mig": _INFERENCE_LOAD["mig"] * pools["mig"] / (mig_mean * inf_mean_s),
+        "share": _INFERENCE_LOAD["share"] * pools["share"] / (share_mean * inf_mean_s),
+        "whole": _INFERENCE_LOAD["whole"] * pools["whole"] / (1.0 * inf_mean_s),
+    }
+    inf_offered = sum(_INFERENCE_LOAD[k] * pools[k] for k in pools)
+    res_offered = max(load * capacity - inf_offered, 0.0)
+    gang_mean = sum(r * g * w for r, g, _, w in _GANGS) / sum(w for *_, w in _GANGS)
+    res_rate = res_offered / (gang_mean * res_mean_s)
+    agents: dict[str, str] = {}
+    streams: list[tuple[str, str, float]] = []  # agent, class, rate
+    for klass, count, total in (
+        ("inference", inference_agents, sum(inf_rates.values())),
+        ("research", research_agents, res_rate),
+    ):
+        weights = [rng.uniform(0.5, 1.5) for _ in range(count)]
+        for a, w in enumerate(weights):
+            name = f"{klass[:3]}{a}"
+            agents[name] = klass
+            streams.append((name, klass, total * w / sum(weights)))
+    inf_kinds = [k for k in ("mig", "share", "whole") if inf_rates[k] > 0]
+    inf_weights = [inf_rates[k] for k in inf_kinds]
+
+    def draw(klass: str) -> tuple[Alternative, float, float]:
+        if klass == "inference":
+            kind = rng.choices(inf_kinds, weights=inf_weights)[0]
+            if kind == "mig":
+                profile = rng.choices([p for p, _ in _PROFILES], [w for _, w in _PROFILES])[0]
+                unit = Unit("mig", profile=profile)
+            elif kind == "share":
+                unit = Unit("share", milli=rng.choice(_SHARES))
+            else:
+                unit = Unit("whole", gpus=1)
+            replicas, locality = 1, "any"
+            level = _INFERENCE_VALUE * math.exp(rng.gauss(0.0, 0.3))
+            duration = _log_uniform(rng, *_INFERENCE_SECONDS)
+        else:
+            replicas, gpus, locality, _ = rng.choices(_GANGS, [w for *_, w in _GANGS])[0]
+            unit = Unit("whole", gpus=gpus)
+            level = _RESEARCH_VALUE * math.exp(rng.gauss(0.0, 0.5))
+            duration = _log_uniform(rng, *_RESEARCH_SECONDS)
+        eq = _equivalents(unit, replicas)
+        alt = Alternative(round(level * eq, 4), unit, replicas=replicas, locality=locality)
+        return alt, eq, duration
+
+    pods: list[MixedPod] = []
+    if warm_start:
+        for name, klass, rate in streams:
+            mean_s = inf_mean_s if klass == "inference" else res_mean_s
+            for _ in range(int(np.random.default_rng(rng.getrandbits(32)).poisson(rate * mean_s))):
+                alt, eq, duration = draw(klass)
+                left = max(duration * rng.random(), 1.0)
+                pods.append(MixedPod("", name, klass, 0.0, left, alt, eq, remaining=left))
+    peak = (horizon / 3.0, 2.0 * horizon / 3.0)
+    for name, klass, rate in streams:
+        # Thinning: candidate arrivals at the peak rate, kept with probability rate(t) / peak.
+        top = rate * max(burst, 1.0) if klass == "inference" else rate
+        t = 0.0
+        while top > 0:
+            t += rng.expovariate(top)
+            if t > horizon:
+                break
+            now = rate * burst if klass == "inference" and peak[0] <= t < peak[1] else rate
+            if rng.random() * top >= now:
+                continue
+            alt, eq, duration = draw(klass)
+            pods.append(MixedPod("", name, klass, t, duration, alt, eq, remaining=duration))
+    pods.sort(key=lambda p: (p.arrival, p.agent))
+    for i, p in enumerate(pods):
+        p.id = f"j{i}"
+    return Workload(tuple(pods), agents, {"inference": inf_offered, "research": res_offered})
+
+
+def _job(pod: MixedPod) -> Job:
+    prio = KAI_INFERENCE_PRIORITY if pod.klass == "inference" else KAI_TRAIN_PRIORITY
+    return Job(pod.id, pod.agent, prio, pod.arrival, pod.alternative, pod.equivalents)
+
+
+def kai_queues(workload: Workload, capacity: float, quota_margin: float = 2.5) -> list[KaiQueue]:
+    """The KAI queue tree for ``workload``: departments ``inference`` (queue priority 1) and
+    ``research``; one leaf queue per agent. Inference's deserved quota is ``quota_margin`` x its
+    offered load, split among its agents by their share of its arrivals; research gets the rest
+    of the cluster, split evenly. Over-quota weights are all 1."""
+    per_agent: dict[str, float] = {}
+    for p in workload.pods:
+        per_agent[p.agent] = per_agent.get(p.agent, 0.0) + p.equivalents * p.duration
+    inf_quota = min(quota_margin * workload.offered["inference"], capacity)
+    inf_agents = [a for a, k in workload.agents.items() if k == "inference"]
+    res_agents = [a for a, k in workload.agents.items() if k == "research"]
+    inf_total = sum(per_agent.get(a, 0.0) for a in inf_agents) or 1.0
+    queues = [
+        KaiQueue("inference", None, inf_quota, priority=1, created=0),
+        KaiQueue("research", None, capacity - inf_quota, priority=0, created=1),
+    ]
+    for i, a in enumerate(inf_agents):
+        share = per_agent.get(a, 0.0) / inf_total
+        queues.append(KaiQueue(a, "inference", inf_quota * share, created=2 + i))
+    for i, a in enumerate(res_agents):
+        queues.append(
+            KaiQueue(
+                a, "research", (capacity - inf_quota) / max(len(res_agents), 1), created=50 + i
+            )
+        )
+    return queues
+
+
+class _Auction:
+    """The project's market as a policy: wallets refilled per round, research preemptible."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        nodes: Sequence[Node],
+        *,
+        solver: str,
+        time_limit: float,
+        seed: int,
+        check: bool,
+    ) -> None:
+        self.solver = solver
+        self.time_limit = time_limit
+        self.seed = seed
+        self.check = check
+        self.verified = 0
+        self.revenue = 0.0
+        # A wallet is a per-round budget (use it or lose it) on the value of new wins, by
+        # priority: each agent's equal part of its class's level x the whole cluster, inference
+        # 10x (never binding in practice), research 3x (binds only on a large research backlog).
+        capacity = sum(len(n.gpus) for n in nodes)
+        count = {k: sum(c == k for c in workload.agents.values()) for k in CLASSES}
+        self.fund = {
+            a: (10.0 * _INFERENCE_VALUE if k == "inference" else 3.0 * _RESEARCH_VALUE)
+            * capacity
+            / max(count[k], 1)
+            for a, k in workload.agents.items()
+        }
+        self.balance = dict(self.fund)
+
+    def __call__(
+        self,
+        nodes: tuple[Node, ...],
+        extra_models: tuple[GpuModel, ...],
+        pending: Sequence[MixedPod],
+        running: Sequence[MixedPod],
+        round_index: int,
+    ) -> Decision:
+        t0 = time.perf_counter()
+        self.balance = dict(self.fund)
+        problem = Problem(
+            nodes=nodes,
+            wallets=tuple(Wallet(a, round(b, 6)) for a, b in self.balance.items()),
+            bids=tuple(Bid(p.id, p.agent, p.agent, (p.alternative,)) for p in pending),
+            incumbents=tuple(
+                Incumbent(
+                    p.id,
+                    p.agent,
+                    value=p.value,
+                    placements=p.placements,
+                    preemptible=p.klass == "research",
+                    preemption_cost=(
+                        _RESEARCH_PREEMPTION_COST * p.value if p.klass == "research" else 0.0
+                    ),
+                    wallet=p.agent,
+                )
+                for p in running
+            ),
+            extra_models=extra_models,
+            round_id=f"mixed-{round_index}",
+        )
+        result = solve(
+            problem,
+            solver=self.solver,
+            payments="critical",
+            time_limit=self.time_limit,
+            seed=self.seed + round_index,
+        )
+        seconds = time.perf_counter() - t0
+        if self.check:
+            from allocator.verify import check_or_raise
+
+            check_or_raise(problem, result)
+            self.verified += 1
+        self.revenue += result.revenue
+        return Decision(
+            {w.bid_id: w.placements for w in result.winners}, tuple(result.evicted), 1, seconds
+        )
+
+
+def run_mixed(
+    policy: str,
+    *,
+    seed: int,
+    gpus: int = 512,
+    rounds: int = 60,
+    round_seconds: float = 60.0,
+    load: float = 1.3,
+    nodes_path: str | Path | None = None,
+    solver: str = "greedy",
+    time_limit: float = 0.2,
+    verify: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> MixedRun:
+    """Simulate ``rounds`` rounds of the mixed-priority scenario under ``policy``.
+
+    Parameters
+    ----------
+    policy
+        ``auction``, ``fifo`` or ``kai``.
+    seed
+        Seeds the workload (identical across policies for one seed) and local search.
+    gpus
+        The cut of the spot-gpu node list (first nodes in file order up to this many GPUs).
+    rounds, round_seconds
+        Rounds clear at ``0, round_seconds, ...``; pods arrive over ``[0, last round]``.
+    load
+        Offered GPU-equivalents over capacity (inference + research), warm-started.
+    nodes_path
+        The spot-gpu ``node_info_df.csv`` (default: ``shared/data/spot-gpu`` beside the project).
+    solver, time_limit
+        The auction's solver (``greedy`` or ``local``) and its time limit per round.
+    verify
+        Check every auction round with the independent :func:`allocator.verify.check_or_raise`,
+        and every round's running set against the model's occupancy rules (all policies).
+    progress
+        Called with the number of rounds done.
+    """
+    if policy not in MIXED_POLICIES:
+        raise ValueError(f"policy: must be one of {', '.join(MIXED_POLICIES)}; got {policy!r}")
+    if rounds < 1:
+        raise ValueError(f"rounds: must be >= 1, got {rounds}")
+    if not round_seconds > 0:
+        raise ValueError(f"round_seconds: must be > 0, got {round_seconds}")
+    if not load > 0:
+        raise ValueError(f"load: must be > 0, got {load}")
+    if solver not in ("greedy", "local"):
+        raise ValueError(f"solver: must be greedy or local, got {solver!r}")
+    nodes = spot_gpu_nodes(nodes_path or data_dir() / "spot-gpu" / "node_info_df.csv", gpus)
+    extra = extra_models_for(nodes)
+    capacity = float(sum(len(n.gpus) for n in nodes))
+    horizon = (rounds - 1) * round_seconds
+    workload = generate_workload(nodes, seed, horizon, load=load)
+    pods = [_copy(p) for p in workload.pods]
+    run = MixedRun(policy, seed, capacity, round_seconds, pods=pods)
+    mig_compute = _mig_compute(nodes, extra)
+    for p in pods:
+        if p.alternative.unit.kind == "mig":
+            p.equivalents = _equivalents(p.alternative.unit, p.alternative.replicas, mig_compute)
+    auction = (
+        _Auction(
+            workload,
+            nodes,
+            solver=solver,
+            time_limit=time_limit,
+            seed=seed,
+            check=verify,
+        )
+        if policy == "auction"
+        else None
+    )
+    queues = kai_queues(workload, capacity) if policy == "kai" else []
+    by_id = {p.id: p for p in pods}
+    pending: dict[str, MixedPod] = {}
+    running: dict[str, MixedPod] = {}
+    nxt = 0
+    for k in range(rounds):
+        now = k * round_seconds
+        for p in list(running.values()):
+            if p.end <= now + 1e-9:
+                p.state = "departed"
+                p.placements = ()
+                del running[p.id]
+        while nxt < len(pods) and pods[nxt].arrival <= now + 1e-9:
+            pods[nxt].state = "pending"
+            pending[pods[nxt].id] = pods[nxt]
+            nxt += 1
+        demand = sum(p.equivalents for p in running.values()) + sum(
+            p.equivalents for p in pending.values()
+        )
+        pend = sorted(pending.values(), key=lambda p: (p.arrival, p.id))
+        live = list(running.values())
+        if auction is not None:
+            decision = auction(nodes, extra, pend, live, k)
+        elif policy == "fifo":
+            decision = fifo_round(nodes, extra, [_job(p) for p in pend], _runs(live))
+        else:
+            decision = kai_round(
+                nodes, extra, [_job(p) for p in pend], _runs(live), queues, capacity
+            )
+        for pid in decision.evicted:
+            p = by_id[pid]
+            p.remaining = max(p.end - now, 0.0)
+            p.preemptions += 1
+            p.placements = ()
+            p.state = "pending"
+            del running[pid]
+            pending[pid] = p
+        for pid, reps in decision.started.items():
+            p = by_id[pid]
+            if p.first_start is None:
+                p.first_start = now
+            p.start = now
+            p.end = now + p.remaining
+            p.placements = tuple(reps)
+            p.state = "running"
+            del pending[pid]
+            running[pid] = p
+        if verify:
+            _check_running(nodes, extra, running.values())
+        run.times.append(now)
+        run.demand.append(demand)
+        run.allocated.append(sum(p.equivalents for p in running.values()))
+        run.welfare.append(sum(p.value for p in running.values()))
+        run.decision_seconds.append(decision.seconds)
+        run.preempted.append(len(decision.evicted))
+        run.pending_count.append(len(pending))
+        if progress is not None:
+            progress(k + 1)
+    if auction is not None:
+        run.verified_rounds = auction.verified
+    return run
+
+
+def _copy(p: MixedPod) -> MixedPod:
+    return MixedPod(
+        p.id, p.agent, p.klass, p.arrival, p.duration, p.alternative, p.equivalents, p.remaining
+    )
+
+
+def _runs(live: Sequence[MixedPod]) -> list[Running]:
+    return [Running(_job(p), p.placements, p.start) for p in live]
+
+
+def _mig_compute(nodes: Sequence[Node], extra: tuple[GpuModel, ...]) -> int:
+    """Compute slices of the fleet's MIG GPUs (7 on every model the spot-gpu fleet has)."""
+    for n in nodes:
+        for g in n.gpus:
+            if g.mode == "mig":
+                return CATALOG[g.model].compute_units
+    return 7
+
+
+def _check_running(
+    nodes: tuple[Node, ...], extra: tuple[GpuModel, ...], running: Sequence[MixedPod] | Any
+) -> None:
+    """The model's own validation of what runs: a Problem whose incumbents are the running pods
+    raises ProblemError if any GPU is over-allocated (whole, shares, MIG slices)."""
+    Problem(
+        nodes=nodes,
+        incumbents=tuple(
+            Incumbent(p.id, p.agent, value=p.value, placements=p.placements) for p in running
+        ),
+        extra_models=extra,
+    )
