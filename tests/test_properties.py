@@ -118,3 +118,18 @@ def test_critical_payment_is_a_threshold(seed: int) -> None:
         if w.payment > 1e-3:
             below = solve(_with_value(problem, w.bid_id, w.payment * 0.999), solver="greedy")
             assert below.winner(w.bid_id) is None
+
+
+@SETTINGS
+@given(seed=seeds)
+def test_critical_payment_is_a_threshold_without_incumbents(seed: int) -> None:
+    """The same with nothing preemptible, where the payment scan tracks a witness node for the
+    priced bid instead of searching the cluster again, on rounds large enough for long replays."""
+    problem = _generous(random_problem(seed, gpus=32, bids=45, alternatives=1, incumbents=0))
+    result = solve(problem, solver="greedy", payments="critical")
+    for w in result.winners[:6]:
+        above = solve(_with_value(problem, w.bid_id, w.payment * 1.001 + 1e-6), solver="greedy")
+        assert above.winner(w.bid_id) is not None
+        if w.payment > 1e-3:
+            below = solve(_with_value(problem, w.bid_id, w.payment * 0.999), solver="greedy")
+            assert below.winner(w.bid_id) is None

@@ -88,6 +88,10 @@ Engine::Engine(ProblemData problem, EngineOptions options)
     if (std::isfinite(min_eq) && min_eq > 0) size_[k] = min_eq;
     score_[k] = a.value / std::pow(size_[k], opt_.alpha);
   }
+  max_reserve_.assign(n_alts, 0.0);
+  for (int k = 0; k < n_alts; ++k) {
+    for (const auto& c : cands_[k]) max_reserve_[k] = std::max(max_reserve_[k], c.reserve_cost);
+  }
   for (int k = 0; k < n_alts; ++k) {
     if (!cands_[k].empty()) order_.push_back(k);
   }
@@ -304,6 +308,22 @@ bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const Al
     apply_replica(p_, sol.real, reps[i], a.cpu_milli, a.memory_mib, -1);
   }
   return ok;
+}
+
+bool Engine::may_host(const State& s, int n, const AlternativeData& a) const {
+  const auto& nd = p_.nodes[n];
+  if (s.cpu_used[n] + a.cpu_milli > nd.cpu_milli || s.mem_used[n] + a.memory_mib > nd.memory_mib) {
+    return false;
+  }
+  switch (a.kind) {
+    case UnitKind::Whole:
+      return s.node_free_whole[n] >= a.gpus;
+    case UnitKind::Share:
+      return s.node_free_milli[n] >= a.milli;
+    case UnitKind::Mig:
+      return s.node_free_slices[n] > 0;
+  }
+  return true;
 }
 
 bool Engine::wallet_covers(const Solution& sol, int alt, double value) const {

@@ -3,12 +3,44 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <functional>
 #include <iterator>
 #include <limits>
 #include <map>
 #include <numeric>
 
 namespace gpualloc {
+
+// Per-thread buffers of one search, reached once per find() (a thread_local looked up in every
+// per-node call costs a __tls_get_addr each time in the shared module).
+struct Packer::Scratch {
+  struct Cand {
+    double pen;
+    int shared;
+    int gpu;
+    int domain;
+  };
+  struct Dom {
+    std::int64_t cap;
+    int node;
+    int nvlink;
+  };
+  std::vector<Cand> cands;
+  std::vector<int> domains, take;
+  std::vector<std::pair<Score, int>> top;
+  Replica best_rep, cand_rep;
+  std::vector<int> restricted, only_gpus, one = std::vector<int>(1), seen;
+  std::vector<Replica> cand;
+  std::vector<Dom> doms;
+  std::vector<std::pair<std::int64_t, std::size_t>> groups;  // (free capacity, group)
+};
+
+// Out of line, so that the compiler does not specialise the callees for the thread_local's
+// address (which brings the per-call lookups back).
+[[gnu::noinline]] Packer::Scratch& Packer::scratch() {
+  thread_local Scratch tmp;
+  return tmp;
+}
 
 Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_step,
                const std::vector<int>* node_order)
@@ -233,7 +265,7 @@ double Packer::fragment_key(double growth, int node) const {
 
 bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model, int profile,
                           int node, int nvlink, int only_gpu, const std::vector<double>* penalty,
-                          Replica& out, Score& score) const {
+                          Replica& out, Score& score, Scratch& tmp) const {
   const auto& nd = p_.nodes[node];
   if (s.cpu_used[node] + alt.cpu_milli > nd.cpu_milli) return false;
   if (s.mem_used[node] + alt.memory_mib > nd.memory_mib) return false;
@@ -248,13 +280,8 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
   switch (alt.kind) {
     case UnitKind::Whole: {
       // Free whole-capable GPUs grouped by NVLink domain.
-      struct Cand {
-        double pen;
-        int shared;
-        int gpu;
-        int domain;
-      };
-      thread_local std::vector<Cand> cands;
+      using Cand = Scratch::Cand;
+      auto& cands = tmp.cands;
       cands.clear();
       for (int g : node_gpus_[node]) {
         const auto& gd = p_.gpus[g];
@@ -270,13 +297,13 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
         return a.gpu < b.gpu;
       });
       // Prefer one NVLink domain, the tightest that fits.
-      thread_local std::vector<int> domains;
+      auto& domains = tmp.domains;
       domains.clear();
       for (const auto& c : cands) domains.push_back(c.domain);
       std::sort(domains.begin(), domains.end());
       domains.erase(std::unique(domains.begin(), domains.end()), domains.end());
       const double node_free = static_cast<double>(cands.size() - static_cast<std::size_t>(k));
-      thread_local std::vector<int> take;
+      auto& take = tmp.take;
       for (int d : domains) {
         take.clear();
         double pen_sum = 0;
@@ -411,18 +438,19 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
 bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profile,
                      const std::vector<int>& nodes, int nvlink, int only_gpu,
                      const std::vector<double>* penalty, std::vector<Replica>& out,
-                     double* total_penalty, double* total_primary,
+                     double* total_penalty, double* total_primary, Scratch& tmp,
                      std::vector<int>* runners) const {
   out.clear();
   // Runners-up (one replica only): the best kRunners + 1 (score, node) seen, best first; on equal
   // scores the earlier node stays ahead, as in the choice itself.
-  thread_local std::vector<std::pair<Score, int>> top;
+  auto& top = tmp.top;
   top.clear();
   const bool record = runners != nullptr && alt.replicas == 1;
   double pen_sum = 0, prim_sum = 0;
   bool ok = true;
   for (int r = 0; r < alt.replicas && ok; ++r) {
-    thread_local Replica best_rep, cand;  // reused: no allocation per replica and node
+    Replica& best_rep = tmp.best_rep;  // reused: no allocation per replica and node
+    Replica& cand = tmp.cand_rep;
     Score best, sc;
     bool found = false;
     for (int n : nodes) {
@@ -438,7 +466,8 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
           continue;
         }
       }
-      if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc)) continue;
+      if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc, tmp))
+        continue;
       if (record) {
         auto it = top.end();
         while (it != top.begin() && sc < std::prev(it)->first) --it;
@@ -479,15 +508,6 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
                   const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
                   const std::vector<int>* only_nodes, std::vector<int>* runners,
                   double* primary) const {
-  const bool ok =
-      find_impl(s, alt, model, profile, penalty, first_fit, out, only_nodes, runners, primary);
-  return ok;
-}
-
-bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int profile,
-                       const std::vector<double>* penalty, bool first_fit,
-                       std::vector<Replica>& out, const std::vector<int>* only_nodes,
-                       std::vector<int>* runners, double* primary) const {
   out.clear();
   if (primary != nullptr) *primary = 0.0;
   if (runners != nullptr) runners->assign(1, -1);
@@ -495,7 +515,8 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
   if (alt.kind == UnitKind::Mig && profile < 0) return false;
   // Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1).
-  thread_local std::vector<int> restricted;
+  Scratch& tmp = scratch();
+  auto& restricted = tmp.restricted;
   restricted.clear();
   if (only_nodes != nullptr) {
     const std::size_t n_models = p_.models.size();
@@ -532,7 +553,7 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
   Locality loc = alt.locality;
   if (loc == Locality::Gpu && alt.kind == UnitKind::Whole) loc = Locality::Node;
 
-  thread_local std::vector<Replica> cand;
+  auto& cand = tmp.cand;
   double best_pen = std::numeric_limits<double>::infinity();
   double best_prim = std::numeric_limits<double>::infinity();
   bool found = false;
@@ -548,7 +569,7 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
 
   if (loc == Locality::Gpu) {
     // With `only_nodes`, the GPUs of those nodes in the same (ascending) order as the full list.
-    thread_local std::vector<int> only_gpus;
+    auto& only_gpus = tmp.only_gpus;
     if (only_nodes != nullptr) {
       only_gpus.clear();
       for (int n : nodes) {
@@ -562,10 +583,10 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
       const auto& gd = p_.gpus[g];
       if (!serves(gd.mode, alt.kind)) continue;
       if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
-      thread_local std::vector<int> one(1);
+      auto& one = tmp.one;
       one[0] = gd.node;
       double pen = 0, prim = 0;
-      if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim)) continue;
+      if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim, tmp)) continue;
       consider(pen, prim);
       // With a penalty, a cheaper eviction elsewhere may still be found: stop only at zero.
       if ((first_fit || prim <= 0) && (penalty == nullptr || pen <= 0)) break;
@@ -575,13 +596,9 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
 
   if (loc == Locality::Nvlink || loc == Locality::Node) {
     // Candidate domains with their free capacity; tightest first.
-    struct Dom {
-      std::int64_t cap;
-      int node;
-      int nvlink;
-    };
-    thread_local std::vector<Dom> doms;
-    thread_local std::vector<int> seen;
+    using Dom = Scratch::Dom;
+    auto& doms = tmp.doms;
+    auto& seen = tmp.seen;
     doms.clear();
     for (int n : nodes) {
       if (loc == Locality::Node) {
@@ -609,14 +626,15 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
       return a.nvlink > b.nvlink;
     };
     std::make_heap(doms.begin(), doms.end(), later);
-    thread_local std::vector<int> one(1);
+    auto& one = tmp.one;
     while (!doms.empty()) {
       std::pop_heap(doms.begin(), doms.end(), later);
       const Dom d = doms.back();
       doms.pop_back();
       one[0] = d.node;
       double pen = 0, prim = 0;
-      if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim)) continue;
+      if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim, tmp))
+        continue;
       consider(pen, prim);
       if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
     }
@@ -628,7 +646,8 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
         const Dom d = doms.back();
         doms.pop_back();
         one[0] = d.node;
-        if (gang_in(s, alt, model, profile, one, d.nvlink, -1, nullptr, cand, nullptr, nullptr)) {
+        if (gang_in(s, alt, model, profile, one, d.nvlink, -1, nullptr, cand, nullptr, nullptr,
+                    tmp)) {
           runners->push_back(d.node);
         }
       }
@@ -652,7 +671,7 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
       if (cap < need) return false;
     }
     double pen = 0, prim = 0;
-    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim,
+    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim, tmp,
                 alt.replicas == 1 ? runners : nullptr)) {
       consider(pen, prim);
     }
@@ -669,17 +688,25 @@ bool Packer::find_impl(State& s, const AlternativeData& alt, int model, int prof
     }
   }
   const auto& groups = only_nodes != nullptr ? restricted_groups : all_groups;
-  std::vector<std::pair<std::int64_t, std::size_t>> order;
+  auto& order = tmp.groups;
+  order.clear();
   for (std::size_t i = 0; i < groups.size(); ++i) {
     std::int64_t cap = 0;
     for (int n : groups[i]) cap += capacity_on(s, alt.kind, model, n, -1);
     if (cap < need) continue;
     order.emplace_back(cap, i);
   }
-  std::sort(order.begin(), order.end());
-  for (const auto& [cap, i] : order) {
+  // Tightest first (ties: group order), popped from a heap: the first group usually holds the
+  // gang, so sorting them all would cost more than the search.
+  const auto later = std::greater<std::pair<std::int64_t, std::size_t>>();
+  std::make_heap(order.begin(), order.end(), later);
+  while (!order.empty()) {
+    std::pop_heap(order.begin(), order.end(), later);
+    const std::size_t i = order.back().second;
+    order.pop_back();
     double pen = 0, prim = 0;
-    if (!gang_in(s, alt, model, profile, groups[i], -1, -1, penalty, cand, &pen, &prim)) continue;
+    if (!gang_in(s, alt, model, profile, groups[i], -1, -1, penalty, cand, &pen, &prim, tmp))
+      continue;
     consider(pen, prim);
     if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
   }

@@ -10,6 +10,9 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
   if (sol.alt_of_bid.size() != p_.bids.size()) {
     throw InputError("allocation", "does not belong to this problem");
   }
+  if (packer_.node_level()) {  // the replay's shortcuts assume the default model order
+    throw InputError("workload", "critical payments are not supported with a workload hint");
+  }
   greedy();
   record_runners();
   std::vector<double> pay(p_.bids.size(), 0.0);
@@ -84,14 +87,45 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
     // wallet; then "it still fits" needs no search.
     std::vector<int> cached_nodes;  // sorted; empty: no valid cache
     double cached_cost = 0.0;
+    // Witness scan (node-scoped bid, nothing preemptible, every model's reserve cost within
+    // the interval): then "it wins at `low`" only asks whether some node holds it, and a node
+    // that cannot hold it never can again (the replay only adds load). The witness is the first
+    // node, in index order, found to hold it; it is checked again only after the replay touches
+    // it, and the scan moves on past nodes that no longer hold it. Each node is checked about
+    // once per winner instead of a cluster-wide search per touched witness.
+    const bool witness_ok = b_scoped && !any_preemptible_;
+    const int n_nodes = static_cast<int>(p_.nodes.size());
+    int witness = -1;            // node under the scan (n_nodes: none holds the bid)
+    bool witness_valid = false;  // it holds the bid and the replay has not touched it since
+    std::vector<int> one_node(1);
     const auto touch = [&](int n) {
+      if (n == witness) witness_valid = false;
       if (!cached_nodes.empty() &&
           std::binary_search(cached_nodes.begin(), cached_nodes.end(), n)) {
         cached_nodes.clear();
       }
     };
+    // Whether some node holds the bid now (witness scan; see above).
+    const auto holds_somewhere = [&](double high) {
+      if (witness_valid) return true;
+      if (witness < 0) witness = 0;
+      for (; witness < n_nodes; ++witness) {
+        if ((node_pools_[witness] & alt_pools_[k]) == 0 || !may_host(s.real, witness, a)) continue;
+        one_node[0] = witness;
+        if (try_place(s, k, high, false, true, false, scratch, nullptr, false, &one_node)) {
+          witness_valid = true;
+          return true;
+        }
+      }
+      return false;
+    };
     // Least value (or +inf) with which the bid wins in the current state, given the interval.
     const auto least_winning = [&](double low, double high, bool exact) {
+      if (!exact && witness_ok && max_reserve_[k] <= low) {
+        // Every model's reserve cost is covered, so any free placement wins at `low`.
+        if (!holds_somewhere(high)) return std::numeric_limits<double>::infinity();
+        return s.wallet_spent[w] + low <= balance ? low : std::numeric_limits<double>::infinity();
+      }
       if (!exact && !cached_nodes.empty() && cached_cost <= low &&
           s.wallet_spent[w] + low <= balance) {
         return low;
@@ -203,12 +237,62 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
       }
       const std::size_t log_before = s.evict_log.size();
       bool won = false;
-      if (fast && via_runner) {
-        only = dirty_nodes;
+      // The dirty nodes that may hold one of its replicas (the others take no part in a node-scoped
+      // search: it is a minimum over per-node outcomes, and they have none).
+      const auto hostable_dirty = [&]() {
+        only.clear();
+        for (int n : dirty_nodes) {
+          if ((node_pools_[n] & alt_pools_[j]) != 0 && may_host(s.real, n, aj)) only.push_back(n);
+        }
+      };
+      // A gang with locality any places its replicas one by one, each on the best node of the
+      // whole model. If the original placement's nodes are clean, every clean node outside them
+      // scores as in the original search, so while the replay picks the original node for each
+      // replica it is the minimum; a search over the dirty nodes and the original ones that
+      // returns the original placement is therefore exact. Earlier models must be hopeless (too
+      // little free capacity in the model), since a gang there could mix clean and dirty nodes.
+      // Anything else falls back to the full search.
+      bool gang_same = false;
+      if (searched && orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
+          wallet_covers(s, j, aj.value)) {
+        const auto& orig = greedy_.placements[bj];
+        bool ok = !orig.empty() && !orig[0].gpus.empty();
+        for (const auto& r : orig) ok = ok && !node_dirty[r.node];
+        const int model_o = ok ? p_.gpus[orig[0].gpus[0]].model : -1;
+        for (const auto& cand : cands_[j]) {
+          if (!ok || cand.model == model_o) break;
+          if (aj.value + 1e-9 * std::max(1.0, aj.value) < cand.reserve_cost) continue;
+          std::int64_t per = aj.gpus, have = s.real.model_free_whole[cand.model];
+          if (aj.kind == UnitKind::Share) {
+            per = aj.milli;
+            have = s.real.model_free_milli[cand.model];
+          } else if (aj.kind == UnitKind::Mig) {
+            per = cand.profile >= 0 ? p_.models[cand.model].profiles[cand.profile].size : 0;
+            have = s.real.model_free_slices[cand.model];
+          }
+          ok = have < per * aj.replicas;
+        }
+        if (ok) {
+          hostable_dirty();
+          for (const auto& r : orig) {
+            if (!std::binary_search(only.begin(), only.end(), r.node)) {
+              only.insert(std::lower_bound(only.begin(), only.end(), r.node), r.node);
+            }
+          }
+          gang_same =
+              try_place(s, j, aj.value, false, false, false, scratch, nullptr, true, &only) &&
+              same_placement(scratch, orig);
+        }
+      }
+      if (gang_same) {
+        commit_win(s, j, scratch);
+        won = true;
+      } else if (fast && via_runner) {
+        hostable_dirty();
         only.insert(std::lower_bound(only.begin(), only.end(), runner), runner);
         won = try_place(s, j, aj.value, false, false, true, scratch, nullptr, true, &only);
       } else if (fast) {
-        only = dirty_nodes;
+        hostable_dirty();
         if (orig_won_here) {
           for (const auto& r : greedy_.placements[bj]) {
             if (!std::binary_search(only.begin(), only.end(), r.node)) {

@@ -36,8 +36,16 @@
 // search (only its wallet is checked again); an item searching one node at a time (see
 // Packer::node_scoped) only searches the dirty nodes plus its original choice, or, when that
 // node is dirty, plus the first clean runner-up of its original search (recorded by one extra
-// greedy pass, which also takes the checkpoints); the priced bid's last fitting placement is
-// reused while nothing touches its nodes. Exact, but still roughly quadratic on large rounds.
+// greedy pass, which also takes the checkpoints); dirty nodes that cannot hold one replica
+// (node CPU/memory, free units of its kind) are left out of those searches. A gang with locality
+// any whose original nodes are clean searches the dirty nodes plus its original nodes and keeps
+// the original placement when that search returns it (earlier models must lack the free
+// capacity; otherwise a full search). The priced bid's last fitting placement is reused while
+// nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every model's
+// reserve cost within the interval instead keeps a witness node that holds it, found by a scan
+// in node order that never goes back (a node that cannot hold it never can again, the replay
+// only adds load), and checked again only after the replay touches it. Exact, but still roughly
+// quadratic on large rounds.
 #pragma once
 
 #include <chrono>
@@ -161,6 +169,9 @@ class Engine {
   /// of the item's free-resource search (Packer::find) when it won there that way, and the
   /// checkpoints (so that greedy() itself copies no state).
   void record_runners();
+  /// A necessary condition for node `n` to hold one replica of `a` in `s` (node CPU and memory,
+  /// the node's free units of `a`'s kind); O(1), used to skip nodes before a search.
+  [[nodiscard]] bool may_host(const State& s, int n, const AlternativeData& a) const;
   /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
   [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
@@ -187,6 +198,7 @@ class Engine {
   std::vector<std::vector<Candidate>> cands_;  // per alt: usable (model, profile)
   std::vector<double> size_;                   // per alt: GPU-equivalents for ranking
   std::vector<double> score_;                  // per alt
+  std::vector<double> max_reserve_;            // per alt: largest reserve cost of its models
   std::vector<int> order_;                     // alts, best first
   std::vector<int> rank_;                      // per alt: position in order_
   std::vector<std::vector<int>> gpu_incs_, node_incs_;

@@ -88,6 +88,8 @@ class Packer {
   [[nodiscard]] const std::vector<int>& gpus_of_node(int n) const { return node_gpus_[n]; }
 
  private:
+  struct Scratch;  // per-thread search buffers (packing.cpp)
+  static Scratch& scratch();
   struct Score {
     double penalty = 0, primary = 0, secondary = 0, tertiary = 0;
     bool operator<(const Score& o) const {
@@ -97,17 +99,13 @@ class Packer {
       return tertiary < o.tertiary;
     }
   };
-  bool find_impl(State& s, const AlternativeData& alt, int model, int profile,
-                 const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
-                 const std::vector<int>* only_nodes, std::vector<int>* runners,
-                 double* primary) const;
   bool best_on_node(const State& s, const AlternativeData& alt, int model, int profile, int node,
                     int nvlink, int only_gpu, const std::vector<double>* penalty, Replica& out,
-                    Score& score) const;
+                    Score& score, Scratch& tmp) const;
   bool gang_in(State& s, const AlternativeData& alt, int model, int profile,
                const std::vector<int>& nodes, int nvlink, int only_gpu,
                const std::vector<double>* penalty, std::vector<Replica>& out, double* total_penalty,
-               double* total_primary, std::vector<int>* runners = nullptr) const;
+               double* total_primary, Scratch& tmp, std::vector<int>* runners = nullptr) const;
   [[nodiscard]] std::int64_t capacity_on(const State& s, UnitKind kind, int model, int node,
                                          int nvlink) const;
 
