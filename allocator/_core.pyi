@@ -90,7 +90,7 @@ class SimCluster:
         seed: int = 0,
         alpha: float = 0.75,
         workload_hint: bool = True,
-        fragment_step: float = 50.0,
+        fragment_scale: float = 1000.0,
     ) -> list[Placed]:
         """Clear one round of the auction engine over ``pods``; one placement or None each."""
     def set_exact_scores(self, exact: bool) -> None: ...

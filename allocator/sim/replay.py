@@ -166,7 +166,7 @@ def run_replay(
     local_search: bool = False,
     time_limit: float = 1.0,
     ties: str = "first",
-    fragment_step: float = 50.0,
+    fragment_scale: float = 1000.0,
     alpha: float = 0.75,
     limit: int | None = None,
     on_round: Callable[[_core.SimCluster, Sequence[int], list[object]], None] | None = None,
@@ -242,7 +242,7 @@ def run_replay(
                     local_search=local_search,
                     time_limit=time_limit,
                     seed=seed + curve.rounds,
-                    fragment_step=fragment_step,
+                    fragment_scale=fragment_scale,
                     alpha=alpha,
                 )
                 curve.solver_seconds += time.perf_counter() - t0

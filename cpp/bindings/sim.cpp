@@ -164,7 +164,7 @@ void register_sim(py::module_& m) {
           "auction_round",
           [](Session& s, const py::handle& pods, const py::handle& values, bool local_search,
              double time_limit, std::uint64_t seed, double alpha, bool workload_hint,
-             double fragment_step) {
+             double fragment_scale) {
             const auto idx = as_vector<std::int64_t>(pods, "pods");
             const auto val = as_vector<double>(values, "values");
             std::vector<SimPod> round;
@@ -180,7 +180,7 @@ void register_sim(py::module_& m) {
             o.seed = seed;
             o.alpha = alpha;
             o.workload_hint = workload_hint;
-            o.fragment_step = fragment_step;
+            o.fragment_scale = fragment_scale;
             std::vector<SimPlacement> got;
             {
               py::gil_scoped_release release;
@@ -195,7 +195,7 @@ void register_sim(py::module_& m) {
           },
           py::arg("pods"), py::arg("values"), py::arg("local_search") = false,
           py::arg("time_limit") = 1.0, py::arg("seed") = 0, py::arg("alpha") = 0.75,
-          py::arg("workload_hint") = true, py::arg("fragment_step") = 50.0,
+          py::arg("workload_hint") = true, py::arg("fragment_scale") = 1000.0,
           "Clear one round of the auction engine over the given pods; one placement or None each.")
       .def(
           "set_exact_scores", [](Session& s, bool exact) { s.cluster.set_exact_scores(exact); },

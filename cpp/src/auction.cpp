@@ -33,8 +33,8 @@ void check_options(const EngineOptions& o) {
   if (!std::isfinite(o.alpha) || o.alpha < 0 || o.alpha > 4) {
     throw InputError("alpha", "must be in [0, 4]");
   }
-  if (!std::isfinite(o.fragment_step) || o.fragment_step < 0) {
-    throw InputError("fragment_step", "must be finite and >= 0");
+  if (!std::isfinite(o.fragment_scale) || o.fragment_scale < 0) {
+    throw InputError("fragment_scale", "must be finite and >= 0");
   }
 }
 }  // namespace
@@ -42,7 +42,7 @@ void check_options(const EngineOptions& o) {
 Engine::Engine(ProblemData problem, EngineOptions options)
     : p_((problem.validate(), std::move(problem))),
       opt_((check_options(options), std::move(options))),
-      packer_(p_, opt_.workload.empty() ? nullptr : &opt_.workload, opt_.fragment_step,
+      packer_(p_, opt_.workload.empty() ? nullptr : &opt_.workload, opt_.fragment_scale,
               &opt_.node_order) {
   const int n_bids = static_cast<int>(p_.bids.size());
   const int n_alts = static_cast<int>(p_.alternatives.size());

@@ -42,9 +42,9 @@ struct Packer::Scratch {
   return tmp;
 }
 
-Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_step,
+Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_scale,
                const std::vector<int>* node_order)
-    : p_(p), fragment_step_(fragment_step) {
+    : p_(p), fragment_scale_(fragment_scale) {
   if (workload != nullptr) node_workload_ = *workload;
   // Preference among placements in one fragmentation step: a fixed order of the nodes (the
   // given one, else a hash of the index), as fractions in [0, 1) added to the step number.
@@ -260,7 +260,11 @@ double Packer::node_fragment_growth(const State& s, int node, const std::vector<
 }
 
 double Packer::fragment_key(double growth, int node) const {
-  return fragment_step_ > 0 ? std::floor(growth / fragment_step_) + node_tie_[node] : growth;
+  if (fragment_scale_ <= 0) return growth;
+  // FGD's own scale: 100 sigmoid(-growth / scale), truncated to an integer as the paper's
+  // plugin does, so growths a few hundredths of a GPU apart fall in one step (finer near zero).
+  const double step = std::trunc(100.0 / (1.0 + std::exp(growth / fragment_scale_)));
+  return -step + node_tie_[node];
 }
 
 bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model, int profile,

@@ -257,8 +257,35 @@ bool SimCluster::choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rn
     }
     return false;
   }
-  // Highest integer score wins; equal scores go to a uniformly random node (reservoir draw),
-  // as kube-scheduler's selectHost does.
+  if (policy == SimPolicy::Random) {  // one feasible node drawn uniformly (whatever the ties)
+    std::vector<int> feasible;
+    for (int n = 0; n < n_nodes; ++n) {
+      if (node_fits(pod, n)) feasible.push_back(n);
+    }
+    if (feasible.empty()) return false;
+    default_gpus(pod,
+                 feasible[std::uniform_int_distribution<std::size_t>(0, feasible.size() - 1)(rng)],
+                 out);
+  } else {
+    choose_best(pod, policy, rng, out);
+  }
+  if (out.node < 0) return false;
+  if (policy == SimPolicy::Random && pod.gpus == 1 && pod.milli < kWhole) {
+    // The random policy also draws the GPU among those with room.
+    std::vector<int> room;
+    for (int g = gpu_first_[out.node]; g < gpu_first_[out.node + 1]; ++g) {
+      if (gpu_free_[g] >= pod.milli) room.push_back(g);
+    }
+    out.gpus.assign(1, room[std::uniform_int_distribution<std::size_t>(0, room.size() - 1)(rng)]);
+  }
+  return true;
+}
+
+void SimCluster::choose_best(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng,
+                             SimPlacement& out) const {
+  const int n_nodes = nodes();
+  // Highest integer score wins; equal scores go to the first node in the scoring order, or with
+  // random ties to a uniformly random one (reservoir draw, as kube-scheduler's selectHost).
   double best = -std::numeric_limits<double>::infinity();
   std::int64_t ties = 0;
   SimPlacement cand;
@@ -275,16 +302,6 @@ bool SimCluster::choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rn
       if (std::uniform_int_distribution<std::int64_t>(0, ties - 1)(rng) == 0) out = cand;
     }
   }
-  if (out.node < 0) return false;
-  if (policy == SimPolicy::Random && pod.gpus == 1 && pod.milli < kWhole) {
-    // The random policy also draws the GPU among those with room.
-    std::vector<int> room;
-    for (int g = gpu_first_[out.node]; g < gpu_first_[out.node + 1]; ++g) {
-      if (gpu_free_[g] >= pod.milli) room.push_back(g);
-    }
-    out.gpus.assign(1, room[std::uniform_int_distribution<std::size_t>(0, room.size() - 1)(rng)]);
-  }
-  return true;
 }
 
 bool SimCluster::fits(const SimPod& pod, const SimPlacement& pl) const {
@@ -395,7 +412,7 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
     EngineOptions eo;
     eo.alpha = options.alpha;
     if (options.workload_hint) eo.workload = workload_;
-    eo.fragment_step = options.fragment_step;
+    eo.fragment_scale = options.fragment_scale;
     eo.node_order = node_order_;
     Engine engine(std::move(pd), eo);
     Solution sol = engine.greedy();

@@ -96,8 +96,9 @@ struct EngineOptions {
   /// Expected workload for the packing of whole and shared GPUs (FGD's target workload, see
   /// fragmentation.hpp); empty: the round's own bids. The simulator passes the trace's.
   Workload workload;
-  /// Step (milli-GPU) in which fragmentation growths are compared (see Packer); 0: exactly.
-  double fragment_step = 50.0;
+  /// Scale (milli-GPU) of the steps in which fragmentation growths are compared (see Packer);
+  /// 0: exactly.
+  double fragment_scale = 1000.0;
   /// Order in which nodes are preferred between placements within one step (a permutation of
   /// the nodes; empty: a fixed hash order). Only used with a workload.
   std::vector<int> node_order;

@@ -36,11 +36,12 @@ class Packer {
  public:
   /// With a `workload` (FGD's target workload), whole and shared GPUs are placed by the growth
   /// of node-level fragmentation against it (CPU included); without, by the per-GPU form.
-  /// Growths are compared in steps of `fragment_step` milli-GPU (0: exactly); within a step the
+  /// Growths are compared in the integer steps of 100 sigmoid(-growth / `fragment_scale` milli)
+  /// (FGD's score; 0: exactly); within a step the
   /// tighter placement (best fit) wins, which packs where FGD is indifferent.
   /// `node_order` (optional permutation of the nodes) ranks equal steps (else a fixed hash).
   explicit Packer(const ProblemData& p, const Workload* workload = nullptr,
-                  double fragment_step = 50.0, const std::vector<int>* node_order = nullptr);
+                  double fragment_scale = 1000.0, const std::vector<int>* node_order = nullptr);
 
   /// Find a placement of all replicas of `alt` on GPUs of `model` (MIG: `profile` is the
   /// profile index on that model). `s` is used as scratch and left unchanged on return.
@@ -124,7 +125,7 @@ class Packer {
   std::vector<std::vector<double>> mig_potential_;
   std::vector<double> share_fragment_;
   Workload node_workload_;  // empty: per-GPU share fragmentation only
-  double fragment_step_ = 50.0;
+  double fragment_scale_ = 1000.0;
   std::vector<double> node_tie_;  // per node, in [0, 1): rank in the preference order
   [[nodiscard]] double fragment_key(double growth, int node) const;
   /// Node-level FGD growth of placing `gpus` (each taking `milli`) and `cpu` on node n.

@@ -66,7 +66,7 @@ struct SimAuctionOptions {
   double alpha = 0.75;
   /// Give the engine the target workload for its packing (otherwise the round's own bids).
   bool workload_hint = true;
-  double fragment_step = 50.0;
+  double fragment_scale = 1000.0;
 };
 
 class SimCluster {
@@ -126,6 +126,9 @@ class SimCluster {
   [[nodiscard]] double fragment_of(int n, const int* free, std::int64_t cpu) const;
   /// Integer score (0..100) of `policy` for `pod` on feasible node n, and the GPUs it takes.
   double score_on_node(const SimPod& pod, SimPolicy policy, int n, SimPlacement& out) const;
+  /// The best-scoring feasible node (out.node -1 if none); ties as configured.
+  void choose_best(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng,
+                   SimPlacement& out) const;
   /// FGD's score of a fragmentation change (sigmoid of the decrease, truncated to 0..100).
   [[nodiscard]] double fgd_score(double delta_milli) const;
   [[nodiscard]] double truncate(double score) const;
