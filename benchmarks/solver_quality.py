@@ -7,6 +7,7 @@ incumbents. Each is solved by ``greedy``, ``local`` (time limit ``--local-time``
 (1.0 when both are 0). Every result is checked with ``allocator.verify``.
 
     python benchmarks/solver_quality.py --json
+    python benchmarks/solver_quality.py --json --seeds 3,11   # only these rounds
 """
 
 from __future__ import annotations
@@ -29,16 +30,31 @@ def _ratio(x: float, opt: float) -> float:
     return x / opt
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        msg = f"not a comma-separated list of integers: {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise argparse.ArgumentTypeError(f"need seeds >= 0, got {text!r}")
+    return seeds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instances", type=int, default=50)
     ap.add_argument("--local-time", type=float, default=2.0)
     ap.add_argument("--cpsat-time", type=float, default=120.0)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument(
+        "--seeds", type=_seeds, default=None, help="comma-separated seeds (default: 0..instances-1)"
+    )
     args = ap.parse_args()
+    seeds = args.seeds if args.seeds is not None else list(range(args.instances))
 
     rows = []
-    for seed in range(args.instances):
+    for n, seed in enumerate(seeds):
         gpus, bids = SIZES[seed % len(SIZES)]
         problem = random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
         out = {"seed": seed, "gpus": problem.gpu_count, "bids": len(problem.bids)}
@@ -64,7 +80,7 @@ def main() -> int:
         out["ratio_greedy"] = _ratio(out["greedy_welfare"], out["cpsat_welfare"])
         rows.append(out)
         print(
-            f"[{seed + 1}/{args.instances}] gpus={out['gpus']} bids={out['bids']} "
+            f"[{n + 1}/{len(seeds)}] seed={seed} gpus={out['gpus']} bids={out['bids']} "
             f"local/opt={out['ratio_local']:.4f} greedy/opt={out['ratio_greedy']:.4f} "
             f"cpsat={out['cpsat_status']} {out['cpsat_s']:.1f}s",
             file=sys.stderr,

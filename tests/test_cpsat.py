@@ -6,6 +6,7 @@ solver, so that the solver is held to a second reading of the model's rules.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import random
 import warnings
@@ -355,6 +356,37 @@ def test_wallet_budget_binds() -> None:
     assert alloc.stats["objective"] == pytest.approx(9)
 
 
+def test_budget_rows_are_added_when_the_relaxation_overspends() -> None:
+    """Without budget rows the three bids would win (15 > 9.5): the wallet's row comes back."""
+    nodes = _one_node(*(Gpu(i, "T4") for i in range(3)))
+    bids = tuple(_bid(f"b{v}", Alternative(v, Unit("whole"))) for v in (6, 5, 4))
+    alloc = _solve(Problem(nodes, (Wallet("w", 9.5), Wallet("rich", 1e6)), bids))
+    assert set(alloc.winners) == {1, 2}
+    assert alloc.stats["phases"] == 2
+
+
+def test_nvlink_groups_are_merged_for_other_bids() -> None:
+    """Two NVLink domains of two GPUs: an NVLink gang takes one domain, a node-local pair the
+    other (15 beats 10 + 3 + 1); the shares of a 700m NVLink gang get 300m neighbours."""
+    gpus = tuple(Gpu(i, "T4", nvlink="x" if i < 2 else "y") for i in range(4))
+    bids = (
+        _bid("gang", Alternative(10, Unit("whole"), replicas=2, locality="nvlink")),
+        _bid("one", Alternative(3, Unit("whole"), locality="nvlink")),
+        _bid("pair", Alternative(5, Unit("whole"), replicas=2, locality="node")),
+        _bid("lone", Alternative(1, Unit("whole"))),
+    )
+    alloc = _solve(Problem(_one_node(*gpus), RICH, bids))
+    assert set(alloc.winners) == {0, 2}
+    shared = tuple(Gpu(i, "T4", "shared", nvlink="x" if i < 2 else "y") for i in range(4))
+    bids = (
+        _bid("gang", Alternative(10, Unit("share", milli=700), replicas=2, locality="nvlink")),
+        *(_bid(f"s{k}", Alternative(2, Unit("share", milli=300), replicas=3)) for k in range(2)),
+        _bid("whole", Alternative(2.5, Unit("whole"), replicas=2, locality="node")),
+    )
+    alloc = _solve(Problem(_one_node(*shared), RICH, bids))
+    assert set(alloc.winners) == {0, 1, 2}  # 14: the pair of whole GPUs leaves 2 shares, not 3
+
+
 def test_mig_3g_at_0_and_4g_at_0_conflict() -> None:
     """3g@0 and 4g@0 never coexist, so 4g + 3g must use 4g@0 + 3g@4 and two 3g + 4g do not fit."""
     nodes = _one_node(Gpu(0, "H100-80GB", "mig"))
@@ -592,6 +624,27 @@ def test_same_shape_bids_on_rich_wallets_match_brute_force(seed: int) -> None:
                 )  # fmt: skip
                 bids.append(Bid(f"{b.id}-copy{k}", f"{b.bidder}-copy{k}", b.wallet, (alt,)))
     wallets = (Wallet("w1", 1e6), Wallet("w2", 1e6))
+    problem = Problem(base.nodes, wallets, tuple(bids[:6]), base.incumbents, base.reserve_prices)
+    alloc = _solve(problem)
+    assert welfare(problem, alloc) == pytest.approx(alloc.stats["objective"])
+    assert alloc.stats["objective"] == pytest.approx(brute_force(problem))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_same_shape_bids_on_tight_wallets_match_brute_force(seed: int) -> None:
+    """The same with wallets that may run out: budget rows come and go between phases and the
+    order holds only where a swap cannot overspend; the optimum still equals exhaustive search."""
+    rng = random.Random(2000 + seed)
+    base = random_problem(rng)
+    bids = list(base.bids)
+    for b in base.bids:
+        if len(b.alternatives) == 1:
+            a = b.alternatives[0]
+            for k in range(2):
+                alt = dataclasses.replace(a, value=max(1.0, a.value - rng.randint(0, 3)))
+                wallet = rng.choice(["w1", "w2"])
+                bids.append(Bid(f"{b.id}-copy{k}", f"{b.bidder}-copy{k}", wallet, (alt,)))
+    wallets = (Wallet("w1", float(rng.randint(3, 12))), Wallet("w2", 1e6))
     problem = Problem(base.nodes, wallets, tuple(bids[:6]), base.incumbents, base.reserve_prices)
     alloc = _solve(problem)
     assert welfare(problem, alloc) == pytest.approx(alloc.stats["objective"])

@@ -19,13 +19,19 @@ original units.
   instances that must sit on one GPU: ``replicas`` of them for ``locality="gpu"`` gangs, else 1.
 * ``z[a, r]`` (int): how many units of its type alternative ``a`` takes from resource ``r``.
   The alternative must go to one *cell* = (locality domain, GPU model), where the domain is the
-  GPU / NVLink domain / node / rack / zone (a single-replica whole unit is node-local anyway):
+  GPU / NVLink domain / node / rack / zone (a single-replica whole unit is node-local anyway,
+  and anything on one GPU is NVLink-local):
   ``sum_{r in cell} z[a, r] = need[a] * c[a, cell]`` and ``sum_cell c[a, cell] = x[a]`` (no
   ``c`` when only one cell is possible). These equalities give gang (all or nothing), one model
   and locality. A whole unit of ``k > 1`` GPUs per replica adds an integer replica count per
   node, ``sum_{r on node} z[a, r] = k * replicas_on_node`` (any ``k`` GPUs of one node form a
   replica). CPU and memory are rows per node, charged per replica (kept incumbents per
   placement).
+* **NVLink**: a node's groups that differ only in NVLink domain are also merged into one
+  resource, which the alternatives that need no single NVLink domain use instead of the groups
+  (their GPUs are interchangeable for them). The groups keep their patterns / layouts and the
+  NVLink-local alternatives; the capacity rows below hold per group for its NVLink-local demand
+  and over the merged resource for all demand (Hall's condition: the rest can go to any group).
 * **Whole GPUs** (``whole`` mode): ``sum_a z[a, r] <= |r|``; ``<= e[i]`` on a GPU held by ``i``.
 * **Shared GPUs** of a group are counted by *fill patterns*: ``n[r, P]`` GPUs take pattern ``P``,
   a Pareto-maximal multiset of the demanded share bundles that fits ``1000 - used_milli``, or
@@ -43,15 +49,19 @@ original units.
   Wallets: ``sum value[a] * x[a] <= balance`` over the bids charged to the wallet.
   The row is left out when the wallet's bids ask for at most its balance. It cannot bind either
   when a fractional knapsack of them over all free GPU capacity stays within the balance.
+  Rows are added lazily: the model is solved first without any (a relaxation); if its optimum
+  keeps every budget it is optimal, else the overspent wallets get their rows and it is solved
+  again (see :func:`_run`).
 * Redundant rows, one per GPU model and one per (model, MIG mode) and (model, shared mode)
   (MIG and share alternatives can use those GPUs only), state the capacity in GPU fractions on
   the 0/1 choice literals, so that CP-SAT derives knapsack cuts; identical GPUs modelled one by
   one are ordered by load to break symmetry. CP-SAT runs with ``linearization_level=2`` (LP with
   cuts).
-* Dominance: one-alternative bids of the same shape whose wallet cannot bind are ordered by
-  value (``x[cheaper] <= x[dearer]``): swapping a winning cheaper one for a losing dearer one is
-  feasible and no worse, so some optimum satisfies the order. Not applied where the wallet
-  could bind (the swap could overspend it).
+* Dominance: one-alternative bids of the same shape are ordered by value
+  (``x[cheaper] <= x[dearer]``) where the dearer one's wallet cannot bind (or has no row in a
+  relaxation): swapping a winning cheaper one for a losing dearer one is feasible and no worse,
+  so some optimum satisfies the order. Where it could bind, ``x[cheaper] and not x[dearer]``
+  only when the swap would overspend it.
 * A warm start gives the choices ``x`` and ``e`` only; they are completed into a hint on every
   variable by a short solve with them fixed, so that the search starts from its welfare.
 * Objective: ``max sum value[a] * x[a] - sum (value[i] + preemption_cost[i]) * e[i]``.
@@ -276,6 +286,8 @@ class _Resource:
     incumbents: list[int] = field(default_factory=list)
     demanded: list[MigType] = field(default_factory=list)  # what the MIG layouts count
     layouts: list[tuple[frozenset[int], Layout, cp_model.IntVar]] = field(default_factory=list)
+    parts: list[int] = field(default_factory=list)  # a node's merged NVLink groups (see _merge)
+    merged: int | None = None  # the merged resource this NVLink group is part of
 
 
 @dataclass
@@ -342,13 +354,15 @@ def _equivalents(alt: Alternative, model: GpuModel) -> float | None:
 class _Builder:
     """Builds the CP-SAT model of one problem and decodes its solutions."""
 
-    def __init__(self, problem: Problem) -> None:
+    def __init__(self, problem: Problem, relaxed: frozenset[str] = frozenset()) -> None:
         self.p = problem
+        self.relaxed = relaxed  # wallets whose budget row is left out (see _run)
         self.m = cp_model.CpModel()
         self.evict: dict[int, cp_model.IntVar] = {}
         self.alts: list[_AltVars] = []
         self.resources: list[_Resource] = []
         self.shared_load: dict[int, cp_model.LinearExpr] = {}
+        self.spend: dict[str, tuple[cp_model.LinearExpr, int]] = {}  # binding wallets (scaled)
         self.objective: list[cp_model.LinearExpr] = []
         self._layout_cache: dict[tuple[Any, ...], list[Layout]] = {}
 
@@ -408,14 +422,18 @@ class _Builder:
         self.m.maximize(_sum(self.objective))
 
     def _dominance(self, free: set[str]) -> None:
-        """Order one-alternative bids of the same shape by value, on wallets in ``free``.
+        """Order one-alternative bids of the same shape by value.
 
         Two such bids ask for exactly the same thing (unit, replicas, locality, CPU, memory,
-        models); if the cheaper one wins while the dearer one loses, handing its placement to
-        the dearer one is feasible (the dearer one passes every reserve the cheaper one does,
-        and its wallet, in ``free``, cannot run out) and does not lower welfare. So some optimum
-        has ``x[dearer] >= x[cheaper]``; without this, branch and bound explores every swap of
-        near-equal bids within the gap.
+        models). If the cheaper one wins while the dearer one loses, handing its placement to
+        the dearer one is feasible unless the dearer one's wallet would run out (the dearer one
+        passes every reserve the cheaper one does) and does not lower welfare. So some optimum
+        has ``x[dearer] >= x[cheaper]`` when the dearer one's wallet is in ``free`` (cannot run
+        out), and otherwise ``x[cheaper] and not x[dearer]`` only when that wallet has less than
+        the swap adds to it left (each swap raises the sum of the winners' ranks in the
+        (value, bid) order, so repeated swaps end in an optimum that satisfies every such
+        condition). Without this, branch and bound explores every swap of near-equal bids
+        within the gap.
         """
         p = self.p
         groups: dict[tuple[Any, ...], list[tuple[float, int, cp_model.IntVar]]] = {}
@@ -424,7 +442,7 @@ class _Builder:
             count[av.bid] += 1
         for av in self.alts:
             bid = p.bids[av.bid]
-            if len(bid.alternatives) != 1 or count[av.bid] != 1 or bid.wallet not in free:
+            if len(bid.alternatives) != 1 or count[av.bid] != 1:
                 continue
             alt = bid.alternatives[0]
             shape = tuple(
@@ -433,8 +451,16 @@ class _Builder:
             groups.setdefault(shape, []).append((alt.value, -av.bid, av.x))
         for members in groups.values():
             members.sort(key=lambda t: (t[0], t[1]), reverse=True)
-            for (_, _, dear), (_, _, cheap) in itertools.pairwise(members):
-                self.m.add_implication(cheap, dear)
+            for (v_dear, b_dear, dear), (v_cheap, b_cheap, cheap) in itertools.pairwise(members):
+                wallet = p.bids[-b_dear].wallet
+                if wallet in free:
+                    self.m.add_implication(cheap, dear)
+                    continue
+                spend, cap = self.spend[wallet]
+                added = _scaled(v_dear)
+                if p.bids[-b_cheap].wallet == wallet:
+                    added -= _scaled(v_cheap)
+                self.m.add(spend >= cap - added + 1).only_enforce_if([cheap, ~dear])
 
     def _make_resources(self, demanded: dict[str, set[MigType]]) -> None:
         p = self.p
@@ -469,6 +495,34 @@ class _Builder:
                 self._mig_layouts(r, r.demanded)
             elif r.kind == "shared" and not r.incumbents:
                 self._share_patterns(r, demanded.get(r.model.name, set()))
+        self._merge_nvlink()
+
+    def _merge_nvlink(self) -> None:
+        """Merge a node's groups that differ only in NVLink domain, for alternatives that do not
+        ask for NVLink locality (their GPUs are interchangeable for them).
+
+        The groups stay as *parts* (their layouts / fill patterns and the alternatives that ask
+        for one NVLink domain); the others draw from the merged resource. Capacity is exact:
+        per part, its NVLink-local demand fits it; over the merged resource, all demand fits the
+        sum of the parts (Hall's condition: the free demand can go to any part).
+        """
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for ri, r in enumerate(self.resources):
+            if r.symmetry_key is None or (r.kind != "whole" and not r.layouts):
+                continue  # incumbents' GPUs, and shared GPUs modelled one by one
+            mode, model, _, used, outside = r.symmetry_key
+            groups.setdefault((r.node, mode, model, used, outside), []).append(ri)
+        for parts in groups.values():
+            first = self.resources[parts[0]]
+            if len(parts) < 2 or any(self.resources[q].demanded != first.demanded for q in parts):
+                continue
+            gpus = [g for q in parts for g in self.resources[q].gpus]
+            merged = _Resource(first.kind, first.node, gpus, first.model, None)
+            merged.demanded = list(first.demanded)
+            merged.parts = parts
+            for q in parts:
+                self.resources[q].merged = len(self.resources)
+            self.resources.append(merged)
 
     def _share_patterns(self, r: _Resource, demanded: set[MigType]) -> None:
         """Count a group of identical shared GPUs by fill patterns, or split it up."""
@@ -525,9 +579,20 @@ class _Builder:
         self.m.add(_sum(v for _, _, v in choices) == len(r.gpus))
         r.layouts = choices
 
+    @staticmethod
+    def _nvlink_bound(alt: Alternative) -> bool:
+        """Whether ``alt`` needs one NVLink domain and spans more than one GPU."""
+        if alt.locality != "nvlink":
+            return False
+        if alt.unit.kind == "whole":
+            return alt.replicas * alt.gpus_per_replica > 1
+        return alt.replicas > 1
+
     def _domain(self, alt: Alternative, r: _Resource) -> tuple[Any, ...] | None:
         node = self.p.nodes[r.node]
         loc = alt.locality
+        if loc == "nvlink" and not self._nvlink_bound(alt):
+            loc = "node" if alt.unit.kind == "whole" else "any"  # on one GPU: trivially local
         if alt.unit.kind == "whole" and alt.replicas == 1 and loc in ("rack", "zone", "any"):
             loc = "node"  # its one replica is on one node anyway; a node cell is a tighter LP
         if loc == "gpu":
@@ -548,6 +613,9 @@ class _Builder:
         """Most of ``r`` that ``alt`` could take (0: not usable)."""
         u = alt.unit
         need = alt.replicas * alt.gpus_per_replica
+        if r.parts:
+            most = sum(self._capacity(alt, self.resources[q]) for q in r.parts)
+            return min(need // _mig_type(alt)[1], most)
         fixed = [i for i in r.incumbents if i not in self.evict]
         if u.kind == "whole":
             if r.kind == "mig" or fixed:
@@ -586,7 +654,10 @@ class _Builder:
         if alt.unit.kind == "whole" and alt.locality == "gpu" and need > 1:
             return None
         usable: dict[int, int] = {}
+        local = self._nvlink_bound(alt)
         for ri, r in enumerate(self.resources):
+            if (r.parts and local) or (r.merged is not None and not local):
+                continue  # NVLink-local alternatives use the parts, the others the merged one
             if r.model.name in models:
                 cap = self._capacity(alt, r)
                 if cap > 0:
@@ -648,6 +719,12 @@ class _Builder:
         self._node_rows(cpu, mem)
         for ri, r in enumerate(self.resources):
             items = use.get(ri, [])
+            if r.parts:
+                if items:  # everything on the parts fits their sum
+                    items = items + [it for q in r.parts for it in use.get(q, [])]
+                    supplies = [lay for q in r.parts for lay in self.resources[q].layouts]
+                    self._demand_rows(r, items, supplies)
+                continue
             if r.kind == "whole":
                 if not items:
                     continue
@@ -668,17 +745,27 @@ class _Builder:
                 if items:
                     self.m.add(expr + incs + gpu.used_milli <= 1000)
             else:
-                for k, mig_type in enumerate(r.demanded):
-                    demand = [
-                        z
-                        for av, z in items
-                        if _mig_type(p.bids[av.bid].alternatives[av.alt]) == mig_type
-                    ]
-                    if demand:
-                        supply = _sum(lay[0][k] * v for _, lay, v in r.layouts)
-                        self.m.add(_sum(demand) <= supply)
+                self._demand_rows(r, items, r.layouts)
         self._model_rows()
         self._symmetry()
+
+    def _demand_rows(
+        self,
+        r: _Resource,
+        items: list[tuple[_AltVars, cp_model.IntVar]],
+        supplies: list[tuple[frozenset[int], Layout, cp_model.IntVar]],
+    ) -> None:
+        """Demand of ``items`` on ``r`` within supply: whole GPUs, or per counted type."""
+        if r.kind == "whole":
+            self.m.add(_sum(z for _, z in items) <= len(r.gpus))
+            return
+        p = self.p
+        for k, mig_type in enumerate(r.demanded):
+            demand = [
+                z for av, z in items if _mig_type(p.bids[av.bid].alternatives[av.alt]) == mig_type
+            ]
+            if demand:
+                self.m.add(_sum(demand) <= _sum(lay[0][k] * v for _, lay, v in supplies))
 
     def _model_rows(self) -> None:
         """Redundant knapsack rows per GPU model over the choice literals (for cuts).
@@ -783,6 +870,9 @@ class _Builder:
                 (_scaled(bid.alternatives[av.alt].value), av.x)
             )
         for w in p.wallets:
+            if w.name in self.relaxed:
+                free.add(w.name)  # no row: nothing to run out of in this relaxation
+                continue
             terms = by_wallet.get(w.name, [])
             cap = math.floor(w.balance * SCALE + 1e-6)
             best_per_bid: dict[int, int] = {}
@@ -792,7 +882,9 @@ class _Builder:
                     best_per_bid[av.bid] = max(best_per_bid.get(av.bid, 0), v)
             binding = bool(terms) and sum(best_per_bid.values()) > cap
             if binding:
-                self.m.add(_sum(v * x for v, x in terms) <= cap)
+                spend = _sum(v * x for v, x in terms)
+                self.m.add(spend <= cap)
+                self.spend[w.name] = (spend, cap)
             if not binding or self._most_spent(w.name) <= cap:
                 free.add(w.name)  # (a row that cannot bind is kept: leaving it out hurt search)
         return free
@@ -888,13 +980,23 @@ class _Builder:
             pools[ri] = pool
 
         def take(ri: int, want: MigType) -> tuple[int, tuple[tuple[str, int], ...]]:
-            pool = pools[ri]
-            j = next(j for j, q in enumerate(pool) if q[1] == want)
-            g, _, insts = pool.pop(j)
-            return g, insts
+            for q in self.resources[ri].parts or [ri]:
+                pool = pools[q]
+                j = next((j for j, it in enumerate(pool) if it[1] == want), None)
+                if j is not None:
+                    g, _, insts = pool.pop(j)
+                    return g, insts
+            raise AssertionError(f"no {want} left on resource {ri}")
+
+        def whole_gpu(ri: int) -> int:
+            return next(free[q] for q in self.resources[ri].parts or [ri] if free[q]).pop(0)
+
+        def counted(ri: int) -> bool:
+            return ri in pools or any(q in pools for q in self.resources[ri].parts)
 
         winners: dict[int, tuple[int, tuple[Placement, ...]]] = {}
-        for av in self.alts:
+        # NVLink-local alternatives first: the others can take what is left anywhere on a node
+        for av in sorted(self.alts, key=lambda av: any(self.resources[ri].parts for ri in av.z)):
             if not s.boolean_value(av.x):
                 continue
             alt = p.bids[av.bid].alternatives[av.alt]
@@ -905,7 +1007,7 @@ class _Builder:
                 per_node: dict[int, list[int]] = {}
                 for ri, z in av.z.items():
                     for _ in range(s.value(z)):
-                        g = take(ri, want)[0] if ri in pools else free[ri].pop(0)
+                        g = take(ri, want)[0] if counted(ri) else whole_gpu(ri)
                         per_node.setdefault(self.resources[ri].node, []).append(g)
                 for n, gl in per_node.items():
                     name = p.nodes[n].name
@@ -919,24 +1021,37 @@ class _Builder:
                             g, insts = take(ri, want)
                             placements += [Placement(name, (g,), q, at) for q, at in insts]
                             continue
-                        g = take(ri, want)[0] if ri in pools else self.resources[ri].gpus[0]
+                        g = take(ri, want)[0] if counted(ri) else self.resources[ri].gpus[0]
                         placements += [Placement(name, (g,), milli=u.milli)] * want[1]
             winners[av.bid] = (av.alt, tuple(placements))
         return Allocation(winners, evicted)
 
 
-def _run(
+@dataclass
+class _Phase:
+    """One CP-SAT solve of the model, possibly with some budget rows left out."""
+
+    code: cp_model.CpSolverStatus
+    alloc: Allocation | None  # the solution found (None: none)
+    objective: int  # scaled, of ``alloc``
+    bound: float  # scaled upper bound (inf: none)
+    overspent: frozenset[str]  # wallets ``alloc`` overspends (only where rows were left out)
+    stats: dict[str, Any]
+
+
+def _solve_phase(
     problem: Problem,
-    warm_start: Allocation | None,
+    relaxed: frozenset[str],
+    hint: Allocation | None,
     time_limit: float,
     seed: int,
     workers: int,
-) -> Allocation:
+) -> _Phase:
     t0 = time.perf_counter()
-    builder = _Builder(problem)
+    builder = _Builder(problem, relaxed)
     builder.build()
-    if warm_start is not None:
-        builder.hint(warm_start)
+    if hint is not None:
+        builder.hint(hint)
         builder.complete_hint(min(2.0, time_limit / 10))
     proto = builder.m.proto
     solver = cp_model.CpSolver()
@@ -946,32 +1061,93 @@ def _run(
     # the LP with cuts closes the knapsack-like gaps of gang bids; it pays off even single-threaded
     solver.parameters.linearization_level = 2
     code = solver.solve(builder.m)
-    status = _STATUS.get(code, "UNKNOWN")
     stats: dict[str, Any] = {
-        "status": status,
         "variables": len(proto.variables),
         "constraints": len(proto.constraints),
         "resources": len(builder.resources),
         "alternatives_modelled": len(builder.alts),
     }
-    if code in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        alloc = builder.decode(solver)
-        objective = welfare(problem, alloc)
-        bound = solver.best_objective_bound / SCALE
-        if code == cp_model.OPTIMAL:
-            bound = float(objective)  # proven: the decoded welfare, free of scaling round-off
+    bound = solver.best_objective_bound if code != cp_model.INFEASIBLE else math.inf
+    if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return _Phase(code, None, 0, bound, frozenset(), stats)
+    alloc = builder.decode(solver)
+    spent: dict[str, int] = {}
+    for b, (a, _) in alloc.winners.items():
+        bid = problem.bids[b]
+        spent[bid.wallet] = spent.get(bid.wallet, 0) + _scaled(bid.alternatives[a].value)
+    over = frozenset(
+        w.name
+        for w in problem.wallets
+        if w.name in relaxed and spent.get(w.name, 0) > math.floor(w.balance * SCALE + 1e-6)
+    )
+    return _Phase(code, alloc, round(solver.objective_value), bound, over, stats)
+
+
+#: Share of the time left that a relaxation (budget rows left out) may use.
+_RELAXED_SHARE = 0.5
+
+
+def _run(
+    problem: Problem,
+    warm_start: Allocation | None,
+    time_limit: float,
+    seed: int,
+    workers: int,
+) -> Allocation:
+    """Solve with budget rows added lazily.
+
+    A budget row rules out the dominance order of :meth:`_Builder._dominance` on its wallet's
+    bids, and branch and bound then explores the swaps of near-equal bids. So the model is
+    first solved without the rows of the wallets that could run out (a relaxation, ordered on
+    every wallet): if its optimum keeps every budget, it is optimal for the round. Otherwise
+    the overspent wallets get their rows and it is solved again; a relaxation that is not
+    proven within its share of the time hands over to the full model. Every phase's bound is
+    an upper bound on the round's optimum.
+    """
+    t0 = time.perf_counter()
+    deadline = t0 + time_limit
+    relaxed = frozenset(w.name for w in problem.wallets)
+    best = warm_start  # the best allocation known to keep every budget
+    best_objective = -math.inf
+    bound = math.inf
+    proven = False
+    phases = 0
+    stats: dict[str, Any] = {}
+    while True:
+        left = max(1e-3, deadline - time.perf_counter())
+        phase = _solve_phase(
+            problem, relaxed, best, left * _RELAXED_SHARE if relaxed else left, seed, workers
+        )
+        phases += 1
+        stats = phase.stats
+        bound = min(bound, phase.bound)
+        if phase.alloc is not None and not phase.overspent:
+            if phase.objective > best_objective:
+                best, best_objective = phase.alloc, phase.objective
+            if phase.code == cp_model.OPTIMAL:
+                proven = True
+                break
+        if phase.code == cp_model.INFEASIBLE:  # a relaxation is infeasible only if the round is
+            stats["status"] = "INFEASIBLE"
+            break
+        if not relaxed or time.perf_counter() >= deadline:
+            break
+        # proven but overspent: add those rows; not proven in time: hand over to the full model
+        relaxed = relaxed - phase.overspent if phase.code == cp_model.OPTIMAL else frozenset()
+    alloc = best if best is not None else Allocation({})
+    objective = welfare(problem, alloc)
+    if proven or (math.isfinite(best_objective) and best_objective >= bound):
+        stats["status"] = "OPTIMAL"
+        bound = objective  # proven: the decoded welfare, free of scaling round-off
     else:
-        alloc = warm_start if warm_start is not None else Allocation({})
-        objective = welfare(problem, alloc)
-        # no solution in time: keep the hint (or nothing); CP-SAT's bound still holds
-        bound = objective
-        if code == cp_model.UNKNOWN and math.isfinite(solver.best_objective_bound):
-            bound = max(objective, solver.best_objective_bound / SCALE)
+        stats.setdefault("status", "FEASIBLE" if math.isfinite(best_objective) else "UNKNOWN")
+        # without any solution in time: the hint (or nothing); every phase's bound still holds
+        bound = max(objective, bound / SCALE) if math.isfinite(bound) else objective
+    stats["phases"] = phases
     stats["objective"] = float(objective)
     stats["bound"] = bound
     stats["gap"] = (bound - objective) / max(1.0, abs(bound))
     stats["time_ms"] = (time.perf_counter() - t0) * 1000.0
-    stats["solver_wall_ms"] = solver.wall_time * 1000.0
     return Allocation(alloc.winners, alloc.evicted, stats)
 
 
