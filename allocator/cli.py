@@ -139,6 +139,15 @@ def _parser() -> argparse.ArgumentParser:
         "alloc_at_100, alloc_at_130 and frag_rate_at_90 (percent, mean over seeds).",
     )
     sim.add_argument(
+        "--scenario",
+        choices=("openb", "mixed"),
+        default="openb",
+        help="openb: the FGD experiment on a trace; mixed: inference and research agents on "
+        "the spot-gpu fleet with departures (policies auction, fifo, kai)",
+    )
+    sim.add_argument("--gpus", type=int, default=512, help="mixed: GPUs of the fleet cut")
+    sim.add_argument("--rounds", type=int, default=60, help="mixed: rounds of 60 s")
+    sim.add_argument(
         "--trace",
         default=None,
         help="short name(s), comma-separated: openb-default, openb-gpushare20..100, "
@@ -148,8 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--pods", type=Path, help="an openb-format pod list (with --nodes)")
     sim.add_argument(
         "--policies",
-        default="random,fifo,bestfit,dotprod,gpupacking,fgd,auction",
-        help="comma-separated; auction runs once per --modes",
+        default=None,
+        help="comma-separated (openb default: random,fifo,bestfit,dotprod,gpupacking,fgd,"
+        "auction, auction once per --modes; mixed default: auction,fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
     sim.add_argument("--seeds", type=int, default=10, help="number of seeds (42, 43, ...)")
@@ -167,13 +177,16 @@ def _simulate(args: argparse.Namespace) -> int:
     from allocator.sim.experiment import simulate
     from allocator.sim.traces import TraceError
 
+    if args.scenario == "mixed":
+        return _simulate_mixed(args)
+    policies = args.policies or "random,fifo,bestfit,dotprod,gpupacking,fgd,auction"
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
     if not traces and args.nodes is None:
         traces = ["openb-default"]
     try:
         summary = simulate(
             traces,
-            args.policies.split(","),
+            policies.split(","),
             args.seeds,
             modes=[m for m in args.modes.split(",") if m.strip()],
             batch=args.batch,
@@ -230,6 +243,41 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
     for x in violations:
         print(f"violation {x.rule} at {x.path}: {x.message}", file=sys.stderr)
     return EXIT_VIOLATIONS if violations else EXIT_OK
+
+
+def _simulate_mixed(args: argparse.Namespace) -> int:
+    from allocator.sim.mixed_report import simulate_mixed
+
+    try:
+        summary = simulate_mixed(
+            (args.policies or "auction,fifo,kai").split(","),
+            args.seeds,
+            gpus=args.gpus,
+            rounds=args.rounds,
+            out_dir=args.out,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    except ValueError as e:
+        raise ProblemError("simulate", str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return EXIT_OK
+    heads = ["policy", "inf p99 s", "res p99 s", "alloc %", "alloc over %", "preempt", "s/round"]
+    rows = [
+        [
+            p,
+            f"{e['inference_wait_p99']:.0f}",
+            f"{e['research_wait_p99']:.0f}",
+            f"{100 * e['alloc_mean']:.1f}",
+            f"{100 * e['alloc_over_min']:.1f}",
+            f"{e['preemptions']:.0f}",
+            f"{e['decision_mean_s']:.3f}",
+        ]
+        for p, e in summary["policies"].items()
+    ]
+    sys.stdout.write(f"mixed scenario ({len(summary['seeds'])} seeds)\n")
+    sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

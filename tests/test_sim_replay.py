@@ -329,3 +329,31 @@ def test_summary_matches_replay(default_trace) -> None:  # type: ignore[no-untyp
     curve = run_replay(cluster, pods, "fifo", 42, limit=3000)
     s = summarize(curve)
     assert np.isnan(s["alloc_at_100"])  # 3,000 pods never reach 100% arrived
+
+
+def test_simulate_cli_mixed_scenario(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`simulate --scenario mixed` runs every policy and writes per-run JSON and the summary."""
+    code = main(
+        [
+            "simulate",
+            "--scenario",
+            "mixed",
+            "--seeds",
+            "1",
+            "--gpus",
+            "64",
+            "--rounds",
+            "4",
+            "--out",
+            str(tmp_path),
+            "--json",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["policies"]) == {"auction", "fifo", "kai"}
+    for entry in summary["policies"].values():
+        assert 0.0 <= entry["alloc_mean"] <= 1.0 and entry["arrived"] > 0
+    assert (tmp_path / "mixed" / "kai" / "seed1.json").exists()
+    assert main(["simulate", "--scenario", "mixed", "--policies", "nope", "--no-progress"]) == 2

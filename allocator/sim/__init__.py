@@ -2,8 +2,12 @@
 
 ``traces`` reads the Alibaba openb node and pod lists; ``replay`` runs the FGD paper's
 experiment (arrival order, inflation to 130%, allocation and fragmentation metrics) for the
-one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds.
-This package reads files and calls the engine; it never talks to Kubernetes.
+one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds;
+``experiment`` runs policies x seeds x traces and writes results. ``mixed`` is the
+mixed-priority scenario (inference and research agents, departures) under auction, fifo and kai
+(``baselines``), and ``mixed_report`` its benchmark. ``rounds`` rebuilds an auction round as
+Problem/Result for ``verify``. This package reads files and calls the engine; it never talks to
+Kubernetes.
 """
 
 from allocator.sim.replay import (
