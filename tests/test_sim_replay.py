@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -313,6 +314,8 @@ def test_simulate_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert 0 < entry["alloc_at_100"] <= 100 and entry["runs"] == 2
     assert (out / "summary.csv").exists()
     assert (out / "runs" / "custom" / "fgd" / "seed42.csv").exists()
+    if importlib.util.find_spec("matplotlib") is not None:  # installed by ./scripts/test
+        assert (out / "alloc_custom.png").stat().st_size > 1000
 
 
 def test_simulate_cli_bad_input_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
