@@ -83,12 +83,15 @@ class Running:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """What one round decided: new placements by job id, evicted job ids, engine calls."""
+    """What one round decided: new placements by job id, evicted job ids, engine calls, and
+    which alternative of its bid each started job won (``chosen``; absent means 0, the only
+    one a baseline job has)."""
 
     started: Mapping[str, tuple[Placement, ...]]
     evicted: tuple[str, ...] = ()
     engine_calls: int = 0
     seconds: float = 0.0
+    chosen: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

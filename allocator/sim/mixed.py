@@ -3,7 +3,9 @@
 A seeded synthetic workload (:func:`generate_workload`) of high-priority inference agents (MIG
 slices, GPU shares and single GPUs; large wallets; minutes-long) and research agents (whole-GPU
 gangs of 1-8 GPUs, some NVLink- or node-local; small wallets; long) arrives over time, one
-Poisson process per agent, at an offered load of ``load`` x the fleet's GPU-equivalents. Every
+Poisson process per agent, at an offered load of ``load`` x the fleet's GPU-equivalents. Each pod
+is an XOR list of alternatives: its preferred unit and fallbacks of similar capacity on the other
+pools (the auction bids them all, the baselines only the preferred one). Every
 ``round_seconds`` a round clears everything pending under one policy (:data:`MIXED_POLICIES`),
 all placing through the same engine: ``auction`` (the project's market: wallets, values,
 preemption of research work), ``fifo`` and ``kai`` (:mod:`allocator.sim.baselines`). A preempted
@@ -53,6 +55,7 @@ from allocator.solvers import solve
 __all__ = [
     "CLASSES",
     "MIXED_POLICIES",
+    "AuctionPolicy",
     "MixedPod",
     "MixedRun",
     "Workload",
@@ -83,19 +86,32 @@ _RESEARCH_SECONDS = (600.0, 7200.0)  # log-uniform
 _INFERENCE_VALUE = 20.0  # per GPU-equivalent per round
 _RESEARCH_VALUE = 1.0
 _RESEARCH_PREEMPTION_COST = 0.5  # fraction of value lost on eviction
+#: Fallback alternatives (XOR with the preferred unit) and their value as a fraction of the
+#: preferred one's: a unit of similar capacity on the other fractional pool (a MIG profile's
+#: compute share in milli-GPU, rounded up; a share's memory share of an 80 GB GPU as a MIG
+#: profile, rounded up), one whole GPU (less efficient for a fraction), and for whole-GPU work a
+#: 7g.80gb instance (same compute).
+_MIG_TO_SHARE = {"1g.10gb": 150, "2g.20gb": 290, "3g.40gb": 430}
+_SHARE_TO_MIG = {250: "2g.20gb", 500: "3g.40gb", 750: "7g.80gb"}
+_FULL_MIG = "7g.80gb"
+_SIMILAR_FALLBACK = 0.9  # MIG <-> share of similar capacity
+_WHOLE_FALLBACK = 0.8  # a fraction served by a whole GPU
+_SAME_COMPUTE_FALLBACK = 0.95  # whole GPU <-> 7g.80gb
 
 
 @dataclass
 class MixedPod:
-    """One job (a gang): its request, its class and agent, and what happened to it."""
+    """One job (a gang): its XOR alternatives (the first preferred) with their GPU-equivalents,
+    its class and agent, and what happened to it (``chosen``: the alternative it runs on, or
+    last ran on; 0 while pending)."""
 
     id: str
     agent: str
     klass: str
     arrival: float
     duration: float
-    alternative: Alternative
-    equivalents: float
+    alternatives: tuple[Alternative, ...]
+    sizes: tuple[float, ...]  # GPU-equivalents of each alternative
     remaining: float = 0.0
     first_start: float | None = None
     start: float = 0.0
@@ -103,10 +119,21 @@ class MixedPod:
     placements: tuple[Placement, ...] = ()
     preemptions: int = 0
     state: str = "future"  # future, pending, running, departed
+    chosen: int = 0
+
+    @property
+    def alternative(self) -> Alternative:
+        """The alternative it runs on (the preferred one while pending)."""
+        return self.alternatives[self.chosen]
+
+    @property
+    def equivalents(self) -> float:
+        """GPU-equivalents of :attr:`alternative`."""
+        return self.sizes[self.chosen]
 
     @property
     def value(self) -> float:
-        """Value per round of running (the bid's value)."""
+        """Value per round of running (the value of :attr:`alternative`)."""
         return self.alternative.value
 
 
@@ -194,6 +221,29 @@ def _equivalents(unit: Unit, replicas: int, compute_units: int = 7) -> float:
     return compute / compute_units * replicas
 
 
+def _sizes(alts: Sequence[Alternative], compute_units: int = 7) -> tuple[float, ...]:
+    return tuple(_equivalents(a.unit, a.replicas, compute_units) for a in alts)
+
+
+def _fallbacks(klass: str, unit: Unit) -> list[tuple[Unit, float]]:
+    """The fallback units of a pod whose preferred unit is ``unit``, each with its value as a
+    fraction of the preferred alternative's (see :data:`_MIG_TO_SHARE` and the factors)."""
+    if klass == "research":
+        # Training replicas of one GPU also run on a full MIG instance (same compute).
+        if unit.kind == "whole" and unit.gpus == 1:
+            return [(Unit("mig", profile=_FULL_MIG), _SAME_COMPUTE_FALLBACK)]
+        return []
+    if unit.kind == "whole":
+        return [(Unit("mig", profile=_FULL_MIG), _SAME_COMPUTE_FALLBACK)]
+    if unit.kind == "mig":
+        if unit.profile == _FULL_MIG:
+            return [(Unit("whole"), _SAME_COMPUTE_FALLBACK)]
+        milli = _MIG_TO_SHARE[unit.profile or ""]
+        return [(Unit("share", milli=milli), _SIMILAR_FALLBACK), (Unit("whole"), _WHOLE_FALLBACK)]
+    profile = _SHARE_TO_MIG[unit.milli]
+    return [(Unit("mig", profile=profile), _SIMILAR_FALLBACK), (Unit("whole"), _WHOLE_FALLBACK)]
+
+
 def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
@@ -212,6 +262,7 @@ def generate_workload(
     research_agents: int = 12,
     warm_start: bool = True,
     burst: float = 2.0,
+    spread: float = 0.0,
 ) -> Workload:
     """A seeded workload for ``nodes`` over ``[0, horizon]`` seconds at offered ``load``.
 
@@ -259,7 +310,7 @@ def generate_workload(
     inf_kinds = [k for k in ("mig", "share", "whole") if inf_rates[k] > 0]
     inf_weights = [inf_rates[k] for k in inf_kinds]
 
-    def draw(klass: str) -> tuple[Alternative, float, float]:
+    def draw(klass: str) -> tuple[tuple[Alternative, ...], tuple[float, ...], float]:
         if klass == "inference":
             kind = rng.choices(inf_kinds, weights=inf_weights)[0]
             if kind == "mig":
@@ -277,18 +328,26 @@ def generate_workload(
             unit = Unit("whole", gpus=gpus)
             level = _RESEARCH_VALUE * math.exp(rng.gauss(0.0, 0.5))
             duration = _log_uniform(rng, *_RESEARCH_SECONDS)
-        eq = _equivalents(unit, replicas)
-        alt = Alternative(round(level * eq, 4), unit, replicas=replicas, locality=locality)
-        return alt, eq, duration
+        value = level * _equivalents(unit, replicas)
+        units = [(unit, 1.0), *_fallbacks(klass, unit)]
+        alts = tuple(
+            Alternative(round(value * f, 4), u, replicas=replicas, locality=locality)
+            for u, f in units
+        )
+        if klass == "research" and spread > 0 and unit.gpus * replicas > 1:
+            alts += (
+                Alternative(round(value * spread, 4), Unit("whole"), replicas=unit.gpus * replicas),
+            )
+        return alts, _sizes(alts), duration
 
     pods: list[MixedPod] = []
     if warm_start:
         for name, klass, rate in streams:
             mean_s = inf_mean_s if klass == "inference" else res_mean_s
             for _ in range(int(np.random.default_rng(rng.getrandbits(32)).poisson(rate * mean_s))):
-                alt, eq, duration = draw(klass)
+                alts, sizes, duration = draw(klass)
                 left = max(duration * rng.random(), 1.0)
-                pods.append(MixedPod("", name, klass, 0.0, left, alt, eq, remaining=left))
+                pods.append(MixedPod("", name, klass, 0.0, left, alts, sizes, remaining=left))
     peak = (horizon / 3.0, 2.0 * horizon / 3.0)
     for name, klass, rate in streams:
         # Thinning: candidate arrivals at the peak rate, kept with probability rate(t) / peak.
@@ -301,8 +360,8 @@ def generate_workload(
             now = rate * burst if klass == "inference" and peak[0] <= t < peak[1] else rate
             if rng.random() * top >= now:
                 continue
-            alt, eq, duration = draw(klass)
-            pods.append(MixedPod("", name, klass, t, duration, alt, eq, remaining=duration))
+            alts, sizes, duration = draw(klass)
+            pods.append(MixedPod("", name, klass, t, duration, alts, sizes, remaining=duration))
     pods.sort(key=lambda p: (p.arrival, p.agent))
     for i, p in enumerate(pods):
         p.id = f"j{i}"
@@ -310,6 +369,8 @@ def generate_workload(
 
 
 def _job(pod: MixedPod) -> Job:
+    """The pod as a baseline sees it: one request, its preferred alternative (baselines only
+    ever place that one, so ``chosen`` stays 0 under them)."""
     prio = KAI_INFERENCE_PRIORITY if pod.klass == "inference" else KAI_TRAIN_PRIORITY
     return Job(pod.id, pod.agent, prio, pod.arrival, pod.alternative, pod.equivalents)
 
@@ -342,8 +403,9 @@ def kai_queues(workload: Workload, capacity: float, quota_margin: float = 2.5) -
     return queues
 
 
-class _Auction:
-    """The project's market as a policy: wallets refilled per round, research preemptible."""
+class AuctionPolicy:
+    """The project's market as a policy: every pending pod bids all its alternatives (the engine
+    picks at most one), wallets refilled per round, research preemptible."""
 
     def __init__(
         self,
@@ -387,7 +449,7 @@ class _Auction:
         problem = Problem(
             nodes=nodes,
             wallets=tuple(Wallet(a, round(b, 6)) for a, b in self.balance.items()),
-            bids=tuple(Bid(p.id, p.agent, p.agent, (p.alternative,)) for p in pending),
+            bids=tuple(Bid(p.id, p.agent, p.agent, p.alternatives) for p in pending),
             incumbents=tuple(
                 Incumbent(
                     p.id,
@@ -420,7 +482,11 @@ class _Auction:
             self.verified += 1
         self.revenue += result.revenue
         return Decision(
-            {w.bid_id: w.placements for w in result.winners}, tuple(result.evicted), 1, seconds
+            {w.bid_id: w.placements for w in result.winners},
+            tuple(result.evicted),
+            1,
+            seconds,
+            chosen={w.bid_id: w.alternative for w in result.winners},
         )
 
 
@@ -436,6 +502,7 @@ def run_mixed(
     solver: str = "greedy",
     time_limit: float = 0.2,
     verify: bool = False,
+    spread: float = 0.0,
     progress: Callable[[int], None] | None = None,
 ) -> MixedRun:
     """Simulate ``rounds`` rounds of the mixed-priority scenario under ``policy``.
@@ -459,6 +526,9 @@ def run_mixed(
     verify
         Check every auction round with the independent :func:`allocator.verify.check_or_raise`,
         and every round's running set against the model's occupancy rules (all policies).
+    spread
+        Value factor of the topology-free alternative of multi-GPU research gangs
+        (:func:`generate_workload`); 0 (default) leaves it out. Only the auction sees it.
     progress
         Called with the number of rounds done.
     """
@@ -476,15 +546,16 @@ def run_mixed(
     extra = extra_models_for(nodes)
     capacity = float(sum(len(n.gpus) for n in nodes))
     horizon = (rounds - 1) * round_seconds
-    workload = generate_workload(nodes, seed, horizon, load=load)
+    if not 0.0 <= spread <= 1.0:
+        raise ValueError(f"spread: must be in [0, 1], got {spread}")
+    workload = generate_workload(nodes, seed, horizon, load=load, spread=spread)
     pods = [_copy(p) for p in workload.pods]
     run = MixedRun(policy, seed, capacity, round_seconds, pods=pods)
     mig_compute = _mig_compute(nodes, extra)
     for p in pods:
-        if p.alternative.unit.kind == "mig":
-            p.equivalents = _equivalents(p.alternative.unit, p.alternative.replicas, mig_compute)
+        p.sizes = _sizes(p.alternatives, mig_compute)
     auction = (
-        _Auction(
+        AuctionPolicy(
             workload,
             nodes,
             solver=solver,
@@ -529,6 +600,7 @@ def run_mixed(
             p.remaining = max(p.end - now, 0.0)
             p.preemptions += 1
             p.placements = ()
+            p.chosen = 0  # pending again: it may come back on any alternative
             p.state = "pending"
             del running[pid]
             pending[pid] = p
@@ -539,6 +611,7 @@ def run_mixed(
             p.start = now
             p.end = now + p.remaining
             p.placements = tuple(reps)
+            p.chosen = decision.chosen.get(pid, 0)
             p.state = "running"
             del pending[pid]
             running[pid] = p
@@ -560,7 +633,7 @@ def run_mixed(
 
 def _copy(p: MixedPod) -> MixedPod:
     return MixedPod(
-        p.id, p.agent, p.klass, p.arrival, p.duration, p.alternative, p.equivalents, p.remaining
+        p.id, p.agent, p.klass, p.arrival, p.duration, p.alternatives, p.sizes, p.remaining
     )
 
 
