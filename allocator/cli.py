@@ -158,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--policies",
         default=None,
-        help="comma-separated (openb default: random,fifo,bestfit,dotprod,gpupacking,fgd,"
+        help="comma-separated (openb default: random,fifo,bestfit,dotprod,gpupacking,fgd,kai,"
         "auction, auction once per --modes; mixed default: auction,fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
@@ -179,7 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if args.scenario == "mixed":
         return _simulate_mixed(args)
-    policies = args.policies or "random,fifo,bestfit,dotprod,gpupacking,fgd,auction"
+    policies = args.policies or "random,fifo,bestfit,dotprod,gpupacking,fgd,kai,auction"
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
     if not traces and args.nodes is None:
         traces = ["openb-default"]

@@ -90,6 +90,16 @@ def test_gpupacking_prefers_an_already_shared_gpu() -> None:
     assert sim.place(1, "gpupacking") == (1, [3])
 
 
+def test_kai_binpack_fills_the_most_allocated_node() -> None:
+    """kai (KAI's bin-packing) puts a whole-GPU pod on the node with most GPU already used."""
+    sim = _cluster([(64000, 4, 0), (64000, 4, 0), (64000, 4, 0)])
+    sim.set_random_ties(False)
+    _pods(sim, [(1000, 1, 1000, 0), (1000, 2, 1000, 0), (1000, 1, 1000, 0)])
+    sim.assign(0, 0, [0])
+    sim.assign(1, 2, [8, 9])
+    assert sim.place(2, "kai") == (2, [10])
+
+
 def test_fgd_fills_the_gap_a_share_left() -> None:
     """With a workload of 500-milli shares and whole GPUs, fgd puts a 500 share on the GPU
     with exactly 500 free (no fragment left) rather than splitting an idle GPU."""

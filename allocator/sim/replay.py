@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: Policies that place one pod at a time by a node score (C++ core, allocator._core.SimCluster).
-PLACEMENT_POLICIES = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd")
+PLACEMENT_POLICIES = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai")
 
 #: GPU memory (GB) assumed per openb model name, only for the engine's model table (no openb
 #: pod asks for GPU memory). G2/G3 are anonymised in the trace.

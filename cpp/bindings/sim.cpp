@@ -57,6 +57,7 @@ SimPolicy policy_from(const std::string& name) {
   if (name == "dotprod") return SimPolicy::DotProd;
   if (name == "gpupacking") return SimPolicy::GpuPacking;
   if (name == "fgd") return SimPolicy::Fgd;
+  if (name == "kai") return SimPolicy::KaiBinpack;
   throw InputError("policy", "unknown placement policy '" + name + "'");
 }
 

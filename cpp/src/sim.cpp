@@ -228,6 +228,11 @@ double SimCluster::score_on_node(const SimPod& pod, SimPolicy policy, int n,
     }
     case SimPolicy::Fgd:
       return fgd_on_node(pod, n, out);
+    case SimPolicy::KaiBinpack: {
+      default_gpus(pod, n, out);
+      const double cap = static_cast<double>(gpu_count(n)) * kWhole;
+      return cap > 0 ? (cap - gpu_left + gpu_req) / cap : 0.0;
+    }
     case SimPolicy::Random:
     case SimPolicy::Fifo:
       break;

@@ -16,7 +16,10 @@
 //  - dotprod: 100 (1 - <free, request> / 2), the smallest alignment wins;
 //  - gpupacking: already-shared GPUs first (50..100), then partly used nodes (33..50), then idle
 //    nodes;
-//  - fgd: 100 sigmoid(fragmentation decrease / 1000 milli), trying every GPU with room.
+//  - fgd: 100 sigmoid(fragmentation decrease / 1000 milli), trying every GPU with room;
+//  - kai: KAI Scheduler's default bin-packing placement (as its documentation states it: fill a
+//    node before the next, and with fractions a GPU before the next): the node with the largest
+//    allocated share of its GPU milli after placement (not truncated), best-fit GPU.
 // Shares go to the best-fit GPU (least free milli that fits) except under random, fgd and fifo;
 // whole GPUs are the node's lowest-index fully free ones. A CPU-only pod needs CPU and memory.
 #pragma once
@@ -49,6 +52,7 @@ enum class SimPolicy : std::uint8_t {
   DotProd = 3,
   GpuPacking = 4,
   Fgd = 5,
+  KaiBinpack = 6,
 };
 
 /// Where a pod went: node and its GPUs (global GPU indices), each given `milli`.
