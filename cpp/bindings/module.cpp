@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "arrays.hpp"
 #include "gpualloc/auction.hpp"
 #include "gpualloc/problem.hpp"
 
@@ -18,14 +19,7 @@ namespace {
 template <typename T>
 std::vector<T> column(const py::dict& d, const char* key) {
   if (!d.contains(key)) throw InputError(key, "missing array");
-  py::array_t<T, py::array::c_style | py::array::forcecast> arr;
-  try {
-    arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(d[key]);
-  } catch (const py::error_already_set&) {
-    throw InputError(key, "not convertible to a numeric array");
-  }
-  if (!arr || arr.ndim() != 1) throw InputError(key, "must be a one-dimensional numeric array");
-  return std::vector<T>(arr.data(), arr.data() + arr.size());
+  return bindings::as_vector<T>(d[key], key);
 }
 
 void need_len(const char* key, std::size_t got, std::size_t want) {

@@ -11,22 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "arrays.hpp"
+
 namespace py = pybind11;
 using namespace gpualloc;
 
 namespace {
 
-template <typename T>
-std::vector<T> as_vector(const py::handle& h, const char* name) {
-  py::array_t<T, py::array::c_style | py::array::forcecast> arr;
-  try {
-    arr = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(h);
-  } catch (const py::error_already_set&) {
-    throw InputError(name, "not convertible to a numeric array");
-  }
-  if (!arr || arr.ndim() != 1) throw InputError(name, "must be a one-dimensional numeric array");
-  return std::vector<T>(arr.data(), arr.data() + arr.size());
-}
+using bindings::as_vector;
 
 std::vector<SimPod> pods_from(const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
                               const py::handle& milli, const py::handle& models) {
