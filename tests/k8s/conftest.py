@@ -1,0 +1,408 @@
+"""A real control plane for the end-to-end tests: etcd, kube-apiserver and kube-scheduler.
+
+The servers are the ones ``scripts/build-controlplane`` compiles from the Go module proxy at the
+releases ``tests/controlplane/go.mod`` pins; nothing here fakes the API. They listen on loopback
+on free ports, keep their data in a temporary folder, and run in process groups of their own that
+teardown kills, so a test session leaves no process behind (the kernel also kills them if pytest
+itself dies). The API server authenticates static bearer tokens and authorises with Node and RBAC:
+``admin_token`` is in ``system:masters``; ``user_token`` belongs to a user with no role at all.
+
+Missing binaries skip these tests with the reason, unless ``GPUALLOC_REQUIRE_K8S=1`` (set by
+``.ci/run``), which turns that skip into a failure.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "scripts" / "build-controlplane"
+# On CI (.ci/run) nothing here may be skipped: every would-be skip is reported as a failure.
+REQUIRED = os.environ.get("GPUALLOC_REQUIRE_K8S") == "1"
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 20.0
+
+ADMIN_USER = "gpualloc-test-admin"
+PLAIN_USER = "gpualloc-test-user"
+# The scheduler authenticates as the user the default RBAC policy already grants its role to.
+SCHEDULER_USER = "system:kube-scheduler"
+
+
+@dataclass(frozen=True)
+class ControlPlane:
+    """How to reach the test API server: its URL, the CA that signed its serving certificate,
+    and bearer tokens for an administrator and for a user without any role."""
+
+    url: str
+    ca_file: Path
+    admin_token: str
+    user_token: str
+    user_name: str = PLAIN_USER
+    insecure_skip_verify: bool = False
+
+    def write_kubeconfig(self, path: Path, token: str) -> Path:
+        """Write a kubeconfig for ``token`` to ``path`` (JSON is valid YAML) and return it."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": "test", "user": {"token": token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
+            "current-context": "test",
+        }
+        path.write_text(json.dumps(config, indent=2))
+        path.chmod(0o600)
+        return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask the kernel for SIGKILL when pytest goes away."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+class _Server:
+    """One server process in its own process group, logging to a file."""
+
+    def __init__(self, name: str, argv: list[str], log: Path) -> None:
+        self.name = name
+        self.argv = argv
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            out.write(f"\n==== start {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                # Run in the child before exec; pytest starts no threads that could deadlock it.
+                preexec_fn=_die_with_parent,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        """SIGTERM the process group, SIGKILL it if it is still there after a grace period."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # The group may outlive its leader; make sure nothing of it is left.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+
+def _wait_until(
+    server: _Server, probe: Callable[[], bool], what: str, timeout_s: float = READY_TIMEOUT_S
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not server.alive():
+            raise RuntimeError(
+                f"{server.name} exited before {what}; last log lines ({server.log}):\n"
+                + server.log_tail()
+            )
+        if probe():
+            return
+        time.sleep(0.25)
+    raise RuntimeError(
+        f"{server.name}: no {what} after {timeout_s:.0f} s; last log lines ({server.log}):\n"
+        + server.log_tail()
+    )
+
+
+def _https_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
+    if ca_file is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=str(ca_file))
+    request = urllib.request.Request(url)
+    if token is not None:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
+        return False
+
+
+class ControlPlaneProcesses:
+    """etcd and kube-apiserver for one test session, plus the means to restart the API server
+    and to start kube-scheduler against it. Teardown stops everything it started."""
+
+    def __init__(self, bin_dir: Path, work: Path) -> None:
+        self.bin_dir = bin_dir
+        self.work = work
+        (work / "logs").mkdir(parents=True)
+        etcd_port, etcd_peer_port, api_port = _free_port(), _free_port(), _free_port()
+        self.etcd_url = f"http://127.0.0.1:{etcd_port}"
+        self.etcd = _Server(
+            "etcd",
+            [
+                str(bin_dir / "etcd"),
+                "--name=test",
+                f"--data-dir={work / 'etcd'}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}",
+                f"--initial-cluster=test=http://127.0.0.1:{etcd_peer_port}",
+                "--log-level=warn",
+                # Test data need not survive a power cut; fsync would dominate on a slow disk.
+                "--unsafe-no-fsync",
+            ],
+            work / "logs" / "etcd.log",
+        )
+        tokens = {
+            "admin": os.urandom(16).hex(),
+            "user": os.urandom(16).hex(),
+            "scheduler": os.urandom(16).hex(),
+        }
+        self.scheduler_token = tokens["scheduler"]
+        token_file = work / "tokens.csv"
+        token_file.write_text(
+            f'{tokens["admin"]},{ADMIN_USER},uid-admin,"system:masters"\n'
+            f"{tokens['user']},{PLAIN_USER},uid-user\n"
+            f"{tokens['scheduler']},{SCHEDULER_USER},uid-scheduler\n"
+        )
+        token_file.chmod(0o600)
+        sa_key = work / "service-account.key"
+        subprocess.run(
+            ["openssl", "genrsa", "-out", str(sa_key), "2048"],
+            check=True,
+            capture_output=True,
+        )
+        cert_dir = work / "apiserver-certs"
+        self.apiserver = _Server(
+            "kube-apiserver",
+            [
+                str(bin_dir / "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={api_port}",
+                # Self-signed serving certificate (and its CA) written here at first start and
+                # reused by later starts, so a restart keeps the CA the clients trust.
+                f"--cert-dir={cert_dir}",
+                f"--token-auth-file={token_file}",
+                "--authorization-mode=Node,RBAC",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                # No endpoint for the 'kubernetes' Service: a loopback address is not a valid
+                # endpoint, and nothing in the tests reaches the API server through a Service.
+                "--endpoint-reconciler-type=none",
+                # No kube-controller-manager runs to create each namespace's 'default'
+                # ServiceAccount, which the ServiceAccount admission plugin would demand of
+                # every pod; pods name their ServiceAccount explicitly where it matters.
+                "--disable-admission-plugins=ServiceAccount",
+                "--v=1",
+            ],
+            work / "logs" / "kube-apiserver.log",
+        )
+        self.schedulers: list[_Server] = []
+        self.connection = ControlPlane(
+            url=f"https://127.0.0.1:{api_port}",
+            ca_file=cert_dir / "apiserver.crt",
+            admin_token=tokens["admin"],
+            user_token=tokens["user"],
+        )
+
+    def start(self) -> None:
+        self.etcd.start()
+        _wait_until(self.etcd, lambda: _http_ok(self.etcd_url + "/health"), "healthy etcd")
+        self.start_apiserver()
+
+    def start_apiserver(self) -> None:
+        """Start the API server and wait until /readyz says ok (all post-start hooks done)."""
+        self.apiserver.start()
+        url = self.connection.url + "/readyz"
+        token = self.connection.admin_token
+        _wait_until(self.apiserver, lambda: _https_ok(url, token), "ready API server")
+        if not _https_ok(url, token, self.connection.ca_file):
+            raise RuntimeError(f"the API server's certificate does not verify against {url}")
+
+    def stop_apiserver(self) -> None:
+        """Stop the API server (etcd keeps running, so the cluster's state is kept)."""
+        self.apiserver.stop()
+
+    def restart_apiserver(self) -> None:
+        """Stop the API server and start it again on the same port with the same data."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def start_scheduler(self, extra_args: tuple[str, ...] = ()) -> _Server:
+        """Start a kube-scheduler against the API server, wait until /healthz says ok, and
+        return it; it runs until ``stop`` is called on it or the session ends."""
+        index = len(self.schedulers)
+        kubeconfig = self.connection.write_kubeconfig(
+            self.work / f"scheduler-{index}.kubeconfig", self.scheduler_token
+        )
+        port = _free_port()
+        server = _Server(
+            f"kube-scheduler-{index}",
+            [
+                str(self.bin_dir / "kube-scheduler"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={port}",
+                f"--cert-dir={self.work / f'scheduler-{index}-certs'}",
+                "--leader-elect=false",
+                "--v=1",
+                *extra_args,
+            ],
+            self.work / "logs" / f"kube-scheduler-{index}.log",
+        )
+        self.schedulers.append(server)
+        server.start()
+        url = f"https://127.0.0.1:{port}/healthz"
+        _wait_until(server, lambda: _https_ok(url), "healthy kube-scheduler")
+        return server
+
+    def stop(self) -> None:
+        for server in [*self.schedulers, self.apiserver, self.etcd]:
+            server.stop()
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status) == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _bin_dir() -> Path:
+    result = subprocess.run(
+        [str(BUILD_SCRIPT), "--print-bin-dir"], check=True, capture_output=True, text=True
+    )
+    return Path(result.stdout.strip())
+
+
+def _require_binaries(bin_dir: Path) -> None:
+    names = ("etcd", "kube-apiserver", "kube-scheduler")
+    missing = [name for name in names if not (bin_dir / name).is_file()]
+    if not missing:
+        return
+    reason = (
+        f"control-plane binaries not built ({', '.join(missing)} missing in {bin_dir}): "
+        "run scripts/build-controlplane (needs Go)"
+    )
+    if REQUIRED:
+        pytest.fail(reason + "; GPUALLOC_REQUIRE_K8S=1 forbids skipping", pytrace=False)
+    pytest.skip(reason)
+
+
+def _refuse_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if REQUIRED and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped, but GPUALLOC_REQUIRE_K8S=1 forbids skipping: {report.longrepr}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """With GPUALLOC_REQUIRE_K8S=1, report a skipped end-to-end test as failed, with the reason."""
+    report = yield
+    _refuse_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Any:
+    """The same for a test module skipped as a whole (a missing kubernetes package)."""
+    report = yield
+    _refuse_skip(report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def control_plane_processes(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[ControlPlaneProcesses]:
+    """etcd + kube-apiserver for the whole session, ready; stopped at the end."""
+    bin_dir = _bin_dir()
+    _require_binaries(bin_dir)
+    processes = ControlPlaneProcesses(bin_dir, tmp_path_factory.mktemp("controlplane"))
+    atexit.register(processes.stop)  # also when pytest is interrupted before teardown
+    try:
+        processes.start()
+        yield processes
+    finally:
+        processes.stop()
+        atexit.unregister(processes.stop)
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_processes: ControlPlaneProcesses) -> ControlPlane:
+    """Connection details of the session's API server."""
+    return control_plane_processes.connection
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane: ControlPlane) -> Callable[[str], Any]:
+    """A factory: token -> ``kubernetes.client.ApiClient`` that verifies the server's CA."""
+    kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+
+    def make(token: str) -> Any:
+        configuration = kubernetes.client.Configuration()
+        configuration.host = control_plane.url
+        configuration.ssl_ca_cert = str(control_plane.ca_file)
+        configuration.verify_ssl = not control_plane.insecure_skip_verify
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        return kubernetes.client.ApiClient(configuration)
+
+    return make

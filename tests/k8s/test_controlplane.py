@@ -1,0 +1,177 @@
+"""The test control plane is real: authentication, RBAC, the status subresource, persistence in
+etcd across an API server restart, and the default scheduler binding a GPU pod."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+from kubernetes.client import CoreV1Api, VersionApi  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+
+pytestmark = pytest.mark.k8s
+
+GPU = "nvidia.com/gpu"
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _gpu_node(core: CoreV1Api, name: str, gpus: int) -> Any:
+    """Create a Node and advertise ``gpus`` GPUs in its status, as the device plugin would,
+    then make it schedulable as the node lifecycle controller would once the kubelet reports
+    Ready (no kube-controller-manager runs here)."""
+    core.create_node(
+        {
+            "metadata": {
+                "name": name,
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "nvidia.com/gpu.present": "true",
+                    "nvidia.com/gpu.product": "A100-SXM4-80GB",
+                    "nvidia.com/gpu.count": str(gpus),
+                },
+            }
+        }
+    )
+    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
+    core.patch_node_status(
+        name,
+        {
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "KubeletReady",
+                        "message": "fake node of the end-to-end tests",
+                    }
+                ],
+            }
+        },
+    )
+    # The TaintNodesByCondition admission plugin taints every new Node not-ready.
+    return core.patch_node(name, {"spec": {"taints": []}})
+
+
+@pytest.fixture
+def admin(api_client: Callable[[str], Any], control_plane: Any) -> CoreV1Api:
+    """CoreV1Api authenticated with the administrator's token."""
+    return CoreV1Api(api_client(control_plane.admin_token))
+
+
+def test_api_server_reports_the_pinned_release(
+    api_client: Callable[[str], Any], control_plane: Any
+) -> None:
+    """/version names the Kubernetes release go.mod pins, so the binary is the one built here."""
+    go_mod = (Path(__file__).parents[1] / "controlplane" / "go.mod").read_text()
+    pinned = next(
+        line.split()[1] for line in go_mod.splitlines() if line.split()[:1] == ["k8s.io/kubernetes"]
+    )
+    version = VersionApi(api_client(control_plane.admin_token)).get_code()
+    assert version.git_version == pinned
+
+
+def test_admin_creates_namespace_and_gpu_node(admin: CoreV1Api) -> None:
+    """The admin token creates a namespace and a Node whose status advertises nvidia.com/gpu."""
+    namespace = _name("ns")
+    admin.create_namespace({"metadata": {"name": namespace}})
+    assert admin.read_namespace(namespace).status.phase == "Active"
+
+    node = _name("gpu-node")
+    _gpu_node(admin, node, gpus=8)
+    read = admin.read_node(node)
+    assert read.status.capacity[GPU] == "8"
+    assert read.status.allocatable[GPU] == "8"
+    assert read.metadata.labels["nvidia.com/gpu.product"] == "A100-SXM4-80GB"
+
+
+def test_status_is_a_subresource(admin: CoreV1Api) -> None:
+    """A plain update of a Node does not change its status: only the status subresource does."""
+    node = _name("gpu-node")
+    _gpu_node(admin, node, gpus=4)
+    body = admin.read_node(node)
+    body.status.capacity[GPU] = "99"
+    admin.replace_node(node, body)
+    assert admin.read_node(node).status.capacity[GPU] == "4"
+
+
+def test_unprivileged_token_is_forbidden_to_read_secrets(
+    api_client: Callable[[str], Any], control_plane: Any
+) -> None:
+    """The role-less user is authenticated (403, not 401) but RBAC forbids reading Secrets."""
+    user = CoreV1Api(api_client(control_plane.user_token))
+    with pytest.raises(ApiException) as forbidden:
+        user.list_namespaced_secret("default")
+    assert forbidden.value.status == 403
+    assert control_plane.user_name in forbidden.value.body
+
+    with pytest.raises(ApiException) as anonymous:
+        CoreV1Api(api_client("not-a-token")).list_namespaced_secret("default")
+    assert anonymous.value.status == 401
+
+
+def test_objects_survive_an_api_server_restart(
+    admin: CoreV1Api, control_plane_processes: Any
+) -> None:
+    """After the API server is stopped and started again, etcd still holds what was written."""
+    namespace = _name("ns")
+    node = _name("gpu-node")
+    admin.create_namespace({"metadata": {"name": namespace}})
+    admin.create_namespaced_config_map(
+        namespace, {"metadata": {"name": "kept"}, "data": {"round": "7"}}
+    )
+    _gpu_node(admin, node, gpus=8)
+    old_pid = control_plane_processes.apiserver.proc.pid
+
+    control_plane_processes.stop_apiserver()
+    with pytest.raises(Exception):  # noqa: B017 (connection refused: any urllib3 error)
+        admin.read_namespace(namespace, _request_timeout=2)
+    control_plane_processes.start_apiserver()
+
+    assert control_plane_processes.apiserver.proc.pid != old_pid
+    assert admin.read_namespace(namespace).metadata.name == namespace
+    assert admin.read_namespaced_config_map("kept", namespace).data == {"round": "7"}
+    assert admin.read_node(node).status.capacity[GPU] == "8"
+
+
+def test_default_scheduler_binds_a_gpu_pod(admin: CoreV1Api, control_plane_processes: Any) -> None:
+    """kube-scheduler binds a pod requesting nvidia.com/gpu to the only node that has them."""
+    namespace = _name("ns")
+    admin.create_namespace({"metadata": {"name": namespace}})
+    node = _name("gpu-node")
+    _gpu_node(admin, node, gpus=2)
+    control_plane_processes.start_scheduler()
+    admin.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "trainer"},
+            "spec": {
+                "nodeSelector": {"kubernetes.io/hostname": node},
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.invalid/trainer:1",
+                        "resources": {"limits": {GPU: "2"}},
+                    }
+                ],
+            },
+        },
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pod = admin.read_namespaced_pod("trainer", namespace)
+        if pod.spec.node_name:
+            break
+        time.sleep(0.2)
+    conditions = {c.type: c.message for c in pod.status.conditions or []}
+    assert pod.spec.node_name == node, conditions.get("PodScheduled")
