@@ -1,0 +1,159 @@
+"""The Kubernetes reader on API JSON: quantities, nodes, bids, gangs, incumbents, skips."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from allocator import solve, verify
+from allocator.cluster import ClusterConfig, parse_quantity, snapshot
+
+
+def _node(name: str, gpus: int, product: str = "A100-SXM4-80GB", **labels: str) -> dict[str, Any]:
+    alloc = {"cpu": "64", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {
+        "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": product, **labels}},
+        "status": {"allocatable": alloc},
+    }
+
+
+def _pod(
+    name: str,
+    requests: dict[str, str],
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    node: str | None = None,
+    scheduler: str = "gpu-allocator",
+    namespace: str = "team-a",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "schedulerName": scheduler,
+        "containers": [{"name": "main", "resources": {"requests": requests}}],
+    }
+    if node:
+        spec["nodeName"] = node
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": annotations or {},
+            "labels": labels or {},
+        },
+        "spec": spec,
+        "status": {"phase": "Running" if node else "Pending"},
+    }
+
+
+WALLET = {"metadata": {"name": "w", "namespace": "team-a"}, "spec": {"balance": 100}}
+
+
+def test_quantities() -> None:
+    """CPU, memory and plain counts parse as Kubernetes writes them."""
+    assert parse_quantity("500m") == Decimal("0.5")
+    assert parse_quantity("2") == 2
+    assert parse_quantity("1Gi") == 2**30
+    assert parse_quantity("1e3") == 1000
+    with pytest.raises(ValueError, match="suffix"):
+        parse_quantity("3Zz")
+
+
+def test_pending_pods_become_bids_and_running_ones_incumbents() -> None:
+    """Whole-GPU and share pods bid; a gang is one bid; a running pod holds its GPUs; the
+    Problem solves and the result passes verify."""
+    nodes = [
+        _node("n1", 4),
+        _node("n2", 2, "T4", **{"nvidia.com/gpu.sharing-strategy": "time-slicing"}),
+    ]
+    bid = {"gpualloc.io/bid": "10", "gpualloc.io/wallet": "w"}
+    pods = [
+        _pod("a", {"nvidia.com/gpu": "2", "cpu": "4", "memory": "8Gi"}, bid),
+        _pod(
+            "s", {"nvidia.com/gpu.shared": "1", "cpu": "1"}, {**bid, "gpualloc.io/gpu-milli": "300"}
+        ),
+        _pod("g0", {"nvidia.com/gpu": "1"}, bid, {"gpualloc.io/gang": "job"}),
+        _pod("g1", {"nvidia.com/gpu": "1"}, bid, {"gpualloc.io/gang": "job"}),
+        _pod("r", {"nvidia.com/gpu": "1", "cpu": "2"}, {"gpualloc.io/bid": "5"}, node="n1"),
+        _pod("other", {"nvidia.com/gpu": "1"}, node="n1", scheduler="default-scheduler"),
+        _pod("web", {"cpu": "10"}, node="n1", scheduler="default-scheduler"),
+    ]
+    snap = snapshot(nodes, pods, [WALLET], round_id="r1")
+    p = snap.problem
+    assert snap.skipped == ()
+    assert sorted(b.id for b in p.bids) == ["team-a/a", "team-a/gang/job", "team-a/s"]
+    gang = next(b for b in p.bids if b.id == "team-a/gang/job")
+    assert gang.alternatives[0].replicas == 2 and gang.alternatives[0].value == 20
+    assert snap.pods_of_bid["team-a/gang/job"] == ("team-a/g0", "team-a/g1")
+    n1 = next(n for n in p.nodes if n.name == "n1")
+    assert n1.cpu_milli == 64000 - 10000  # the CPU-only pod of another scheduler
+    incs = {i.id: i for i in p.incumbents}
+    assert incs["team-a/r"].preemptible and incs["team-a/r"].placements[0].gpus == (0,)
+    assert not incs["team-a/other"].preemptible and incs["team-a/other"].placements[0].gpus == (1,)
+    assert next(n for n in p.nodes if n.name == "n2").gpus[0].mode == "shared"
+    result = solve(p, solver="greedy")
+    assert verify(p, result) == []
+    # Two GPUs are left on n1: the gang (worth 20) beats the 2-GPU pod (worth 10).
+    assert {w.bid_id for w in result.winners} == {"team-a/gang/job", "team-a/s"}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "requests", "field"),
+    [
+        (
+            {"gpualloc.io/bid": "lots", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/gpu": "1"},
+            "metadata.annotations[gpualloc.io/bid]",
+        ),
+        (
+            {"gpualloc.io/wallet": "w"},
+            {"nvidia.com/gpu": "1"},
+            "metadata.annotations[gpualloc.io/bid]",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "nope"},
+            {"nvidia.com/gpu": "1"},
+            "metadata.annotations[gpualloc.io/wallet]",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/gpu.shared": "1"},
+            "metadata.annotations[gpualloc.io/gpu-milli]",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w", "gpualloc.io/locality": "moon"},
+            {"nvidia.com/gpu": "1"},
+            "metadata.annotations[gpualloc.io/locality]",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/mig-1g.10gb": "1"},
+            "spec.containers[].resources.nvidia.com/mig-1g.10gb",
+        ),
+    ],
+)
+def test_malformed_pod_is_skipped_naming_the_field(
+    annotations: dict[str, str], requests: dict[str, str], field: str
+) -> None:
+    """A bad pod is left out with the field and reason; the rest of the round still reads."""
+    good = _pod(
+        "good", {"nvidia.com/gpu": "1"}, {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"}
+    )
+    snap = snapshot([_node("n1", 2)], [good, _pod("bad", requests, annotations)], [WALLET])
+    assert [b.id for b in snap.problem.bids] == ["team-a/good"]
+    assert [(s.name, s.field) for s in snap.skipped] == [("team-a/bad", field)]
+
+
+def test_mig_nodes_are_not_offered_yet() -> None:
+    """A MIG node is listed as skipped and offers no GPU (the reader does not know its slices)."""
+    snap = snapshot([_node("m", 8, **{"nvidia.com/mig.strategy": "mixed"})], [], [])
+    assert snap.problem.nodes[0].gpus == ()
+    assert snap.skipped[0].reason == "MIG nodes are not offered yet"
+
+
+def test_config_rejects_unknown_and_empty_settings() -> None:
+    """Settings are validated with the field named."""
+    with pytest.raises(ValueError, match="rack_labl"):
+        ClusterConfig.from_dict({"rack_labl": "x"})
+    with pytest.raises(ValueError, match="scheduler_name"):
+        ClusterConfig(scheduler_name=" ")
