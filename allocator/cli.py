@@ -131,6 +131,17 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dump-problem", type=Path, help="also write the example problem JSON here")
     sc = sub.add_parser("schema", help="print the JSON Schema of the problem or result file")
     sc.add_argument("which", choices=("problem", "result"))
+    run = sub.add_parser(
+        "run",
+        help="clear rounds on a Kubernetes cluster: read, solve, bind, evict, debit wallets",
+    )
+    run.add_argument("--once", action="store_true", help="one round, then exit (the CronJob)")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
+    run.add_argument("--dump-snapshot", type=Path, help="write the round's Problem JSON here")
+    run.add_argument("--round-id", help="round id (default: r-<UTC time>)")
+    run.add_argument("--scheduler-name", default="gpu-allocator")
+    solver_args(run)
     sim = sub.add_parser(
         "simulate",
         help="replay a trace under placement policies and the auction (the FGD experiment)",
@@ -245,6 +256,40 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
     return EXIT_VIOLATIONS if violations else EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    if not args.once:
+        raise ProblemError("--once", "only single rounds are implemented yet (use --once)")
+    from allocator.cluster import ClusterConfig
+    from allocator.cluster.api import connect
+    from allocator.cluster.loop import run_once
+    from allocator.cluster.plan import describe
+
+    try:
+        config = ClusterConfig(scheduler_name=args.scheduler_name)
+    except ValueError as e:
+        raise ProblemError("--scheduler-name", str(e)) from None
+    outcome = run_once(
+        connect(args.kubeconfig),
+        config,
+        solver=args.solver,
+        payments=args.payments,
+        time_limit=args.time_limit,
+        round_id=args.round_id,
+        dry_run=args.dry_run,
+        dump_snapshot=args.dump_snapshot,
+    )
+    sys.stdout.write(describe(outcome.plan) + "\n")
+    if outcome.report is not None:
+        r = outcome.report
+        sys.stdout.write(
+            f"applied: {r.bound} bound ({r.already_bound} already), {r.evicted} evicted, "
+            f"{r.charged} wallets charged ({r.already_charged} already), {r.events} events\n"
+        )
+        for p in r.problems:
+            print(f"problem: {p}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _simulate_mixed(args: argparse.Namespace) -> int:
     from allocator.sim.mixed_report import simulate_mixed
 
@@ -306,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _solve_and_print(load_problem(args.problem), args, sys.stdout)
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "run":
+            return _run(args)
         from allocator.verify import verify
 
         problem = load_problem(args.problem)

@@ -1,15 +1,22 @@
-"""Fetch what the reader needs from a live API server (the only module importing kubernetes)."""
+"""Talk to a live API server (the only module importing kubernetes): fetch what the reader
+needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
 
-from allocator.cluster.config import ClusterConfig
+from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.plan import Charge, Plan
 
-__all__ = ["WALLET_GROUP", "WALLET_VERSION", "fetch"]
+__all__ = ["WALLET_GROUP", "WALLET_VERSION", "ApplyReport", "apply_plan", "connect", "fetch"]
+
+ANNOTATION_GPUS = ANNOTATION_PREFIX + "gpus"
+ANNOTATION_ROUND = ANNOTATION_PREFIX + "round"
 
 WALLET_GROUP = "gpualloc.io"
 WALLET_VERSION = "v1alpha1"
@@ -27,3 +34,161 @@ def fetch(
     pods = api.sanitize_for_serialization(core.list_pod_for_all_namespaces().items)
     listed: Any = custom.list_cluster_custom_object(WALLET_GROUP, WALLET_VERSION, "wallets")
     return list(nodes), list(pods), list(listed["items"])
+
+
+@dataclass
+class ApplyReport:
+    """What applying a plan did: counts, and the pods or wallets it could not touch and why."""
+
+    bound: int = 0
+    already_bound: int = 0
+    evicted: int = 0
+    charged: int = 0
+    already_charged: int = 0
+    events: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def connect(kubeconfig: str | None = None) -> Any:
+    """An ApiClient from a kubeconfig file, else the in-cluster service account."""
+    from kubernetes import config
+
+    k8s_config: Any = config
+    if kubeconfig:
+        return k8s_config.new_client_from_config(config_file=kubeconfig)
+    k8s_config.load_incluster_config()
+    return k8s.ApiClient()
+
+
+def _split(name: str) -> tuple[str, str]:
+    ns, _, n = name.partition("/")
+    return ns, n
+
+
+def apply_plan(api: Any, plan: Plan) -> ApplyReport:
+    """Execute ``plan``: bind, evict, debit wallets (once per round id), emit events.
+
+    Each write is idempotent for the round: a pod already bound to its node, or a wallet whose
+    ledger already holds the round, is left alone, so re-running after a crash repairs the round
+    without charging twice. A pod that is gone or bound elsewhere is reported, not fatal.
+    """
+    # Plain dicts are sent as they are (the client's typed models add nothing here).
+    core: Any = k8s.CoreV1Api(api)
+    custom: Any = k8s.CustomObjectsApi(api)
+    report = ApplyReport()
+    for b in plan.bindings:
+        ns, name = _split(b.pod)
+        try:
+            pod = core.read_namespaced_pod(name, ns)
+        except ApiException as e:
+            report.problems.append(f"{b.pod}: cannot read ({e.status})")
+            continue
+        if pod.spec.node_name:
+            if pod.spec.node_name == b.node:
+                report.already_bound += 1
+            else:
+                report.problems.append(f"{b.pod}: already on {pod.spec.node_name}")
+            continue
+        annotations = {
+            ANNOTATION_GPUS: ",".join(str(g) for g in b.gpus),
+            ANNOTATION_ROUND: plan.round_id,
+        }
+        try:
+            core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": annotations}})
+            core.create_namespaced_pod_binding(
+                name,
+                ns,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Binding",
+                    "metadata": {"name": name},
+                    "target": {"apiVersion": "v1", "kind": "Node", "name": b.node},
+                },
+                _preload_content=False,
+            )
+            report.bound += 1
+        except ApiException as e:
+            report.problems.append(f"{b.pod}: bind failed ({e.status} {e.reason})")
+    for ev in plan.evictions:
+        ns, name = _split(ev.pod)
+        try:
+            core.create_namespaced_pod_eviction(
+                name,
+                ns,
+                {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}},
+                _preload_content=False,
+            )
+            report.evicted += 1
+        except ApiException as e:
+            report.problems.append(f"{ev.pod}: eviction failed ({e.status} {e.reason})")
+    for c in plan.charges:
+        _charge(custom, c, plan.round_id, report)
+    for n in plan.notices:
+        ns, name = _split(n.pod)
+        try:
+            core.create_namespaced_event(
+                ns,
+                {
+                    "metadata": {"generateName": f"{name}."},
+                    "involvedObject": {"kind": "Pod", "namespace": ns, "name": name},
+                    "reason": n.reason,
+                    "message": n.message,
+                    "type": "Warning" if n.warning else "Normal",
+                    "source": {"component": "gpu-allocator"},
+                },
+                _preload_content=False,
+            )
+            report.events += 1
+        except ApiException as e:
+            report.problems.append(f"{n.pod}: event failed ({e.status})")
+    return report
+
+
+def _charge(custom: Any, c: Charge, round_id: str, report: ApplyReport, attempts: int = 5) -> None:
+    """Append the round to the wallet's ledger and add to ``spent``, guarded by the object's
+    resourceVersion: a concurrent update (409) is re-read and retried."""
+    ns, name = _split(c.wallet)
+    for _ in range(attempts):
+        try:
+            w = custom.get_namespaced_custom_object(
+                WALLET_GROUP, WALLET_VERSION, ns, "wallets", name
+            )
+        except ApiException as e:
+            report.problems.append(f"{c.wallet}: cannot read ({e.status})")
+            return
+        status = w.get("status") or {}
+        ledger = list(status.get("ledger") or [])
+        if any(entry.get("round") == round_id for entry in ledger):
+            report.already_charged += 1
+            return
+        ledger.append(
+            {
+                "round": round_id,
+                "amount": c.amount,
+                "charges": [{"pod": p, "amount": a} for p, a in c.pods],
+            }
+        )
+        body = {
+            "metadata": {"resourceVersion": w["metadata"]["resourceVersion"]},
+            "status": {
+                "spent": float(status.get("spent", 0) or 0) + c.amount,
+                "lastRound": round_id,
+                "ledger": ledger,
+            },
+        }
+        try:
+            custom.replace_namespaced_custom_object_status(
+                WALLET_GROUP,
+                WALLET_VERSION,
+                ns,
+                "wallets",
+                name,
+                {**w, **body, "metadata": {**w["metadata"], **body["metadata"]}},
+            )
+            report.charged += 1
+            return
+        except ApiException as e:
+            if e.status != 409:
+                report.problems.append(f"{c.wallet}: charge failed ({e.status} {e.reason})")
+                return
+    report.problems.append(f"{c.wallet}: charge gave up after {attempts} conflicts")

@@ -1,0 +1,62 @@
+"""One round against a live cluster: read -> solve -> plan -> apply (the CronJob's whole body).
+
+``run_once`` fetches nodes, pods and wallets, builds the Problem, solves it, turns the Result into
+a Plan and applies it (unless ``dry_run``). ``dump_snapshot`` writes the Problem as the JSON that
+``gpu-allocator solve`` reads, so any round can be replayed offline.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from allocator.cluster.api import ApplyReport, apply_plan, fetch
+from allocator.cluster.config import ClusterConfig
+from allocator.cluster.plan import Plan, plan_round
+from allocator.cluster.read import Snapshot, snapshot
+from allocator.model import Result, problem_to_dict
+from allocator.solvers import solve
+
+__all__ = ["RoundOutcome", "new_round_id", "run_once"]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What a round read, decided and (unless a dry run) wrote."""
+
+    snapshot: Snapshot
+    result: Result
+    plan: Plan
+    report: ApplyReport | None
+
+
+def new_round_id(now: datetime | None = None) -> str:
+    """A round id from the UTC time (sortable, valid as a Kubernetes name)."""
+    t = now or datetime.now(UTC)
+    return "r-" + t.strftime("%Y%m%d-%H%M%S")
+
+
+def run_once(
+    api: Any,
+    config: ClusterConfig | None = None,
+    *,
+    solver: str = "auto",
+    payments: str = "critical",
+    time_limit: float = 10.0,
+    round_id: str | None = None,
+    dry_run: bool = False,
+    dump_snapshot: str | Path | None = None,
+) -> RoundOutcome:
+    """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``)."""
+    cfg = config or ClusterConfig()
+    nodes, pods, wallets = fetch(api, cfg)
+    snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
+    if dump_snapshot is not None:
+        Path(dump_snapshot).write_text(json.dumps(problem_to_dict(snap.problem), indent=2) + "\n")
+    result = solve(snap.problem, solver=solver, payments=payments, time_limit=time_limit)
+    plan = plan_round(snap, result)
+    report = None if dry_run else apply_plan(api, plan)
+    return RoundOutcome(snap, result, plan, report)

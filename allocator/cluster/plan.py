@@ -1,0 +1,139 @@
+"""Turn a round's Result into the writes that apply it (pure; ``allocator.cluster.api`` runs them).
+
+The plan is data: bindings (pod -> node, with the GPU indices to annotate), evictions, one ledger
+entry per charged wallet (keyed by the round id, so applying a plan twice charges nothing twice)
+and one event per bid. ``describe`` prints it for ``--dry-run``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from allocator.cluster.read import Snapshot
+from allocator.model import Result
+
+__all__ = ["Binding", "Charge", "Eviction", "Notice", "Plan", "describe", "plan_round"]
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """Bind pod ``namespace/name`` to ``node``; ``gpus`` are the GPU indices it gets."""
+
+    pod: str
+    node: str
+    gpus: tuple[int, ...]
+    milli: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Eviction:
+    """Evict running pod ``namespace/name`` (through the Eviction API)."""
+
+    pod: str
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """Debit ``amount`` from Wallet ``namespace/name`` for this round, split over its pods."""
+
+    wallet: str
+    amount: float
+    pods: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """An event for pod ``namespace/name``: reason ``Won``, ``Outbid``, ``DoesNotFit``,
+    ``OverBudget``, ``BelowReserve`` or ``Skipped``, with a message carrying the numbers."""
+
+    pod: str
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything one round writes."""
+
+    round_id: str
+    bindings: tuple[Binding, ...] = ()
+    evictions: tuple[Eviction, ...] = ()
+    charges: tuple[Charge, ...] = ()
+    notices: tuple[Notice, ...] = field(default=())
+
+
+_REASON = {
+    "outbid": "Outbid",
+    "does_not_fit": "DoesNotFit",
+    "over_budget": "OverBudget",
+    "below_reserve": "BelowReserve",
+}
+
+
+def plan_round(snap: Snapshot, result: Result) -> Plan:
+    """The writes that apply ``result`` (solved on ``snap.problem``)."""
+    if result.round_id != snap.problem.round_id:
+        raise ValueError(
+            f"round_id: result is for {result.round_id!r}, snapshot is {snap.problem.round_id!r}"
+        )
+    bids = {b.id: b for b in snap.problem.bids}
+    bindings: list[Binding] = []
+    notices: list[Notice] = []
+    owed: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for w in result.winners:
+        pods = snap.pods_of_bid[w.bid_id]
+        if len(pods) != len(w.placements):
+            raise ValueError(
+                f"winners[{w.bid_id}]: {len(w.placements)} placements for {len(pods)} pods"
+            )
+        share = w.payment / len(pods)
+        for pod, pl in zip(pods, w.placements, strict=True):
+            bindings.append(Binding(pod, pl.node, tuple(pl.gpus), pl.milli))
+            owed[bids[w.bid_id].wallet].append((pod, share))
+            notices.append(
+                Notice(
+                    pod,
+                    "Won",
+                    f"round {result.round_id}: bid {w.value:g}, pays {w.payment:g} "
+                    f"({share:g} for this pod), on {pl.node} GPUs {list(pl.gpus)}",
+                )
+            )
+    for loss in result.losers:
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(loss.detail.items()))
+        for pod in snap.pods_of_bid.get(loss.bid_id, ()):
+            notices.append(
+                Notice(
+                    pod,
+                    _REASON.get(loss.reason, loss.reason),
+                    f"round {result.round_id}: {loss.reason.replace('_', ' ')}"
+                    + (f" ({detail})" if detail else ""),
+                    warning=True,
+                )
+            )
+    for s in snap.skipped:
+        if s.kind == "Pod":
+            notices.append(Notice(s.name, "Skipped", f"{s.field}: {s.reason}", warning=True))
+    evictions = tuple(
+        Eviction(pod) for inc in result.evicted for pod in snap.pods_of_incumbent.get(inc, ())
+    )
+    charges = tuple(
+        Charge(wallet, sum(a for _, a in pods), tuple(pods))
+        for wallet, pods in sorted(owed.items())
+        if sum(a for _, a in pods) > 0
+    )
+    return Plan(result.round_id, tuple(bindings), evictions, charges, tuple(notices))
+
+
+def describe(plan: Plan) -> str:
+    """A readable listing of the plan (what ``--dry-run`` prints)."""
+    lines = [
+        f"round {plan.round_id}: {len(plan.bindings)} bindings, "
+        f"{len(plan.evictions)} evictions, {len(plan.charges)} wallet charges"
+    ]
+    lines += [f"  bind {b.pod} -> {b.node} gpus {list(b.gpus)}" for b in plan.bindings]
+    lines += [f"  evict {e.pod}" for e in plan.evictions]
+    lines += [f"  charge {c.wallet} {c.amount:g}" for c in plan.charges]
+    lines += [f"  event {n.pod} {n.reason}: {n.message}" for n in plan.notices]
+    return "\n".join(lines)

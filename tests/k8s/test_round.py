@@ -1,0 +1,197 @@
+"""One round against the real API server: winners bound through the Binding subresource with their
+GPUs annotated, wallets debited once per round id (a repeated apply charges nothing twice),
+events emitted, and a dry run writes nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+import yaml  # noqa: E402
+from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
+
+from allocator.cli import main  # noqa: E402
+from allocator.cluster.api import apply_plan  # noqa: E402
+from allocator.cluster.loop import run_once  # noqa: E402
+
+pytestmark = pytest.mark.k8s
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator" / "crds"
+
+
+def _ensure_crds(admin: Any) -> None:
+    ext = ApiextensionsV1Api(admin)
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        deadline = time.monotonic() + 30
+        while not any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(doc["metadata"]["name"]).status.conditions
+            or []
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def _cluster(admin: Any, gpus: int) -> tuple[str, str]:
+    """A namespace with a 50-unit wallet and one GPU node of ``gpus`` GPUs (the node's name is
+    unique so that other tests' nodes do not interfere with what is asserted)."""
+    core = CoreV1Api(admin)
+    tag = uuid.uuid4().hex[:6]
+    ns, node = f"round-{tag}", f"gpu-{tag}"
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_node(
+        {"metadata": {"name": node, "labels": {"nvidia.com/gpu.product": "H100-80GB"}}}
+    )
+    res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
+    CustomObjectsApi(admin).create_namespaced_custom_object(
+        "gpualloc.io",
+        "v1alpha1",
+        ns,
+        "wallets",
+        {
+            "apiVersion": "gpualloc.io/v1alpha1",
+            "kind": "Wallet",
+            "metadata": {"name": "w"},
+            "spec": {"balance": 50},
+        },
+    )
+    return ns, node
+
+
+def _pod(core: CoreV1Api, ns: str, name: str, gpus: int, bid: str) -> None:
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
+            },
+            "spec": {
+                "schedulerName": "gpu-allocator",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.invalid/none",
+                        "resources": {
+                            "requests": {"nvidia.com/gpu": str(gpus)},
+                            "limits": {"nvidia.com/gpu": str(gpus)},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+
+
+def _only(ns: str, node: str) -> Any:
+    """A view of the cluster limited to one test's namespace and node (other tests share the
+    API server): wraps fetch's output through a ClusterConfig-independent filter."""
+    from allocator.cluster import api as cluster_api
+
+    real_fetch = cluster_api.fetch
+
+    def fetch(api: Any, config: Any = None) -> Any:
+        nodes, pods, wallets = real_fetch(api, config)
+        return (
+            [n for n in nodes if n["metadata"]["name"] == node],
+            [p for p in pods if p["metadata"]["namespace"] == ns],
+            [w for w in wallets if w["metadata"]["namespace"] == ns],
+        )
+
+    return fetch
+
+
+def test_round_binds_winners_and_charges_once(
+    api_client: Callable[[str], Any], control_plane: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pods want 3 of 4 GPUs each: the higher bid is bound with its GPUs annotated and the
+    wallet pays the critical price once, even when the plan is applied again."""
+    admin = api_client(control_plane.admin_token)
+    _ensure_crds(admin)
+    ns, node = _cluster(admin, 4)
+    core = CoreV1Api(admin)
+    _pod(core, ns, "high", 3, "30")
+    _pod(core, ns, "low", 3, "12")
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", _only(ns, node))
+    dry = run_once(admin, solver="greedy", round_id="r-dry", dry_run=True)
+    assert dry.report is None and len(dry.plan.bindings) == 1
+    assert core.read_namespaced_pod("high", ns).spec.node_name is None  # nothing written
+
+    out = run_once(admin, solver="greedy", round_id="r-1")
+    assert out.report is not None and out.report.bound == 1 and out.report.problems == []
+    pod = core.read_namespaced_pod("high", ns)
+    assert pod.spec.node_name == node
+    assert pod.metadata.annotations["gpualloc.io/gpus"] == "0,1,2"
+    assert core.read_namespaced_pod("low", ns).spec.node_name is None
+    wallet = CustomObjectsApi(admin).get_namespaced_custom_object(
+        "gpualloc.io", "v1alpha1", ns, "wallets", "w"
+    )
+    # Critical price: the loser's bid of 12 for the same 3 GPUs.
+    assert wallet["status"]["spent"] == pytest.approx(12.0)
+    assert [e["round"] for e in wallet["status"]["ledger"]] == ["r-1"]
+
+    again = apply_plan(admin, out.plan)  # a crash-and-retry of the same round
+    assert again.bound == 0 and again.already_bound == 1 and again.already_charged == 1
+    wallet = CustomObjectsApi(admin).get_namespaced_custom_object(
+        "gpualloc.io", "v1alpha1", ns, "wallets", "w"
+    )
+    assert wallet["status"]["spent"] == pytest.approx(12.0)
+    reasons = {e.reason for e in core.list_namespaced_event(ns).items}
+    assert {"Won", "DoesNotFit"} <= reasons or {"Won", "Outbid"} <= reasons
+
+
+def test_run_cli_dry_run_prints_the_plan(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`gpu-allocator run --once --dry-run --dump-snapshot` prints the plan, writes the Problem
+    JSON and binds nothing."""
+    admin = api_client(control_plane.admin_token)
+    _ensure_crds(admin)
+    ns, node = _cluster(admin, 2)
+    core = CoreV1Api(admin)
+    _pod(core, ns, "p", 1, "5")
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", _only(ns, node))
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", control_plane.admin_token)
+    snap = tmp_path / "snap.json"
+    code = main(
+        [
+            "run",
+            "--once",
+            "--dry-run",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--solver",
+            "greedy",
+            "--dump-snapshot",
+            str(snap),
+            "--round-id",
+            "r-cli",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"bind {ns}/p -> {node}" in out
+    assert snap.exists() and main(["solve", str(snap), "--solver", "greedy"]) == 0
+    assert core.read_namespaced_pod("p", ns).spec.node_name is None
