@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dump-snapshot", type=Path, help="write the round's Problem JSON here")
     run.add_argument("--round-id", help="round id (default: r-<UTC time>)")
     run.add_argument("--scheduler-name", default="gpu-allocator")
+    run.add_argument(
+        "--lease",
+        default="",
+        metavar="NAMESPACE/NAME",
+        help="write only while holding this coordination.k8s.io Lease (one writer at a time)",
+    )
     solver_args(run)
     sim = sub.add_parser(
         "simulate",
@@ -268,6 +274,15 @@ def _run(args: argparse.Namespace) -> int:
         config = ClusterConfig(scheduler_name=args.scheduler_name)
     except ValueError as e:
         raise ProblemError("--scheduler-name", str(e)) from None
+    lease = None
+    if args.lease:
+        ns, _, name = args.lease.partition("/")
+        if not ns or not name:
+            raise ProblemError("--lease", f"expected NAMESPACE/NAME, got {args.lease!r}")
+        import os
+        import socket
+
+        lease = (ns, name, f"{socket.gethostname()}-{os.getpid()}")
     outcome = run_once(
         connect(args.kubeconfig),
         config,
@@ -277,8 +292,11 @@ def _run(args: argparse.Namespace) -> int:
         round_id=args.round_id,
         dry_run=args.dry_run,
         dump_snapshot=args.dump_snapshot,
+        lease=lease,
     )
     sys.stdout.write(describe(outcome.plan) + "\n")
+    if not outcome.leader:
+        print("not the Lease holder: another run is writing; nothing applied", file=sys.stderr)
     if outcome.report is not None:
         r = outcome.report
         sys.stdout.write(

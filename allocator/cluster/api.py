@@ -13,7 +13,15 @@ from kubernetes.client.exceptions import ApiException
 from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
 from allocator.cluster.plan import Charge, Plan
 
-__all__ = ["WALLET_GROUP", "WALLET_VERSION", "ApplyReport", "apply_plan", "connect", "fetch"]
+__all__ = [
+    "WALLET_GROUP",
+    "WALLET_VERSION",
+    "ApplyReport",
+    "acquire_lease",
+    "apply_plan",
+    "connect",
+    "fetch",
+]
 
 ANNOTATION_GPUS = ANNOTATION_PREFIX + "gpus"
 ANNOTATION_ROUND = ANNOTATION_PREFIX + "round"
@@ -192,3 +200,62 @@ def _charge(custom: Any, c: Charge, round_id: str, report: ApplyReport, attempts
                 report.problems.append(f"{c.wallet}: charge failed ({e.status} {e.reason})")
                 return
     report.problems.append(f"{c.wallet}: charge gave up after {attempts} conflicts")
+
+
+def acquire_lease(
+    api: Any, namespace: str, name: str, holder: str, duration_s: int = 60, now: Any = None
+) -> bool:
+    """Take (or renew) the coordination.k8s.io Lease ``namespace/name`` for ``holder``.
+
+    True if ``holder`` holds it afterwards: it was free, expired (renewTime + duration passed) or
+    already ours. Creation and takeover are guarded by the API server (409 on a race), so of two
+    runs at once only one gets it.
+    """
+    import datetime as _dt
+
+    coord: Any = k8s.CoordinationV1Api(api)
+    t = now or _dt.datetime.now(_dt.UTC)
+    stamp = t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    spec = {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": duration_s,
+        "acquireTime": stamp,
+        "renewTime": stamp,
+    }
+    try:
+        lease = coord.read_namespaced_lease(name, namespace)
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        try:
+            coord.create_namespaced_lease(
+                namespace, {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+            )
+            return True
+        except ApiException as e2:
+            if e2.status == 409:
+                return False
+            raise
+    current = lease.spec.holder_identity
+    renewed = lease.spec.renew_time
+    duration = lease.spec.lease_duration_seconds or duration_s
+    held_by_other = current and current != holder and renewed is not None
+    if held_by_other and renewed + _dt.timedelta(seconds=duration) > t:
+        return False
+    if current == holder and lease.spec.acquire_time is not None:
+        spec["acquireTime"] = lease.spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    body = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": lease.metadata.resource_version,
+        },
+        "spec": spec,
+    }
+    try:
+        coord.replace_namespaced_lease(name, namespace, body)
+        return True
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise

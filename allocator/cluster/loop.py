@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from allocator.cluster.api import ApplyReport, apply_plan, fetch
+from allocator.cluster.api import ApplyReport, acquire_lease, apply_plan, fetch
 from allocator.cluster.config import ClusterConfig
 from allocator.cluster.plan import Plan, plan_round
 from allocator.cluster.read import Snapshot, snapshot
@@ -31,6 +31,7 @@ class RoundOutcome:
     result: Result
     plan: Plan
     report: ApplyReport | None
+    leader: bool = True
 
 
 def new_round_id(now: datetime | None = None) -> str:
@@ -49,8 +50,14 @@ def run_once(
     round_id: str | None = None,
     dry_run: bool = False,
     dump_snapshot: str | Path | None = None,
+    lease: tuple[str, str, str] | None = None,
+    lease_seconds: int = 300,
 ) -> RoundOutcome:
-    """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``)."""
+    """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
+
+    With ``lease`` = (namespace, name, holder) the round writes only if this run holds the Lease
+    (one writer at a time); otherwise it plans and reports ``leader=False``.
+    """
     cfg = config or ClusterConfig()
     nodes, pods, wallets = fetch(api, cfg)
     snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
@@ -58,5 +65,8 @@ def run_once(
         Path(dump_snapshot).write_text(json.dumps(problem_to_dict(snap.problem), indent=2) + "\n")
     result = solve(snap.problem, solver=solver, payments=payments, time_limit=time_limit)
     plan = plan_round(snap, result)
-    report = None if dry_run else apply_plan(api, plan)
-    return RoundOutcome(snap, result, plan, report)
+    leader = True
+    if lease is not None and not dry_run:
+        leader = acquire_lease(api, *lease, duration_s=lease_seconds)
+    report = apply_plan(api, plan) if leader and not dry_run else None
+    return RoundOutcome(snap, result, plan, report, leader)

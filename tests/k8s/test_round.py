@@ -195,3 +195,24 @@ def test_run_cli_dry_run_prints_the_plan(
     assert f"bind {ns}/p -> {node}" in out
     assert snap.exists() and main(["solve", str(snap), "--solver", "greedy"]) == 0
     assert core.read_namespaced_pod("p", ns).spec.node_name is None
+
+
+def test_lease_lets_one_writer_at_a_time(
+    api_client: Callable[[str], Any], control_plane: Any
+) -> None:
+    """Of two runs, only the Lease holder may write until the lease expires; then the other can
+    take it over; the holder renews its own."""
+    import datetime as dt
+
+    from allocator.cluster.api import acquire_lease
+
+    admin = api_client(control_plane.admin_token)
+    ns = f"lease-{uuid.uuid4().hex[:6]}"
+    CoreV1Api(admin).create_namespace({"metadata": {"name": ns}})
+    t0 = dt.datetime.now(dt.UTC)
+    assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=t0)
+    assert not acquire_lease(admin, ns, "gpu-allocator", "run-b", 60, now=t0)
+    assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=t0)  # renew
+    later = t0 + dt.timedelta(seconds=120)
+    assert acquire_lease(admin, ns, "gpu-allocator", "run-b", 60, now=later)  # a's expired
+    assert not acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=later)
