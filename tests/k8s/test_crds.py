@@ -3,18 +3,14 @@ reject malformed wallets and rounds with the field named; the status subresource
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-import yaml  # noqa: E402  (installed with the kubernetes client)
 from kubernetes.client import (  # noqa: E402
-    ApiextensionsV1Api,
     CoreV1Api,
     CustomObjectsApi,
 )
@@ -22,7 +18,6 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator" / "crds"
 GROUP, VERSION = "gpualloc.io", "v1alpha1"
 
 
@@ -32,26 +27,9 @@ def admin(api_client: Callable[[str], Any], control_plane: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def crds(admin: Any) -> list[dict[str, Any]]:
-    """Create every CRD of the chart and wait until the server reports it Established."""
-    ext = ApiextensionsV1Api(admin)
-    docs = [yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))]
-    for doc in docs:
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as e:
-            if e.status != 409:  # already there from an earlier module
-                raise
-    deadline = time.monotonic() + 30
-    for doc in docs:
-        while True:
-            crd = ext.read_custom_resource_definition(doc["metadata"]["name"])
-            conditions = {c.type: c.status for c in (crd.status.conditions or [])}
-            if conditions.get("Established") == "True":
-                break
-            assert time.monotonic() < deadline, f"{doc['metadata']['name']} not established"
-            time.sleep(0.2)
-    return docs
+def crds(gpualloc_crds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chart's CRDs, created and established by the session fixture."""
+    return gpualloc_crds
 
 
 @pytest.fixture()

@@ -3,46 +3,20 @@ into a Problem that solves and verifies, and a malformed pod is skipped without 
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-import yaml  # noqa: E402
-from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi  # noqa: E402
-from kubernetes.client.exceptions import ApiException  # noqa: E402
+from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator import solve, verify  # noqa: E402
 from allocator.cluster import snapshot  # noqa: E402
 from allocator.cluster.api import fetch  # noqa: E402
 
 pytestmark = pytest.mark.k8s
-
-CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator" / "crds"
-
-
-def _ensure_crds(admin: Any) -> None:
-    ext = ApiextensionsV1Api(admin)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-        deadline = time.monotonic() + 30
-        while True:
-            crd = ext.read_custom_resource_definition(doc["metadata"]["name"])
-            if any(
-                c.type == "Established" and c.status == "True" for c in crd.status.conditions or []
-            ):
-                break
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
 
 
 def _gpu_node(core: CoreV1Api, name: str, gpus: int) -> None:
@@ -86,11 +60,12 @@ def _pod(name: str, gpus: int, bid: str, node: str | None = None) -> dict[str, A
     }
 
 
-def test_read_solve_verify(api_client: Callable[[str], Any], control_plane: Any) -> None:
+def test_read_solve_verify(
+    api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
+) -> None:
     """Two GPU nodes, a wallet, three pending pods (one malformed) and one bound pod, created
     through the API, read back and solved: the result is valid and the bad pod is reported."""
     admin = api_client(control_plane.admin_token)
-    _ensure_crds(admin)
     core = CoreV1Api(admin)
     tag = uuid.uuid4().hex[:6]
     ns = f"read-{tag}"

@@ -4,7 +4,6 @@ events emitted, and a dry run writes nothing."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,36 +12,13 @@ from typing import Any
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-import yaml  # noqa: E402
-from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi  # noqa: E402
-from kubernetes.client.exceptions import ApiException  # noqa: E402
+from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.cli import main  # noqa: E402
 from allocator.cluster.api import apply_plan  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
 
 pytestmark = pytest.mark.k8s
-
-CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator" / "crds"
-
-
-def _ensure_crds(admin: Any) -> None:
-    ext = ApiextensionsV1Api(admin)
-    for path in sorted(CRD_DIR.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-        deadline = time.monotonic() + 30
-        while not any(
-            c.type == "Established" and c.status == "True"
-            for c in ext.read_custom_resource_definition(doc["metadata"]["name"]).status.conditions
-            or []
-        ):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
 
 
 def _cluster(admin: Any, gpus: int) -> tuple[str, str]:
@@ -116,12 +92,14 @@ def _only(ns: str, node: str) -> Any:
 
 
 def test_round_binds_winners_and_charges_once(
-    api_client: Callable[[str], Any], control_plane: Any, monkeypatch: pytest.MonkeyPatch
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two pods want 3 of 4 GPUs each: the higher bid is bound with its GPUs annotated and the
     wallet pays the critical price once, even when the plan is applied again."""
     admin = api_client(control_plane.admin_token)
-    _ensure_crds(admin)
     ns, node = _cluster(admin, 4)
     core = CoreV1Api(admin)
     _pod(core, ns, "high", 3, "30")
@@ -159,6 +137,7 @@ def test_round_binds_winners_and_charges_once(
 def test_run_cli_dry_run_prints_the_plan(
     api_client: Callable[[str], Any],
     control_plane: Any,
+    gpualloc_crds: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -166,7 +145,6 @@ def test_run_cli_dry_run_prints_the_plan(
     """`gpu-allocator run --once --dry-run --dump-snapshot` prints the plan, writes the Problem
     JSON and binds nothing."""
     admin = api_client(control_plane.admin_token)
-    _ensure_crds(admin)
     ns, node = _cluster(admin, 2)
     core = CoreV1Api(admin)
     _pod(core, ns, "p", 1, "5")
@@ -198,7 +176,7 @@ def test_run_cli_dry_run_prints_the_plan(
 
 
 def test_lease_lets_one_writer_at_a_time(
-    api_client: Callable[[str], Any], control_plane: Any
+    api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
 ) -> None:
     """Of two runs, only the Lease holder may write until the lease expires; then the other can
     take it over; the holder renews its own."""
