@@ -145,7 +145,9 @@ def _parser() -> argparse.ArgumentParser:
         "--lease",
         default="",
         metavar="NAMESPACE/NAME",
-        help="write only while holding this coordination.k8s.io Lease (one writer at a time)",
+        help="write only while holding this coordination.k8s.io Lease (one writer at a time); "
+        "rounds are then recorded as AllocationRounds in its namespace and a round left "
+        "unfinished by a crash is completed first",
     )
     solver_args(run)
     sim = sub.add_parser(
@@ -293,6 +295,7 @@ def _run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         dump_snapshot=args.dump_snapshot,
         lease=lease,
+        record_namespace=lease[0] if lease else None,
     )
     sys.stdout.write(describe(outcome.plan) + "\n")
     if not outcome.leader:

@@ -11,7 +11,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
-from allocator.cluster.plan import Charge, Plan
+from allocator.cluster.plan import Binding, Charge, Eviction, Plan
 
 __all__ = [
     "WALLET_GROUP",
@@ -21,6 +21,9 @@ __all__ = [
     "apply_plan",
     "connect",
     "fetch",
+    "finish_round",
+    "record_round",
+    "unfinished_rounds",
 ]
 
 ANNOTATION_GPUS = ANNOTATION_PREFIX + "gpus"
@@ -78,14 +81,29 @@ def apply_plan(api: Any, plan: Plan) -> ApplyReport:
 
     Each write is idempotent for the round: a pod already bound to its node, or a wallet whose
     ledger already holds the round, is left alone, so re-running after a crash repairs the round
-    without charging twice. A pod that is gone or bound elsewhere is reported, not fatal.
+    without charging twice. A pod that is gone, bound elsewhere or whose node is gone is
+    reported, not fatal, and its wallet is not charged for it (a charge always matches a pod on
+    its planned node).
     """
     # Plain dicts are sent as they are (the client's typed models add nothing here).
     core: Any = k8s.CoreV1Api(api)
     custom: Any = k8s.CustomObjectsApi(api)
     report = ApplyReport()
+    node_there: dict[str, bool] = {}
+    placed: set[str] = set()  # pods on their planned node: the only ones a wallet pays for
     for b in plan.bindings:
         ns, name = _split(b.pod)
+        if b.node not in node_there:  # a node removed since the read takes no pod
+            try:
+                core.read_node(b.node)
+                node_there[b.node] = True
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+                node_there[b.node] = False
+        if not node_there[b.node]:
+            report.problems.append(f"{b.pod}: node {b.node} is gone")
+            continue
         try:
             pod = core.read_namespaced_pod(name, ns)
         except ApiException as e:
@@ -94,6 +112,7 @@ def apply_plan(api: Any, plan: Plan) -> ApplyReport:
         if pod.spec.node_name:
             if pod.spec.node_name == b.node:
                 report.already_bound += 1
+                placed.add(b.pod)
             else:
                 report.problems.append(f"{b.pod}: already on {pod.spec.node_name}")
             continue
@@ -115,6 +134,7 @@ def apply_plan(api: Any, plan: Plan) -> ApplyReport:
                 _preload_content=False,
             )
             report.bound += 1
+            placed.add(b.pod)
         except ApiException as e:
             report.problems.append(f"{b.pod}: bind failed ({e.status} {e.reason})")
     for ev in plan.evictions:
@@ -130,7 +150,9 @@ def apply_plan(api: Any, plan: Plan) -> ApplyReport:
         except ApiException as e:
             report.problems.append(f"{ev.pod}: eviction failed ({e.status} {e.reason})")
     for c in plan.charges:
-        _charge(custom, c, plan.round_id, report)
+        paid = tuple((pod, amount) for pod, amount in c.pods if pod in placed)
+        if paid:
+            _charge(custom, Charge(c.wallet, sum(a for _, a in paid), paid), plan.round_id, report)
     for n in plan.notices:
         ns, name = _split(n.pod)
         try:
@@ -259,3 +281,105 @@ def acquire_lease(
         if e.status == 409:
             return False
         raise
+
+
+ROUND_PLURAL = "allocationrounds"
+
+
+def record_round(
+    api: Any,
+    namespace: str,
+    plan: Plan,
+    *,
+    solver: str,
+    payments: str,
+    time_limit: float,
+    welfare: float,
+    revenue: float,
+) -> None:
+    """Write the AllocationRound ``plan.round_id`` in phase Applying, with the plan, before any
+    other write of the round (an existing record is left as it is)."""
+    custom: Any = k8s.CustomObjectsApi(api)
+    body = {
+        "apiVersion": f"{WALLET_GROUP}/{WALLET_VERSION}",
+        "kind": "AllocationRound",
+        "metadata": {"name": plan.round_id, "namespace": namespace},
+        "spec": {"solver": solver, "paymentRule": payments, "timeLimitSeconds": time_limit},
+    }
+    try:
+        custom.create_namespaced_custom_object(
+            WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL, body
+        )
+    except ApiException as e:
+        if e.status == 409:
+            return
+        raise
+    status = {
+        "phase": "Applying",
+        "winners": len(plan.bindings),
+        "evictions": len(plan.evictions),
+        "welfare": welfare,
+        "revenue": revenue,
+        "bindings": [
+            {"pod": b.pod, "node": b.node, "gpus": list(b.gpus), "milli": b.milli}
+            for b in plan.bindings
+        ],
+        "evicted": [e.pod for e in plan.evictions],
+        "charges": [
+            {
+                "wallet": c.wallet,
+                "amount": c.amount,
+                "pods": [{"pod": p, "amount": a} for p, a in c.pods],
+            }
+            for c in plan.charges
+        ],
+    }
+    custom.patch_namespaced_custom_object_status(
+        WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL, plan.round_id, {"status": status}
+    )
+
+
+def finish_round(api: Any, namespace: str, round_id: str, report: ApplyReport) -> None:
+    """Mark the round Applied, with what could not be done as its message."""
+    custom: Any = k8s.CustomObjectsApi(api)
+    message = "; ".join(report.problems)[:4000]
+    custom.patch_namespaced_custom_object_status(
+        WALLET_GROUP,
+        WALLET_VERSION,
+        namespace,
+        ROUND_PLURAL,
+        round_id,
+        {"status": {"phase": "Applied", "message": message}},
+    )
+
+
+def unfinished_rounds(api: Any, namespace: str) -> list[Plan]:
+    """Plans of the rounds a run left in phase Applying (oldest first), to complete them."""
+    custom: Any = k8s.CustomObjectsApi(api)
+    listed = custom.list_namespaced_custom_object(
+        WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL
+    )
+    plans = []
+    for item in sorted(listed["items"], key=lambda o: o["metadata"]["name"]):
+        status = item.get("status") or {}
+        if status.get("phase") != "Applying":
+            continue
+        plans.append(
+            Plan(
+                item["metadata"]["name"],
+                tuple(
+                    Binding(b["pod"], b["node"], tuple(b["gpus"]), b.get("milli", 0))
+                    for b in status.get("bindings") or []
+                ),
+                tuple(Eviction(p) for p in status.get("evicted") or []),
+                tuple(
+                    Charge(
+                        c["wallet"],
+                        c["amount"],
+                        tuple((p["pod"], p["amount"]) for p in c.get("pods") or []),
+                    )
+                    for c in status.get("charges") or []
+                ),
+            )
+        )
+    return plans

@@ -13,7 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from allocator.cluster.api import ApplyReport, acquire_lease, apply_plan, fetch
+from allocator.cluster.api import (
+    ApplyReport,
+    acquire_lease,
+    apply_plan,
+    fetch,
+    finish_round,
+    record_round,
+    unfinished_rounds,
+)
 from allocator.cluster.config import ClusterConfig
 from allocator.cluster.plan import Plan, plan_round
 from allocator.cluster.read import Snapshot, snapshot
@@ -32,6 +40,7 @@ class RoundOutcome:
     plan: Plan
     report: ApplyReport | None
     leader: bool = True
+    repaired: tuple[str, ...] = ()
 
 
 def new_round_id(now: datetime | None = None) -> str:
@@ -52,21 +61,46 @@ def run_once(
     dump_snapshot: str | Path | None = None,
     lease: tuple[str, str, str] | None = None,
     lease_seconds: int = 300,
+    record_namespace: str | None = None,
 ) -> RoundOutcome:
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
     With ``lease`` = (namespace, name, holder) the round writes only if this run holds the Lease
-    (one writer at a time); otherwise it plans and reports ``leader=False``.
+    (one writer at a time); otherwise it plans and reports ``leader=False``. With
+    ``record_namespace`` every applied round is first recorded there as an AllocationRound in
+    phase Applying with its plan, and marked Applied at the end; a run first completes the
+    rounds an earlier run left Applying (idempotent writes: nothing is bound or charged twice),
+    before reading the cluster for its own.
     """
     cfg = config or ClusterConfig()
+    leader = True
+    if lease is not None and not dry_run:
+        leader = acquire_lease(api, *lease, duration_s=lease_seconds)
+    repaired: list[str] = []
+    if record_namespace is not None and leader and not dry_run:
+        for old in unfinished_rounds(api, record_namespace):
+            finish_round(api, record_namespace, old.round_id, apply_plan(api, old))
+            repaired.append(old.round_id)
     nodes, pods, wallets = fetch(api, cfg)
     snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
     if dump_snapshot is not None:
         Path(dump_snapshot).write_text(json.dumps(problem_to_dict(snap.problem), indent=2) + "\n")
     result = solve(snap.problem, solver=solver, payments=payments, time_limit=time_limit)
     plan = plan_round(snap, result)
-    leader = True
-    if lease is not None and not dry_run:
-        leader = acquire_lease(api, *lease, duration_s=lease_seconds)
-    report = apply_plan(api, plan) if leader and not dry_run else None
-    return RoundOutcome(snap, result, plan, report, leader)
+    report = None
+    if leader and not dry_run:
+        if record_namespace is not None:
+            record_round(
+                api,
+                record_namespace,
+                plan,
+                solver=solver,
+                payments=payments,
+                time_limit=time_limit,
+                welfare=result.welfare,
+                revenue=result.revenue,
+            )
+        report = apply_plan(api, plan)
+        if record_namespace is not None:
+            finish_round(api, record_namespace, plan.round_id, report)
+    return RoundOutcome(snap, result, plan, report, leader, tuple(repaired))

@@ -25,6 +25,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,3 +444,95 @@ def gpualloc_crds(api_client: Callable[[str], Any], control_plane: ControlPlane)
             assert time.monotonic() < deadline, f"CRD {name} not established after 30 s"
             time.sleep(0.2)
     return docs
+
+
+# Helpers of the round and fault tests (a fixture, since test modules cannot import each other).
+def _gpu_cluster(admin: Any, gpus: int) -> tuple[str, str]:
+    """A namespace with a 50-unit wallet and one GPU node of ``gpus`` GPUs (the node's name is
+    unique so that other tests' nodes do not interfere with what is asserted)."""
+    core = _core_api(admin)
+    tag = uuid.uuid4().hex[:6]
+    ns, node = f"round-{tag}", f"gpu-{tag}"
+    core.create_namespace({"metadata": {"name": ns}})
+    core.create_node(
+        {"metadata": {"name": node, "labels": {"nvidia.com/gpu.product": "H100-80GB"}}}
+    )
+    res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
+    _custom_api(admin).create_namespaced_custom_object(
+        "gpualloc.io",
+        "v1alpha1",
+        ns,
+        "wallets",
+        {
+            "apiVersion": "gpualloc.io/v1alpha1",
+            "kind": "Wallet",
+            "metadata": {"name": "w"},
+            "spec": {"balance": 50},
+        },
+    )
+    return ns, node
+
+
+def _gpu_pod(core: Any, ns: str, name: str, gpus: int, bid: str) -> None:
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
+            },
+            "spec": {
+                "schedulerName": "gpu-allocator",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.invalid/none",
+                        "resources": {
+                            "requests": {"nvidia.com/gpu": str(gpus)},
+                            "limits": {"nvidia.com/gpu": str(gpus)},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+
+
+def _only_view(ns: str, node: str) -> Any:
+    """A view of the cluster limited to one test's namespace and node (other tests share the
+    API server): wraps fetch's output through a ClusterConfig-independent filter."""
+    from allocator.cluster import api as cluster_api
+
+    real_fetch = cluster_api.fetch
+
+    def fetch(api: Any, config: Any = None) -> Any:
+        nodes, pods, wallets = real_fetch(api, config)
+        return (
+            [n for n in nodes if n["metadata"]["name"] == node],
+            [p for p in pods if p["metadata"]["namespace"] == ns],
+            [w for w in wallets if w["metadata"]["namespace"] == ns],
+        )
+
+    return fetch
+
+
+def _core_api(admin: Any) -> Any:
+    from kubernetes.client import CoreV1Api
+
+    return CoreV1Api(admin)
+
+
+def _custom_api(admin: Any) -> Any:
+    from kubernetes.client import CustomObjectsApi
+
+    return CustomObjectsApi(admin)
+
+
+@pytest.fixture()
+def gpu_world() -> Any:
+    """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
+    ``pod(core, ns, name, gpus, bid)``, ``only(ns, node)``: a fetch limited to them."""
+    import types
+
+    return types.SimpleNamespace(cluster=_gpu_cluster, pod=_gpu_pod, only=_only_view)

@@ -21,92 +21,23 @@ from allocator.cluster.loop import run_once  # noqa: E402
 pytestmark = pytest.mark.k8s
 
 
-def _cluster(admin: Any, gpus: int) -> tuple[str, str]:
-    """A namespace with a 50-unit wallet and one GPU node of ``gpus`` GPUs (the node's name is
-    unique so that other tests' nodes do not interfere with what is asserted)."""
-    core = CoreV1Api(admin)
-    tag = uuid.uuid4().hex[:6]
-    ns, node = f"round-{tag}", f"gpu-{tag}"
-    core.create_namespace({"metadata": {"name": ns}})
-    core.create_node(
-        {"metadata": {"name": node, "labels": {"nvidia.com/gpu.product": "H100-80GB"}}}
-    )
-    res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
-    CustomObjectsApi(admin).create_namespaced_custom_object(
-        "gpualloc.io",
-        "v1alpha1",
-        ns,
-        "wallets",
-        {
-            "apiVersion": "gpualloc.io/v1alpha1",
-            "kind": "Wallet",
-            "metadata": {"name": "w"},
-            "spec": {"balance": 50},
-        },
-    )
-    return ns, node
-
-
-def _pod(core: CoreV1Api, ns: str, name: str, gpus: int, bid: str) -> None:
-    core.create_namespaced_pod(
-        ns,
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
-            },
-            "spec": {
-                "schedulerName": "gpu-allocator",
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "registry.invalid/none",
-                        "resources": {
-                            "requests": {"nvidia.com/gpu": str(gpus)},
-                            "limits": {"nvidia.com/gpu": str(gpus)},
-                        },
-                    }
-                ],
-            },
-        },
-    )
-
-
-def _only(ns: str, node: str) -> Any:
-    """A view of the cluster limited to one test's namespace and node (other tests share the
-    API server): wraps fetch's output through a ClusterConfig-independent filter."""
-    from allocator.cluster import api as cluster_api
-
-    real_fetch = cluster_api.fetch
-
-    def fetch(api: Any, config: Any = None) -> Any:
-        nodes, pods, wallets = real_fetch(api, config)
-        return (
-            [n for n in nodes if n["metadata"]["name"] == node],
-            [p for p in pods if p["metadata"]["namespace"] == ns],
-            [w for w in wallets if w["metadata"]["namespace"] == ns],
-        )
-
-    return fetch
-
-
 def test_round_binds_winners_and_charges_once(
     api_client: Callable[[str], Any],
     control_plane: Any,
     gpualloc_crds: Any,
     monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
 ) -> None:
     """Two pods want 3 of 4 GPUs each: the higher bid is bound with its GPUs annotated and the
     wallet pays the critical price once, even when the plan is applied again."""
     admin = api_client(control_plane.admin_token)
-    ns, node = _cluster(admin, 4)
+    ns, node = gpu_world.cluster(admin, 4)
     core = CoreV1Api(admin)
-    _pod(core, ns, "high", 3, "30")
-    _pod(core, ns, "low", 3, "12")
+    gpu_world.pod(core, ns, "high", 3, "30")
+    gpu_world.pod(core, ns, "low", 3, "12")
     import allocator.cluster.loop as loop
 
-    monkeypatch.setattr(loop, "fetch", _only(ns, node))
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
     dry = run_once(admin, solver="greedy", round_id="r-dry", dry_run=True)
     assert dry.report is None and len(dry.plan.bindings) == 1
     assert core.read_namespaced_pod("high", ns).spec.node_name is None  # nothing written
@@ -141,16 +72,17 @@ def test_run_cli_dry_run_prints_the_plan(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
 ) -> None:
     """`gpu-allocator run --once --dry-run --dump-snapshot` prints the plan, writes the Problem
     JSON and binds nothing."""
     admin = api_client(control_plane.admin_token)
-    ns, node = _cluster(admin, 2)
+    ns, node = gpu_world.cluster(admin, 2)
     core = CoreV1Api(admin)
-    _pod(core, ns, "p", 1, "5")
+    gpu_world.pod(core, ns, "p", 1, "5")
     import allocator.cluster.loop as loop
 
-    monkeypatch.setattr(loop, "fetch", _only(ns, node))
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
     kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", control_plane.admin_token)
     snap = tmp_path / "snap.json"
     code = main(

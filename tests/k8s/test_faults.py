@@ -1,0 +1,160 @@
+"""Faults against the real API server: a pod deleted or a node removed between read and bind, a
+conflicting wallet update (409), and the API server stopped in the middle of an apply and
+restarted, after which the next run completes the round: no pod bound twice, every charge matches
+a binding, no wallet negative."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+
+import allocator.cluster.loop as loop  # noqa: E402
+from allocator.cluster import api as cluster_api  # noqa: E402
+from allocator.cluster.api import apply_plan  # noqa: E402
+from allocator.cluster.plan import Charge  # noqa: E402
+
+pytestmark = pytest.mark.k8s
+G, V = "gpualloc.io", "v1alpha1"
+
+
+def _wallet(admin: Any, ns: str) -> dict[str, Any]:
+    w: dict[str, Any] = CustomObjectsApi(admin).get_namespaced_custom_object(
+        G, V, ns, "wallets", "w"
+    )
+    return w
+
+
+def test_pod_deleted_and_node_removed_between_read_and_bind(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """The plan binds two pods; one is deleted and, in a second cluster, the node is removed
+    before the apply: those are reported, nothing crashes, and only bound pods are charged."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns, node = gpu_world.cluster(admin, 4)
+    gpu_world.pod(core, ns, "a", 2, "10")
+    gpu_world.pod(core, ns, "b", 2, "10")
+    gpu_world.pod(core, ns, "c", 2, "4")  # outbid: it sets the price (4 each)
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+    out = loop.run_once(admin, solver="greedy", round_id="r-f1", dry_run=True)
+    assert len(out.plan.bindings) == 2
+    core.delete_namespaced_pod("b", ns, grace_period_seconds=0)
+    report = apply_plan(admin, out.plan)
+    assert report.bound == 1 and any(p.startswith(f"{ns}/b:") for p in report.problems)
+    assert dict(out.plan.charges[0].pods) == pytest.approx({f"{ns}/a": 4.0, f"{ns}/b": 4.0})
+    assert _wallet(admin, ns)["status"]["spent"] == pytest.approx(4.0)  # a only
+
+    ns2, node2 = gpu_world.cluster(admin, 2)
+    gpu_world.pod(core, ns2, "c", 1, "4")
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns2, node2))
+    out2 = loop.run_once(admin, solver="greedy", round_id="r-f2", dry_run=True)
+    core.delete_node(node2)
+    report2 = apply_plan(admin, out2.plan)
+    assert report2.bound == 0 and report2.problems == [f"{ns2}/c: node {node2} is gone"]
+    assert core.read_namespaced_pod("c", ns2).spec.node_name is None
+    assert "status" not in _wallet(admin, ns2) or not _wallet(admin, ns2)["status"].get("spent")
+
+
+def test_wallet_conflict_is_retried(
+    api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any, gpu_world: Any
+) -> None:
+    """A wallet changed by someone else between read and write (a real 409 from the server) is
+    read again and charged once, keeping the other writer's change."""
+    admin = api_client(control_plane.admin_token)
+    ns, _ = gpu_world.cluster(admin, 1)
+    custom = CustomObjectsApi(admin)
+    real = cluster_api.k8s.CustomObjectsApi
+    meddled = []
+
+    class Meddling:
+        """The real client, plus one concurrent status write right after the first read."""
+
+        def __init__(self, api: Any) -> None:
+            self._c = real(api)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._c, name)
+
+        def get_namespaced_custom_object(self, *args: Any) -> Any:
+            got = self._c.get_namespaced_custom_object(*args)
+            if not meddled:
+                meddled.append(1)
+                custom.patch_namespaced_custom_object_status(
+                    G, V, ns, "wallets", "w", {"status": {"lastRound": "someone-else"}}
+                )
+            return got
+
+    report = cluster_api.ApplyReport()
+    cluster_api._charge(Meddling(admin), Charge(f"{ns}/w", 7.0, ((f"{ns}/x", 7.0),)), "r-c", report)
+    assert report.charged == 1 and report.problems == []
+    status = _wallet(admin, ns)["status"]
+    assert status["spent"] == pytest.approx(7.0)
+    assert [e["round"] for e in status["ledger"]] == ["r-c"]
+
+
+def test_api_server_restart_mid_apply_then_next_run_completes_the_round(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    control_plane_processes: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """The API server dies after the first of three bindings; the run fails. After a restart the
+    next run first completes the recorded round: every winner bound once, the wallet charged
+    exactly the plan's amount once, never negative."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns, node = gpu_world.cluster(admin, 6)
+    for name in ("p1", "p2", "p3"):
+        gpu_world.pod(core, ns, name, 2, "10")
+    gpu_world.pod(core, ns, "p4", 2, "3")  # outbid: the price is 3 each
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+    real_core = cluster_api.k8s.CoreV1Api
+    bindings = []
+
+    class Dying:
+        def __init__(self, api: Any) -> None:
+            self._c = real_core(api)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._c, name)
+
+        def create_namespaced_pod_binding(self, *args: Any, **kw: Any) -> Any:
+            out = self._c.create_namespaced_pod_binding(*args, **kw)
+            bindings.append(args[0])
+            if len(bindings) == 1:
+                control_plane_processes.stop_apiserver()
+            return out
+
+    monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", Dying)
+    with pytest.raises(Exception):  # noqa: B017 (the connection error type is the client's)
+        loop.run_once(admin, solver="greedy", round_id="r-crash", record_namespace=ns)
+    control_plane_processes.start_apiserver()
+    monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", real_core)
+
+    nxt = loop.run_once(admin, solver="greedy", round_id="r-next", record_namespace=ns)
+    assert nxt.repaired == ("r-crash",)
+    pods = {p.metadata.name: p for p in core.list_namespaced_pod(ns).items}
+    assert pods.pop("p4").spec.node_name is None
+    assert all(p.spec.node_name == node for p in pods.values())
+    gpus = [g for p in pods.values() for g in p.metadata.annotations["gpualloc.io/gpus"].split(",")]
+    assert sorted(gpus) == ["0", "1", "2", "3", "4", "5"]  # no GPU given twice
+    status = _wallet(admin, ns)["status"]
+    crash_round = CustomObjectsApi(admin).get_namespaced_custom_object(
+        G, V, ns, "allocationrounds", "r-crash"
+    )
+    assert crash_round["status"]["phase"] == "Applied"
+    planned = sum(c["amount"] for c in crash_round["status"]["charges"])
+    assert [e["round"] for e in status["ledger"]] == ["r-crash"]
+    assert planned == pytest.approx(9.0)
+    assert status["spent"] == pytest.approx(planned) and 0 <= status["spent"] <= 50
