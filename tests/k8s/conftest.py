@@ -35,6 +35,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "scripts" / "build-controlplane"
+HELM_BUILD_SCRIPT = REPO / "scripts" / "build-helm"
 # On CI (.ci/run) nothing here may be skipped: every would-be skip is reported as a failure.
 REQUIRED = os.environ.get("GPUALLOC_REQUIRE_K8S") == "1"
 READY_TIMEOUT_S = 120.0
@@ -368,6 +369,22 @@ def pytest_make_collect_report(collector: pytest.Collector) -> Any:
     report = yield
     _refuse_skip(report)
     return report
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The ``helm`` binary that ``scripts/build-helm`` builds (the chart's renderer); a missing
+    one skips, or fails under GPUALLOC_REQUIRE_K8S=1."""
+    result = subprocess.run(
+        [str(HELM_BUILD_SCRIPT), "--print-bin-dir"], check=True, capture_output=True, text=True
+    )
+    binary = Path(result.stdout.strip()) / "helm"
+    if not binary.is_file():
+        reason = f"helm not built ({binary} missing): run scripts/build-helm (needs Go)"
+        if REQUIRED:
+            pytest.fail(reason + "; GPUALLOC_REQUIRE_K8S=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
+    return binary
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,112 @@
+{{/* The chart's name, truncated to 63 characters (a DNS label). */}}
+{{- define "gpu-allocator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The release's name for objects: the release name, with the chart's name unless it holds it. */}}
+{{- define "gpu-allocator.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gpu-allocator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "gpu-allocator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "gpu-allocator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "gpu-allocator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "gpu-allocator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "gpu-allocator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "gpu-allocator.leaseName" -}}
+{{- default (include "gpu-allocator.fullname" .) .Values.lease.name -}}
+{{- end -}}
+
+{{- define "gpu-allocator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* The arguments every mode shares, after `run --once` or `run --interval N`. */}}
+{{- define "gpu-allocator.commonArgs" -}}
+- --lease
+- {{ printf "%s/%s" .Release.Namespace (include "gpu-allocator.leaseName" .) | quote }}
+- --solver
+- {{ .Values.solver | quote }}
+- --payments
+- {{ .Values.payments | quote }}
+- --time-limit
+- {{ .Values.timeLimit | toString | quote }}
+- --scheduler-name
+- {{ .Values.schedulerName | quote }}
+{{- range .Values.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod spec of a round (CronJob) or of the long-running mode (Deployment); .args is the
+     list of arguments before the common ones. */}}
+{{- define "gpu-allocator.podSpec" -}}
+{{- $ := .root -}}
+serviceAccountName: {{ include "gpu-allocator.serviceAccountName" $ }}
+automountServiceAccountToken: true
+{{- with $.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.priorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+securityContext:
+  {{- toYaml $.Values.podSecurityContext | nindent 2 }}
+containers:
+  - name: gpu-allocator
+    image: {{ include "gpu-allocator.image" $ | quote }}
+    imagePullPolicy: {{ $.Values.image.pullPolicy }}
+    command: ["gpu-allocator"]
+    args:
+      {{- range .args }}
+      - {{ . | quote }}
+      {{- end }}
+      {{- include "gpu-allocator.commonArgs" $ | nindent 6 }}
+    securityContext:
+      {{- toYaml $.Values.securityContext | nindent 6 }}
+    resources:
+      {{- toYaml $.Values.resources | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  - name: tmp
+    emptyDir: {}
+{{- with $.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
