@@ -23,6 +23,7 @@ __all__ = [
     "fetch",
     "finish_round",
     "record_round",
+    "release_lease",
     "unfinished_rounds",
 ]
 
@@ -383,3 +384,32 @@ def unfinished_rounds(api: Any, namespace: str) -> list[Plan]:
             )
         )
     return plans
+
+
+def release_lease(api: Any, namespace: str, name: str, holder: str) -> bool:
+    """Give the Lease up if ``holder`` holds it (the next run may take it at once); True if it
+    was released. A Lease held by someone else is left alone."""
+    coord: Any = k8s.CoordinationV1Api(api)
+    try:
+        lease = coord.read_namespaced_lease(name, namespace)
+    except ApiException as e:
+        if e.status == 404:
+            return False
+        raise
+    if lease.spec.holder_identity != holder:
+        return False
+    body = {
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "resourceVersion": lease.metadata.resource_version,
+        },
+        "spec": {"holderIdentity": None, "leaseDurationSeconds": lease.spec.lease_duration_seconds},
+    }
+    try:
+        coord.replace_namespaced_lease(name, namespace, body)
+        return True
+    except ApiException as e:
+        if e.status == 409:
+            return False
+        raise

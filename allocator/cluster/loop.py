@@ -20,6 +20,7 @@ from allocator.cluster.api import (
     fetch,
     finish_round,
     record_round,
+    release_lease,
     unfinished_rounds,
 )
 from allocator.cluster.config import ClusterConfig
@@ -66,7 +67,8 @@ def run_once(
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
     With ``lease`` = (namespace, name, holder) the round writes only if this run holds the Lease
-    (one writer at a time); otherwise it plans and reports ``leader=False``. With
+    (one writer at a time) and gives it up when the round is applied; otherwise it plans and
+    reports ``leader=False``. With
     ``record_namespace`` every applied round is first recorded there as an AllocationRound in
     phase Applying with its plan, and marked Applied at the end; a run first completes the
     rounds an earlier run left Applying (idempotent writes: nothing is bound or charged twice),
@@ -103,4 +105,6 @@ def run_once(
         report = apply_plan(api, plan)
         if record_namespace is not None:
             finish_round(api, record_namespace, plan.round_id, report)
+        if lease is not None:
+            release_lease(api, *lease)  # the next run need not wait for it to expire
     return RoundOutcome(snap, result, plan, report, leader, tuple(repaired))

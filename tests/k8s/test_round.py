@@ -123,6 +123,11 @@ def test_lease_lets_one_writer_at_a_time(
     assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=t0)
     assert not acquire_lease(admin, ns, "gpu-allocator", "run-b", 60, now=t0)
     assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=t0)  # renew
+    from allocator.cluster.api import release_lease
+
+    assert not release_lease(admin, ns, "gpu-allocator", "run-b")  # not b's to give up
     later = t0 + dt.timedelta(seconds=120)
     assert acquire_lease(admin, ns, "gpu-allocator", "run-b", 60, now=later)  # a's expired
     assert not acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=later)
+    assert release_lease(admin, ns, "gpu-allocator", "run-b")
+    assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=later)  # free at once
