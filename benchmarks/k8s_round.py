@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from kubernetes import client as k8s
 
     from allocator.cluster import snapshot
-    from allocator.cluster.api import apply_plan, fetch
+    from allocator.cluster.api import apply_plan, create_wallet, fetch
     from allocator.cluster.plan import plan_round
     from allocator.solvers import solve
 
@@ -73,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         cfg.connection_pool_maxsize = 16
         api = k8s.ApiClient(cfg)
         core = k8s.CoreV1Api(api)
-        custom = k8s.CustomObjectsApi(api)
         ext = k8s.ApiextensionsV1Api(api)
         for path in sorted((REPO / "charts" / "gpu-allocator" / "crds").glob("*.yaml")):
             ext.create_custom_resource_definition(yaml.safe_load(path.read_text()))
@@ -94,18 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         namespaces = [f"team-{i:02d}" for i in range(args.namespaces)]
         for ns in namespaces:
             core.create_namespace({"metadata": {"name": ns}})
-            custom.create_namespaced_custom_object(
-                "gpualloc.io",
-                "v1alpha1",
-                ns,
-                "wallets",
-                {
-                    "apiVersion": "gpualloc.io/v1alpha1",
-                    "kind": "Wallet",
-                    "metadata": {"name": "w"},
-                    "spec": {"balance": 1e6},
-                },
-            )
+            create_wallet(api, ns, "w", 1e6)
         pods = []
         for i in range(args.pods):
             if rng.random() < 0.35:

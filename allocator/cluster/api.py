@@ -20,6 +20,7 @@ __all__ = [
     "acquire_lease",
     "apply_plan",
     "connect",
+    "create_wallet",
     "fetch",
     "finish_round",
     "record_round",
@@ -59,6 +60,23 @@ class ApplyReport:
     already_charged: int = 0
     events: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+def create_wallet(api: Any, namespace: str, name: str, balance: float, **spec: Any) -> Any:
+    """Create a Wallet custom resource (``spec`` adds incomePerPeriod, period, priority)."""
+    custom: Any = k8s.CustomObjectsApi(api)
+    return custom.create_namespaced_custom_object(
+        WALLET_GROUP,
+        WALLET_VERSION,
+        namespace,
+        "wallets",
+        {
+            "apiVersion": f"{WALLET_GROUP}/{WALLET_VERSION}",
+            "kind": "Wallet",
+            "metadata": {"name": name},
+            "spec": {"balance": balance, **spec},
+        },
+    )
 
 
 def connect(kubeconfig: str | None = None) -> Any:
@@ -267,21 +285,7 @@ def acquire_lease(
         return False
     if current == holder and lease.spec.acquire_time is not None:
         spec["acquireTime"] = lease.spec.acquire_time.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    body = {
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": lease.metadata.resource_version,
-        },
-        "spec": spec,
-    }
-    try:
-        coord.replace_namespaced_lease(name, namespace, body)
-        return True
-    except ApiException as e:
-        if e.status == 409:
-            return False
-        raise
+    return _replace_lease(coord, lease, spec)
 
 
 ROUND_PLURAL = "allocationrounds"
@@ -398,16 +402,24 @@ def release_lease(api: Any, namespace: str, name: str, holder: str) -> bool:
         raise
     if lease.spec.holder_identity != holder:
         return False
+    spec = {"holderIdentity": None, "leaseDurationSeconds": lease.spec.lease_duration_seconds}
+    return _replace_lease(coord, lease, spec)
+
+
+def _replace_lease(coord: Any, lease: Any, spec: dict[str, Any]) -> bool:
+    """Write ``spec`` over the Lease read as ``lease``, guarded by its resourceVersion; False if
+    someone else wrote it in between (409)."""
+    meta = lease.metadata
     body = {
         "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "resourceVersion": lease.metadata.resource_version,
+            "name": meta.name,
+            "namespace": meta.namespace,
+            "resourceVersion": meta.resource_version,
         },
-        "spec": {"holderIdentity": None, "leaseDurationSeconds": lease.spec.lease_duration_seconds},
+        "spec": spec,
     }
     try:
-        coord.replace_namespaced_lease(name, namespace, body)
+        coord.replace_namespaced_lease(meta.name, meta.namespace, body)
         return True
     except ApiException as e:
         if e.status == 409:

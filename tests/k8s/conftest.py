@@ -476,18 +476,7 @@ def _gpu_cluster(admin: Any, gpus: int) -> tuple[str, str]:
     )
     res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
     core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
-    _custom_api(admin).create_namespaced_custom_object(
-        "gpualloc.io",
-        "v1alpha1",
-        ns,
-        "wallets",
-        {
-            "apiVersion": "gpualloc.io/v1alpha1",
-            "kind": "Wallet",
-            "metadata": {"name": "w"},
-            "spec": {"balance": 50},
-        },
-    )
+    create_wallet(admin, ns, "w", 50)
     return ns, node
 
 
@@ -532,6 +521,12 @@ def _only_view(ns: str, node: str) -> Any:
         )
 
     return fetch
+
+
+def create_wallet(admin: Any, ns: str, name: str, balance: float) -> Any:
+    from allocator.cluster.api import create_wallet as create
+
+    return create(admin, ns, name, balance)
 
 
 def _core_api(admin: Any) -> Any:

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from kubernetes.client import CoreV1Api  # noqa: E402
 
 from allocator import solve, verify  # noqa: E402
 from allocator.cluster import snapshot  # noqa: E402
-from allocator.cluster.api import fetch  # noqa: E402
+from allocator.cluster.api import create_wallet, fetch  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -73,18 +73,7 @@ def test_read_solve_verify(
     nodes = [f"gpu-a-{tag}", f"gpu-b-{tag}"]
     for n in nodes:
         _gpu_node(core, n, 4)
-    CustomObjectsApi(admin).create_namespaced_custom_object(
-        "gpualloc.io",
-        "v1alpha1",
-        ns,
-        "wallets",
-        {
-            "apiVersion": "gpualloc.io/v1alpha1",
-            "kind": "Wallet",
-            "metadata": {"name": "w"},
-            "spec": {"balance": 50},
-        },
-    )
+    create_wallet(admin, ns, "w", 50)
     core.create_namespaced_pod(ns, _pod("big", 4, "30"))
     core.create_namespaced_pod(ns, _pod("small", 2, "12"))
     core.create_namespaced_pod(ns, _pod("bad", 1, "lots"))

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from kubernetes.client import CoreV1Api  # noqa: E402
 
 import allocator.cluster.loop as loop  # noqa: E402
+from allocator.cluster.api import create_wallet  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 GPU = "nvidia.com/gpu"
@@ -120,20 +121,8 @@ def test_default_scheduler_and_allocator_side_by_side(
 
     # Copy 2: the allocator, one round per wave.
     ns = copies["alloc"]
-    custom = CustomObjectsApi(admin)
-    for wallet, balance in (("research", 100), ("inference", 100)):
-        custom.create_namespaced_custom_object(
-            "gpualloc.io",
-            "v1alpha1",
-            ns,
-            "wallets",
-            {
-                "apiVersion": "gpualloc.io/v1alpha1",
-                "kind": "Wallet",
-                "metadata": {"name": wallet},
-                "spec": {"balance": balance},
-            },
-        )
+    for wallet in ("research", "inference"):
+        create_wallet(admin, ns, wallet, 100)
     real_fetch = loop.fetch
 
     def only_copy(api: Any, config: Any = None) -> Any:
