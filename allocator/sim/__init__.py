@@ -5,7 +5,8 @@ experiment (arrival order, inflation to 130%, allocation and fragmentation metri
 one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds;
 ``experiment`` runs policies x seeds x traces and writes results. ``mixed`` is the
 mixed-priority scenario (inference and research agents, departures) under auction, fifo and kai
-(``baselines``), and ``mixed_report`` its benchmark. ``rounds`` rebuilds an auction round as
+(``baselines``), and ``mixed_report`` its benchmark. ``bound`` is a proven ceiling on the
+allocation any policy reaches on a set of arrived pods. ``rounds`` rebuilds an auction round as
 Problem/Result for ``verify``. This package reads files and calls the engine; it never talks to
 Kubernetes.
 """
