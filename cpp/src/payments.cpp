@@ -247,11 +247,15 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
       };
       // A gang with locality any places its replicas one by one, each on the best node of the
       // whole model. If the original placement's nodes are clean, every clean node outside them
-      // scores as in the original search, so while the replay picks the original node for each
-      // replica it is the minimum; a search over the dirty nodes and the original ones that
-      // returns the original placement is therefore exact. Earlier models must be hopeless (too
-      // little free capacity in the model), since a gang there could mix clean and dirty nodes.
-      // Anything else falls back to the full search.
+      // scores as in the original search. The original run took its nodes in an order o_1..o_r,
+      // each the best of all nodes at its step; in the replay, the best clean node at any step is
+      // the first o_i not yet taken (clean nodes are as they were at that step of the original,
+      // when o_i beat them all, ties included), so a search over the dirty nodes and the
+      // original ones chooses as the full search does, whether or not it returns the original
+      // placement, and never fails (the original nodes alone hold the gang). Earlier models must
+      // be hopeless (too little free capacity in the model), since a gang there could mix clean
+      // and dirty nodes. If the original evicted, only a search that returns the original
+      // placement is taken. Anything else falls back to the full search.
       bool gang_same = false;
       if (searched && orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
           wallet_covers(s, j, aj.value)) {
@@ -281,7 +285,7 @@ std::vector<double> Engine::critical_payments(const Solution& sol) {
           }
           gang_same =
               try_place(s, j, aj.value, false, false, false, scratch, nullptr, true, &only) &&
-              same_placement(scratch, orig);
+              (greedy_evictions_[pos].empty() || same_placement(scratch, orig));
         }
       }
       if (gang_same) {
