@@ -63,6 +63,11 @@ class Plan:
     charges: tuple[Charge, ...] = ()
     notices: tuple[Notice, ...] = field(default=())
 
+    @property
+    def only_events(self) -> bool:
+        """True when the plan binds, evicts and charges nothing (at most it emits events)."""
+        return not (self.bindings or self.evictions or self.charges)
+
 
 _REASON = {
     "outbid": "Outbid",

@@ -480,7 +480,9 @@ def _gpu_cluster(admin: Any, gpus: int) -> tuple[str, str]:
     return ns, node
 
 
-def _gpu_pod(core: Any, ns: str, name: str, gpus: int, bid: str) -> None:
+def _gpu_pod(
+    core: Any, ns: str, name: str, gpus: int, bid: str, scheduler: str = "gpu-allocator"
+) -> None:
     core.create_namespaced_pod(
         ns,
         {
@@ -489,7 +491,7 @@ def _gpu_pod(core: Any, ns: str, name: str, gpus: int, bid: str) -> None:
                 "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
             },
             "spec": {
-                "schedulerName": "gpu-allocator",
+                "schedulerName": scheduler,
                 "containers": [
                     {
                         "name": "main",
@@ -544,7 +546,8 @@ def _custom_api(admin: Any) -> Any:
 @pytest.fixture()
 def gpu_world() -> Any:
     """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
-    ``pod(core, ns, name, gpus, bid)``, ``only(ns, node)``: a fetch limited to them."""
+    ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator")``, ``only(ns, node)``: a fetch
+    limited to them."""
     import types
 
     return types.SimpleNamespace(cluster=_gpu_cluster, pod=_gpu_pod, only=_only_view)
