@@ -170,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         "one reads the cluster afresh",
     )
     run.add_argument(
+        "--apply-workers",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="API calls an apply keeps in flight at once (default 16; evictions still come "
+        "before bindings, charges after them)",
+    )
+    run.add_argument(
         "--max-rounds",
         type=_positive_int,
         metavar="N",
@@ -333,8 +341,9 @@ def _run(args: argparse.Namespace) -> int:
         "dump_snapshot": args.dump_snapshot,
         "lease": lease,
         "record_namespace": lease[0] if lease else None,
+        "apply_workers": args.apply_workers,
     }
-    api = connect(args.kubeconfig)
+    api = connect(args.kubeconfig, connections=args.apply_workers)
     if args.once:
         _print_round(run_once(api, config, round_id=args.round_id, **round_args), full=True)
         return EXIT_OK

@@ -122,6 +122,7 @@ def test_installed_command_runs_the_demo() -> None:
         (["--interval", "5", "--max-rounds", "two"], "argument --max-rounds: not an integer"),
         (["--once", "--max-rounds", "2"], "--max-rounds: only with --interval"),
         (["--interval", "5", "--round-id", "r-1"], "--round-id: only with --once"),
+        (["--once", "--apply-workers", "0"], "argument --apply-workers: must be >= 1"),
     ],
 )
 def test_run_mode_arguments_exit_2_naming_the_option(

@@ -1,12 +1,14 @@
-"""The long-running loop's arguments and round ids (its rounds run against the real API server in
-tests/k8s/test_interval.py)."""
+"""The long-running loop's and the apply's arguments, and round ids (rounds run against the real
+API server in tests/k8s/test_interval.py and test_faults.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+from allocator.cluster.api import apply_plan
 from allocator.cluster.loop import _next_round_id, run_rounds
+from allocator.cluster.plan import Plan
 
 
 @pytest.mark.parametrize(
@@ -38,3 +40,10 @@ def test_round_ids_stay_unique_and_ordered_within_one_second() -> None:
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == ids
     assert any(i.endswith("-012") for i in ids) or ids[0][:17] != ids[-1][:17]
+
+
+@pytest.mark.parametrize("workers", [0, -1, 2.0, True])
+def test_apply_rejects_a_bad_number_of_workers(workers: object) -> None:
+    """apply_plan's workers must be an integer >= 1; the error names the field before any call."""
+    with pytest.raises(ValueError, match=r"^workers: "):
+        apply_plan(None, Plan("r-1"), workers)  # type: ignore[arg-type]

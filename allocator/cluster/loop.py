@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from allocator.cluster.api import (
+    APPLY_WORKERS,
     ApplyReport,
     acquire_lease,
     apply_plan,
@@ -72,6 +73,7 @@ def run_once(
     lease: tuple[str, str, str] | None = None,
     lease_seconds: int = 300,
     record_namespace: str | None = None,
+    apply_workers: int = APPLY_WORKERS,
 ) -> RoundOutcome:
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
@@ -81,7 +83,8 @@ def run_once(
     or charges is first recorded there as an AllocationRound in phase Applying with its plan,
     and marked Applied at the end (a round of events only is not recorded); a run first
     completes the rounds an earlier run left Applying (idempotent writes: nothing is bound or
-    charged twice), before reading the cluster for its own.
+    charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
+    apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`).
     """
     cfg = config or ClusterConfig()
     leader = True
@@ -90,7 +93,8 @@ def run_once(
     repaired: list[str] = []
     if record_namespace is not None and leader and not dry_run:
         for old in unfinished_rounds(api, record_namespace):
-            finish_round(api, record_namespace, old.round_id, apply_plan(api, old))
+            repair = apply_plan(api, old, apply_workers)
+            finish_round(api, record_namespace, old.round_id, repair)
             repaired.append(old.round_id)
     nodes, pods, wallets = fetch(api, cfg)
     snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
@@ -114,7 +118,7 @@ def run_once(
                 welfare=result.welfare,
                 revenue=result.revenue,
             )
-        report = apply_plan(api, plan)
+        report = apply_plan(api, plan, apply_workers)
         if record_in is not None:
             finish_round(api, record_in, plan.round_id, report)
         if lease is not None:

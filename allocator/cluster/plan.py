@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from allocator.cluster.read import Snapshot
 from allocator.model import Result
 
-__all__ = ["Binding", "Charge", "Eviction", "Notice", "Plan", "describe", "plan_round"]
+__all__ = ["WON", "Binding", "Charge", "Eviction", "Notice", "Plan", "describe", "plan_round"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +28,12 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Eviction:
-    """Evict running pod ``namespace/name`` (through the Eviction API)."""
+    """Evict running pod ``namespace/name`` (through the Eviction API) from ``node`` (``None``
+    when not known, as in a plan read back from an AllocationRound: then every binding of the
+    round waits for it)."""
 
     pod: str
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,8 @@ class Plan:
         return not (self.bindings or self.evictions or self.charges)
 
 
+WON = "Won"  # the reason of a winner's event (the others say why a bid lost)
+
 _REASON = {
     "outbid": "Outbid",
     "does_not_fit": "DoesNotFit",
@@ -100,7 +105,7 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
             notices.append(
                 Notice(
                     pod,
-                    "Won",
+                    WON,
                     f"round {result.round_id}: bid {w.value:g}, pays {w.payment:g} "
                     f"({share:g} for this pod), on {pl.node} GPUs {list(pl.gpus)}",
                 )
@@ -120,15 +125,20 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
     for s in snap.skipped:
         if s.kind == "Pod":
             notices.append(Notice(s.name, "Skipped", f"{s.field}: {s.reason}", warning=True))
-    evictions = tuple(
-        Eviction(pod) for inc in result.evicted for pod in snap.pods_of_incumbent.get(inc, ())
-    )
+    evictions: list[Eviction] = []
+    placements = {i.id: i.placements for i in snap.problem.incumbents}
+    for inc in result.evicted:
+        pods = snap.pods_of_incumbent.get(inc, ())
+        # One placement per pod, in order (how the reader builds incumbents); else unknown.
+        nodes = [pl.node for pl in placements.get(inc, ())]
+        known = len(nodes) == len(pods)
+        evictions += [Eviction(pod, nodes[i] if known else None) for i, pod in enumerate(pods)]
     charges = tuple(
         Charge(wallet, sum(a for _, a in pods), tuple(pods))
         for wallet, pods in sorted(owed.items())
         if sum(a for _, a in pods) > 0
     )
-    return Plan(result.round_id, tuple(bindings), evictions, charges, tuple(notices))
+    return Plan(result.round_id, tuple(bindings), tuple(evictions), charges, tuple(notices))
 
 
 def describe(plan: Plan) -> str:
