@@ -3,6 +3,7 @@ needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -180,7 +181,7 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
         after += [
             _submit(pool, _event, core, n)
             for n in plan.notices
-            if n.reason == WON and n.pod in placed
+            if n.reason == WON and n.name in placed
         ]
         _collect(told + after, report)
     except BaseException:
@@ -217,15 +218,22 @@ def _collect(futures: list[Future[tuple[ApplyReport, _T]]], report: ApplyReport)
     return values
 
 
+def _raw(call: Callable[..., Any], *args: Any) -> bytes:
+    """``call(*args)`` without the client's typed model of the answer (building it costs more
+    than the call); the body read to the end, which gives the connection back to the pool."""
+    data: bytes = call(*args, _preload_content=False).data
+    return data
+
+
 def _evict(core: Any, ev: Eviction, report: ApplyReport) -> bool:
     """Evict ``ev.pod`` through the Eviction API; False if its room is not being freed."""
     ns, name = _split(ev.pod)
     try:
-        core.create_namespaced_pod_eviction(
+        _raw(
+            core.create_namespaced_pod_eviction,
             name,
             ns,
             {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}},
-            _preload_content=False,
         )
         report.evicted += 1
         return True
@@ -240,7 +248,7 @@ def _evict(core: Any, ev: Eviction, report: ApplyReport) -> bool:
 def _node_exists(core: Any, node: str, report: ApplyReport) -> bool:
     del report
     try:
-        core.read_node(node)
+        _raw(core.read_node, node)
         return True
     except ApiException as e:
         if e.status != 404:
@@ -253,23 +261,25 @@ def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
     if it is on its planned node afterwards (bound now or by an earlier apply)."""
     ns, name = _split(b.pod)
     try:
-        pod = core.read_namespaced_pod(name, ns)
+        raw = _raw(core.read_namespaced_pod, name, ns)
     except ApiException as e:
         report.problems.append(f"{b.pod}: cannot read ({e.status})")
         return False
-    if pod.spec.node_name:
-        if pod.spec.node_name == b.node:
+    on = (json.loads(raw).get("spec") or {}).get("nodeName")
+    if on:
+        if on == b.node:
             report.already_bound += 1
             return True
-        report.problems.append(f"{b.pod}: already on {pod.spec.node_name}")
+        report.problems.append(f"{b.pod}: already on {on}")
         return False
     annotations = {
         ANNOTATION_GPUS: ",".join(str(g) for g in b.gpus),
         ANNOTATION_ROUND: round_id,
     }
     try:
-        core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": annotations}})
-        core.create_namespaced_pod_binding(
+        _raw(core.patch_namespaced_pod, name, ns, {"metadata": {"annotations": annotations}})
+        _raw(
+            core.create_namespaced_pod_binding,
             name,
             ns,
             {
@@ -278,7 +288,6 @@ def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
                 "metadata": {"name": name},
                 "target": {"apiVersion": "v1", "kind": "Node", "name": b.node},
             },
-            _preload_content=False,
         )
     except ApiException as e:
         report.problems.append(f"{b.pod}: bind failed ({e.status} {e.reason})")
@@ -287,24 +296,34 @@ def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
     return True
 
 
+_API_VERSION = {"Pod": "v1", "Node": "v1", "Wallet": f"{WALLET_GROUP}/{WALLET_VERSION}"}
+
+
 def _event(core: Any, n: Notice, report: ApplyReport) -> None:
-    ns, name = _split(n.pod)
+    """Create the Event ``n`` on its object (in the object's namespace; a node's in
+    ``default``, where Kubernetes puts node events)."""
+    ns, name = _split(n.name) if "/" in n.name else ("", n.name)
+    involved = {"apiVersion": _API_VERSION[n.kind], "kind": n.kind, "name": name}
+    if ns:
+        involved["namespace"] = ns
+    if n.uid:
+        involved["uid"] = n.uid  # kubectl describe finds an object's events by uid
     try:
-        core.create_namespaced_event(
-            ns,
+        _raw(
+            core.create_namespaced_event,
+            ns or "default",
             {
                 "metadata": {"generateName": f"{name}."},
-                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name},
+                "involvedObject": involved,
                 "reason": n.reason,
                 "message": n.message,
                 "type": "Warning" if n.warning else "Normal",
                 "source": {"component": "gpu-allocator"},
             },
-            _preload_content=False,
         )
         report.events += 1
     except ApiException as e:
-        report.problems.append(f"{n.pod}: event failed ({e.status})")
+        report.problems.append(f"{n.kind} {n.name}: event failed ({e.status})")
 
 
 def _charge(custom: Any, c: Charge, round_id: str, report: ApplyReport, attempts: int = 5) -> None:

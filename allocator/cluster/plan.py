@@ -47,13 +47,17 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """An event for pod ``namespace/name``: reason ``Won``, ``Outbid``, ``DoesNotFit``,
-    ``OverBudget``, ``BelowReserve`` or ``Skipped``, with a message carrying the numbers."""
+    """An event about object ``name`` (``namespace/name``; a node: its name) of ``kind`` (Pod,
+    Wallet or Node; ``uid`` when known): reason ``Won``, ``Outbid``, ``DoesNotFit``,
+    ``OverBudget``, ``BelowReserve`` or ``Skipped`` (a malformed object left out of the round,
+    the field named), with a message carrying the numbers."""
 
-    pod: str
+    name: str
     reason: str
     message: str
     warning: bool = False
+    kind: str = "Pod"
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                     WON,
                     f"round {result.round_id}: bid {w.value:g}, pays {w.payment:g} "
                     f"({share:g} for this pod), on {pl.node} GPUs {list(pl.gpus)}",
+                    uid=snap.pod_uids.get(pod),
                 )
             )
     for loss in result.losers:
@@ -120,11 +125,12 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                     f"round {result.round_id}: {loss.reason.replace('_', ' ')}"
                     + (f" ({detail})" if detail else ""),
                     warning=True,
+                    uid=snap.pod_uids.get(pod),
                 )
             )
     for s in snap.skipped:
-        if s.kind == "Pod":
-            notices.append(Notice(s.name, "Skipped", f"{s.field}: {s.reason}", warning=True))
+        message = f"round {result.round_id}: left out: {s.field}: {s.reason}"
+        notices.append(Notice(s.name, "Skipped", message, True, s.kind, s.uid))
     evictions: list[Eviction] = []
     placements = {i.id: i.placements for i in snap.problem.incumbents}
     for inc in result.evicted:
@@ -150,5 +156,5 @@ def describe(plan: Plan) -> str:
     lines += [f"  bind {b.pod} -> {b.node} gpus {list(b.gpus)}" for b in plan.bindings]
     lines += [f"  evict {e.pod}" for e in plan.evictions]
     lines += [f"  charge {c.wallet} {c.amount:g}" for c in plan.charges]
-    lines += [f"  event {n.pod} {n.reason}: {n.message}" for n in plan.notices]
+    lines += [f"  event {n.kind} {n.name} {n.reason}: {n.message}" for n in plan.notices]
     return "\n".join(lines)

@@ -487,14 +487,20 @@ def _gpu_node(admin: Any, gpus: int) -> str:
 
 
 def _gpu_pod(
-    core: Any, ns: str, name: str, gpus: int, bid: str, scheduler: str = "gpu-allocator"
+    core: Any,
+    ns: str,
+    name: str,
+    gpus: int,
+    bid: str,
+    scheduler: str = "gpu-allocator",
+    wallet: str = "w",
 ) -> None:
     core.create_namespaced_pod(
         ns,
         {
             "metadata": {
                 "name": name,
-                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
+                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": wallet},
             },
             "spec": {
                 "schedulerName": scheduler,
@@ -552,8 +558,8 @@ def _custom_api(admin: Any) -> Any:
 @pytest.fixture()
 def gpu_world() -> Any:
     """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
-    ``node(admin, gpus) -> node``, ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator")``,
-    ``only(ns, *nodes)``: a fetch limited to them."""
+    ``node(admin, gpus) -> node``, ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator",
+    wallet="w")``, ``only(ns, *nodes)``: a fetch limited to them."""
     import types
 
     return types.SimpleNamespace(
