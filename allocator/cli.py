@@ -1,4 +1,4 @@
-"""Command line: ``gpu-allocator solve | verify | demo | schema``.
+"""Command line: ``gpu-allocator solve | verify | demo | schema | run | simulate``.
 
 Exit codes: 0 success; 1 the checker found violations; 2 bad input (the message names the field).
 Only argument parsing and output formatting live here.
@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from allocator.model import (
     PAYMENT_RULES,
@@ -25,6 +26,9 @@ from allocator.model import (
     load_result,
     result_to_dict,
 )
+
+if TYPE_CHECKING:
+    from allocator.cluster.loop import RoundOutcome
 
 __all__ = ["format_result", "main"]
 
@@ -105,6 +109,26 @@ def format_result(problem: Problem, result: Result) -> str:
     return "\n".join(lines)
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpu-allocator",
@@ -135,7 +159,30 @@ def _parser() -> argparse.ArgumentParser:
         "run",
         help="clear rounds on a Kubernetes cluster: read, solve, bind, evict, debit wallets",
     )
-    run.add_argument("--once", action="store_true", help="one round, then exit (the CronJob)")
+    mode = run.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="one round, then exit (the CronJob)")
+    mode.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="a round every SECONDS (start to start) until SIGTERM or SIGINT, which end it "
+        "after the round in progress (the Deployment); a failing round is logged and the next "
+        "one reads the cluster afresh",
+    )
+    run.add_argument(
+        "--apply-workers",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="API calls an apply keeps in flight at once (default 16; evictions still come "
+        "before bindings, charges after them)",
+    )
+    run.add_argument(
+        "--max-rounds",
+        type=_positive_int,
+        metavar="N",
+        help="with --interval: stop after N rounds",
+    )
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
     run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     run.add_argument("--dump-snapshot", type=Path, help="write the round's Problem JSON here")
@@ -265,12 +312,13 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
 
 
 def _run(args: argparse.Namespace) -> int:
-    if not args.once:
-        raise ProblemError("--once", "only single rounds are implemented yet (use --once)")
+    if args.max_rounds is not None and args.interval is None:
+        raise ProblemError("--max-rounds", "only with --interval")
+    if args.round_id is not None and args.interval is not None:
+        raise ProblemError("--round-id", "only with --once (each --interval round gets its own)")
     from allocator.cluster import ClusterConfig
     from allocator.cluster.api import connect
-    from allocator.cluster.loop import run_once
-    from allocator.cluster.plan import describe
+    from allocator.cluster.loop import run_once, run_rounds
 
     try:
         config = ClusterConfig(scheduler_name=args.scheduler_name)
@@ -285,19 +333,58 @@ def _run(args: argparse.Namespace) -> int:
         import socket
 
         lease = (ns, name, f"{socket.gethostname()}-{os.getpid()}")
-    outcome = run_once(
-        connect(args.kubeconfig),
-        config,
-        solver=args.solver,
-        payments=args.payments,
-        time_limit=args.time_limit,
-        round_id=args.round_id,
-        dry_run=args.dry_run,
-        dump_snapshot=args.dump_snapshot,
-        lease=lease,
-        record_namespace=lease[0] if lease else None,
+    round_args: dict[str, Any] = {
+        "solver": args.solver,
+        "payments": args.payments,
+        "time_limit": args.time_limit,
+        "dry_run": args.dry_run,
+        "dump_snapshot": args.dump_snapshot,
+        "lease": lease,
+        "record_namespace": lease[0] if lease else None,
+        "apply_workers": args.apply_workers,
+    }
+    api = connect(args.kubeconfig, connections=args.apply_workers)
+    if args.once:
+        _print_round(run_once(api, config, round_id=args.round_id, **round_args), full=True)
+        return EXIT_OK
+    import logging
+    import signal
+    import threading
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
-    sys.stdout.write(describe(outcome.plan) + "\n")
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: Any) -> None:
+        del frame
+        print(f"{signal.Signals(signum).name}: stopping after this round", file=sys.stderr)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = run_rounds(
+            api,
+            config,
+            interval=args.interval,
+            max_rounds=args.max_rounds,
+            stop=stop,
+            on_round=lambda outcome: _print_round(outcome, full=False),
+            **round_args,
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(f"stopped after {summary.rounds} rounds ({summary.failed} failed)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _print_round(outcome: RoundOutcome, *, full: bool) -> None:
+    """The plan (every write with ``full``, else its one-line summary) and what was applied."""
+    from allocator.cluster.plan import describe
+
+    text = describe(outcome.plan)
+    sys.stdout.write((text if full else text.partition("\n")[0]) + "\n")
     if not outcome.leader:
         print("not the Lease holder: another run is writing; nothing applied", file=sys.stderr)
     if outcome.report is not None:
@@ -308,7 +395,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         for p in r.problems:
             print(f"problem: {p}", file=sys.stderr)
-    return EXIT_OK
+    sys.stdout.flush()
 
 
 def _simulate_mixed(args: argparse.Namespace) -> int:

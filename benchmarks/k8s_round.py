@@ -7,10 +7,12 @@ launcher as the end-to-end tests, tests/k8s/conftest.py), install the chart's CR
 scheduler (whole GPUs 1/2/4/8 and shares of 100-900 milli, bids 1-20 per GPU-equivalent, seeded).
 Then time one round as ``gpu-allocator run --once`` does it, phase by phase: read (list nodes,
 pods, wallets), snapshot (build the Problem), solve (greedy; first-price and, separately,
-critical payments), plan, apply (bindings, ledger, events; sequential API calls). Objects are
-created with a thread pool before the clock starts.
+critical payments), plan, apply (bindings, ledger, events; ``--apply-workers`` API calls in
+flight, default 16 as ``gpu-allocator run``; 1 is sequential). Objects are created with a thread
+pool before the clock starts.
 
     python benchmarks/k8s_round.py --json                     # 500 nodes, 5,000 pods
+    python benchmarks/k8s_round.py --apply-workers 1 --json   # apply one call at a time
     python benchmarks/k8s_round.py --nodes 50 --pods 500 --json
 """
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pods", type=int, default=5000)
     ap.add_argument("--namespaces", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--apply-workers", type=int, default=None, help="default: as the CLI")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
 
@@ -54,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from kubernetes import client as k8s
 
     from allocator.cluster import snapshot
-    from allocator.cluster.api import apply_plan, create_wallet, fetch
+    from allocator.cluster.api import APPLY_WORKERS, apply_plan, create_wallet, fetch
     from allocator.cluster.plan import plan_round
     from allocator.solvers import solve
 
+    workers = args.apply_workers or APPLY_WORKERS
     cp = _launcher()
     bin_dir = cp._bin_dir()
     cp._require_binaries(bin_dir)
@@ -70,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg.host = conn.url
         cfg.ssl_ca_cert = str(conn.ca_file)
         cfg.api_key = {"authorization": f"Bearer {conn.admin_token}"}
-        cfg.connection_pool_maxsize = 16
+        cfg.connection_pool_maxsize = max(workers, 8)  # as connect() does (8: setup's pool)
         api = k8s.ApiClient(cfg)
         core = k8s.CoreV1Api(api)
         ext = k8s.ApiextensionsV1Api(api)
@@ -156,11 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_round(snap, critical)
         times["plan_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        report = apply_plan(api, plan)
+        report = apply_plan(api, plan, workers)
         times["apply_s"] = time.perf_counter() - t
         out = {
             "nodes": args.nodes,
             "gpus": 8 * args.nodes,
+            "apply_workers": workers,
             "pods": args.pods,
             "bids": len(snap.problem.bids),
             "winners": len(critical.winners),

@@ -107,3 +107,33 @@ def test_installed_command_runs_the_demo() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "chat-h100-gang" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        ([], "one of the arguments --once --interval is required"),
+        (["--once", "--interval", "5"], "not allowed with argument"),
+        (["--interval", "0"], "argument --interval: must be > 0 seconds"),
+        (["--interval", "-3"], "argument --interval: must be > 0 seconds"),
+        (["--interval", "nan"], "argument --interval: must be > 0 seconds"),
+        (["--interval", "soon"], "argument --interval: not a number of seconds"),
+        (["--interval", "5", "--max-rounds", "0"], "argument --max-rounds: must be >= 1"),
+        (["--interval", "5", "--max-rounds", "two"], "argument --max-rounds: not an integer"),
+        (["--once", "--max-rounds", "2"], "--max-rounds: only with --interval"),
+        (["--interval", "5", "--round-id", "r-1"], "--round-id: only with --once"),
+        (["--once", "--apply-workers", "0"], "argument --apply-workers: must be >= 1"),
+    ],
+)
+def test_run_mode_arguments_exit_2_naming_the_option(
+    args: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` needs exactly one of --once and --interval SECONDS (> 0); --max-rounds N (>= 1)
+    and --round-id each belong to one mode: anything else is a usage error (exit 2) naming the
+    option, before any connection to a cluster is tried."""
+    try:
+        code = main(["run", "--kubeconfig", "/nonexistent/kubeconfig", *args])
+    except SystemExit as e:  # argparse's own usage errors
+        code = int(str(e.code))
+    assert code == 2
+    assert needle in capsys.readouterr().err

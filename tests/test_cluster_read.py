@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from allocator import solve, verify
-from allocator.cluster import ClusterConfig, parse_quantity, snapshot
+from allocator.cluster import ClusterConfig, Skipped, parse_quantity, snapshot
 
 
 def _node(name: str, gpus: int, product: str = "A100-SXM4-80GB", **labels: str) -> dict[str, Any]:
@@ -157,3 +157,33 @@ def test_config_rejects_unknown_and_empty_settings() -> None:
         ClusterConfig.from_dict({"rack_labl": "x"})
     with pytest.raises(ValueError, match="scheduler_name"):
         ClusterConfig(scheduler_name=" ")
+
+
+@pytest.mark.parametrize(
+    ("wallet", "field", "reason"),
+    [
+        ({"spec": {}}, "spec.balance", "missing"),
+        ({"spec": {"balance": "lots"}}, "spec.balance", "not a number: 'lots'"),
+        ({"spec": {"balance": True}}, "spec.balance", "not a number: True"),
+        ({"spec": {"balance": -5}}, "spec.balance", "must be finite and >= 0, got -5"),
+        ({"spec": {"balance": 9}, "status": {"spent": "x"}}, "status.spent", "not a number: 'x'"),
+    ],
+)
+def test_malformed_wallet_is_skipped_naming_the_field(
+    wallet: dict[str, Any], field: str, reason: str
+) -> None:
+    """A Wallet the CRD's schema would refuse (one stored before it) is left out with the field,
+    the reason and its uid; a bid naming it is skipped too, and others still read."""
+    bad = {"metadata": {"name": "bad", "namespace": "team-a", "uid": "u-1"}, **wallet}
+    pods = [
+        _pod("p", {"nvidia.com/gpu": "1"}, {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"}),
+        _pod("q", {"nvidia.com/gpu": "1"}, {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "bad"}),
+    ]
+    snap = snapshot([_node("n1", 2)], pods, [WALLET, bad])
+    assert [w.name for w in snap.problem.wallets] == ["team-a/w"]
+    assert [b.id for b in snap.problem.bids] == ["team-a/p"]
+    assert snap.skipped[0] == Skipped("Wallet", "team-a/bad", field, reason, "u-1")
+    assert (snap.skipped[1].name, snap.skipped[1].field) == (
+        "team-a/q",
+        "metadata.annotations[gpualloc.io/wallet]",
+    )

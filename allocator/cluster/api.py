@@ -3,17 +3,21 @@ needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
-from allocator.cluster.plan import Binding, Charge, Eviction, Plan
+from allocator.cluster.plan import WON, Binding, Charge, Eviction, Notice, Plan
 
 __all__ = [
+    "APPLY_WORKERS",
     "WALLET_GROUP",
     "WALLET_VERSION",
     "ApplyReport",
@@ -33,6 +37,8 @@ ANNOTATION_ROUND = ANNOTATION_PREFIX + "round"
 
 WALLET_GROUP = "gpualloc.io"
 WALLET_VERSION = "v1alpha1"
+# API calls an apply keeps in flight at once (also the size of the client's connection pool).
+APPLY_WORKERS = 16
 
 
 def fetch(
@@ -61,6 +67,16 @@ class ApplyReport:
     events: int = 0
     problems: list[str] = field(default_factory=list)
 
+    def merge(self, other: ApplyReport) -> None:
+        """Add ``other``'s counts and problems to this report."""
+        self.bound += other.bound
+        self.already_bound += other.already_bound
+        self.evicted += other.evicted
+        self.charged += other.charged
+        self.already_charged += other.already_charged
+        self.events += other.events
+        self.problems += other.problems
+
 
 def create_wallet(api: Any, namespace: str, name: str, balance: float, **spec: Any) -> Any:
     """Create a Wallet custom resource (``spec`` adds incomePerPeriod, period, priority)."""
@@ -79,15 +95,20 @@ def create_wallet(api: Any, namespace: str, name: str, balance: float, **spec: A
     )
 
 
-def connect(kubeconfig: str | None = None) -> Any:
-    """An ApiClient from a kubeconfig file, else the in-cluster service account."""
+def connect(kubeconfig: str | None = None, connections: int = APPLY_WORKERS) -> Any:
+    """An ApiClient from a kubeconfig file, else the in-cluster service account, keeping up to
+    ``connections`` connections open (as many as an apply has calls in flight)."""
     from kubernetes import config
 
     k8s_config: Any = config
+    settings = k8s.Configuration()
+    settings.connection_pool_maxsize = connections
     if kubeconfig:
-        return k8s_config.new_client_from_config(config_file=kubeconfig)
-    k8s_config.load_incluster_config()
-    return k8s.ApiClient()
+        return k8s_config.new_client_from_config(
+            config_file=kubeconfig, client_configuration=settings
+        )
+    k8s_config.load_incluster_config(client_configuration=settings)
+    return k8s.ApiClient(settings)
 
 
 def _split(name: str) -> tuple[str, str]:
@@ -95,102 +116,214 @@ def _split(name: str) -> tuple[str, str]:
     return ns, n
 
 
-def apply_plan(api: Any, plan: Plan) -> ApplyReport:
-    """Execute ``plan``: bind, evict, debit wallets (once per round id), emit events.
+def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyReport:
+    """Execute ``plan``: evict, bind, debit wallets (once per round id), emit events, with up to
+    ``workers`` API calls in flight at once.
+
+    The order that matters is kept: every eviction is requested before any binding (a binding
+    may need the room an eviction frees; if an eviction fails, the bindings to its node are not
+    made, or all of them when its node is not known); wallets are charged and winners told only
+    after the bindings, for the pods actually on their planned node. Everything else (the pods
+    of one phase, the events of pods that did not win) runs side by side.
 
     Each write is idempotent for the round: a pod already bound to its node, or a wallet whose
     ledger already holds the round, is left alone, so re-running after a crash repairs the round
     without charging twice. A pod that is gone, bound elsewhere or whose node is gone is
     reported, not fatal, and its wallet is not charged for it (a charge always matches a pod on
-    its planned node).
+    its planned node). An error that is not an API answer (the server unreachable) cancels what
+    has not started and is raised.
     """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
     # Plain dicts are sent as they are (the client's typed models add nothing here).
     core: Any = k8s.CoreV1Api(api)
     custom: Any = k8s.CustomObjectsApi(api)
     report = ApplyReport()
-    node_there: dict[str, bool] = {}
-    placed: set[str] = set()  # pods on their planned node: the only ones a wallet pays for
-    for b in plan.bindings:
-        ns, name = _split(b.pod)
-        if b.node not in node_there:  # a node removed since the read takes no pod
-            try:
-                core.read_node(b.node)
-                node_there[b.node] = True
-            except ApiException as e:
-                if e.status != 404:
-                    raise
-                node_there[b.node] = False
-        if not node_there[b.node]:
-            report.problems.append(f"{b.pod}: node {b.node} is gone")
-            continue
-        try:
-            pod = core.read_namespaced_pod(name, ns)
-        except ApiException as e:
-            report.problems.append(f"{b.pod}: cannot read ({e.status})")
-            continue
-        if pod.spec.node_name:
-            if pod.spec.node_name == b.node:
-                report.already_bound += 1
-                placed.add(b.pod)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
+    try:
+        # First the evictions and a look at each target node, side by side.
+        evicting = [_submit(pool, _evict, core, ev) for ev in plan.evictions]
+        nodes = sorted({b.node for b in plan.bindings})
+        node_checks = [_submit(pool, _node_exists, core, n) for n in nodes]
+        not_freed: dict[str | None, list[str]] = defaultdict(list)
+        for ev, freed in zip(plan.evictions, _collect(evicting, report), strict=True):
+            if not freed:
+                not_freed[ev.node].append(ev.pod)
+        node_there = dict(zip(nodes, _collect(node_checks, report), strict=True))
+        binding: list[tuple[Binding, Future[tuple[ApplyReport, bool]]]] = []
+        for b in plan.bindings:
+            if not node_there[b.node]:  # a node removed since the read takes no pod
+                report.problems.append(f"{b.pod}: node {b.node} is gone")
+            elif blockers := not_freed[b.node] + not_freed[None]:
+                report.problems.append(
+                    f"{b.pod}: not bound to {b.node}: evicting {', '.join(blockers)} failed"
+                )
             else:
-                report.problems.append(f"{b.pod}: already on {pod.spec.node_name}")
-            continue
-        annotations = {
-            ANNOTATION_GPUS: ",".join(str(g) for g in b.gpus),
-            ANNOTATION_ROUND: plan.round_id,
+                binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
+        # The losers' events queue behind the bindings (the pool takes tasks in order).
+        told = [_submit(pool, _event, core, n) for n in plan.notices if n.reason != WON]
+        placed = {  # pods on their planned node: the only ones a wallet pays for
+            b.pod
+            for (b, _), ok in zip(binding, _collect([f for _, f in binding], report), strict=True)
+            if ok
         }
-        try:
-            core.patch_namespaced_pod(name, ns, {"metadata": {"annotations": annotations}})
-            core.create_namespaced_pod_binding(
-                name,
-                ns,
-                {
-                    "apiVersion": "v1",
-                    "kind": "Binding",
-                    "metadata": {"name": name},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": b.node},
-                },
-                _preload_content=False,
+        after = [
+            _submit(
+                pool,
+                _charge,
+                custom,
+                Charge(c.wallet, sum(a for _, a in paid), paid),
+                plan.round_id,
             )
-            report.bound += 1
-            placed.add(b.pod)
-        except ApiException as e:
-            report.problems.append(f"{b.pod}: bind failed ({e.status} {e.reason})")
-    for ev in plan.evictions:
-        ns, name = _split(ev.pod)
-        try:
-            core.create_namespaced_pod_eviction(
-                name,
-                ns,
-                {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}},
-                _preload_content=False,
-            )
-            report.evicted += 1
-        except ApiException as e:
-            report.problems.append(f"{ev.pod}: eviction failed ({e.status} {e.reason})")
-    for c in plan.charges:
-        paid = tuple((pod, amount) for pod, amount in c.pods if pod in placed)
-        if paid:
-            _charge(custom, Charge(c.wallet, sum(a for _, a in paid), paid), plan.round_id, report)
-    for n in plan.notices:
-        ns, name = _split(n.pod)
-        try:
-            core.create_namespaced_event(
-                ns,
-                {
-                    "metadata": {"generateName": f"{name}."},
-                    "involvedObject": {"kind": "Pod", "namespace": ns, "name": name},
-                    "reason": n.reason,
-                    "message": n.message,
-                    "type": "Warning" if n.warning else "Normal",
-                    "source": {"component": "gpu-allocator"},
-                },
-                _preload_content=False,
-            )
-            report.events += 1
-        except ApiException as e:
-            report.problems.append(f"{n.pod}: event failed ({e.status})")
+            for c in plan.charges
+            if (paid := tuple((pod, amount) for pod, amount in c.pods if pod in placed))
+        ]
+        after += [
+            _submit(pool, _event, core, n)
+            for n in plan.notices
+            if n.reason == WON and n.name in placed
+        ]
+        _collect(told + after, report)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return report
+
+
+_T = TypeVar("_T")
+
+
+def _submit(
+    pool: ThreadPoolExecutor, call: Callable[..., _T], *args: Any
+) -> Future[tuple[ApplyReport, _T]]:
+    """Run ``call(*args, report)`` in the pool with a report of its own (merged by the caller's
+    thread, so no counter is shared between threads)."""
+
+    def task() -> tuple[ApplyReport, _T]:
+        own = ApplyReport()
+        return own, call(*args, own)
+
+    return pool.submit(task)
+
+
+def _collect(futures: list[Future[tuple[ApplyReport, _T]]], report: ApplyReport) -> list[_T]:
+    """Wait for ``futures`` in order, merge their reports into ``report``, return their values;
+    the first error that is not an API answer is raised."""
+    values = []
+    for f in futures:
+        part, value = f.result()
+        report.merge(part)
+        values.append(value)
+    return values
+
+
+def _raw(call: Callable[..., Any], *args: Any) -> bytes:
+    """``call(*args)`` without the client's typed model of the answer (building it costs more
+    than the call); the body read to the end, which gives the connection back to the pool."""
+    data: bytes = call(*args, _preload_content=False).data
+    return data
+
+
+def _evict(core: Any, ev: Eviction, report: ApplyReport) -> bool:
+    """Evict ``ev.pod`` through the Eviction API; False if its room is not being freed."""
+    ns, name = _split(ev.pod)
+    try:
+        _raw(
+            core.create_namespaced_pod_eviction,
+            name,
+            ns,
+            {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}},
+        )
+        report.evicted += 1
+        return True
+    except ApiException as e:
+        if e.status == 404:  # gone already (an earlier apply, or its owner): the room is free
+            report.problems.append(f"{ev.pod}: not evicted: already gone")
+            return True
+        report.problems.append(f"{ev.pod}: eviction failed ({e.status} {e.reason})")
+        return False
+
+
+def _node_exists(core: Any, node: str, report: ApplyReport) -> bool:
+    del report
+    try:
+        _raw(core.read_node, node)
+        return True
+    except ApiException as e:
+        if e.status != 404:
+            raise
+        return False
+
+
+def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
+    """Annotate the pod with its GPUs and the round, then bind it (Binding subresource); True
+    if it is on its planned node afterwards (bound now or by an earlier apply)."""
+    ns, name = _split(b.pod)
+    try:
+        raw = _raw(core.read_namespaced_pod, name, ns)
+    except ApiException as e:
+        report.problems.append(f"{b.pod}: cannot read ({e.status})")
+        return False
+    on = (json.loads(raw).get("spec") or {}).get("nodeName")
+    if on:
+        if on == b.node:
+            report.already_bound += 1
+            return True
+        report.problems.append(f"{b.pod}: already on {on}")
+        return False
+    annotations = {
+        ANNOTATION_GPUS: ",".join(str(g) for g in b.gpus),
+        ANNOTATION_ROUND: round_id,
+    }
+    try:
+        _raw(core.patch_namespaced_pod, name, ns, {"metadata": {"annotations": annotations}})
+        _raw(
+            core.create_namespaced_pod_binding,
+            name,
+            ns,
+            {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": b.node},
+            },
+        )
+    except ApiException as e:
+        report.problems.append(f"{b.pod}: bind failed ({e.status} {e.reason})")
+        return False
+    report.bound += 1
+    return True
+
+
+_API_VERSION = {"Pod": "v1", "Node": "v1", "Wallet": f"{WALLET_GROUP}/{WALLET_VERSION}"}
+
+
+def _event(core: Any, n: Notice, report: ApplyReport) -> None:
+    """Create the Event ``n`` on its object (in the object's namespace; a node's in
+    ``default``, where Kubernetes puts node events)."""
+    ns, name = _split(n.name) if "/" in n.name else ("", n.name)
+    involved = {"apiVersion": _API_VERSION[n.kind], "kind": n.kind, "name": name}
+    if ns:
+        involved["namespace"] = ns
+    if n.uid:
+        involved["uid"] = n.uid  # kubectl describe finds an object's events by uid
+    try:
+        _raw(
+            core.create_namespaced_event,
+            ns or "default",
+            {
+                "metadata": {"generateName": f"{name}."},
+                "involvedObject": involved,
+                "reason": n.reason,
+                "message": n.message,
+                "type": "Warning" if n.warning else "Normal",
+                "source": {"component": "gpu-allocator"},
+            },
+        )
+        report.events += 1
+    except ApiException as e:
+        report.problems.append(f"{n.kind} {n.name}: event failed ({e.status})")
 
 
 def _charge(custom: Any, c: Charge, round_id: str, report: ApplyReport, attempts: int = 5) -> None:

@@ -1,19 +1,27 @@
-"""One round against a live cluster: read -> solve -> plan -> apply (the CronJob's whole body).
+"""Rounds against a live cluster: read -> solve -> plan -> apply.
 
-``run_once`` fetches nodes, pods and wallets, builds the Problem, solves it, turns the Result into
-a Plan and applies it (unless ``dry_run``). ``dump_snapshot`` writes the Problem as the JSON that
-``gpu-allocator solve`` reads, so any round can be replayed offline.
+``run_once`` (the CronJob's whole body) fetches nodes, pods and wallets, builds the Problem,
+solves it, turns the Result into a Plan and applies it (unless ``dry_run``). ``dump_snapshot``
+writes the Problem as the JSON that ``gpu-allocator solve`` reads, so any round can be replayed
+offline. ``run_rounds`` (the Deployment's body) calls ``run_once`` every ``interval`` seconds
+until told to stop; a failing round is logged and the next one reads the cluster afresh.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from allocator.cluster.api import (
+    APPLY_WORKERS,
     ApplyReport,
     acquire_lease,
     apply_plan,
@@ -29,7 +37,9 @@ from allocator.cluster.read import Snapshot, snapshot
 from allocator.model import Result, problem_to_dict
 from allocator.solvers import solve
 
-__all__ = ["RoundOutcome", "new_round_id", "run_once"]
+__all__ = ["RoundOutcome", "RoundsSummary", "new_round_id", "run_once", "run_rounds"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,16 +73,18 @@ def run_once(
     lease: tuple[str, str, str] | None = None,
     lease_seconds: int = 300,
     record_namespace: str | None = None,
+    apply_workers: int = APPLY_WORKERS,
 ) -> RoundOutcome:
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
     With ``lease`` = (namespace, name, holder) the round writes only if this run holds the Lease
     (one writer at a time) and gives it up when the round is applied; otherwise it plans and
-    reports ``leader=False``. With
-    ``record_namespace`` every applied round is first recorded there as an AllocationRound in
-    phase Applying with its plan, and marked Applied at the end; a run first completes the
-    rounds an earlier run left Applying (idempotent writes: nothing is bound or charged twice),
-    before reading the cluster for its own.
+    reports ``leader=False``. With ``record_namespace`` every applied round that binds, evicts
+    or charges is first recorded there as an AllocationRound in phase Applying with its plan,
+    and marked Applied at the end (a round of events only is not recorded); a run first
+    completes the rounds an earlier run left Applying (idempotent writes: nothing is bound or
+    charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
+    apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`).
     """
     cfg = config or ClusterConfig()
     leader = True
@@ -81,7 +93,8 @@ def run_once(
     repaired: list[str] = []
     if record_namespace is not None and leader and not dry_run:
         for old in unfinished_rounds(api, record_namespace):
-            finish_round(api, record_namespace, old.round_id, apply_plan(api, old))
+            repair = apply_plan(api, old, apply_workers)
+            finish_round(api, record_namespace, old.round_id, repair)
             repaired.append(old.round_id)
     nodes, pods, wallets = fetch(api, cfg)
     snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
@@ -91,10 +104,13 @@ def run_once(
     plan = plan_round(snap, result)
     report = None
     if leader and not dry_run:
-        if record_namespace is not None:
+        # A round that binds, evicts and charges nothing has nothing to complete after a crash:
+        # no record (a Deployment would otherwise leave one per interval).
+        record_in = None if plan.only_events else record_namespace
+        if record_in is not None:
             record_round(
                 api,
-                record_namespace,
+                record_in,
                 plan,
                 solver=solver,
                 payments=payments,
@@ -102,9 +118,83 @@ def run_once(
                 welfare=result.welfare,
                 revenue=result.revenue,
             )
-        report = apply_plan(api, plan)
-        if record_namespace is not None:
-            finish_round(api, record_namespace, plan.round_id, report)
+        report = apply_plan(api, plan, apply_workers)
+        if record_in is not None:
+            finish_round(api, record_in, plan.round_id, report)
         if lease is not None:
             release_lease(api, *lease)  # the next run need not wait for it to expire
     return RoundOutcome(snap, result, plan, report, leader, tuple(repaired))
+
+
+@dataclass(frozen=True)
+class RoundsSummary:
+    """What ``run_rounds`` did: rounds started, and how many of them failed."""
+
+    rounds: int
+    failed: int
+
+
+def run_rounds(
+    api: Any,
+    config: ClusterConfig | None = None,
+    *,
+    interval: float,
+    max_rounds: int | None = None,
+    stop: threading.Event | None = None,
+    on_round: Callable[[RoundOutcome], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **round_args: Any,
+) -> RoundsSummary:
+    """Clear a round every ``interval`` seconds (start to start) until ``stop`` is set or
+    ``max_rounds`` rounds have run; ``round_args`` go to :func:`run_once` (not ``round_id``:
+    every round gets a fresh, unique one).
+
+    A round that raises (the API server unreachable, a solver error, ...) is logged with its
+    traceback and the loop goes on: the next round reads the cluster afresh, and a round left
+    recorded as Applying is completed by the next one that holds the Lease. ``stop`` is checked
+    between rounds only, so a round in progress always finishes (a signal handler may set it:
+    nothing here waits on it while holding its lock). ``on_round`` sees every completed round.
+    """
+    if isinstance(interval, bool) or not isinstance(interval, int | float):
+        raise ValueError(f"interval: must be a number of seconds, got {interval!r}")
+    if not math.isfinite(interval) or interval <= 0:
+        raise ValueError(f"interval: must be > 0 seconds, got {interval!r}")
+    if max_rounds is not None and (
+        isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1
+    ):
+        raise ValueError(f"max_rounds: must be an integer >= 1, got {max_rounds!r}")
+    if "round_id" in round_args:
+        raise ValueError("round_id: every round of run_rounds gets its own id")
+    stop = stop or threading.Event()
+    rounds = failed = 0
+    previous_id = ""
+    while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
+        started = clock()
+        round_id = _next_round_id(previous_id)
+        previous_id = round_id
+        rounds += 1
+        try:
+            outcome = run_once(api, config, round_id=round_id, **round_args)
+        except Exception:  # any failure of one round; the loop outlives it
+            failed += 1
+            log.exception("round %s failed; the next round starts afresh", round_id)
+        else:
+            if on_round is not None:
+                on_round(outcome)
+        if max_rounds is not None and rounds >= max_rounds:
+            break
+        deadline = started + interval
+        while not stop.is_set() and (left := deadline - clock()) > 0:
+            time.sleep(min(left, 0.2))  # short naps: a stop is seen within 0.2 s
+    return RoundsSummary(rounds, failed)
+
+
+def _next_round_id(previous: str) -> str:
+    """A fresh round id that sorts after ``previous`` (more rounds within one second of the
+    clock get ``-002``, ``-003``, ... suffixes, so the ids stay unique and in order)."""
+    base = new_round_id()
+    if not previous.startswith(base):
+        return base
+    head, _, tail = previous[len(base) :].partition("-")
+    n = int(tail) if not head and tail.isdigit() else 1
+    return f"{base}-{n + 1:03d}"

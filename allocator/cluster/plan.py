@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from allocator.cluster.read import Snapshot
 from allocator.model import Result
 
-__all__ = ["Binding", "Charge", "Eviction", "Notice", "Plan", "describe", "plan_round"]
+__all__ = ["WON", "Binding", "Charge", "Eviction", "Notice", "Plan", "describe", "plan_round"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,9 +28,12 @@ class Binding:
 
 @dataclass(frozen=True, slots=True)
 class Eviction:
-    """Evict running pod ``namespace/name`` (through the Eviction API)."""
+    """Evict running pod ``namespace/name`` (through the Eviction API) from ``node`` (``None``
+    when not known, as in a plan read back from an AllocationRound: then every binding of the
+    round waits for it)."""
 
     pod: str
+    node: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,13 +47,17 @@ class Charge:
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """An event for pod ``namespace/name``: reason ``Won``, ``Outbid``, ``DoesNotFit``,
-    ``OverBudget``, ``BelowReserve`` or ``Skipped``, with a message carrying the numbers."""
+    """An event about object ``name`` (``namespace/name``; a node: its name) of ``kind`` (Pod,
+    Wallet or Node; ``uid`` when known): reason ``Won``, ``Outbid``, ``DoesNotFit``,
+    ``OverBudget``, ``BelowReserve`` or ``Skipped`` (a malformed object left out of the round,
+    the field named), with a message carrying the numbers."""
 
-    pod: str
+    name: str
     reason: str
     message: str
     warning: bool = False
+    kind: str = "Pod"
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,13 @@ class Plan:
     charges: tuple[Charge, ...] = ()
     notices: tuple[Notice, ...] = field(default=())
 
+    @property
+    def only_events(self) -> bool:
+        """True when the plan binds, evicts and charges nothing (at most it emits events)."""
+        return not (self.bindings or self.evictions or self.charges)
+
+
+WON = "Won"  # the reason of a winner's event (the others say why a bid lost)
 
 _REASON = {
     "outbid": "Outbid",
@@ -95,9 +109,10 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
             notices.append(
                 Notice(
                     pod,
-                    "Won",
+                    WON,
                     f"round {result.round_id}: bid {w.value:g}, pays {w.payment:g} "
                     f"({share:g} for this pod), on {pl.node} GPUs {list(pl.gpus)}",
+                    uid=snap.pod_uids.get(pod),
                 )
             )
     for loss in result.losers:
@@ -110,20 +125,26 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                     f"round {result.round_id}: {loss.reason.replace('_', ' ')}"
                     + (f" ({detail})" if detail else ""),
                     warning=True,
+                    uid=snap.pod_uids.get(pod),
                 )
             )
     for s in snap.skipped:
-        if s.kind == "Pod":
-            notices.append(Notice(s.name, "Skipped", f"{s.field}: {s.reason}", warning=True))
-    evictions = tuple(
-        Eviction(pod) for inc in result.evicted for pod in snap.pods_of_incumbent.get(inc, ())
-    )
+        message = f"round {result.round_id}: left out: {s.field}: {s.reason}"
+        notices.append(Notice(s.name, "Skipped", message, True, s.kind, s.uid))
+    evictions: list[Eviction] = []
+    placements = {i.id: i.placements for i in snap.problem.incumbents}
+    for inc in result.evicted:
+        pods = snap.pods_of_incumbent.get(inc, ())
+        # One placement per pod, in order (how the reader builds incumbents); else unknown.
+        nodes = [pl.node for pl in placements.get(inc, ())]
+        known = len(nodes) == len(pods)
+        evictions += [Eviction(pod, nodes[i] if known else None) for i, pod in enumerate(pods)]
     charges = tuple(
         Charge(wallet, sum(a for _, a in pods), tuple(pods))
         for wallet, pods in sorted(owed.items())
         if sum(a for _, a in pods) > 0
     )
-    return Plan(result.round_id, tuple(bindings), evictions, charges, tuple(notices))
+    return Plan(result.round_id, tuple(bindings), tuple(evictions), charges, tuple(notices))
 
 
 def describe(plan: Plan) -> str:
@@ -135,5 +156,5 @@ def describe(plan: Plan) -> str:
     lines += [f"  bind {b.pod} -> {b.node} gpus {list(b.gpus)}" for b in plan.bindings]
     lines += [f"  evict {e.pod}" for e in plan.evictions]
     lines += [f"  charge {c.wallet} {c.amount:g}" for c in plan.charges]
-    lines += [f"  event {n.pod} {n.reason}: {n.message}" for n in plan.notices]
+    lines += [f"  event {n.kind} {n.name} {n.reason}: {n.message}" for n in plan.notices]
     return "\n".join(lines)

@@ -21,7 +21,7 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
 - **Wallets**: ``<namespace>/<name>`` with balance ``spec.balance - status.spent``.
 
 A malformed object never stops the round: it is left out and listed in ``Snapshot.skipped`` with
-the field path and the reason, which the loop reports as an Event.
+the field path and the reason, which the round reports as a Warning Event on the object.
 """
 
 from __future__ import annotations
@@ -74,12 +74,14 @@ _DECIMAL = {
 
 @dataclass(frozen=True, slots=True)
 class Skipped:
-    """An object left out of the round: its kind, ``namespace/name``, the field and why."""
+    """An object left out of the round: its kind, ``namespace/name`` (a node: its name), the
+    field and why, and its uid (which the Event about it names)."""
 
     kind: str
     name: str
     field: str
     reason: str
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,15 @@ class Snapshot:
     """One round's Problem and the bookkeeping to apply its Result.
 
     ``pods_of_bid`` maps a bid id to its pods (``namespace/name``, in replica order);
-    ``pods_of_incumbent`` the same for incumbents.
+    ``pods_of_incumbent`` the same for incumbents; ``pod_uids`` the uid of every pod read (the
+    Events about a pod name it).
     """
 
     problem: Problem
     pods_of_bid: Mapping[str, tuple[str, ...]]
     pods_of_incumbent: Mapping[str, tuple[str, ...]]
     skipped: tuple[Skipped, ...] = field(default=())
+    pod_uids: Mapping[str, str] = field(default_factory=dict)
 
 
 def parse_quantity(text: Any) -> Decimal:
@@ -201,6 +205,15 @@ def _number(ann: Mapping[str, str], key: str, default: float | None = None) -> f
     return value
 
 
+def _amount(raw: Any, path: str) -> float:
+    """A wallet amount (a JSON number, finite, >= 0); ValueError naming ``path``."""
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise ValueError(f"{path}: not a number: {raw!r}")
+    if not math.isfinite(raw) or raw < 0:
+        raise ValueError(f"{path}: must be finite and >= 0, got {raw!r}")
+    return float(raw)
+
+
 def _is_running(pod: Mapping[str, Any]) -> bool:
     phase = (pod.get("status") or {}).get("phase")
     return bool((pod.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed")
@@ -219,18 +232,22 @@ def snapshot(
 
     def skip(kind: str, obj: Mapping[str, Any], message: str) -> None:
         path, _, reason = message.partition(": ")
-        skipped.append(Skipped(kind, _full_name(obj), path, reason or message))
+        uid = _meta(obj).get("uid")
+        skipped.append(Skipped(kind, _full_name(obj), path, reason or message, uid))
 
-    # Wallets.
+    # Wallets. The CRD's schema rejects what is wrong here, but an object stored before the
+    # schema was (or under a laxer one) is served as it is.
     wallet_list: list[Wallet] = []
     for w in wallets:
         try:
             spec = w.get("spec") or {}
-            spent = float((w.get("status") or {}).get("spent", 0) or 0)
-            balance = float(spec["balance"]) - spent
-            wallet_list.append(Wallet(_full_name(w), max(balance, 0.0)))
-        except (KeyError, TypeError, ValueError, ProblemError) as e:
-            skip("Wallet", w, f"spec.balance: {e}")
+            if "balance" not in spec:
+                raise ValueError("spec.balance: missing")
+            balance = _amount(spec["balance"], "spec.balance")
+            spent = _amount((w.get("status") or {}).get("spent") or 0, "status.spent")
+            wallet_list.append(Wallet(_full_name(w), max(balance - spent, 0.0)))
+        except (ValueError, ProblemError) as e:
+            skip("Wallet", w, str(e))
     wallet_names = {w.name for w in wallet_list}
 
     # GPU work already running, per node (ours and others').
@@ -274,6 +291,7 @@ def snapshot(
                         name,
                         "metadata.labels[nvidia.com/mig.strategy]",
                         "MIG nodes are not offered yet",
+                        meta.get("uid"),
                     )
                 )
                 count = 0
@@ -430,4 +448,5 @@ def snapshot(
         extra_models=tuple(extra.values()),
         round_id=round_id,
     )
-    return Snapshot(problem, pods_of_bid, pods_of_incumbent, tuple(skipped))
+    uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
+    return Snapshot(problem, pods_of_bid, pods_of_incumbent, tuple(skipped), uids)

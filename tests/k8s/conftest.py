@@ -468,28 +468,42 @@ def _gpu_cluster(admin: Any, gpus: int) -> tuple[str, str]:
     """A namespace with a 50-unit wallet and one GPU node of ``gpus`` GPUs (the node's name is
     unique so that other tests' nodes do not interfere with what is asserted)."""
     core = _core_api(admin)
-    tag = uuid.uuid4().hex[:6]
-    ns, node = f"round-{tag}", f"gpu-{tag}"
+    ns = f"round-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
+    create_wallet(admin, ns, "w", 50)
+    return ns, _gpu_node(admin, gpus)
+
+
+def _gpu_node(admin: Any, gpus: int) -> str:
+    """A GPU node of ``gpus`` H100s advertised as the device plugin does, uniquely named."""
+    core = _core_api(admin)
+    node = f"gpu-{uuid.uuid4().hex[:6]}"
     core.create_node(
         {"metadata": {"name": node, "labels": {"nvidia.com/gpu.product": "H100-80GB"}}}
     )
     res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
     core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
-    create_wallet(admin, ns, "w", 50)
-    return ns, node
+    return node
 
 
-def _gpu_pod(core: Any, ns: str, name: str, gpus: int, bid: str) -> None:
+def _gpu_pod(
+    core: Any,
+    ns: str,
+    name: str,
+    gpus: int,
+    bid: str,
+    scheduler: str = "gpu-allocator",
+    wallet: str = "w",
+) -> None:
     core.create_namespaced_pod(
         ns,
         {
             "metadata": {
                 "name": name,
-                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": "w"},
+                "annotations": {"gpualloc.io/bid": bid, "gpualloc.io/wallet": wallet},
             },
             "spec": {
-                "schedulerName": "gpu-allocator",
+                "schedulerName": scheduler,
                 "containers": [
                     {
                         "name": "main",
@@ -505,17 +519,17 @@ def _gpu_pod(core: Any, ns: str, name: str, gpus: int, bid: str) -> None:
     )
 
 
-def _only_view(ns: str, node: str) -> Any:
-    """A view of the cluster limited to one test's namespace and node (other tests share the
+def _only_view(ns: str, *nodes: str) -> Any:
+    """A view of the cluster limited to one test's namespace and nodes (other tests share the
     API server): wraps fetch's output through a ClusterConfig-independent filter."""
     from allocator.cluster import api as cluster_api
 
     real_fetch = cluster_api.fetch
 
     def fetch(api: Any, config: Any = None) -> Any:
-        nodes, pods, wallets = real_fetch(api, config)
+        all_nodes, pods, wallets = real_fetch(api, config)
         return (
-            [n for n in nodes if n["metadata"]["name"] == node],
+            [n for n in all_nodes if n["metadata"]["name"] in nodes],
             [p for p in pods if p["metadata"]["namespace"] == ns],
             [w for w in wallets if w["metadata"]["namespace"] == ns],
         )
@@ -544,7 +558,10 @@ def _custom_api(admin: Any) -> Any:
 @pytest.fixture()
 def gpu_world() -> Any:
     """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
-    ``pod(core, ns, name, gpus, bid)``, ``only(ns, node)``: a fetch limited to them."""
+    ``node(admin, gpus) -> node``, ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator",
+    wallet="w")``, ``only(ns, *nodes)``: a fetch limited to them."""
     import types
 
-    return types.SimpleNamespace(cluster=_gpu_cluster, pod=_gpu_pod, only=_only_view)
+    return types.SimpleNamespace(
+        cluster=_gpu_cluster, node=_gpu_node, pod=_gpu_pod, only=_only_view
+    )

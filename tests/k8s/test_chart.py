@@ -1,6 +1,6 @@
 """The Helm chart (charts/gpu-allocator), rendered by the real `helm template` (scripts/build-helm)
 and created object by object in the real API server; its ServiceAccount's token runs a round and
-is refused everything else (least-privilege RBAC)."""
+is refused everything else (least-privilege RBAC); the Deployment's own arguments run rounds."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from kubernetes.client import (  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 from kubernetes.dynamic import DynamicClient  # noqa: E402
 
+from allocator.cli import main  # noqa: E402
 from allocator.cluster import ClusterConfig  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
 
@@ -211,7 +212,7 @@ def test_overrides_are_accepted_by_the_api_server(
         "--set",
         "resources.requests.cpu=250m,resources.limits.memory=1Gi",
         "--set",
-        "deployment.enabled=true,deployment.interval=30",
+        "deployment.enabled=true,deployment.interval=30,deployment.terminationGracePeriodSeconds=90",
         "--set",
         "lease.name=the-lease",
     )
@@ -232,6 +233,7 @@ def test_overrides_are_accepted_by_the_api_server(
     deployment = admin.sanitize_for_serialization(apps.read_namespaced_deployment(name, ns))
     assert deployment["spec"]["replicas"] == 1
     assert _container(deployment)["args"] == ["run", "--interval", "30", *common]
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
 
 
 def _allowed(api: Any, ns: str | None, verb: str, resource: str, **attrs: str) -> bool:
@@ -359,3 +361,62 @@ def test_service_account_runs_a_round_and_nothing_more(
         (other, "create", "clusterroles", {"group": "rbac.authorization.k8s.io"}),
     ]:
         assert not _allowed(sa, ns_, verb, resource, **attrs), (ns_, verb, resource, attrs)
+
+
+def test_deployment_mode_runs_rounds_with_its_service_account(
+    helm: Path,
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    gpu_world: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """With the Deployment on and the CronJob off, the Deployment's container arguments, as the
+    API server stores them, run `gpu-allocator run --interval 1` with a token of the chart's
+    ServiceAccount: two rounds (--max-rounds 2), the first binds and charges, the second has
+    nothing new to write and is not recorded; exit 0 and the Lease left free."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns = _namespace(admin, "chart-deploy")
+    release = f"l{uuid.uuid4().hex[:6]}"
+    docs = _render(
+        helm,
+        release,
+        ns,
+        "--set",
+        "deployment.enabled=true,deployment.interval=1,cronJob.enabled=false",
+    )
+    assert "CronJob" not in {d["kind"] for d in docs}
+    _create_all(admin, docs, ns)
+    name = f"{release}-gpu-allocator"
+    deployment = admin.sanitize_for_serialization(
+        kubernetes.client.AppsV1Api(admin).read_namespaced_deployment(name, ns)
+    )
+    args = _container(deployment)["args"]
+    assert args[:3] == ["run", "--interval", "1"]
+
+    wns, node = gpu_world.cluster(admin, 4)
+    gpu_world.pod(core, wns, "high", 3, "30")
+    gpu_world.pod(core, wns, "low", 3, "12")
+    token = core.create_namespaced_service_account_token(
+        name, ns, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "sa.kubeconfig", token)
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(wns, node))
+    assert main([*args, "--kubeconfig", str(kubeconfig), "--max-rounds", "2"]) == 0
+
+    assert core.read_namespaced_pod("high", wns).spec.node_name == node
+    assert core.read_namespaced_pod("low", wns).spec.node_name is None
+    custom = CustomObjectsApi(admin)
+    wallet = custom.get_namespaced_custom_object("gpualloc.io", "v1alpha1", wns, "wallets", "w")
+    assert wallet["status"]["spent"] == pytest.approx(12.0)
+    assert len(wallet["status"]["ledger"]) == 1
+    rounds = custom.list_namespaced_custom_object(
+        "gpualloc.io", "v1alpha1", ns, "allocationrounds"
+    )["items"]
+    assert [(r["status"]["phase"], r["status"]["winners"]) for r in rounds] == [("Applied", 1)]
+    lease = CoordinationV1Api(admin).read_namespaced_lease(name, ns)
+    assert lease.spec.holder_identity is None

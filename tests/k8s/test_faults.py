@@ -1,7 +1,8 @@
 """Faults against the real API server: a pod deleted or a node removed between read and bind, a
-conflicting wallet update (409), and the API server stopped in the middle of an apply and
-restarted, after which the next run completes the round: no pod bound twice, every charge matches
-a binding, no wallet negative."""
+conflicting wallet update (409), an eviction refused by a PodDisruptionBudget (its node takes no
+new pod; evictions come before bindings), and the API server stopped in the middle of an apply
+and restarted, after which the next run completes the round: no pod bound twice, every charge
+matches a binding, no wallet negative."""
 
 from __future__ import annotations
 
@@ -158,3 +159,115 @@ def test_api_server_restart_mid_apply_then_next_run_completes_the_round(
     assert [e["round"] for e in status["ledger"]] == ["r-crash"]
     assert planned == pytest.approx(9.0)
     assert status["spent"] == pytest.approx(planned) and 0 <= status["spent"] <= 50
+
+
+def _running_pod(core: Any, ns: str, name: str, node: str, gpus: str, guard: bool) -> None:
+    """A pod of ours running on ``node``, holding GPUs ``gpus`` (bid 1: cheap to evict)."""
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"guard": "yes" if guard else "no"},
+                "annotations": {
+                    "gpualloc.io/bid": "1",
+                    "gpualloc.io/wallet": "w",
+                    "gpualloc.io/gpus": gpus,
+                },
+            },
+            "spec": {
+                "schedulerName": "gpu-allocator",
+                "nodeName": node,
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.invalid/none",
+                        "resources": {
+                            "requests": {"nvidia.com/gpu": "2"},
+                            "limits": {"nvidia.com/gpu": "2"},
+                        },
+                    }
+                ],
+            },
+        },
+    )
+    # Running and ready, as a kubelet would report it (a Pending pod ignores disruption budgets).
+    core.patch_namespaced_pod_status(
+        name,
+        ns,
+        {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}},
+    )
+
+
+def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """Two full 2-GPU nodes, each with a cheap running pod, and two rich pending pods: the plan
+    evicts both and binds one new pod on each node, applied with 8 workers. Every eviction is
+    answered before the first binding is sent; the eviction a PodDisruptionBudget refuses (a
+    real 429) keeps the new pod off that node (reported, not charged, no Won event), while the
+    other node's pod is bound and charged."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns, free_node = gpu_world.cluster(admin, 2)
+    guarded_node = gpu_world.node(admin, 2)
+    _running_pod(core, ns, "old-free", free_node, "0,1", guard=False)
+    _running_pod(core, ns, "old-guarded", guarded_node, "0,1", guard=True)
+    kubernetes.client.PolicyV1Api(admin).create_namespaced_pod_disruption_budget(
+        ns,
+        {
+            "metadata": {"name": "guard"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"guard": "yes"}}},
+        },
+    )
+    gpu_world.pod(core, ns, "new-1", 2, "20")
+    gpu_world.pod(core, ns, "new-2", 2, "20")
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, free_node, guarded_node))
+    out = loop.run_once(admin, solver="greedy", round_id="r-evict", dry_run=True)
+    assert sorted(e.pod for e in out.plan.evictions) == [f"{ns}/old-free", f"{ns}/old-guarded"]
+    assert {e.node for e in out.plan.evictions} == {free_node, guarded_node}
+    to_guarded = next(b.pod for b in out.plan.bindings if b.node == guarded_node)
+    to_free = next(b.pod for b in out.plan.bindings if b.node == free_node)
+
+    real_core = cluster_api.k8s.CoreV1Api
+    calls: list[str] = []
+
+    class Recording:
+        """The real client, noting when each eviction is answered and each binding is sent."""
+
+        def __init__(self, api: Any) -> None:
+            self._c = real_core(api)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._c, name)
+
+        def create_namespaced_pod_eviction(self, *args: Any, **kw: Any) -> Any:
+            try:
+                return self._c.create_namespaced_pod_eviction(*args, **kw)
+            finally:
+                calls.append("evicted")
+
+        def create_namespaced_pod_binding(self, *args: Any, **kw: Any) -> Any:
+            calls.append("bind")
+            return self._c.create_namespaced_pod_binding(*args, **kw)
+
+    monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", Recording)
+    report = apply_plan(admin, out.plan, workers=8)
+    assert calls == ["evicted", "evicted", "bind"], report.problems
+    assert report.evicted == 1 and report.bound == 1
+    assert any(p.startswith(f"{ns}/old-guarded: eviction failed (429") for p in report.problems)
+    assert f"{to_guarded}: not bound to {guarded_node}: evicting {ns}/old-guarded failed" in (
+        report.problems
+    )
+    assert core.read_namespaced_pod(to_free.split("/")[1], ns).spec.node_name == free_node
+    assert core.read_namespaced_pod(to_guarded.split("/")[1], ns).spec.node_name is None
+    (charge,) = _wallet(admin, ns)["status"]["ledger"]
+    assert [c["pod"] for c in charge["charges"]] == [to_free]
+    won = {
+        e.involved_object.name for e in core.list_namespaced_event(ns).items if e.reason == "Won"
+    }
+    assert won == {to_free.split("/")[1]}
