@@ -33,7 +33,9 @@ class Engine:
         patience: int = 0,
     ) -> AllocationArrays:
         """Local search from ``start``; adds iterations, improvements and seconds."""
-    def critical_payments(self, alloc: AllocationArrays) -> npt.NDArray[np.float64]:
+    def critical_payments(
+        self, alloc: AllocationArrays, threads: int = 1
+    ) -> npt.NDArray[np.float64]:
         """Payment per bid (0 for losers) of any feasible allocation."""
     def explain(self, alloc: AllocationArrays) -> list[tuple[int, str, dict[str, float], int]]:
         """(bid, reason, detail, model index or -1) for every losing bid."""

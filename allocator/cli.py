@@ -119,14 +119,22 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
+def _int_at_least(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text!r}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +149,13 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--payments", choices=PAYMENT_RULES, default="critical")
         sp.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS")
         sp.add_argument("--seed", type=int, default=0)
+        sp.add_argument(
+            "--threads",
+            type=_non_negative_int,
+            default=1,
+            metavar="N",
+            help="threads for critical payments (0: one per CPU; same payments for any N)",
+        )
         sp.add_argument("--json", action="store_true", help="print the result as JSON")
         sp.add_argument("--out", type=Path, help="write the result JSON here")
 
@@ -294,6 +309,7 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
         payments=args.payments,
         time_limit=args.time_limit,
         seed=args.seed,
+        threads=args.threads,
     )
     data = result_to_dict(result)
     if args.out is not None:
@@ -337,6 +353,7 @@ def _run(args: argparse.Namespace) -> int:
         "solver": args.solver,
         "payments": args.payments,
         "time_limit": args.time_limit,
+        "threads": args.threads,
         "dry_run": args.dry_run,
         "dump_snapshot": args.dump_snapshot,
         "lease": lease,

@@ -9,7 +9,8 @@ times in one process and the median is printed. One core (the engine is single-t
 
 - ``greedy_ms``: the C++ greedy call alone; ``local_ms``: the C++ local search (``--local-time``
   limit); ``payments_ms``: C++ critical payments for every winner of the greedy allocation;
-  ``explain_ms``: C++ loss reasons;
+  ``explain_ms``: C++ loss reasons; with ``--threads N`` also ``payments_threads_ms``, the
+  same payments on N threads (checked equal to the serial ones);
 - ``python_overhead_ms``: lowering the Problem to arrays, turning arrays back into Placements and
   assembling the Result, i.e. what ``solve(solver="greedy")`` spends outside the C++ calls;
 - ``build_problem_ms``: constructing and validating the Problem objects (reported apart).
@@ -51,6 +52,7 @@ def measure(
     repeats: int,
     local_time: float,
     payments: bool = True,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Median timings of every phase for one size."""
     t0 = time.perf_counter()
@@ -74,6 +76,7 @@ def measure(
             "decode_ms",
             "local_ms",
             "payments_ms",
+            "payments_threads_ms",
             "explain_ms",
             "assemble_ms",
         )
@@ -93,8 +96,14 @@ def measure(
         arrays = engine._alloc_to_arrays(alloc)
         if payments:
             t = time.perf_counter()
-            core.critical_payments(arrays)
+            serial = core.critical_payments(arrays, 1)
             phases["payments_ms"].append(_ms(t))
+            if threads != 1:
+                t = time.perf_counter()
+                parallel = core.critical_payments(arrays, threads)
+                phases["payments_threads_ms"].append(_ms(t))
+                if not (parallel == serial).all():
+                    raise AssertionError("payments differ between 1 and --threads threads")
         t = time.perf_counter()
         core.explain(arrays)
         phases["explain_ms"].append(_ms(t))
@@ -125,6 +134,10 @@ def measure(
         "greedy_ms": round(med["greedy_ms"], 2),
         "local_ms": round(med["local_ms"], 2),
         "payments_ms": round(med["payments_ms"], 2) if payments else None,
+        "threads": threads,
+        "payments_threads_ms": (
+            round(med["payments_threads_ms"], 2) if payments and threads != 1 else None
+        ),
         "explain_ms": round(med["explain_ms"], 2),
         "python_overhead_ms": round(med["lower_ms"] + med["decode_ms"] + med["assemble_ms"], 2),
         "lower_ms": round(med["lower_ms"], 2),
@@ -151,8 +164,17 @@ def main() -> int:
         default=10**9,
         help="time critical payments only for rounds of at most this many bids",
     )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="also time payments on this many threads (0: one per CPU); payments_ms stays serial",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    if args.threads < 0:
+        print("error: --threads: need an integer >= 0", file=sys.stderr)
+        return 2
     if not args.fleet.exists():
         print(f"error: fleet file {args.fleet} not found (use --fleet)", file=sys.stderr)
         return 2
@@ -169,6 +191,7 @@ def main() -> int:
                 args.repeats,
                 args.local_time,
                 payments=n <= args.payments_up_to,
+                threads=args.threads,
             )
         )
     if args.json:
@@ -180,6 +203,7 @@ def main() -> int:
             "greedy_ms",
             "local_ms",
             "payments_ms",
+            "payments_threads_ms",
             "explain_ms",
             "python_overhead_ms",
             "build_problem_ms",

@@ -15,6 +15,7 @@ from allocator.model import (
     Node,
     Placement,
     Problem,
+    ProblemError,
     Unit,
     Wallet,
 )
@@ -174,6 +175,36 @@ def test_payments_between_reserve_and_value() -> None:
     pay = eng.critical_payments(alloc)
     assert sorted(pay) == [0, 1]
     assert pay[0] == pytest.approx(4.0) and pay[1] == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_payments_are_the_same_on_any_number_of_threads(seed: int) -> None:
+    """Winners' replays run in parallel without changing a payment (0: one per CPU)."""
+    pb = random_problem(seed, gpus=96, bids=300, incumbents=12, wallets=8)
+    eng = NativeEngine(pb)
+    # Greedy and a local-search allocation (a foreign one for the replays).
+    for alloc in (
+        eng.greedy(),
+        eng.local(eng.greedy(), time_limit=60.0, seed=seed, max_iterations=200),
+    ):
+        serial = eng.critical_payments(alloc, threads=1)
+        assert serial and set(serial) == set(alloc.winners)
+        for threads in (3, 0):
+            assert eng.critical_payments(alloc, threads=threads) == serial
+    one = solve(pb, solver="greedy", threads=1)
+    four = solve(pb, solver="greedy", threads=4)
+    assert [(w.bid_id, w.payment) for w in four.winners] == [
+        (w.bid_id, w.payment) for w in one.winners
+    ]
+
+
+def test_bad_thread_count_names_the_argument() -> None:
+    pb = random_problem(0)
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ProblemError, match="threads"):
+            solve(pb, threads=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threads"):
+        NativeEngine(pb).critical_payments(NativeEngine(pb).greedy(), threads=-3)
 
 
 def test_payments_and_reasons_accept_a_foreign_allocation() -> None:

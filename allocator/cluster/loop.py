@@ -67,6 +67,7 @@ def run_once(
     solver: str = "auto",
     payments: str = "critical",
     time_limit: float = 10.0,
+    threads: int = 1,
     round_id: str | None = None,
     dry_run: bool = False,
     dump_snapshot: str | Path | None = None,
@@ -84,7 +85,8 @@ def run_once(
     and marked Applied at the end (a round of events only is not recorded); a run first
     completes the rounds an earlier run left Applying (idempotent writes: nothing is bound or
     charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
-    apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`).
+    apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`); ``threads``
+    compute the critical payments (see :func:`allocator.solvers.solve`).
     """
     cfg = config or ClusterConfig()
     leader = True
@@ -100,7 +102,9 @@ def run_once(
     snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
     if dump_snapshot is not None:
         Path(dump_snapshot).write_text(json.dumps(problem_to_dict(snap.problem), indent=2) + "\n")
-    result = solve(snap.problem, solver=solver, payments=payments, time_limit=time_limit)
+    result = solve(
+        snap.problem, solver=solver, payments=payments, time_limit=time_limit, threads=threads
+    )
     plan = plan_round(snap, result)
     report = None
     if leader and not dry_run:

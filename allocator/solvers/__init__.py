@@ -23,6 +23,11 @@ AUTO_CPSAT_MAX_BIDS = 300
 AUTO_CPSAT_MAX_GPUS = 128
 
 
+def _check_threads(threads: int) -> None:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ProblemError("threads", f"must be an integer >= 0 (0: one per CPU); got {threads!r}")
+
+
 def _check_args(solver: str, payments: str, time_limit: float, seed: int) -> None:
     if solver not in SOLVERS:
         raise ProblemError("solver", f"must be one of {', '.join(SOLVERS)}; got {solver!r}")
@@ -42,6 +47,7 @@ def solve(
     payments: str = "critical",
     time_limit: float = 10.0,
     seed: int = 0,
+    threads: int = 1,
 ) -> Result:
     """Clear one round.
 
@@ -57,6 +63,9 @@ def solve(
         Seconds for local search and CP-SAT (each); greedy ignores it.
     seed
         Seed of the randomised parts (local search, CP-SAT workers).
+    threads
+        Threads for critical payments (each winner's replay is independent; 0: one per CPU).
+        The payments are the same for every count; the solvers themselves stay single-threaded.
 
     Raises
     ------
@@ -64,6 +73,7 @@ def solve(
         If an argument is invalid (the message names it).
     """
     _check_args(solver, payments, time_limit, seed)
+    _check_threads(threads)
     from allocator.solvers.native import NativeEngine
 
     t0 = time.perf_counter()
@@ -94,7 +104,7 @@ def solve(
     if payments == "first-price":
         pay = {b: problem.bids[b].alternatives[a].value for b, (a, _) in alloc.winners.items()}
     elif payments == "critical":
-        pay = engine.critical_payments(alloc)
+        pay = engine.critical_payments(alloc, threads=threads)
     else:
         from allocator.solvers.cpsat import vcg_payments
 

@@ -367,9 +367,10 @@ class NativeEngine:
         }
         return self._arrays_to_alloc(d, stats)
 
-    def critical_payments(self, alloc: Allocation) -> dict[int, float]:
-        """Bid index -> critical payment for every winner of ``alloc`` (any feasible allocation)."""
-        pay = self._engine.critical_payments(self._alloc_to_arrays(alloc))
+    def critical_payments(self, alloc: Allocation, threads: int = 1) -> dict[int, float]:
+        """Bid index -> critical payment for every winner of ``alloc`` (any feasible allocation),
+        the winners' replays spread over ``threads`` threads (0: one per CPU)."""
+        pay = self._engine.critical_payments(self._alloc_to_arrays(alloc), threads)
         return {b: float(pay[b]) for b in alloc.winners}
 
     def explain(self, alloc: Allocation) -> dict[int, tuple[str, dict[str, Any]]]:

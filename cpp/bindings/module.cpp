@@ -350,16 +350,18 @@ void register_auction(py::module_& m) {
           },
           py::arg("start"), py::arg("time_limit"), py::arg("seed"), py::arg("max_iterations") = -1,
           py::arg("patience") = 0)
-      .def("critical_payments",
-           [](Engine& e, const py::dict& alloc) {
-             Solution s = solution_from(e, alloc);
-             std::vector<double> pay;
-             {
-               py::gil_scoped_release release;
-               pay = e.critical_payments(s);
-             }
-             return py::array_t<double>(static_cast<py::ssize_t>(pay.size()), pay.data());
-           })
+      .def(
+          "critical_payments",
+          [](Engine& e, const py::dict& alloc, int threads) {
+            Solution s = solution_from(e, alloc);
+            std::vector<double> pay;
+            {
+              py::gil_scoped_release release;
+              pay = e.critical_payments(s, threads);
+            }
+            return py::array_t<double>(static_cast<py::ssize_t>(pay.size()), pay.data());
+          },
+          py::arg("alloc"), py::arg("threads") = 1)
       .def("explain",
            [](Engine& e, const py::dict& alloc) {
              Solution s = solution_from(e, alloc);

@@ -227,6 +227,26 @@ TEST(Payments, ForeignAllocationsArePricedAtMostTheirValue) {
   }
 }
 
+TEST(Payments, SameOnAnyNumberOfThreads) {
+  for (std::uint64_t seed = 0; seed < 6; ++seed) {
+    const auto p = random_market(seed, 60);
+    Engine one(p), many(p);
+    const auto g = one.greedy();
+    const auto serial = one.critical_payments(g, 1);
+    EXPECT_EQ(serial, many.critical_payments(g, 4)) << "seed " << seed;
+    EXPECT_EQ(serial, many.critical_payments(g, 0)) << "seed " << seed;
+  }
+  const auto p = random_market(1, 10);
+  Engine e(p);
+  const auto g = e.greedy();
+  try {
+    (void)e.critical_payments(g, -2);
+    ADD_FAILURE() << "no error for threads -2";
+  } catch (const InputError& err) {
+    EXPECT_NE(std::string(err.what()).find("threads"), std::string::npos);
+  }
+}
+
 TEST(Input, BadIndicesThrowInputError) {
   ProblemData p = whole_cluster(1, 1);
   add_bid(p, 1, UnitKind::Whole);

@@ -86,7 +86,9 @@ def _container(obj: dict[str, Any]) -> dict[str, Any]:
     return dict(container)
 
 
-def _common_args(ns: str, lease: str, solver: str, limit: str, scheduler: str) -> list[str]:
+def _common_args(
+    ns: str, lease: str, solver: str, limit: str, scheduler: str, threads: str = "1"
+) -> list[str]:
     return [
         "--lease",
         f"{ns}/{lease}",
@@ -96,6 +98,8 @@ def _common_args(ns: str, lease: str, solver: str, limit: str, scheduler: str) -
         "critical",
         "--time-limit",
         limit,
+        "--threads",
+        threads,
         "--scheduler-name",
         scheduler,
     ]
@@ -206,6 +210,8 @@ def test_overrides_are_accepted_by_the_api_server(
         "--set",
         "timeLimit=2.5",
         "--set",
+        "threads=4",
+        "--set",
         "schedulerName=team-gpu",
         "--set",
         "image.repository=registry.example/gpu-allocator,image.tag=test",
@@ -223,7 +229,7 @@ def test_overrides_are_accepted_by_the_api_server(
     cron = admin.sanitize_for_serialization(batch.read_namespaced_cron_job(name, ns))
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["schedule"] == "*/5 * * * *"
-    common = _common_args(ns, "the-lease", "greedy", "2.5", "team-gpu")
+    common = _common_args(ns, "the-lease", "greedy", "2.5", "team-gpu", threads="4")
     container = _container(cron)
     assert container["args"] == ["run", "--once", *common]
     assert container["image"] == "registry.example/gpu-allocator:test"

@@ -55,6 +55,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - {{ .Values.payments | quote }}
 - --time-limit
 - {{ .Values.timeLimit | toString | quote }}
+- --threads
+- {{ .Values.threads | toString | quote }}
 - --scheduler-name
 - {{ .Values.schedulerName | quote }}
 {{- range .Values.extraArgs }}

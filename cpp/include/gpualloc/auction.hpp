@@ -130,8 +130,10 @@ class Engine {
   [[nodiscard]] Solution load(const std::vector<int>& bids, const std::vector<int>& alts,
                               const std::vector<std::vector<Replica>>& replicas,
                               const std::vector<std::uint8_t>& evicted) const;
-  /// Critical payment of every winner of `sol` (indexed by bid; 0 for losers).
-  std::vector<double> critical_payments(const Solution& sol);
+  /// Critical payment of every winner of `sol` (indexed by bid; 0 for losers). Winners' replays
+  /// are independent: `threads` > 1 runs them on that many threads (0: one per hardware
+  /// thread); the payments are the same for every thread count.
+  std::vector<double> critical_payments(const Solution& sol, int threads = 1);
   /// Loss reason of every losing bid of `sol` (indexed by bid; winners get Outbid, unused).
   [[nodiscard]] std::vector<Explanation> explain(const Solution& sol) const;
 
@@ -166,6 +168,9 @@ class Engine {
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
                  bool check_wallet = true, const std::vector<int>* only_nodes = nullptr,
                  std::vector<int>* runners = nullptr);
+  /// Critical payment of winner `b` of `sol` (after greedy() and record_runners(); reads the
+  /// engine's tables only, so calls for different winners may run in parallel).
+  double critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch);
   /// Replays the greedy run once more (for payments) to record, per position, the runners-up
   /// of the item's free-resource search (Packer::find) when it won there that way, and the
   /// checkpoints (so that greedy() itself copies no state).
