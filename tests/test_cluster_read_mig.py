@@ -10,6 +10,7 @@ import pytest
 from allocator import solve, verify
 from allocator.cluster import snapshot
 from allocator.cluster.read import Snapshot, mig_model_name, mig_profile, mig_resource
+from allocator.model import problem_from_dict, problem_to_dict
 
 WALLET = {"metadata": {"name": "w", "namespace": "team-a"}, "spec": {"balance": 1000}}
 BID = {"gpualloc.io/wallet": "w"}
@@ -87,7 +88,7 @@ def test_mixed_node_offers_its_instances_after_its_gpus() -> None:
     """Under the mixed strategy, nvidia.com/gpu counts the GPUs with MIG off (indices first) and
     each nvidia.com/mig-<profile>: c gives c whole pseudo-GPUs of <product>-MIG-<profile>,
     ordered by profile name; memory from GFD's label when present, else the catalog's; a stale
-    profile at 0 and an alias of the product are fine."""
+    profile at 0 and an alias of the product are fine; the Problem dumps and loads back."""
     node = _mixed("m", "A100-80GB", gpu="1", **{"3g.40gb": "1", "1g.10gb": "2", "2g.20gb": "0"})
     node["status"]["allocatable"]["nvidia.com/mig-1g.10gb.me"] = "1"
     node["metadata"]["labels"]["nvidia.com/mig-1g.10gb.memory"] = "9728"
@@ -104,6 +105,7 @@ def test_mixed_node_offers_its_instances_after_its_gpus() -> None:
         (4, three, "whole"),
     ]
     assert _memory(snap, one) == 9.5 and _memory(snap, three) == 40 and _memory(snap, media) == 10
+    assert problem_from_dict(problem_to_dict(snap.problem)) == snap.problem  # a replayable dump
 
 
 def test_product_unknown_to_the_catalog_takes_memory_from_the_profile_name() -> None:
