@@ -52,19 +52,19 @@ def _pod(
     core: Any,
     ns: str,
     name: str,
-    resource: str,
-    count: int,
+    requests: dict[str, int],
     bid: str,
     node: str | None = None,
     scheduler: str = "gpu-allocator",
 ) -> None:
+    counts = {key: str(n) for key, n in requests.items()}
     spec: dict[str, Any] = {
         "schedulerName": scheduler,
         "containers": [
             {
                 "name": "main",
                 "image": "registry.invalid/none",
-                "resources": {"requests": {resource: str(count)}, "limits": {resource: str(count)}},
+                "resources": {"requests": counts, "limits": counts},
             }
         ],
     }
@@ -96,8 +96,10 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     one held by another scheduler's pod. Two pods want two 1g.10gb each: only A has two free, so
     one wins; the 3g.40gb pod and one 1-GPU pod win on A, at the indices the reader gives them;
     a second 1-GPU pod does not fit (the free instances are no GPUs); a 1-instance pod gets one.
-    The wallet pays what the round says. Next round exactly one 1g.10gb instance is left, and of
-    two new 1-instance pods exactly one is bound there: the bound pods are incumbents."""
+    The wallet pays what the round says. A node advertising a profile its product lacks and a
+    pod asking for MIG and a GPU at once are left out, each with a Skipped Warning Event on it.
+    Next round exactly one 1g.10gb instance is left, and of two new 1-instance pods exactly one
+    is bound there: the bound pods are incumbents."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
     ns = f"mig-{uuid.uuid4().hex[:6]}"
@@ -114,17 +116,29 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
         (node_a, THREE): 1,
         (node_b, ONE): 2,
     }
-    _pod(core, ns, "theirs", ONE, 1, "0", node=node_b, scheduler="default-scheduler")
-    _pod(core, ns, "pair-high", ONE, 2, "9")
-    _pod(core, ns, "pair-low", ONE, 2, "8")
-    _pod(core, ns, "three", THREE, 1, "6")
-    _pod(core, ns, "gpu-high", "nvidia.com/gpu", 1, "5")
-    _pod(core, ns, "gpu-low", "nvidia.com/gpu", 1, "4")
-    _pod(core, ns, "one", ONE, 1, "2")
-    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node_a, node_b))
+    _pod(core, ns, "theirs", {ONE: 1}, "0", node=node_b, scheduler="default-scheduler")
+    _pod(core, ns, "pair-high", {ONE: 2}, "9")
+    _pod(core, ns, "pair-low", {ONE: 2}, "8")
+    _pod(core, ns, "three", {THREE: 1}, "6")
+    _pod(core, ns, "gpu-high", {"nvidia.com/gpu": 1}, "5")
+    _pod(core, ns, "gpu-low", {"nvidia.com/gpu": 1}, "4")
+    _pod(core, ns, "one", {ONE: 1}, "2")
+    # Malformed: an A100-80GB has no 1g.5gb profile; a pod cannot ask for MIG and GPUs at once.
+    bad_node = _mixed_node(core, "A100-SXM4-80GB", {"nvidia.com/mig-1g.5gb": 2})
+    _pod(core, ns, "both", {ONE: 1, "nvidia.com/gpu": 1}, "3")
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node_a, node_b, bad_node))
 
     out = run_once(admin, solver="greedy", round_id="r-mig-1")
-    assert out.snapshot.skipped == ()
+    assert {(s.kind, s.name, s.field) for s in out.snapshot.skipped} == {
+        ("Node", bad_node, "status.allocatable[nvidia.com/mig-1g.5gb]"),
+        ("Pod", f"{ns}/both", "spec.containers[].resources"),
+    }
+    for kind, where, uid in (
+        ("Node", "default", core.read_node(bad_node).metadata.uid),
+        ("Pod", ns, core.read_namespaced_pod("both", ns).metadata.uid),
+    ):
+        events = core.list_namespaced_event(where, field_selector=f"involvedObject.uid={uid}")
+        assert [(e.reason, e.type) for e in events.items] == [("Skipped", "Warning")], kind
     assert out.report is not None and out.report.problems == [] and out.report.bound == 4
     pods, held = _held(core, ns)
     on = {name: p.spec.node_name for name, p in pods.items()}
@@ -151,10 +165,10 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     assert paid > 0 and wallet["status"]["spent"] == pytest.approx(paid)
     assert [e["round"] for e in wallet["status"]["ledger"]] == ["r-mig-1"]
 
-    _pod(core, ns, "late-high", ONE, 1, "1")
-    _pod(core, ns, "late-low", ONE, 1, "0.5")
+    _pod(core, ns, "late-high", {ONE: 1}, "1")
+    _pod(core, ns, "late-low", {ONE: 1}, "0.5")
     again = run_once(admin, solver="greedy", round_id="r-mig-2")
-    assert again.snapshot.skipped == ()
+    assert {s.name for s in again.snapshot.skipped} == {bad_node, f"{ns}/both"}
     assert {i.id for i in again.snapshot.problem.incumbents} == {
         f"{ns}/{name}" for name in ("theirs", "pair-high", "three", "gpu-high", "one")
     }
@@ -165,6 +179,6 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     assert pods["late-high"].spec.node_name is not None
     assert held[(node_a, ONE)] == 3 and held[(node_b, ONE)] == 2
     assert all(held[key] <= capacity.get(key, 0) for key in held), held
-    for n in advertised:
+    for n in (*advertised, bad_node):
         core.delete_node(n)
     core.delete_namespace(ns)
