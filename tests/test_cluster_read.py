@@ -127,8 +127,23 @@ def test_pending_pods_become_bids_and_running_ones_incumbents() -> None:
         ),
         (
             {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
-            {"nvidia.com/mig-1g.10gb": "1"},
+            {"nvidia.com/mig-1g.10gb": "1", "nvidia.com/gpu": "1"},
+            "spec.containers[].resources",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/mig-1g.10gb": "1500m"},
             "spec.containers[].resources.nvidia.com/mig-1g.10gb",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/mig-5g.99gb": "1"},
+            "spec.containers[].resources.nvidia.com/mig-5g.99gb",
+        ),
+        (
+            {"gpualloc.io/bid": "1", "gpualloc.io/wallet": "w"},
+            {"nvidia.com/mig-big": "1"},
+            "spec.containers[].resources.nvidia.com/mig-big",
         ),
     ],
 )
@@ -142,13 +157,6 @@ def test_malformed_pod_is_skipped_naming_the_field(
     snap = snapshot([_node("n1", 2)], [good, _pod("bad", requests, annotations)], [WALLET])
     assert [b.id for b in snap.problem.bids] == ["team-a/good"]
     assert [(s.name, s.field) for s in snap.skipped] == [("team-a/bad", field)]
-
-
-def test_mig_nodes_are_not_offered_yet() -> None:
-    """A MIG node is listed as skipped and offers no GPU (the reader does not know its slices)."""
-    snap = snapshot([_node("m", 8, **{"nvidia.com/mig.strategy": "mixed"})], [], [])
-    assert snap.problem.nodes[0].gpus == ()
-    assert snap.skipped[0].reason == "MIG nodes are not offered yet"
 
 
 def test_config_rejects_unknown_and_empty_settings() -> None:

@@ -5,19 +5,37 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
 
 - **Nodes**: allocatable CPU and memory, minus what pods that are not GPU work of ours already
   request there; ``nvidia.com/gpu`` allocatable GPUs of the model in ``nvidia.com/gpu.product``
-  (suffixes ``-SHARED``/``-MIG-...`` dropped), shared (fractional) when the node's
-  ``nvidia.com/gpu.sharing-strategy`` is ``time-slicing`` or ``mps``; rack and zone from the
-  configured labels. MIG nodes (``nvidia.com/mig.strategy``) are not offered yet: the device plugin
-  publishes instance counts but not their slices, which the market needs (listed in ``skipped``).
+  (suffix ``-SHARED`` dropped; an unknown model is taken whole with ``nvidia.com/gpu.memory``),
+  shared (fractional) when the node's ``nvidia.com/gpu.sharing-strategy`` is ``time-slicing`` or
+  ``mps``; rack and zone from the configured labels.
+- **MIG**: the layout is static (NVIDIA's MIG manager carves it from ``nvidia.com/mig.config``)
+  and the allocator only hands out instances that exist, so each instance is a whole-mode
+  pseudo-GPU of a synthetic model (see :func:`mig_model_name`) whose memory is the profile's
+  (the GFD label ``nvidia.com/mig-<profile>.memory`` in MiB when present, else the catalog's,
+  else the ``<M>gb`` of the name for a product the catalog does not know). Under the mixed
+  strategy the node's allocatable ``nvidia.com/mig-<profile>: c`` gives c pseudo-GPUs of
+  ``<product>-MIG-<profile>`` (``nvidia.com/gpu`` keeps counting the GPUs with MIG off); under
+  the single strategy (product label ``<product>-MIG-<profile>``) its ``nvidia.com/gpu: c`` are c
+  pseudo-GPUs of ``<product>-MIG-<profile>-single``. Indices on a node: the ``nvidia.com/gpu``
+  ones first (0, 1, ...), then the mixed strategy's instances, by profile name, then instance.
+  A profile the catalog does not know for the product, or a count that is not a whole number
+  >= 0, leaves the node out naming the field.
 - **Pending pods** of ``spec.schedulerName`` == the allocator's name, not yet bound: bids. A pod
-  requests ``nvidia.com/gpu: n`` (n whole GPUs on one node) or the share resource with
-  ``gpualloc.io/gpu-milli``; ``gpualloc.io/bid`` is its value and ``gpualloc.io/wallet`` names a
-  Wallet of its namespace. Pods with the same ``gpualloc.io/gang`` label in a namespace are one bid
-  whose replicas are the pods (same requests), worth the sum, with ``gpualloc.io/locality``.
-- **Running pods** holding GPUs: incumbents, at the GPUs of their ``gpualloc.io/gpus`` annotation
-  (written at bind time) or, for pods placed by someone else, the node's lowest free indices.
-  Pods of other schedulers are never preemptible; ours are unless ``gpualloc.io/preemptible`` is
-  ``"false"``; ``gpualloc.io/preemption-cost`` adds to the welfare an eviction destroys.
+  requests ``nvidia.com/gpu: n`` (n whole GPUs on one node), ``nvidia.com/mig-<profile>: n`` (n
+  instances of one profile on one node: n whole pseudo-GPUs restricted to the models
+  ``*-MIG-<profile>`` of the mixed strategy) or the share resource with
+  ``gpualloc.io/gpu-milli``. Once any node offers mixed-strategy instances, ``nvidia.com/gpu``
+  pods are restricted to the other models (real GPUs, single-strategy instances), since the
+  kubelet admits each pod only against the resource it names. ``gpualloc.io/bid`` is the value
+  and ``gpualloc.io/wallet`` names a Wallet of the pod's namespace. Pods with the same
+  ``gpualloc.io/gang`` label in a namespace are one bid whose replicas are the pods (same
+  requests), worth the sum, with ``gpualloc.io/locality``.
+- **Running pods** holding GPUs or MIG instances: incumbents, at the GPUs of their
+  ``gpualloc.io/gpus`` annotation (written at bind time; it must name GPUs of the resource the
+  pod holds) or, for pods placed by someone else, the node's lowest free indices of that
+  resource. Pods of other schedulers are never preemptible; ours are unless
+  ``gpualloc.io/preemptible`` is ``"false"``; ``gpualloc.io/preemption-cost`` adds to the welfare
+  an eviction destroys.
 - **Wallets**: ``<namespace>/<name>`` with balance ``spec.balance - status.spent``.
 
 A malformed object never stops the round: it is left out and listed in ``Snapshot.skipped`` with
@@ -50,12 +68,24 @@ from allocator.model import (
 )
 from allocator.model.catalog import GpuModel, whole_gpu_model
 
-__all__ = ["Skipped", "Snapshot", "parse_quantity", "snapshot"]
+__all__ = [
+    "Skipped",
+    "Snapshot",
+    "mig_model_name",
+    "mig_profile",
+    "mig_resource",
+    "parse_quantity",
+    "snapshot",
+]
 
 GPU_RESOURCE = "nvidia.com/gpu"
-MIG_RESOURCE = re.compile(r"^nvidia\.com/mig-(\d+g\.\d+gb(?:\+me)?)$")
+PRODUCT_LABEL = "nvidia.com/gpu.product"
 LOCALITIES = ("gpu", "nvlink", "node", "rack", "zone", "any")
-_SUFFIXES = re.compile(r"-(SHARED|MIG-.*)$")
+_MIG_PREFIX = "nvidia.com/mig-"
+# A GPU-instance profile as NVIDIA names it; resource names and label values cannot hold a '+',
+# so the device plugin and GFD write the media-extension suffix '+me' as '.me'.
+_PROFILE = re.compile(r"^(\d+g\.(\d+)gb)(?:[.+](me))?$")
+_MIG_PRODUCT = re.compile(r"^(.+?)-MIG-(.+)$")
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {
@@ -148,15 +178,78 @@ def _requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
     return dict(total)
 
 
-def _model_name(product: str) -> str:
-    return _SUFFIXES.sub("", product)
+def mig_profile(resource: str) -> str | None:
+    """The MIG profile of a mixed-strategy resource (``nvidia.com/mig-1g.10gb`` -> ``1g.10gb``,
+    ``nvidia.com/mig-1g.10gb.me`` -> ``1g.10gb+me``), or None for any other resource."""
+    if not resource.startswith(_MIG_PREFIX):
+        return None
+    return _profile_name(resource.removeprefix(_MIG_PREFIX))
 
 
-@dataclass
+def mig_resource(profile: str) -> str:
+    """The extended resource the device plugin publishes ``profile`` under (mixed strategy)."""
+    return _MIG_PREFIX + profile.replace("+", ".")
+
+
+def mig_model_name(product: str, profile: str, *, single: bool = False) -> str:
+    """The synthetic model of one MIG instance of ``profile`` on a GPU of ``product`` (the
+    catalog's name when it knows the product): ``A100-SXM4-80GB-MIG-1g.10gb`` for instances a
+    pod asks for as ``nvidia.com/mig-1g.10gb`` (mixed strategy), with ``-single`` appended for
+    those it asks for as ``nvidia.com/gpu`` (single strategy): the two never stand in for each
+    other, since the kubelet admits a pod only against the resource it names."""
+    return f"{product}-MIG-{profile}" + ("-single" if single else "")
+
+
+def _profile_name(text: str) -> str | None:
+    m = _PROFILE.match(text)
+    if m is None:
+        return None
+    return m.group(1) + ("+me" if m.group(3) else "")
+
+
+def _named_memory_gb(profile: str) -> float:
+    """The ``<M>`` of a profile named ``<G>g.<M>gb`` (validated by ``_profile_name``)."""
+    m = _PROFILE.match(profile)
+    assert m is not None, profile
+    return float(m.group(2))
+
+
+def _whole_count(raw: Any, path: str) -> int:
+    """A device count (a quantity that is a whole number >= 0); ValueError naming ``path``."""
+    try:
+        value = parse_quantity(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+    if value < 0 or value != value.to_integral_value():
+        raise ValueError(f"{path}: must be a whole number >= 0, got {raw!s}")
+    return int(value)
+
+
+def _mib_label(labels: Mapping[str, str], key: str) -> float | None:
+    """A memory label in MiB (GFD's ``nvidia.com/gpu.memory`` and ``...<profile>.memory``) as
+    GB, or None when absent; ValueError naming the label when it is not a positive number."""
+    raw = labels.get(key)
+    if raw is None:
+        return None
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = math.nan
+    if not math.isfinite(mib) or mib <= 0:
+        raise ValueError(f"metadata.labels[{key}]: not a positive number of MiB: {raw!r}")
+    return mib / 1024.0
+
+
+@dataclass(frozen=True, slots=True)
 class _PodUnit:
+    """What a pod asks for: its unit, CPU and memory, and the extended resource the GPUs come
+    from (``profile`` set for ``nvidia.com/mig-<profile>``)."""
+
     unit: Unit
     cpu_milli: int
     memory_mib: int
+    resource: str = GPU_RESOURCE
+    profile: str | None = None
 
 
 def _pod_unit(pod: Mapping[str, Any], cfg: ClusterConfig) -> _PodUnit | None:
@@ -165,29 +258,178 @@ def _pod_unit(pod: Mapping[str, Any], cfg: ClusterConfig) -> _PodUnit | None:
     ann = _meta(pod).get("annotations") or {}
     cpu = _cpu_milli(req.get("cpu", 0))
     mem = _memory_mib(req.get("memory", 0))
-    gpus = req.get(GPU_RESOURCE, Decimal(0))
-    share = req.get(cfg.share_resource, Decimal(0))
-    migs = [k for k in req if MIG_RESOURCE.match(k) and req[k] > 0]
-    kinds = (gpus > 0) + (share > 0) + bool(migs)
-    if kinds == 0:
+    path = "spec.containers[].resources"
+    counts = {
+        key: _whole_count(value, f"{path}.{key}")
+        for key, value in req.items()
+        if key == GPU_RESOURCE or mig_profile(key) is not None
+    }
+    if cfg.share_resource in req:
+        counts[cfg.share_resource] = int(req[cfg.share_resource] > 0)
+    kinds = sorted(key for key, n in counts.items() if n > 0)
+    if not kinds:
+        unknown = [k for k in req if k.startswith(_MIG_PREFIX) and mig_profile(k) is None]
+        if unknown:
+            raise ValueError(f"{path}.{unknown[0]}: not a MIG profile NVIDIA names")
         return None
-    if kinds > 1:
-        raise ValueError("spec.containers[].resources: asks for more than one kind of GPU")
-    if migs:
-        raise ValueError(f"spec.containers[].resources.{migs[0]}: MIG is not read yet")
-    if gpus > 0:
-        if gpus != int(gpus):
-            raise ValueError(f"spec.containers[].resources.{GPU_RESOURCE}: not a whole number")
-        return _PodUnit(Unit("whole", gpus=int(gpus)), cpu, mem)
-    key = ANNOTATION_PREFIX + "gpu-milli"
+    if len(kinds) > 1:
+        raise ValueError(f"{path}: asks for more than one kind of GPU: {', '.join(kinds)}")
+    resource = kinds[0]
+    if resource == cfg.share_resource:
+        key = ANNOTATION_PREFIX + "gpu-milli"
+        raw = ann.get(key)
+        try:
+            milli = int(str(raw))
+        except ValueError:
+            raise ValueError(f"metadata.annotations[{key}]: not an integer: {raw!r}") from None
+        if not 1 <= milli <= 999:
+            raise ValueError(f"metadata.annotations[{key}]: must be in 1..999, got {milli}")
+        return _PodUnit(Unit("share", milli=milli), cpu, mem, resource)
+    unit = Unit("whole", gpus=counts[resource])
+    return _PodUnit(unit, cpu, mem, resource, mig_profile(resource))
+
+
+@dataclass
+class _NodeOffer:
+    """A node's GPUs, the indices each resource draws from (``pools``: MIG profile, or None for
+    ``nvidia.com/gpu``), and the models it needs that the catalog lacks (name -> memory GB)."""
+
+    gpus: list[Gpu] = field(default_factory=list)
+    pools: dict[str | None, list[int]] = field(default_factory=dict)
+    models: dict[str, float] = field(default_factory=dict)
+
+    def add(self, count: int, model: str, mode: str, profile: str | None) -> None:
+        for _ in range(count):
+            self.pools.setdefault(profile, []).append(len(self.gpus))
+            self.gpus.append(Gpu(index=len(self.gpus), model=model, mode=mode))
+
+
+def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffer:
+    """What a node offers (see the module docstring); ValueError naming the field."""
+    count = _whole_count(alloc.get(GPU_RESOURCE, 0), f"status.allocatable[{GPU_RESOURCE}]")
+    instances: dict[str, int] = {}
+    for key in alloc:
+        profile = mig_profile(key)
+        if profile is not None:
+            instances[profile] = _whole_count(alloc[key], f"status.allocatable[{key}]")
+    offer = _NodeOffer()
+    if count == 0 and not any(instances.values()):
+        return offer
+    product_field = f"metadata.labels[{PRODUCT_LABEL}]"
+    product = labels.get(PRODUCT_LABEL)
+    if not product:
+        raise ValueError(f"{product_field}: missing on a GPU node")
+    product = product.removesuffix("-SHARED")
+    single = _MIG_PRODUCT.match(product)
+    parent = single.group(1) if single else product
+    known = CATALOG.get(parent)
+    sharing = labels.get("nvidia.com/gpu.sharing-strategy", "none")
+    mode = "shared" if sharing in ("time-slicing", "mps") else "whole"
+
+    def instance_model(text: str, path: str, *, single: bool) -> str:
+        profile = _profile_name(text)
+        if profile is None:
+            raise ValueError(f"{path}: {text!r} is not a MIG profile name")
+        in_catalog = known.profile(profile) if known is not None else None
+        if known is not None and in_catalog is None:
+            raise ValueError(f"{path}: {known.name} has no MIG profile {profile!r}")
+        memory_gb = _mib_label(labels, mig_resource(profile) + ".memory")
+        if memory_gb is None:  # for a product the catalog does not know, the name says it
+            memory_gb = in_catalog.memory_gb if in_catalog else _named_memory_gb(profile)
+        model = mig_model_name(known.name if known else parent, profile, single=single)
+        offer.models[model] = memory_gb
+        return model
+
+    if single:
+        model = instance_model(single.group(2), product_field, single=True)
+    else:
+        model = product
+        if known is None:
+            offer.models[model] = _mib_label(labels, "nvidia.com/gpu.memory") or 16.0
+    offer.add(count, model, mode, None)
+    for profile, n in sorted(instances.items()):
+        if n > 0:
+            path = f"status.allocatable[{mig_resource(profile)}]"
+            offer.add(n, instance_model(profile, path, single=False), "whole", profile)
+    return offer
+
+
+def _add_model(extra: dict[str, GpuModel], name: str, memory_gb: float) -> None:
+    """Register a model the catalog lacks; nodes that disagree on its memory get the least."""
+    if name in extra:
+        memory_gb = min(memory_gb, extra[name].memory_gb)
+    extra[name] = whole_gpu_model(name, memory_gb)
+
+
+def _held_gpus(
+    pu: _PodUnit,
+    ann: Mapping[str, str],
+    node: str,
+    pools: Mapping[str | None, list[int]],
+    free: dict[str | None, list[int]],
+) -> list[int]:
+    """The GPU indices a running pod holds: those its ``gpualloc.io/gpus`` annotation names, or
+    the lowest free ones of its resource; whole GPUs are taken out of ``free``. ValueError
+    naming the field when they are not GPUs of its resource on ``node`` or already taken."""
+    pool = pools.get(pu.profile, [])
+    want = pu.unit.gpus if pu.unit.kind == "whole" else 1
+    key = ANNOTATION_PREFIX + "gpus"
     raw = ann.get(key)
-    try:
-        milli = int(str(raw))
-    except ValueError:
-        raise ValueError(f"metadata.annotations[{key}]: not an integer: {raw!r}") from None
-    if not 1 <= milli <= 999:
-        raise ValueError(f"metadata.annotations[{key}]: must be in 1..999, got {milli}")
-    return _PodUnit(Unit("share", milli=milli), cpu, mem)
+    if raw:
+        try:
+            idx = [int(x) for x in str(raw).split(",")]
+        except ValueError:
+            idx = []
+        if len(idx) != want or any(i not in pool for i in idx):
+            raise ValueError(
+                f"metadata.annotations[{key}]: {raw!r} does not name {want} of the "
+                f"{pu.resource} GPUs of {node} ({pool})"
+            )
+    else:
+        idx = free.get(pu.profile, [])[:want]
+        if len(idx) != want:
+            raise ValueError(
+                f"spec.nodeName: {node} has {len(idx)} free {pu.resource} GPU(s) of the "
+                f"{want} this pod holds"
+            )
+    if pu.unit.kind == "whole":
+        for i in idx:
+            if i not in free[pu.profile]:
+                raise ValueError(f"spec.nodeName: GPU {i} of {node} is taken twice")
+            free[pu.profile].remove(i)
+    return idx
+
+
+def _allowed_models(
+    pu: _PodUnit, offered: Mapping[str | None, set[str]], extra: dict[str, GpuModel]
+) -> tuple[str, ...]:
+    """The models a pending pod may get (empty: any). A MIG pod gets the mixed-strategy instance
+    models of its profile; once there are any such, an ``nvidia.com/gpu`` pod gets every other
+    model offered. Where nothing is offered, the catalog's models (and instance models of the
+    products that have the profile) stand in, so the bid loses as not fitting. ValueError naming
+    the field for a profile no node offers and no catalog model has."""
+    if pu.unit.kind == "share":
+        return ()  # shares only go on shared GPUs, and no MIG instance is one
+    catalog = sorted({m.name: m for m in CATALOG.values()}.items())
+    if pu.profile is None:
+        if not any(offered.get(k) for k in offered if k is not None):
+            return ()
+        return tuple(sorted(offered.get(None, ()))) or tuple(name for name, _ in catalog)
+    if offered.get(pu.profile):
+        return tuple(sorted(offered[pu.profile]))
+    stand_in = {
+        mig_model_name(name, pu.profile): p.memory_gb
+        for name, m in catalog
+        if (p := m.profile(pu.profile)) is not None
+    }
+    if not stand_in:
+        raise ValueError(
+            f"spec.containers[].resources.{pu.resource}: no node offers it and no GPU model of "
+            f"the catalog has MIG profile {pu.profile!r}"
+        )
+    for name, memory_gb in stand_in.items():
+        _add_model(extra, name, memory_gb)
+    return tuple(sorted(stand_in))
 
 
 def _number(ann: Mapping[str, str], key: str, default: float | None = None) -> float:
@@ -273,8 +515,8 @@ def snapshot(
     # Nodes.
     node_list: list[Node] = []
     extra: dict[str, GpuModel] = {}
-    free_gpus: dict[str, list[int]] = {}
-    gpu_count: dict[str, int] = {}
+    pools: dict[str, dict[str | None, list[int]]] = {}  # node -> profile (None: nvidia.com/gpu)
+    offered: dict[str | None, set[str]] = defaultdict(set)  # profile -> models offered under it
     for n in nodes:
         meta = _meta(n)
         name = str(meta.get("name"))
@@ -283,53 +525,32 @@ def snapshot(
         try:
             cpu = _cpu_milli(alloc.get("cpu", 0)) - other_cpu[name]
             mem = _memory_mib(alloc.get("memory", 0)) - other_mem[name]
-            count = int(parse_quantity(alloc.get(GPU_RESOURCE, 0)))
-            if labels.get("nvidia.com/mig.strategy") in ("single", "mixed"):
-                skipped.append(
-                    Skipped(
-                        "Node",
-                        name,
-                        "metadata.labels[nvidia.com/mig.strategy]",
-                        "MIG nodes are not offered yet",
-                        meta.get("uid"),
-                    )
-                )
-                count = 0
-            gpus: tuple[Gpu, ...] = ()
-            if count > 0:
-                product = labels.get("nvidia.com/gpu.product")
-                if not product:
-                    raise ValueError(
-                        "metadata.labels[nvidia.com/gpu.product]: missing on a GPU node"
-                    )
-                model = _model_name(product)
-                if model not in CATALOG and model not in extra:
-                    memory_mib = float(labels.get("nvidia.com/gpu.memory", 16384))
-                    extra[model] = whole_gpu_model(model, memory_mib / 1024.0)
-                sharing = labels.get("nvidia.com/gpu.sharing-strategy", "none")
-                mode = "shared" if sharing in ("time-slicing", "mps") else "whole"
-                gpus = tuple(Gpu(index=i, model=model, mode=mode) for i in range(count))
-            free_gpus[name] = list(range(count))
-            gpu_count[name] = count
+            offer = _node_gpus(labels, alloc)
             node_list.append(
                 Node(
                     name=name,
                     cpu_milli=max(cpu, 0),
                     memory_mib=max(mem, 0),
-                    gpus=gpus,
+                    gpus=tuple(offer.gpus),
                     rack=labels.get(cfg.rack_label),
                     zone=labels.get(cfg.zone_label),
                 )
             )
         except (ValueError, ProblemError) as e:
             skip("Node", n, str(e))
-    known_nodes = {n.name for n in node_list}
+            continue
+        for model, memory_gb in offer.models.items():
+            _add_model(extra, model, memory_gb)
+        pools[name] = offer.pools
+        for profile, indices in offer.pools.items():
+            offered[profile].update(offer.gpus[i].model for i in indices)
+    free = {node: {k: list(v) for k, v in pool.items()} for node, pool in pools.items()}
 
     # Incumbents: running GPU pods at their GPUs.
     incumbents: list[Incumbent] = []
     pods_of_incumbent: dict[str, tuple[str, ...]] = {}
     for node in sorted(running):
-        if node not in known_nodes:
+        if node not in pools:
             continue
         for p in running[node]:
             ann = _meta(p).get("annotations") or {}
@@ -337,22 +558,8 @@ def snapshot(
                 pu = _pod_unit(p, cfg)
                 assert pu is not None
                 ours = (p.get("spec") or {}).get("schedulerName") == cfg.scheduler_name
-                raw = ann.get(ANNOTATION_PREFIX + "gpus")
-                want = pu.unit.gpus if pu.unit.kind == "whole" else 1
-                try:
-                    idx = [int(x) for x in str(raw).split(",")] if raw else free_gpus[node][:want]
-                except ValueError:
-                    idx = []
-                if len(idx) != want or any(not 0 <= i < gpu_count[node] for i in idx):
-                    raise ValueError(
-                        f"metadata.annotations[{ANNOTATION_PREFIX}gpus]: {raw!r} does not name "
-                        f"{want} GPU(s) of {node}"
-                    )
+                idx = _held_gpus(pu, ann, node, pools[node], free[node])
                 if pu.unit.kind == "whole":
-                    for i in idx:
-                        if i not in free_gpus[node]:
-                            raise ValueError(f"spec.nodeName: GPU {i} of {node} is taken twice")
-                        free_gpus[node].remove(i)
                     placement = Placement(node, tuple(idx))
                 else:
                     placement = Placement(node, (idx[0],), milli=pu.unit.milli)
@@ -425,6 +632,7 @@ def snapshot(
                 replicas=len(members),
                 cpu_milli=u0.cpu_milli,
                 memory_mib=u0.memory_mib,
+                models=_allowed_models(u0, offered, extra),
                 locality=locality,
             )
             bids.append(
