@@ -88,7 +88,8 @@ def test_mixed_node_offers_its_instances_after_its_gpus() -> None:
     """Under the mixed strategy, nvidia.com/gpu counts the GPUs with MIG off (indices first) and
     each nvidia.com/mig-<profile>: c gives c whole pseudo-GPUs of <product>-MIG-<profile>,
     ordered by profile name; memory from GFD's label when present, else the catalog's; a stale
-    profile at 0 and an alias of the product are fine; the Problem dumps and loads back."""
+    profile at 0 and an alias of the product are fine (the catalog's name is used); the Problem
+    dumps and loads back."""
     node = _mixed("m", "A100-80GB", gpu="1", **{"3g.40gb": "1", "1g.10gb": "2", "2g.20gb": "0"})
     node["status"]["allocatable"]["nvidia.com/mig-1g.10gb.me"] = "1"
     node["metadata"]["labels"]["nvidia.com/mig-1g.10gb.memory"] = "9728"
@@ -98,7 +99,7 @@ def test_mixed_node_offers_its_instances_after_its_gpus() -> None:
         mig_model_name("A100-SXM4-80GB", p) for p in ("1g.10gb", "1g.10gb+me", "3g.40gb")
     )
     assert _models(snap, "m") == [
-        (0, "A100-80GB", "whole"),
+        (0, "A100-SXM4-80GB", "whole"),
         (1, one, "whole"),
         (2, one, "whole"),
         (3, media, "whole"),
@@ -281,3 +282,41 @@ def test_malformed_mig_node_is_skipped_naming_the_field(
     ]
     result = solve(snap.problem, solver="greedy")
     assert [(w.bid_id, w.placements[0].node) for w in result.winners] == [("team-a/p", "good")]
+
+
+@pytest.mark.parametrize(
+    ("label", "model"),
+    [
+        ("NVIDIA-A100-SXM4-80GB", "A100-SXM4-80GB"),  # GFD with recent drivers
+        ("A100-SXM4-80GB", "A100-SXM4-80GB"),
+        ("NVIDIA-H100-80GB-HBM3", "H100-80GB"),
+        ("NVIDIA-A30", "A30-24GB"),
+    ],
+)
+def test_product_labels_with_the_vendor_prefix_are_catalog_models(label: str, model: str) -> None:
+    """GPU Feature Discovery writes NVML's name with dashes (``NVIDIA-A100-SXM4-80GB``): the
+    catalog model is found, so MIG profiles are checked against its table and whole GPUs are the
+    catalog's model, not an unknown one."""
+    profile = "1g.6gb" if model == "A30-24GB" else "1g.10gb"
+    snap = snapshot([_mixed("n1", product=label, gpu="1", **{profile: "2"})], [], [WALLET])
+    assert not snap.skipped
+    assert _models(snap, "n1") == [
+        (0, model, "whole"),
+        (1, mig_model_name(model, profile), "whole"),
+        (2, mig_model_name(model, profile), "whole"),
+    ]
+    assert snap.problem.extra_models == tuple(
+        m for m in snap.problem.extra_models if m.name == mig_model_name(model, profile)
+    )
+    bad = snapshot([_mixed("n2", product=label, **{"7g.99gb": "1"})], [], [WALLET])
+    assert [s.name for s in bad.skipped] == ["n2"]  # the product's table has no such profile
+
+
+def test_find_model_reads_nvml_and_gfd_names() -> None:
+    from allocator.model import find_model
+
+    assert find_model("NVIDIA A100-SXM4-80GB").name == "A100-SXM4-80GB"  # type: ignore[union-attr]
+    assert find_model("Tesla-T4").name == "T4"  # type: ignore[union-attr]
+    assert find_model("Tesla T4").name == "T4"  # type: ignore[union-attr]
+    assert find_model("NVIDIA-L40S").name == "L40S"  # type: ignore[union-attr]
+    assert find_model("NVIDIA-RTX-PRO-6000") is None

@@ -5,7 +5,9 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
 
 - **Nodes**: allocatable CPU and memory, minus what pods that are not GPU work of ours already
   request there; ``nvidia.com/gpu`` allocatable GPUs of the model in ``nvidia.com/gpu.product``
-  (suffix ``-SHARED`` dropped; an unknown model is taken whole with ``nvidia.com/gpu.memory``),
+  (suffix ``-SHARED`` dropped; looked up with :func:`allocator.model.find_model`, so GFD's
+  ``NVIDIA-A100-SXM4-80GB`` is the catalog's ``A100-SXM4-80GB``; an unknown model is taken whole
+  with ``nvidia.com/gpu.memory``),
   shared (fractional) when the node's ``nvidia.com/gpu.sharing-strategy`` is ``time-slicing`` or
   ``mps``; rack and zone from the configured labels.
 - **MIG**: the layout is static (NVIDIA's MIG manager carves it from ``nvidia.com/mig.config``)
@@ -66,7 +68,7 @@ from allocator.model import (
     Unit,
     Wallet,
 )
-from allocator.model.catalog import GpuModel, whole_gpu_model
+from allocator.model.catalog import GpuModel, find_model, whole_gpu_model
 
 __all__ = [
     "Skipped",
@@ -322,7 +324,7 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
     product = product.removesuffix("-SHARED")
     single = _MIG_PRODUCT.match(product)
     parent = single.group(1) if single else product
-    known = CATALOG.get(parent)
+    known = find_model(parent)
     sharing = labels.get("nvidia.com/gpu.sharing-strategy", "none")
     mode = "shared" if sharing in ("time-slicing", "mps") else "whole"
 
@@ -343,7 +345,7 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
     if single:
         model = instance_model(single.group(2), product_field, single=True)
     else:
-        model = product
+        model = known.name if known is not None else product
         if known is None:
             offer.models[model] = _mib_label(labels, "nvidia.com/gpu.memory") or 16.0
     offer.add(count, model, mode, None)

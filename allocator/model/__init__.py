@@ -3,7 +3,7 @@
 No I/O beyond reading a JSON file on request, no solvers, no Kubernetes.
 """
 
-from allocator.model.catalog import CATALOG, GpuModel, MigProfile, whole_gpu_model
+from allocator.model.catalog import CATALOG, GpuModel, MigProfile, find_model, whole_gpu_model
 from allocator.model.errors import ProblemError
 from allocator.model.problem import (
     GPU_MODES,
@@ -33,6 +33,7 @@ from allocator.model.serialize import (
 
 __all__ = [
     "CATALOG",
+    "find_model",
     "GPU_MODES",
     "LOCALITIES",
     "LOSS_REASONS",

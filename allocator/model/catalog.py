@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from allocator.model.errors import ProblemError
 
-__all__ = ["CATALOG", "GpuModel", "MigProfile", "whole_gpu_model"]
+__all__ = ["CATALOG", "GpuModel", "MigProfile", "find_model", "whole_gpu_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +169,16 @@ _MODELS: tuple[GpuModel, ...] = (
     _mig("A100-SXM4-40GB", 40, _A100_40, "A100-40GB", "A100-PCIE-40GB"),
     _mig("A100-SXM4-80GB", 80, _X_80, "A100-80GB", "A100-PCIE-80GB"),
     _mig("A800-SXM4-80GB", 80, _X_80, "A800", "A800-80GB"),
-    _mig("H100-80GB", 80, _X_80, "H100", "H100-SXM5-80GB", "NVIDIA-H100-80GB-HBM3"),
+    _mig(
+        "H100-80GB",
+        80,
+        _X_80,
+        "H100",
+        "H100-SXM5-80GB",
+        "H100-80GB-HBM3",
+        "NVIDIA-H100-80GB-HBM3",
+        "H100-PCIe",
+    ),
     _mig("H800", 80, _X_80, "H800-80GB"),
     _mig("H100-94GB", 94, _H100_94, "H100-NVL"),
     _mig("H100-96GB", 96, _H100_96, "GH200"),
@@ -189,3 +198,24 @@ _MODELS: tuple[GpuModel, ...] = (
 CATALOG: Mapping[str, GpuModel] = MappingProxyType(
     {key: m for m in _MODELS for key in (m.name, *m.aliases)}
 )
+
+
+#: Vendor prefixes of product names as NVML and GPU Feature Discovery print them
+#: (``NVIDIA A100-SXM4-80GB`` / ``NVIDIA-A100-SXM4-80GB``, ``Tesla T4`` / ``Tesla-T4``).
+_VENDOR_PREFIXES = ("NVIDIA-", "Tesla-")
+
+
+def find_model(product: str) -> GpuModel | None:
+    """The catalog model of a product name, or None if the catalog does not know it.
+
+    Accepts the catalog's names and aliases, also as NVML and GPU Feature Discovery write them:
+    with a vendor prefix (``NVIDIA-``, ``Tesla-``) and with spaces for dashes, e.g.
+    ``NVIDIA-A100-SXM4-80GB``, ``NVIDIA H100 80GB HBM3`` or ``Tesla-T4``.
+    """
+    key = "-".join(product.split())
+    if key in CATALOG:
+        return CATALOG[key]
+    for prefix in _VENDOR_PREFIXES:
+        if key.startswith(prefix) and key[len(prefix) :] in CATALOG:
+            return CATALOG[key[len(prefix) :]]
+    return None
