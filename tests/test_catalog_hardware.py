@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from allocator.model import CATALOG
+from allocator.model import CATALOG, find_model
 
 RECORD = Path(__file__).resolve().parent.parent / "docs" / "hardware" / "h200-nvml-mig.json"
 MEDIA_INDICES = {7, 8}
@@ -21,6 +21,7 @@ def test_h200_catalog_matches_nvml_placements() -> None:
     device = json.loads(RECORD.read_text(encoding="utf-8"))["devices"][0]
     assert device["name"] == "NVIDIA H200"
     model = CATALOG["H200"]
+    assert find_model(device["name"]) is model  # NVML's own name finds the catalog entry
     reported = [r for r in device["profiles"] if "placements" in r]
     assert len(reported) == len(model.profiles) == 7
     for row in reported:
