@@ -3,11 +3,13 @@ needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -160,8 +162,15 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
                 )
             else:
                 binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
-        # The losers' events queue behind the bindings (the pool takes tasks in order).
-        told = [_submit(pool, _event, core, n) for n in plan.notices if n.reason != WON]
+        # The losers' events queue behind the bindings (the pool takes tasks in order). Events
+        # this allocator wrote before are updated, not repeated (see _event).
+        seen: dict[tuple[str, str], int] = {}
+        if plan.notices:
+            try:
+                seen = _our_events(core)
+            except ApiException as e:  # then every event is created (409: read and updated)
+                report.problems.append(f"listing earlier events failed ({e.status})")
+        told = [_submit(pool, _event, core, n, seen) for n in plan.notices if n.reason != WON]
         placed = {  # pods on their planned node: the only ones a wallet pays for
             b.pod
             for (b, _), ok in zip(binding, _collect([f for _, f in binding], report), strict=True)
@@ -179,7 +188,7 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
             if (paid := tuple((pod, amount) for pod, amount in c.pods if pod in placed))
         ]
         after += [
-            _submit(pool, _event, core, n)
+            _submit(pool, _event, core, n, seen)
             for n in plan.notices
             if n.reason == WON and n.name in placed
         ]
@@ -299,28 +308,79 @@ def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
 _API_VERSION = {"Pod": "v1", "Node": "v1", "Wallet": f"{WALLET_GROUP}/{WALLET_VERSION}"}
 
 
-def _event(core: Any, n: Notice, report: ApplyReport) -> None:
-    """Create the Event ``n`` on its object (in the object's namespace; a node's in
-    ``default``, where Kubernetes puts node events)."""
+EVENT_SOURCE = "gpu-allocator"
+
+
+def _event_key(n: Notice) -> tuple[str, str]:
+    """(namespace, name) of the one Event about ``n``'s object and reason: a node's in
+    ``default``, where Kubernetes puts node events; the name is the object's (cut to fit) and a
+    digest of kind, object, uid and reason, so that every round finds it again."""
     ns, name = _split(n.name) if "/" in n.name else ("", n.name)
-    involved = {"apiVersion": _API_VERSION[n.kind], "kind": n.kind, "name": name}
-    if ns:
-        involved["namespace"] = ns
-    if n.uid:
-        involved["uid"] = n.uid  # kubectl describe finds an object's events by uid
+    digest = hashlib.sha1(f"{n.kind}/{ns}/{name}/{n.uid or ''}/{n.reason}".encode()).hexdigest()
+    return ns or "default", f"{name[:200]}.{digest[:12]}"
+
+
+def _our_events(core: Any) -> dict[tuple[str, str], int]:
+    """(namespace, name) -> count of every Event this allocator wrote that still exists (the
+    API server drops events after its --event-ttl, one hour by default), in pages."""
+    seen: dict[tuple[str, str], int] = {}
+    token: str | None = None
+    while True:
+        page = json.loads(
+            core.list_event_for_all_namespaces(
+                field_selector=f"source={EVENT_SOURCE}",
+                limit=2000,
+                _continue=token,
+                _preload_content=False,
+            ).data
+        )
+        for item in page.get("items", []):
+            meta = item["metadata"]
+            seen[(meta["namespace"], meta["name"])] = int(item.get("count") or 1)
+        token = page.get("metadata", {}).get("continue") or None
+        if token is None:
+            return seen
+
+
+def _event(core: Any, n: Notice, seen: Mapping[tuple[str, str], int], report: ApplyReport) -> None:
+    """Report ``n`` as an Event on its object. One Event per object and reason, as kubectl's
+    aggregation of repeats: a round that says it again updates that Event (count + 1, the new
+    message, lastTimestamp) instead of adding one, so a pod that keeps losing under --interval
+    holds one Outbid event, not one per round."""
+    ns, name = _split(n.name) if "/" in n.name else ("", n.name)
+    where, event_name = _event_key(n)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kind = "Warning" if n.warning else "Normal"
+    update = {"count": 0, "message": n.message, "type": kind, "lastTimestamp": now}
     try:
-        _raw(
-            core.create_namespaced_event,
-            ns or "default",
-            {
-                "metadata": {"generateName": f"{name}."},
+        if (where, event_name) in seen:
+            update["count"] = seen[(where, event_name)] + 1
+            _raw(core.patch_namespaced_event, event_name, where, update)
+        else:
+            involved = {"apiVersion": _API_VERSION[n.kind], "kind": n.kind, "name": name}
+            if ns:
+                involved["namespace"] = ns
+            if n.uid:
+                involved["uid"] = n.uid  # kubectl describe finds an object's events by uid
+            body = {
+                "metadata": {"name": event_name, "namespace": where},
                 "involvedObject": involved,
                 "reason": n.reason,
                 "message": n.message,
-                "type": "Warning" if n.warning else "Normal",
-                "source": {"component": "gpu-allocator"},
-            },
-        )
+                "type": kind,
+                "count": 1,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "source": {"component": EVENT_SOURCE},
+            }
+            try:
+                _raw(core.create_namespaced_event, where, body)
+            except ApiException as e:
+                if e.status != 409:  # 409: written since the list (a repair run, say)
+                    raise
+                old = json.loads(_raw(core.read_namespaced_event, event_name, where))
+                update["count"] = int(old.get("count") or 1) + 1
+                _raw(core.patch_namespaced_event, event_name, where, update)
         report.events += 1
     except ApiException as e:
         report.problems.append(f"{n.kind} {n.name}: event failed ({e.status})")

@@ -37,7 +37,7 @@ EXPECTED_CLUSTER_RULES = {
     ("", "pods", ("get", "list", "patch")),
     ("", "pods/binding", ("create",)),
     ("", "pods/eviction", ("create",)),
-    ("", "events", ("create",)),
+    ("", "events", ("create", "get", "list", "patch")),
     ("gpualloc.io", "wallets", ("get", "list")),
     ("gpualloc.io", "wallets/status", ("update",)),
 }
@@ -336,6 +336,7 @@ def test_service_account_runs_a_round_and_nothing_more(
         ("create", "pods", {"subresource": "binding"}),
         ("create", "pods", {"subresource": "eviction"}),
         ("create", "events", {}),
+        ("patch", "events", {}),
         ("list", "wallets", {"group": "gpualloc.io"}),
         ("get", "wallets", {"group": "gpualloc.io"}),
         ("update", "wallets", {"group": "gpualloc.io", "subresource": "status"}),

@@ -15,6 +15,7 @@ kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not in
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.cli import main  # noqa: E402
+from allocator.cluster import api as cluster_api  # noqa: E402
 from allocator.cluster.api import apply_plan  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
 
@@ -63,6 +64,25 @@ def test_round_binds_winners_and_charges_once(
     assert wallet["status"]["spent"] == pytest.approx(12.0)
     reasons = {e.reason for e in core.list_namespaced_event(ns).items}
     assert {"Won", "DoesNotFit"} <= reasons or {"Won", "Outbid"} <= reasons
+
+    # Repeats update one Event per pod and reason (count, message, time), as kubectl aggregates
+    # them: the re-apply said everything a second time, and a new round tells the loser again.
+    def events_of(pod: str) -> list[Any]:
+        selector = f"involvedObject.name={pod},involvedObject.kind=Pod"
+        return list(core.list_namespaced_event(ns, field_selector=selector).items)
+
+    (won,) = events_of("high")
+    assert (won.reason, won.count) == ("Won", 2)
+    (lost,) = events_of("low")
+    assert lost.count == 2 and lost.reason in ("DoesNotFit", "Outbid")
+    assert lost.source.component == "gpu-allocator" and lost.type == "Warning"
+    later = run_once(admin, solver="greedy", round_id="r-2")
+    assert later.report is not None and later.report.problems == []
+    (lost,) = events_of("low")
+    assert lost.count == 3 and "r-2" in lost.message, lost.message
+    assert lost.last_timestamp >= lost.first_timestamp
+    # The next apply finds it in one list call (by source), not by a failed create.
+    assert cluster_api._our_events(core)[(ns, lost.metadata.name)] == 3
 
 
 def test_run_cli_dry_run_prints_the_plan(
