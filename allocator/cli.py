@@ -193,6 +193,14 @@ def _parser() -> argparse.ArgumentParser:
         "before bindings, charges after them)",
     )
     run.add_argument(
+        "--keep-rounds",
+        type=_non_negative_int,
+        default=200,
+        metavar="N",
+        help="with --lease: keep the newest N Applied AllocationRounds, delete older ones "
+        "(default 200; 0: keep all)",
+    )
+    run.add_argument(
         "--max-rounds",
         type=_positive_int,
         metavar="N",
@@ -359,6 +367,7 @@ def _run(args: argparse.Namespace) -> int:
         "lease": lease,
         "record_namespace": lease[0] if lease else None,
         "apply_workers": args.apply_workers,
+        "keep_rounds": args.keep_rounds,
     }
     api = connect(args.kubeconfig, connections=args.apply_workers)
     if args.once:

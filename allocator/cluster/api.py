@@ -29,6 +29,7 @@ __all__ = [
     "create_wallet",
     "fetch",
     "finish_round",
+    "prune_rounds",
     "record_round",
     "release_lease",
     "unfinished_rounds",
@@ -549,6 +550,37 @@ def finish_round(api: Any, namespace: str, round_id: str, report: ApplyReport) -
         round_id,
         {"status": {"phase": "Applied", "message": message}},
     )
+
+
+def prune_rounds(api: Any, namespace: str, keep: int) -> list[str]:
+    """Delete the Applied AllocationRounds of ``namespace`` beyond the newest ``keep`` (by
+    creation time, then name); rounds in any other phase are never deleted. Returns the names
+    deleted (one already gone is skipped)."""
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise ValueError(f"keep: must be an integer >= 1, got {keep!r}")
+    custom: Any = k8s.CustomObjectsApi(api)
+    listed = custom.list_namespaced_custom_object(
+        WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL
+    )
+    applied = sorted(
+        (
+            (o["metadata"].get("creationTimestamp", ""), o["metadata"]["name"])
+            for o in listed["items"]
+            if (o.get("status") or {}).get("phase") == "Applied"
+        ),
+        reverse=True,
+    )
+    deleted = []
+    for _, name in applied[keep:]:
+        try:
+            custom.delete_namespaced_custom_object(
+                WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL, name
+            )
+            deleted.append(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+    return deleted
 
 
 def unfinished_rounds(api: Any, namespace: str) -> list[Plan]:

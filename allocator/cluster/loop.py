@@ -27,6 +27,7 @@ from allocator.cluster.api import (
     apply_plan,
     fetch,
     finish_round,
+    prune_rounds,
     record_round,
     release_lease,
     unfinished_rounds,
@@ -37,9 +38,19 @@ from allocator.cluster.read import Snapshot, snapshot
 from allocator.model import Result, problem_to_dict
 from allocator.solvers import solve
 
-__all__ = ["RoundOutcome", "RoundsSummary", "new_round_id", "run_once", "run_rounds"]
+__all__ = [
+    "KEEP_ROUNDS",
+    "RoundOutcome",
+    "RoundsSummary",
+    "new_round_id",
+    "run_once",
+    "run_rounds",
+]
 
 log = logging.getLogger(__name__)
+
+#: Applied AllocationRounds kept in the lease's namespace (older ones are deleted; 0: all kept).
+KEEP_ROUNDS = 200
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,7 @@ def run_once(
     lease_seconds: int = 300,
     record_namespace: str | None = None,
     apply_workers: int = APPLY_WORKERS,
+    keep_rounds: int = KEEP_ROUNDS,
 ) -> RoundOutcome:
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
@@ -86,7 +98,8 @@ def run_once(
     completes the rounds an earlier run left Applying (idempotent writes: nothing is bound or
     charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
     apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`); ``threads``
-    compute the critical payments (see :func:`allocator.solvers.solve`).
+    compute the critical payments (see :func:`allocator.solvers.solve`). After a recorded round,
+    Applied rounds beyond the newest ``keep_rounds`` are deleted (0: keep them all).
     """
     cfg = config or ClusterConfig()
     leader = True
@@ -125,6 +138,8 @@ def run_once(
         report = apply_plan(api, plan, apply_workers)
         if record_in is not None:
             finish_round(api, record_in, plan.round_id, report)
+            if keep_rounds > 0:
+                prune_rounds(api, record_in, keep_rounds)
         if lease is not None:
             release_lease(api, *lease)  # the next run need not wait for it to expire
     return RoundOutcome(snap, result, plan, report, leader, tuple(repaired))

@@ -128,7 +128,8 @@ def test_chart_lints_and_ships_the_crds(helm: Path) -> None:
 
 def test_cluster_role_is_least_privilege(helm: Path) -> None:
     """The ClusterRole grants exactly the verbs a round uses: no wildcard, no Secrets, no delete;
-    the Role, in the release namespace, covers one Lease by name and the AllocationRounds."""
+    the Role, in the release namespace, covers one Lease by name and the AllocationRounds (the
+    only thing deleted: Applied rounds beyond --keep-rounds)."""
     objs = _by_kind(_render(helm, "rbac", "ops"))
     rules = objs["ClusterRole"]["rules"]
     got = {
@@ -139,7 +140,8 @@ def test_cluster_role_is_least_privilege(helm: Path) -> None:
     }
     assert got == EXPECTED_CLUSTER_RULES
     text = yaml.safe_dump([objs["ClusterRole"], objs["Role"]])
-    assert "*" not in text and "secrets" not in text and "delete" not in text
+    assert "*" not in text and "secrets" not in text
+    assert "delete" not in yaml.safe_dump(objs["ClusterRole"])
     role = objs["Role"]
     assert role["metadata"]["namespace"] == "ops"
     assert role["rules"] == [
@@ -153,7 +155,7 @@ def test_cluster_role_is_least_privilege(helm: Path) -> None:
         {
             "apiGroups": ["gpualloc.io"],
             "resources": ["allocationrounds"],
-            "verbs": ["create", "list"],
+            "verbs": ["create", "list", "delete"],
         },
         {
             "apiGroups": ["gpualloc.io"],
@@ -363,7 +365,7 @@ def test_service_account_runs_a_round_and_nothing_more(
         (ns, "update", "leases", {"group": "coordination.k8s.io", "name": "another"}),
         (ns, "delete", "leases", lease_attrs),
         (other, "create", "allocationrounds", {"group": "gpualloc.io"}),
-        (ns, "delete", "allocationrounds", {"group": "gpualloc.io"}),
+        (other, "delete", "allocationrounds", {"group": "gpualloc.io"}),
         (ns, "update", "allocationrounds", {"group": "gpualloc.io"}),
         (other, "create", "clusterroles", {"group": "rbac.authorization.k8s.io"}),
     ]:

@@ -4,6 +4,7 @@ events emitted, and a dry run writes nothing."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,9 @@ from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.cli import main  # noqa: E402
 from allocator.cluster import api as cluster_api  # noqa: E402
-from allocator.cluster.api import apply_plan  # noqa: E402
+from allocator.cluster.api import apply_plan, record_round  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
+from allocator.cluster.plan import Binding, Plan  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -151,3 +153,51 @@ def test_lease_lets_one_writer_at_a_time(
     assert not acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=later)
     assert release_lease(admin, ns, "gpu-allocator", "run-b")
     assert acquire_lease(admin, ns, "gpu-allocator", "run-a", 60, now=later)  # free at once
+
+
+def test_old_applied_rounds_are_pruned_and_unfinished_ones_kept(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """With keep_rounds=2, each recorded round leaves only the two newest Applied
+    AllocationRounds; a round still Applying (a crashed run's) is never deleted."""
+    admin = api_client(control_plane.admin_token)
+    ns, node = gpu_world.cluster(admin, 4)
+    core = CoreV1Api(admin)
+    custom = CustomObjectsApi(admin)
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+
+    def rounds() -> dict[str, str]:
+        listed = custom.list_namespaced_custom_object(
+            "gpualloc.io", "v1alpha1", ns, "allocationrounds"
+        )
+        return {o["metadata"]["name"]: o["status"]["phase"] for o in listed["items"]}
+
+    for i in range(3):
+        gpu_world.pod(core, ns, f"p{i}", 1, "5")
+        out = run_once(
+            admin, solver="greedy", round_id=f"r-{i}", record_namespace=ns, keep_rounds=2
+        )
+        assert out.report is not None and out.report.bound == 1
+        time.sleep(1.1)  # creation times have one-second resolution
+    assert rounds() == {"r-1": "Applied", "r-2": "Applied"}
+    # A round recorded but never finished stays, however old, and is not counted.
+    record_round(
+        admin,
+        ns,
+        Plan("r-0-crashed", bindings=(Binding(f"{ns}/p9", node, (3,)),)),
+        solver="greedy",
+        payments="critical",
+        time_limit=1.0,
+        welfare=0.0,
+        revenue=0.0,
+    )
+    assert cluster_api.prune_rounds(admin, ns, keep=1) == ["r-1"]
+    assert rounds() == {"r-2": "Applied", "r-0-crashed": "Applying"}
+    with pytest.raises(ValueError, match="keep"):
+        cluster_api.prune_rounds(admin, ns, keep=0)
