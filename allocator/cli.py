@@ -109,14 +109,22 @@ def format_result(problem: Problem, result: Result) -> str:
     return "\n".join(lines)
 
 
-def _positive_seconds(text: str) -> float:
+def _seconds(text: str, *, zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be {'>=' if zero else '>'} 0 seconds, got {text!r}")
     return value
+
+
+def _positive_seconds(text: str) -> float:
+    return _seconds(text, zero=False)
+
+
+def _non_negative_seconds(text: str) -> float:
+    return _seconds(text, zero=True)
 
 
 def _int_at_least(text: str, least: int) -> int:
@@ -191,6 +199,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="API calls an apply keeps in flight at once (default 16; evictions still come "
         "before bindings, charges after them)",
+    )
+    run.add_argument(
+        "--eviction-wait",
+        type=_non_negative_seconds,
+        default=45.0,
+        metavar="SECONDS",
+        help="how long a round waits for evicted pods to be gone before binding into their "
+        "room (default 45; the rest wait for the next round)",
     )
     run.add_argument(
         "--keep-rounds",
@@ -368,6 +384,7 @@ def _run(args: argparse.Namespace) -> int:
         "record_namespace": lease[0] if lease else None,
         "apply_workers": args.apply_workers,
         "keep_rounds": args.keep_rounds,
+        "eviction_wait": args.eviction_wait,
     }
     api = connect(args.kubeconfig, connections=args.apply_workers)
     if args.once:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,6 +21,7 @@ from allocator.cluster.plan import WON, Binding, Charge, Eviction, Notice, Plan
 
 __all__ = [
     "APPLY_WORKERS",
+    "EVICTION_WAIT",
     "WALLET_GROUP",
     "WALLET_VERSION",
     "ApplyReport",
@@ -42,6 +44,10 @@ WALLET_GROUP = "gpualloc.io"
 WALLET_VERSION = "v1alpha1"
 # API calls an apply keeps in flight at once (also the size of the client's connection pool).
 APPLY_WORKERS = 16
+# Seconds an apply waits for evicted pods to be gone before binding into their room (the
+# kubelet refuses a pod whose devices a terminating pod still holds); 30 s is the default
+# termination grace period.
+EVICTION_WAIT = 45.0
 
 
 def fetch(
@@ -119,15 +125,21 @@ def _split(name: str) -> tuple[str, str]:
     return ns, n
 
 
-def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyReport:
+def apply_plan(
+    api: Any, plan: Plan, workers: int = APPLY_WORKERS, eviction_wait: float = EVICTION_WAIT
+) -> ApplyReport:
     """Execute ``plan``: evict, bind, debit wallets (once per round id), emit events, with up to
     ``workers`` API calls in flight at once.
 
     The order that matters is kept: every eviction is requested before any binding (a binding
     may need the room an eviction frees; if an eviction fails, the bindings to its node are not
-    made, or all of them when its node is not known); wallets are charged and winners told only
-    after the bindings, for the pods actually on their planned node. Everything else (the pods
-    of one phase, the events of pods that did not win) runs side by side.
+    made, or all of them when its node is not known). An evicted pod frees its room only once
+    the kubelet has stopped it and it is gone (until then the kubelet would refuse a pod asking
+    for its devices), so the bindings to a node with evicted pods wait for them, up to
+    ``eviction_wait`` seconds; those whose victims are still there then stay pending for the
+    next round (reported, not charged). Wallets are charged and winners told only after the
+    bindings, for the pods actually on their planned node. Everything else (the pods of one
+    phase, the events of pods that did not win) runs side by side.
 
     Each write is idempotent for the round: a pod already bound to its node, or a wallet whose
     ledger already holds the round, is left alone, so re-running after a crash repairs the round
@@ -138,6 +150,8 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
+    if not isinstance(eviction_wait, int | float) or not 0 <= eviction_wait < float("inf"):
+        raise ValueError(f"eviction_wait: must be seconds >= 0, got {eviction_wait!r}")
     # Plain dicts are sent as they are (the client's typed models add nothing here).
     core: Any = k8s.CoreV1Api(api)
     custom: Any = k8s.CustomObjectsApi(api)
@@ -149,10 +163,16 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
         nodes = sorted({b.node for b in plan.bindings})
         node_checks = [_submit(pool, _node_exists, core, n) for n in nodes]
         not_freed: dict[str | None, list[str]] = defaultdict(list)
+        accepted = []
         for ev, freed in zip(plan.evictions, _collect(evicting, report), strict=True):
-            if not freed:
+            if freed:
+                accepted.append(ev)
+            else:
                 not_freed[ev.node].append(ev.pod)
         node_there = dict(zip(nodes, _collect(node_checks, report), strict=True))
+        waiting: dict[str | None, list[str]] = defaultdict(list)
+        for ev in _still_terminating(core, accepted, eviction_wait):
+            waiting[ev.node].append(ev.pod)
         binding: list[tuple[Binding, Future[tuple[ApplyReport, bool]]]] = []
         for b in plan.bindings:
             if not node_there[b.node]:  # a node removed since the read takes no pod
@@ -160,6 +180,11 @@ def apply_plan(api: Any, plan: Plan, workers: int = APPLY_WORKERS) -> ApplyRepor
             elif blockers := not_freed[b.node] + not_freed[None]:
                 report.problems.append(
                     f"{b.pod}: not bound to {b.node}: evicting {', '.join(blockers)} failed"
+                )
+            elif busy := waiting[b.node] + waiting[None]:
+                report.problems.append(
+                    f"{b.pod}: not bound to {b.node} yet: {', '.join(busy)} still terminating "
+                    f"after {eviction_wait:g} s (the next round places it)"
                 )
             else:
                 binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
@@ -233,6 +258,31 @@ def _raw(call: Callable[..., Any], *args: Any) -> bytes:
     than the call); the body read to the end, which gives the connection back to the pool."""
     data: bytes = call(*args, _preload_content=False).data
     return data
+
+
+def _still_terminating(core: Any, evicted: list[Eviction], wait: float) -> list[Eviction]:
+    """The pods of ``evicted`` still there after up to ``wait`` seconds (polled twice a second).
+    A pod is gone when it is not found, or when the name now belongs to a pod not being deleted
+    (a controller's replacement)."""
+    left = list(evicted)
+    deadline = time.monotonic() + wait
+    while left:
+        still = []
+        for ev in left:
+            ns, name = _split(ev.pod)
+            try:
+                meta = json.loads(_raw(core.read_namespaced_pod, name, ns)).get("metadata", {})
+            except ApiException as e:
+                if e.status != 404:  # not known to be gone: its room stays taken
+                    still.append(ev)
+                continue
+            if meta.get("deletionTimestamp"):
+                still.append(ev)
+        left = still
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    return left
 
 
 def _evict(core: Any, ev: Eviction, report: ApplyReport) -> bool:

@@ -22,6 +22,7 @@ from typing import Any
 
 from allocator.cluster.api import (
     APPLY_WORKERS,
+    EVICTION_WAIT,
     ApplyReport,
     acquire_lease,
     apply_plan,
@@ -87,6 +88,7 @@ def run_once(
     record_namespace: str | None = None,
     apply_workers: int = APPLY_WORKERS,
     keep_rounds: int = KEEP_ROUNDS,
+    eviction_wait: float = EVICTION_WAIT,
 ) -> RoundOutcome:
     """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
 
@@ -99,7 +101,9 @@ def run_once(
     charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
     apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`); ``threads``
     compute the critical payments (see :func:`allocator.solvers.solve`). After a recorded round,
-    Applied rounds beyond the newest ``keep_rounds`` are deleted (0: keep them all).
+    Applied rounds beyond the newest ``keep_rounds`` are deleted (0: keep them all). Bindings
+    into the room of evicted pods wait up to ``eviction_wait`` seconds for them to be gone (see
+    :func:`allocator.cluster.api.apply_plan`).
     """
     cfg = config or ClusterConfig()
     leader = True
@@ -108,7 +112,7 @@ def run_once(
     repaired: list[str] = []
     if record_namespace is not None and leader and not dry_run:
         for old in unfinished_rounds(api, record_namespace):
-            repair = apply_plan(api, old, apply_workers)
+            repair = apply_plan(api, old, apply_workers, eviction_wait)
             finish_round(api, record_namespace, old.round_id, repair)
             repaired.append(old.round_id)
     nodes, pods, wallets = fetch(api, cfg)
@@ -135,7 +139,7 @@ def run_once(
                 welfare=result.welfare,
                 revenue=result.revenue,
             )
-        report = apply_plan(api, plan, apply_workers)
+        report = apply_plan(api, plan, apply_workers, eviction_wait)
         if record_in is not None:
             finish_round(api, record_in, plan.round_id, report)
             if keep_rounds > 0:

@@ -35,7 +35,8 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
 - **Running pods** holding GPUs or MIG instances: incumbents, at the GPUs of their
   ``gpualloc.io/gpus`` annotation (written at bind time; it must name GPUs of the resource the
   pod holds) or, for pods placed by someone else, the node's lowest free indices of that
-  resource. Pods of other schedulers are never preemptible; ours are unless
+  resource. Pods of other schedulers are never preemptible, nor are pods being deleted (they hold
+  their room until the kubelet is done with them); ours are unless
   ``gpualloc.io/preemptible`` is ``"false"``; ``gpualloc.io/preemption-cost`` adds to the welfare
   an eviction destroys.
 - **Wallets**: ``<namespace>/<name>`` with balance ``spec.balance - status.spent``.
@@ -565,7 +566,14 @@ def snapshot(
                     placement = Placement(node, tuple(idx))
                 else:
                     placement = Placement(node, (idx[0],), milli=pu.unit.milli)
-                preemptible = ours and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
+                # A pod being deleted (an eviction the kubelet has not finished) holds its room
+                # until it is gone and cannot be evicted again.
+                terminating = bool(_meta(p).get("deletionTimestamp"))
+                preemptible = (
+                    ours
+                    and not terminating
+                    and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
+                )
                 inc_id = _full_name(p)
                 wallet = ann.get(ANNOTATION_PREFIX + "wallet")
                 wallet_full = f"{_meta(p).get('namespace')}/{wallet}" if wallet else None

@@ -22,6 +22,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -555,13 +556,60 @@ def _custom_api(admin: Any) -> Any:
     return CustomObjectsApi(admin)
 
 
+class KubeletStandIn:
+    """Stands in for the kubelets of the fake GPU nodes (no kubelet runs here) in one thing only:
+    a pod being deleted in ``namespace`` is removed (grace period 0) soon after it is seen, as a
+    kubelet does once the pod's containers have stopped. Without it an evicted pod on a fake node
+    stays Terminating for ever. A context manager; ``finished`` lists the pods it removed."""
+
+    def __init__(self, admin: Any, namespace: str, delay: float = 0.5) -> None:
+        self._core = _core_api(admin)
+        self._ns = namespace
+        self._delay = delay
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.finished: list[str] = []
+
+    def _run(self) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        seen: dict[str, float] = {}
+        while not self._stop.wait(0.1):
+            for pod in self._core.list_namespaced_pod(self._ns).items:
+                name = pod.metadata.name
+                if pod.metadata.deletion_timestamp is None:
+                    continue
+                first = seen.setdefault(name, time.monotonic())
+                if time.monotonic() - first < self._delay:
+                    continue  # containers take a moment to stop
+                try:
+                    self._core.delete_namespaced_pod(name, self._ns, grace_period_seconds=0)
+                    self.finished.append(name)
+                except ApiException as e:
+                    if e.status != 404:
+                        raise
+
+    def __enter__(self) -> KubeletStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 @pytest.fixture()
 def gpu_world() -> Any:
     """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
     ``node(admin, gpus) -> node``, ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator",
-    wallet="w")``, ``only(ns, *nodes)``: a fetch limited to them."""
+    wallet="w")``, ``only(ns, *nodes)``: a fetch limited to them; ``kubelet(admin, ns)``: a
+    :class:`KubeletStandIn` that finishes deleted pods."""
     import types
 
     return types.SimpleNamespace(
-        cluster=_gpu_cluster, node=_gpu_node, pod=_gpu_pod, only=_only_view
+        cluster=_gpu_cluster,
+        node=_gpu_node,
+        pod=_gpu_pod,
+        only=_only_view,
+        kubelet=KubeletStandIn,
     )

@@ -6,6 +6,7 @@ matches a binding, no wallet negative."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -256,7 +257,9 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
             return self._c.create_namespaced_pod_binding(*args, **kw)
 
     monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", Recording)
-    report = apply_plan(admin, out.plan, workers=8)
+    with gpu_world.kubelet(admin, ns) as kubelet:
+        report = apply_plan(admin, out.plan, workers=8)
+    assert kubelet.finished == ["old-free"]  # the binding waited for it to be gone
     assert calls == ["evicted", "evicted", "bind"], report.problems
     assert report.evicted == 1 and report.bound == 1
     assert any(p.startswith(f"{ns}/old-guarded: eviction failed (429") for p in report.problems)
@@ -271,3 +274,51 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
         e.involved_object.name for e in core.list_namespaced_event(ns).items if e.reason == "Won"
     }
     assert won == {to_free.split("/")[1]}
+
+
+def test_binding_waits_for_the_evicted_pod_to_be_gone(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """The kubelet refuses a pod whose devices a terminating pod still holds, so the winner is
+    bound only once the evicted pod is gone. Here no kubelet finishes it: after waiting the
+    round leaves the winner pending (reported, not charged); the next round sees the
+    terminating pod as holding its GPUs and not evictable (no binding, no second eviction);
+    once it is gone, the round after binds and charges the winner."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns, node = gpu_world.cluster(admin, 2)
+    _running_pod(core, ns, "old", node, "0,1", guard=False)
+    gpu_world.pod(core, ns, "new", 2, "20")
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+
+    first = loop.run_once(admin, solver="greedy", round_id="r-wait-1", eviction_wait=1.0)
+    assert first.report is not None and first.report.evicted == 1 and first.report.bound == 0
+    assert f"{ns}/new: not bound to {node} yet: {ns}/old still terminating after 1 s" in (
+        " ".join(first.report.problems)
+    )
+    assert core.read_namespaced_pod("old", ns).metadata.deletion_timestamp is not None
+    assert core.read_namespaced_pod("new", ns).spec.node_name is None
+    (planned,) = first.plan.charges  # it would have paid for the eviction ...
+    assert planned.amount > 0 and planned.pods[0][0] == f"{ns}/new"
+    assert not (_wallet(admin, ns).get("status") or {}).get("ledger")  # ... but was not bound
+
+    second = loop.run_once(admin, solver="greedy", round_id="r-wait-2", eviction_wait=1.0)
+    (held,) = second.snapshot.problem.incumbents
+    assert held.id == f"{ns}/old" and not held.preemptible
+    assert second.plan.bindings == () and second.plan.evictions == ()
+
+    with gpu_world.kubelet(admin, ns, delay=0.0) as kubelet:
+        deadline = time.monotonic() + 10
+        while not kubelet.finished:
+            assert time.monotonic() < deadline, "the stand-in did not finish the pod"
+            time.sleep(0.1)
+    third = loop.run_once(admin, solver="greedy", round_id="r-wait-3", eviction_wait=1.0)
+    assert third.report is not None and third.report.bound == 1, third.report
+    assert core.read_namespaced_pod("new", ns).spec.node_name == node
+    # Nothing left to evict and no rival: its critical price is now the reserve, 0.
+    assert third.plan.charges == ()
+    assert not (_wallet(admin, ns).get("status") or {}).get("ledger")

@@ -89,6 +89,7 @@ def test_default_scheduler_and_allocator_side_by_side(
     gpualloc_crds: Any,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    gpu_world: Any,
 ) -> None:
     """Same cluster, same arrivals: kube-scheduler places 0 of 4 late inference pods, the
     allocator places all 4 in one round by evicting cheaper research; both keep 8/8 GPUs busy."""
@@ -146,7 +147,8 @@ def test_default_scheduler_and_allocator_side_by_side(
         core.create_namespaced_pod(
             ns, _pod(f"inference-{i}", 1, "gpu-allocator", ns, inference_bid)
         )
-    second = loop.run_once(admin, solver="greedy", round_id=f"r2-{tag}")
+    with gpu_world.kubelet(admin, ns):  # finishes the evicted research pods, as a kubelet would
+        second = loop.run_once(admin, solver="greedy", round_id=f"r2-{tag}")
     assert second.report is not None and second.report.problems == []
     alloc_inference = len(_placed(core, ns, "inference"))
     alloc_gpus = _gpus(_placed(core, ns, ""))
