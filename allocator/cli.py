@@ -225,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
     run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     run.add_argument("--dump-snapshot", type=Path, help="write the round's Problem JSON here")
-    run.add_argument("--round-id", help="round id (default: r-<UTC time>)")
+    run.add_argument("--round-id", help="round id (default: r-<UTC time>-<process tag>)")
     run.add_argument("--scheduler-name", default="gpu-allocator")
     run.add_argument(
         "--lease",

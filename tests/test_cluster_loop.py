@@ -3,6 +3,10 @@ API server in tests/k8s/test_interval.py and test_faults.py)."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+
 import pytest
 
 pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
@@ -40,6 +44,24 @@ def test_round_ids_stay_unique_and_ordered_within_one_second() -> None:
     assert len(set(ids)) == len(ids)
     assert sorted(ids) == ids
     assert any(i.endswith("-012") for i in ids) or ids[0][:17] != ids[-1][:17]
+
+
+def test_round_ids_of_two_processes_differ() -> None:
+    """Two processes starting a round in the same second (a CronJob run beside a Deployment)
+    get different ids, so neither's ledger entry stands for the other's charges."""
+    code = "from allocator.cluster.loop import new_round_id; print(new_round_id(NOW))"
+    now = "__import__('datetime').datetime(2026, 11, 30, 6, 8, 38)"
+    ids = {
+        subprocess.run(
+            [sys.executable, "-c", code.replace("NOW", now)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        for _ in range(2)
+    }
+    assert len(ids) == 2
+    assert all(re.fullmatch(r"r-20261130-060838-[0-9a-f]{6}", i) for i in ids), ids
 
 
 @pytest.mark.parametrize("workers", [0, -1, 2.0, True])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -66,10 +67,17 @@ class RoundOutcome:
     repaired: tuple[str, ...] = ()
 
 
+#: Tells this process's round ids from another's started in the same second (a CronJob run and
+#: a Deployment, say): two rounds with one id would share a ledger entry, and the second's
+#: charges would be taken as made.
+_PROCESS_TAG = secrets.token_hex(3)
+
+
 def new_round_id(now: datetime | None = None) -> str:
-    """A round id from the UTC time (sortable, valid as a Kubernetes name)."""
+    """A round id from the UTC time and this process's tag (``r-20261130-060838-1a2b3c``:
+    sortable by time, unique across processes, valid as a Kubernetes name)."""
     t = now or datetime.now(UTC)
-    return "r-" + t.strftime("%Y%m%d-%H%M%S")
+    return "r-" + t.strftime("%Y%m%d-%H%M%S") + "-" + _PROCESS_TAG
 
 
 def run_once(
