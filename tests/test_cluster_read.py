@@ -9,6 +9,7 @@ import pytest
 
 from allocator import solve, verify
 from allocator.cluster import ClusterConfig, Skipped, parse_quantity, snapshot
+from allocator.cluster.plan import plan_round
 
 
 def _node(name: str, gpus: int, product: str = "A100-SXM4-80GB", **labels: str) -> dict[str, Any]:
@@ -157,6 +158,39 @@ def test_malformed_pod_is_skipped_naming_the_field(
     snap = snapshot([_node("n1", 2)], [good, _pod("bad", requests, annotations)], [WALLET])
     assert [b.id for b in snap.problem.bids] == ["team-a/good"]
     assert [(s.name, s.field) for s in snap.skipped] == [("team-a/bad", field)]
+
+
+@pytest.mark.parametrize(
+    ("annotations", "field"),
+    [
+        ({"gpualloc.io/bid": "lots"}, "metadata.annotations[gpualloc.io/bid]"),
+        (
+            {"gpualloc.io/preemption-cost": "-1"},
+            "metadata.annotations[gpualloc.io/preemption-cost]",
+        ),
+        ({"gpualloc.io/gpus": "7,9"}, "metadata.annotations[gpualloc.io/gpus]"),
+    ],
+)
+def test_malformed_running_pod_still_holds_its_gpus(
+    annotations: dict[str, str], field: str
+) -> None:
+    """A running pod with a bad annotation is reported, but kept as a non-preemptible incumbent
+    on its GPUs (lowest free ones when its GPU annotation is bad): left out, they would look
+    free and a new pod bound there would be refused by the kubelet."""
+    running = _pod("old", {"nvidia.com/gpu": "2"}, annotations, node="n1")
+    new = _pod("new", {"nvidia.com/gpu": "2"}, {"gpualloc.io/bid": "50", "gpualloc.io/wallet": "w"})
+    snap = snapshot([_node("n1", 2)], [running, new], [WALLET])
+    assert [(s.name, s.field) for s in snap.skipped] == [("team-a/old", field)]
+    assert snap.skipped[0].kept
+    (inc,) = snap.problem.incumbents
+    assert inc.id == "team-a/old" and not inc.preemptible and inc.value == 0
+    assert inc.placements[0].gpus == (0, 1)
+    result = solve(snap.problem, solver="greedy")
+    assert result.winners == () and result.evicted == ()  # nothing is free, nothing evictable
+    assert verify(snap.problem, result) == []
+    (notice,) = [n for n in plan_round(snap, result).notices if n.name == "team-a/old"]
+    assert notice.reason == "Malformed" and notice.warning
+    assert f"kept as running, not preemptible, despite: {field}" in notice.message
 
 
 def test_config_rejects_unknown_and_empty_settings() -> None:

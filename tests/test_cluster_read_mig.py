@@ -181,8 +181,9 @@ def test_single_strategy_instances_are_nvidia_gpu_and_never_mixed_ones() -> None
 
 def test_running_mig_pods_hold_instances_of_their_profile() -> None:
     """A MIG pod placed by another scheduler holds the lowest free instance of its profile, ours
-    the one its annotation names; a pending pod cannot get the instances they hold, and a
-    pod holding more instances than the node has left is skipped naming the field."""
+    the one its annotation names (a bad annotation is reported and the pod kept, not
+    preemptible, at the lowest free one); a pending pod cannot get the instances they hold, and
+    a pod holding more instances than the node has left is skipped naming the field."""
     nodes = [_mixed("m", gpu="1", **{"1g.10gb": "3", "3g.40gb": "1"})]
     mig = {"nvidia.com/mig-1g.10gb": "1"}
     pods = [
@@ -190,23 +191,25 @@ def test_running_mig_pods_hold_instances_of_their_profile() -> None:
         _pod("theirs", mig, node="m", scheduler="default-scheduler"),
         _pod("too-many", {"nvidia.com/mig-1g.10gb": "2"}, node="m", scheduler="other"),
         _pod("wrong", mig, node="m", gpus="0"),
-        _pod("want", {"nvidia.com/mig-1g.10gb": "2"}, "1000"),
+        _pod("want", mig, "1000"),
     ]
     snap = snapshot(nodes, pods, [WALLET])
     incs = {i.id: i for i in snap.problem.incumbents}
     assert incs["team-a/ours"].placements[0].gpus == (3,) and incs["team-a/ours"].preemptible
     assert incs["team-a/theirs"].placements[0].gpus == (1,)
     assert not incs["team-a/theirs"].preemptible
+    assert incs["team-a/wrong"].placements[0].gpus == (2,)
+    assert not incs["team-a/wrong"].preemptible
     assert {(s.name, s.field) for s in snap.skipped} == {
         ("team-a/too-many", "spec.nodeName"),
         ("team-a/wrong", "metadata.annotations[gpualloc.io/gpus]"),
     }
     result = solve(snap.problem, solver="greedy")
     assert verify(snap.problem, result) == []
-    # Two instances would need evicting ours: worth it at 1000 against 4.
+    # Every instance is held: only ours can make room, worth it at 1000 against 4.
     assert [w.bid_id for w in result.winners] == ["team-a/want"]
     assert set(result.evicted) == {"team-a/ours"}
-    assert sorted(result.winners[0].placements[0].gpus) == [2, 3]
+    assert result.winners[0].placements[0].gpus == (3,)
 
 
 def test_a_pod_asking_for_a_profile_no_node_offers_does_not_fit() -> None:

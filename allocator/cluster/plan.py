@@ -49,8 +49,9 @@ class Charge:
 class Notice:
     """An event about object ``name`` (``namespace/name``; a node: its name) of ``kind`` (Pod,
     Wallet or Node; ``uid`` when known): reason ``Won``, ``Outbid``, ``DoesNotFit``,
-    ``OverBudget``, ``BelowReserve`` or ``Skipped`` (a malformed object left out of the round,
-    the field named), with a message carrying the numbers."""
+    ``OverBudget``, ``BelowReserve``, ``Skipped`` (a malformed object left out of the round,
+    the field named) or ``Malformed`` (a running pod with a bad annotation, kept holding its
+    GPUs), with a message carrying the numbers."""
 
     name: str
     reason: str
@@ -129,8 +130,13 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                 )
             )
     for s in snap.skipped:
-        message = f"round {result.round_id}: left out: {s.field}: {s.reason}"
-        notices.append(Notice(s.name, "Skipped", message, True, s.kind, s.uid))
+        if s.kept:  # a running pod still in the round, holding its GPUs
+            what = "kept as running, not preemptible, despite"
+            reason = "Malformed"
+        else:
+            what, reason = "left out", "Skipped"
+        message = f"round {result.round_id}: {what}: {s.field}: {s.reason}"
+        notices.append(Notice(s.name, reason, message, True, s.kind, s.uid))
     evictions: list[Eviction] = []
     placements = {i.id: i.placements for i in snap.problem.incumbents}
     for inc in result.evicted:

@@ -108,13 +108,15 @@ _DECIMAL = {
 @dataclass(frozen=True, slots=True)
 class Skipped:
     """An object left out of the round: its kind, ``namespace/name`` (a node: its name), the
-    field and why, and its uid (which the Event about it names)."""
+    field and why, and its uid (which the Event about it names). ``kept``: a running pod with a
+    bad annotation, reported but still in the round, holding its GPUs."""
 
     kind: str
     name: str
     field: str
     reason: str
     uid: str | None = None
+    kept: bool = False
 
 
 @dataclass(frozen=True)
@@ -475,10 +477,10 @@ def snapshot(
     cfg = config or ClusterConfig()
     skipped: list[Skipped] = []
 
-    def skip(kind: str, obj: Mapping[str, Any], message: str) -> None:
+    def skip(kind: str, obj: Mapping[str, Any], message: str, kept: bool = False) -> None:
         path, _, reason = message.partition(": ")
         uid = _meta(obj).get("uid")
-        skipped.append(Skipped(kind, _full_name(obj), path, reason or message, uid))
+        skipped.append(Skipped(kind, _full_name(obj), path, reason or message, uid, kept))
 
     # Wallets. The CRD's schema rejects what is wrong here, but an object stored before the
     # schema was (or under a laxer one) is served as it is.
@@ -561,7 +563,26 @@ def snapshot(
                 pu = _pod_unit(p, cfg)
                 assert pu is not None
                 ours = (p.get("spec") or {}).get("schedulerName") == cfg.scheduler_name
-                idx = _held_gpus(pu, ann, node, pools[node], free[node])
+                # A running pod holds its GPUs whatever its annotations say: one that is
+                # malformed is reported, and kept at the lowest free GPUs of its resource, with
+                # no value and not preemptible (left out, its GPUs would look free).
+                bad: list[str] = []
+                try:
+                    idx = _held_gpus(pu, ann, node, pools[node], free[node])
+                except ValueError as e:
+                    if not ann.get(ANNOTATION_PREFIX + "gpus"):
+                        raise
+                    bad.append(str(e))
+                    plain = {k: v for k, v in ann.items() if k != ANNOTATION_PREFIX + "gpus"}
+                    idx = _held_gpus(pu, plain, node, pools[node], free[node])
+                try:
+                    value = _number(ann, "bid", 0.0)
+                    cost = _number(ann, "preemption-cost", 0.0)
+                except ValueError as e:
+                    bad.append(str(e))
+                    value = cost = 0.0
+                if bad:
+                    skip("Pod", p, "; ".join(bad), kept=True)
                 if pu.unit.kind == "whole":
                     placement = Placement(node, tuple(idx))
                 else:
@@ -572,6 +593,7 @@ def snapshot(
                 preemptible = (
                     ours
                     and not terminating
+                    and not bad
                     and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
                 )
                 inc_id = _full_name(p)
@@ -581,12 +603,12 @@ def snapshot(
                     Incumbent(
                         id=inc_id,
                         bidder=str(_meta(p).get("namespace")),
-                        value=_number(ann, "bid", 0.0),
+                        value=value,
                         placements=(placement,),
                         cpu_milli=pu.cpu_milli,
                         memory_mib=pu.memory_mib,
                         preemptible=preemptible,
-                        preemption_cost=_number(ann, "preemption-cost", 0.0),
+                        preemption_cost=cost,
                         wallet=wallet_full if wallet_full in wallet_names else None,
                     )
                 )
