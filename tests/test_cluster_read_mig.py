@@ -3,6 +3,7 @@ MIG bids restricted to their profile, incumbents on instances, malformed MIG inp
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -323,3 +324,42 @@ def test_find_model_reads_nvml_and_gfd_names() -> None:
     assert find_model("Tesla T4").name == "T4"  # type: ignore[union-attr]
     assert find_model("NVIDIA-L40S").name == "L40S"  # type: ignore[union-attr]
     assert find_model("NVIDIA-RTX-PRO-6000") is None
+
+
+def test_instances_count_as_their_share_of_a_gpu() -> None:
+    """A MIG instance offered as a device is a whole pseudo-GPU worth its compute share in
+    GPU-equivalents (1g of 7: 1/7): reserve costs, clearing prices and utilisation use it, in
+    the greedy and the exact solver alike, and verify agrees."""
+    node = _mixed("m", **{"1g.10gb": "7"})
+    pods = [
+        _pod("cheap", {"nvidia.com/mig-1g.10gb": "1"}, "0.5"),
+        _pod("fair", {"nvidia.com/mig-1g.10gb": "2"}, "3"),
+    ]
+    snap = snapshot([node], pods, [WALLET])
+    one = mig_model_name("A100-SXM4-80GB", "1g.10gb")
+    assert snap.problem.model(one).whole_equivalent == pytest.approx(1 / 7)
+    # 7 per GPU-equivalent: an instance costs at least 1, two at least 2.
+    problem = dataclasses.replace(snap.problem, reserve_prices={one: 7.0})
+    for solver in ("greedy", "cpsat"):
+        result = solve(problem, solver=solver, time_limit=5.0)
+        assert verify(problem, result) == [], solver
+        assert [w.bid_id for w in result.winners] == ["team-a/fair"], solver
+        assert result.winners[0].payment == pytest.approx(2.0), solver
+        (loser,) = result.losers
+        assert (loser.bid_id, loser.reason) == ("team-a/cheap", "below_reserve"), solver
+        assert result.utilisation[one] == pytest.approx(2 / 7), solver
+        assert result.clearing_prices[one] == pytest.approx(7.0), solver
+    # The file format carries it (and drops the default of 1).
+    again = problem_from_dict(problem_to_dict(problem))
+    assert again.model(one).whole_equivalent == pytest.approx(1 / 7)
+    assert "whole_equivalent" not in str(
+        [m for m in problem_to_dict(problem)["extra_models"] if m["name"] == "A100-SXM4-80GB"]
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, float("nan"), float("inf"), "1", True])
+def test_whole_equivalent_must_be_positive(bad: object) -> None:
+    from allocator.model import ProblemError, whole_gpu_model
+
+    with pytest.raises(ProblemError, match="whole_equivalent"):
+        whole_gpu_model("X-MIG-1g.5gb", 5.0, whole_equivalent=bad)  # type: ignore[arg-type]

@@ -219,6 +219,21 @@ def _named_memory_gb(profile: str) -> float:
     return float(m.group(2))
 
 
+#: Compute slices of a full GPU assumed for a product the catalog does not know (7 on every
+#: MIG-capable catalog model but the A30).
+_DEFAULT_COMPUTE_UNITS = 7
+
+
+def _instance_equivalent(product: GpuModel | None, profile: str) -> float:
+    """GPU-equivalents of one instance of ``profile``: its compute slices over the product's
+    (catalog), else the ``<G>`` of its name over 7."""
+    known = product.profile(profile) if product is not None else None
+    if product is not None and known is not None:
+        return product.gpu_equivalent(known)
+    assert _PROFILE.match(profile) is not None, profile
+    return min(1.0, int(profile.split("g", 1)[0]) / _DEFAULT_COMPUTE_UNITS)
+
+
 def _whole_count(raw: Any, path: str) -> int:
     """A device count (a quantity that is a whole number >= 0); ValueError naming ``path``."""
     try:
@@ -297,11 +312,12 @@ def _pod_unit(pod: Mapping[str, Any], cfg: ClusterConfig) -> _PodUnit | None:
 @dataclass
 class _NodeOffer:
     """A node's GPUs, the indices each resource draws from (``pools``: MIG profile, or None for
-    ``nvidia.com/gpu``), and the models it needs that the catalog lacks (name -> memory GB)."""
+    ``nvidia.com/gpu``), and the models it needs that the catalog lacks (name -> memory GB and
+    GPU-equivalents per device)."""
 
     gpus: list[Gpu] = field(default_factory=list)
     pools: dict[str | None, list[int]] = field(default_factory=dict)
-    models: dict[str, float] = field(default_factory=dict)
+    models: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def add(self, count: int, model: str, mode: str, profile: str | None) -> None:
         for _ in range(count):
@@ -342,7 +358,7 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
         if memory_gb is None:  # for a product the catalog does not know, the name says it
             memory_gb = in_catalog.memory_gb if in_catalog else _named_memory_gb(profile)
         model = mig_model_name(known.name if known else parent, profile, single=single)
-        offer.models[model] = memory_gb
+        offer.models[model] = (memory_gb, _instance_equivalent(known, profile))
         return model
 
     if single:
@@ -350,7 +366,7 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
     else:
         model = known.name if known is not None else product
         if known is None:
-            offer.models[model] = _mib_label(labels, "nvidia.com/gpu.memory") or 16.0
+            offer.models[model] = (_mib_label(labels, "nvidia.com/gpu.memory") or 16.0, 1.0)
     offer.add(count, model, mode, None)
     for profile, n in sorted(instances.items()):
         if n > 0:
@@ -359,11 +375,14 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
     return offer
 
 
-def _add_model(extra: dict[str, GpuModel], name: str, memory_gb: float) -> None:
-    """Register a model the catalog lacks; nodes that disagree on its memory get the least."""
+def _add_model(
+    extra: dict[str, GpuModel], name: str, memory_gb: float, equivalent: float = 1.0
+) -> None:
+    """Register a model the catalog lacks (``equivalent``: GPU-equivalents per device, below 1
+    for a MIG instance); nodes that disagree on its memory get the least."""
     if name in extra:
         memory_gb = min(memory_gb, extra[name].memory_gb)
-    extra[name] = whole_gpu_model(name, memory_gb)
+    extra[name] = whole_gpu_model(name, memory_gb, whole_equivalent=equivalent)
 
 
 def _held_gpus(
@@ -423,7 +442,7 @@ def _allowed_models(
     if offered.get(pu.profile):
         return tuple(sorted(offered[pu.profile]))
     stand_in = {
-        mig_model_name(name, pu.profile): p.memory_gb
+        mig_model_name(name, pu.profile): (p.memory_gb, m.gpu_equivalent(p))
         for name, m in catalog
         if (p := m.profile(pu.profile)) is not None
     }
@@ -432,8 +451,8 @@ def _allowed_models(
             f"spec.containers[].resources.{pu.resource}: no node offers it and no GPU model of "
             f"the catalog has MIG profile {pu.profile!r}"
         )
-    for name, memory_gb in stand_in.items():
-        _add_model(extra, name, memory_gb)
+    for name, (memory_gb, equivalent) in stand_in.items():
+        _add_model(extra, name, memory_gb, equivalent)
     return tuple(sorted(stand_in))
 
 
@@ -544,8 +563,8 @@ def snapshot(
         except (ValueError, ProblemError) as e:
             skip("Node", n, str(e))
             continue
-        for model, memory_gb in offer.models.items():
-            _add_model(extra, model, memory_gb)
+        for model, (memory_gb, equivalent) in offer.models.items():
+            _add_model(extra, model, memory_gb, equivalent)
         pools[name] = offer.pools
         for profile, indices in offer.pools.items():
             offered[profile].update(offer.gpus[i].model for i in indices)

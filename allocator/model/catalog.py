@@ -55,6 +55,10 @@ class GpuModel:
 
     ``mig_units`` is the number of memory slices (placement units); 0 means not MIG-capable.
     ``compute_units`` is the number of compute slices of the full GPU (7 on A100/H100).
+    ``whole_equivalent`` is the GPU-equivalents one whole device of this model stands for: 1 for
+    a GPU, less for a MIG instance offered as a device of its own (Kubernetes' static MIG
+    instances: compute slices / all compute), so that such bids rank, price and count as the
+    share of a GPU they are.
     """
 
     name: str
@@ -63,6 +67,7 @@ class GpuModel:
     compute_units: int = 0
     profiles: tuple[MigProfile, ...] = ()
     aliases: tuple[str, ...] = ()
+    whole_equivalent: float = 1.0
     _by_name: Mapping[str, MigProfile] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +75,15 @@ class GpuModel:
             raise ProblemError("name", "a GPU model needs a non-empty name")
         if not (math.isfinite(self.memory_gb) and self.memory_gb > 0):
             raise ProblemError("memory_gb", f"must be a positive number, got {self.memory_gb!r}")
+        if not (
+            isinstance(self.whole_equivalent, int | float)
+            and not isinstance(self.whole_equivalent, bool)
+            and math.isfinite(self.whole_equivalent)
+            and self.whole_equivalent > 0
+        ):
+            raise ProblemError(
+                "whole_equivalent", f"must be a positive number, got {self.whole_equivalent!r}"
+            )
         if self.mig_units < 0 or (self.mig_units == 0) != (not self.profiles):
             raise ProblemError("mig_units", "MIG profiles need mig_units > 0 and vice versa")
         if self.mig_units and self.compute_units <= 0:
@@ -160,9 +174,11 @@ def _mig(name: str, memory: float, table: tuple[MigProfile, ...], *aliases: str)
     return GpuModel(name, memory, units, compute, table, tuple(aliases))
 
 
-def whole_gpu_model(name: str, memory_gb: float, *aliases: str) -> GpuModel:
+def whole_gpu_model(
+    name: str, memory_gb: float, *aliases: str, whole_equivalent: float = 1.0
+) -> GpuModel:
     """A model that is only ever allocated whole or shared (no MIG)."""
-    return GpuModel(name, memory_gb, aliases=tuple(aliases))
+    return GpuModel(name, memory_gb, aliases=tuple(aliases), whole_equivalent=whole_equivalent)
 
 
 _MODELS: tuple[GpuModel, ...] = (

@@ -144,10 +144,12 @@ def _incumbent(path: str, d: Any) -> Incumbent:
 
 
 def _extra_model(path: str, d: Any) -> GpuModel:
-    d = _obj(path, d, ("name", "memory_gb"), ("aliases",))
+    d = _obj(path, d, ("name", "memory_gb"), ("aliases", "whole_equivalent"))
     aliases = _strings(f"{path}.aliases", d.get("aliases", []))
     try:
-        return whole_gpu_model(d["name"], d["memory_gb"], *aliases)
+        return whole_gpu_model(
+            d["name"], d["memory_gb"], *aliases, whole_equivalent=d.get("whole_equivalent", 1.0)
+        )
     except ProblemError as e:
         raise e.under(path) from None
     except TypeError as e:
@@ -273,6 +275,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
         "reserve_prices": dict(problem.reserve_prices),
         "extra_models": [
             {"name": m.name, "memory_gb": m.memory_gb, "aliases": list(m.aliases)}
+            | ({"whole_equivalent": m.whole_equivalent} if m.whole_equivalent != 1.0 else {})
             for m in problem.extra_models
         ],
     }

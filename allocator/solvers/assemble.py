@@ -51,13 +51,13 @@ def gpu_equivalent(
 
     ``nodes`` (optional) maps node names to nodes, so that many calls need no linear lookup.
     """
-    if placement.kind == "whole":
-        return float(len(placement.gpus))
     if placement.kind == "share":
         return placement.milli / 1000.0
     nd = nodes[node] if nodes is not None else problem.node(node)
     gpu = next(g for g in nd.gpus if g.index == placement.gpus[0])
     model = problem.model(gpu.model)
+    if placement.kind == "whole":
+        return len(placement.gpus) * model.whole_equivalent
     profile = model.profile(placement.mig_profile or "")
     assert profile is not None  # placements reaching here were produced for this problem
     return model.gpu_equivalent(profile)
@@ -124,7 +124,7 @@ def build_result(
     for n in problem.nodes:
         for g in n.gpus:
             gm = problem.model(g.model)
-            capacity[gm.name] = capacity.get(gm.name, 0.0) + 1.0
+            capacity[gm.name] = capacity.get(gm.name, 0.0) + gm.whole_equivalent
             outside = g.used_milli / 1000.0
             for inst in g.mig_instances:
                 prof = gm.profile(inst.profile)

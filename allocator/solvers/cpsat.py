@@ -342,7 +342,7 @@ def _equivalents(alt: Alternative, model: GpuModel) -> float | None:
     """GPU-equivalents of ``alt`` on ``model``, or None if its unit cannot run there."""
     u = alt.unit
     if u.kind == "whole":
-        return float(alt.replicas * u.gpus)
+        return alt.replicas * u.gpus * model.whole_equivalent
     if u.kind == "share":
         return alt.replicas * u.milli / 1000.0
     p = model.profile(u.profile or "")

@@ -179,6 +179,7 @@ class NativeEngine:
             "model_mig_units": _i64([m.mig_units for m in self._models]),
             "model_compute_units": _i64([m.compute_units for m in self._models]),
             "model_reserve": _f64(reserve),
+            "model_whole_equivalent": _f64([m.whole_equivalent for m in self._models]),
             "profile_model": _i64(p_model),
             "profile_compute": _i64(p_comp),
             "profile_size": _i64(p_size),

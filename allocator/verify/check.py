@@ -573,7 +573,7 @@ def _check_reserve(
         model = states[0].model
         price = prices.get(model.name, 0.0)
         if alt.unit.kind == "whole":
-            equivalent = float(len(p.gpus))
+            equivalent = len(p.gpus) * model.whole_equivalent
         elif alt.unit.kind == "share":
             equivalent = alt.unit.milli / 1000.0
         else:

@@ -81,6 +81,7 @@ ProblemData problem_from(const py::dict& d) {
   const auto units = column<std::int64_t>(d, "model_mig_units");
   const auto comp = column<std::int64_t>(d, "model_compute_units");
   const auto reserve = column<double>(d, "model_reserve");
+  const auto whole_eq = column<double>(d, "model_whole_equivalent");
   const auto pm = column<std::int64_t>(d, "profile_model");
   const auto pc = column<std::int64_t>(d, "profile_compute");
   const auto ps = column<std::int64_t>(d, "profile_size");
@@ -91,6 +92,7 @@ ProblemData problem_from(const py::dict& d) {
   need_len("model_mig_units", units.size(), n_models);
   need_len("model_compute_units", comp.size(), n_models);
   need_len("model_reserve", reserve.size(), n_models);
+  need_len("model_whole_equivalent", whole_eq.size(), n_models);
   for (const char* k : {"profile_compute", "profile_size", "profile_starts_mask",
                         "profile_max_count", "profile_media"}) {
     need_len(k, column<std::int64_t>(d, k).size(), pm.size());
@@ -101,6 +103,7 @@ ProblemData problem_from(const py::dict& d) {
     p.models[m].mig_units = as_int("model_mig_units", units[m]);
     p.models[m].compute_units = as_int("model_compute_units", comp[m]);
     p.models[m].reserve = reserve[m];
+    p.models[m].whole_equivalent = whole_eq[m];
   }
   for (std::size_t q = 0; q < pm.size(); ++q) {
     if (pm[q] < 0 || static_cast<std::size_t>(pm[q]) >= n_models) {

@@ -31,6 +31,9 @@ void ProblemData::validate() const {
       throw InputError(path + ".memory_gb", "must be positive");
     }
     finite_nonneg(path + ".reserve", md.reserve);
+    if (!(std::isfinite(md.whole_equivalent) && md.whole_equivalent > 0)) {
+      throw InputError(path + ".whole_equivalent", "must be positive");
+    }
     if (md.mig_units < 0 || md.mig_units > kMaxMigUnits) {
       throw InputError(path + ".mig_units", "must be in [0, 16]");
     }
@@ -177,7 +180,7 @@ double replica_equivalent(const ProblemData& p, const AlternativeData& alt, int 
                           int profile) {
   switch (alt.kind) {
     case UnitKind::Whole:
-      return static_cast<double>(alt.gpus);
+      return static_cast<double>(alt.gpus) * p.models[model].whole_equivalent;
     case UnitKind::Share:
       return alt.milli / 1000.0;
     case UnitKind::Mig: {

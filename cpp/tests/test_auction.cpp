@@ -1,6 +1,7 @@
 // Greedy, local search, wallets, incumbents, reserves, loss reasons, payments, bad input.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "fixtures.hpp"
@@ -263,6 +264,35 @@ TEST(Input, BadIndicesThrowInputError) {
   } catch (const InputError& err) {
     EXPECT_EQ(err.field(), "alternatives[0].value");
   }
+}
+
+TEST(Input, WholeEquivalentMustBePositive) {
+  for (const double bad : {0.0, -1.0, std::nan("")}) {
+    ProblemData p = whole_cluster(1, 1);
+    p.models[0].whole_equivalent = bad;
+    try {
+      Engine e(p);
+      FAIL() << "whole_equivalent " << bad << " accepted";
+    } catch (const InputError& err) {
+      EXPECT_EQ(err.field(), "models[0].whole_equivalent");
+    }
+  }
+}
+
+TEST(Auction, ADeviceWorthAShareOfAGpuCostsThatShareOfTheReserve) {
+  // A MIG instance offered as a device (1/7 of a GPU) at a reserve of 7 per GPU-equivalent:
+  // it costs 1, so a bid of 0.5 stays below the reserve and a bid of 2 wins paying 1.
+  ProblemData p = whole_cluster(1, 1);
+  p.models[0].whole_equivalent = 1.0 / 7.0;
+  p.models[0].reserve = 7.0;
+  add_bid(p, 0.5, UnitKind::Whole);
+  add_bid(p, 2.0, UnitKind::Whole);
+  Engine e(p);
+  EXPECT_NEAR(e.reserve_cost(0, 0), 1.0, 1e-12);
+  const auto g = e.greedy();
+  EXPECT_LT(g.alt_of_bid[0], 0);
+  EXPECT_GE(g.alt_of_bid[1], 0);
+  EXPECT_NEAR(e.critical_payments(g)[1], 1.0, 1e-9);
 }
 
 TEST(Input, OverlappingIncumbentsAndAllocationsAreRejected) {

@@ -67,6 +67,9 @@ struct ModelData {
   int mig_units = 0;
   int compute_units = 0;
   double reserve = 0.0;
+  /// GPU-equivalents one whole GPU of this model stands for (1 for a GPU; less for a MIG
+  /// instance offered as a whole device, e.g. Kubernetes' static MIG instances).
+  double whole_equivalent = 1.0;
   std::vector<MigProfileData> profiles;
 };
 
