@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from allocator import Problem, Result, solve, verify
-from allocator.instances import random_problem
+from allocator.instances import extra_models_for, random_bids, random_problem, spot_gpu_nodes
 from allocator.model import Wallet
+from allocator.sim.traces import data_dir
 
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
@@ -133,3 +136,37 @@ def test_critical_payment_is_a_threshold_without_incumbents(seed: int) -> None:
         if w.payment > 1e-3:
             below = solve(_with_value(problem, w.bid_id, w.payment * 0.999), solver="greedy")
             assert below.winner(w.bid_id) is None
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_critical_payment_is_a_threshold_on_a_production_fleet(seed: int) -> None:
+    """The threshold property where the payment replay's shortcuts all fire (many dirty nodes,
+    runner-up records, gang searches over dirty and original nodes, witness nodes): the
+    spot-gpu fleet cut to 1,000 GPUs (MIG, whole and shared nodes in racks), 1,500 single-minded
+    bids with gangs (oversubscribed), each in a wallet of its own. For a spread of the winners
+    that pay (and a few that pay nothing), bidding just above the payment still wins and just
+    below it loses, by re-running greedy."""
+    nodes = spot_gpu_nodes(data_dir() / "spot-gpu" / "node_info_df.csv", 1000)
+    modes = {g.mode for n in nodes for g in n.gpus}
+    bid_list, wallets = random_bids(random.Random(seed), 1500, 60, modes, alternatives=1)
+    problem = _generous(
+        Problem(
+            nodes=nodes,
+            wallets=wallets,
+            bids=bid_list,
+            extra_models=extra_models_for(nodes),
+            round_id=f"fleet-{seed}",
+        )
+    )
+    result = solve(problem, solver="greedy", payments="critical")
+    assert verify(problem, result) == []
+    paying = sorted((w for w in result.winners if w.payment > 1e-3), key=lambda w: w.payment)
+    free = [w for w in result.winners if w.payment <= 1e-3]
+    assert len(paying) > 100, len(paying)
+    sample = paying[:: max(1, len(paying) // 14)] + free[:: max(1, len(free) // 3 + 1)]
+    for w in sample:
+        above = _with_value(problem, w.bid_id, w.payment * (1 + 1e-6) + 1e-6)
+        assert solve(above, solver="greedy", payments="first-price").winner(w.bid_id), w
+        if w.payment > 1e-3:
+            below = _with_value(problem, w.bid_id, w.payment * (1 - 1e-6))
+            assert solve(below, solver="greedy", payments="first-price").winner(w.bid_id) is None, w
