@@ -136,10 +136,11 @@ def apply_plan(
     made, or all of them when its node is not known). An evicted pod frees its room only once
     the kubelet has stopped it and it is gone (until then the kubelet would refuse a pod asking
     for its devices), so the bindings to a node with evicted pods wait for them, up to
-    ``eviction_wait`` seconds; those whose victims are still there then stay pending for the
-    next round (reported, not charged). Wallets are charged and winners told only after the
-    bindings, for the pods actually on their planned node. Everything else (the pods of one
-    phase, the events of pods that did not win) runs side by side.
+    ``eviction_wait`` seconds, while the others are made at once; those whose victims are still
+    there then stay pending for the next round (reported, not charged). Wallets are charged and
+    winners told only after the bindings, for the pods actually on their planned node.
+    Everything else (the pods of one phase, the events of pods that did not win) runs side by
+    side.
 
     Each write is idempotent for the round: a pod already bound to its node, or a wallet whose
     ledger already holds the round, is left alone, so re-running after a crash repairs the round
@@ -170,10 +171,12 @@ def apply_plan(
             else:
                 not_freed[ev.node].append(ev.pod)
         node_there = dict(zip(nodes, _collect(node_checks, report), strict=True))
-        waiting: dict[str | None, list[str]] = defaultdict(list)
-        for ev in _still_terminating(core, accepted, eviction_wait):
-            waiting[ev.node].append(ev.pod)
+        victims: dict[str | None, list[str]] = defaultdict(list)
+        for ev in accepted:
+            victims[ev.node].append(ev.pod)
+        # Bindings that need no evicted room go at once; the others wait for their victims.
         binding: list[tuple[Binding, Future[tuple[ApplyReport, bool]]]] = []
+        later: list[Binding] = []
         for b in plan.bindings:
             if not node_there[b.node]:  # a node removed since the read takes no pod
                 report.problems.append(f"{b.pod}: node {b.node} is gone")
@@ -181,7 +184,16 @@ def apply_plan(
                 report.problems.append(
                     f"{b.pod}: not bound to {b.node}: evicting {', '.join(blockers)} failed"
                 )
-            elif busy := waiting[b.node] + waiting[None]:
+            elif victims[b.node] or victims[None]:
+                later.append(b)
+            else:
+                binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
+        waiting: dict[str | None, list[str]] = defaultdict(list)
+        if later:
+            for ev in _still_terminating(core, accepted, eviction_wait):
+                waiting[ev.node].append(ev.pod)
+        for b in later:
+            if busy := waiting[b.node] + waiting[None]:
                 report.problems.append(
                     f"{b.pod}: not bound to {b.node} yet: {', '.join(busy)} still terminating "
                     f"after {eviction_wait:g} s (the next round places it)"

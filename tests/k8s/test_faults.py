@@ -322,3 +322,44 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     # Nothing left to evict and no rival: its critical price is now the reserve, 0.
     assert third.plan.charges == ()
     assert not (_wallet(admin, ns).get("status") or {}).get("ledger")
+
+
+def test_bindings_needing_no_evicted_room_do_not_wait(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """A round that evicts on one node and places on another free one: the pod going to the
+    free node is bound at once, while the one needing the evicted room waits (here in vain: no
+    kubelet finishes the victim) and stays pending."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns, busy_node = gpu_world.cluster(admin, 2)
+    free_node = gpu_world.node(admin, 2)
+    _running_pod(core, ns, "old", busy_node, "0,1", guard=False)
+    gpu_world.pod(core, ns, "first", 2, "20")
+    gpu_world.pod(core, ns, "second", 2, "19")
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, busy_node, free_node))
+    bound_at: dict[str, float] = {}
+    real_bind = cluster_api._bind
+
+    def timed_bind(core_: Any, b: Any, round_id: str, report: Any) -> bool:
+        ok: bool = real_bind(core_, b, round_id, report)
+        bound_at[b.pod] = time.monotonic()
+        return ok
+
+    monkeypatch.setattr(cluster_api, "_bind", timed_bind)
+    start = time.monotonic()
+    out = loop.run_once(admin, solver="greedy", round_id="r-split", eviction_wait=3.0)
+    took = time.monotonic() - start
+    assert out.report is not None and out.report.evicted == 1 and out.report.bound == 1
+    assert {b.pod: b.node for b in out.plan.bindings} == {
+        f"{ns}/first": free_node,
+        f"{ns}/second": busy_node,
+    }
+    assert core.read_namespaced_pod("first", ns).spec.node_name == free_node
+    assert core.read_namespaced_pod("second", ns).spec.node_name is None
+    assert list(bound_at) == [f"{ns}/first"]
+    assert took >= 3.0 and bound_at[f"{ns}/first"] - start < took - 2.0, (took, bound_at)
