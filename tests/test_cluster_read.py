@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from allocator import solve, verify
 from allocator.cluster import ClusterConfig, Skipped, parse_quantity, snapshot
 from allocator.cluster.plan import plan_round
+from allocator.cluster.read import go_duration
 
 
 def _node(name: str, gpus: int, product: str = "A100-SXM4-80GB", **labels: str) -> dict[str, Any]:
@@ -229,3 +231,67 @@ def test_malformed_wallet_is_skipped_naming_the_field(
         "team-a/q",
         "metadata.annotations[gpualloc.io/wallet]",
     )
+
+
+def _wallet(name: str, spec: dict[str, Any], created: str | None, spent: float = 0.0) -> Any:
+    meta: dict[str, Any] = {"name": name, "namespace": "team-a"}
+    if created:
+        meta["creationTimestamp"] = created
+    return {"metadata": meta, "spec": spec, "status": {"spent": spent}}
+
+
+def test_wallet_income_is_added_for_every_period_started() -> None:
+    """Available = balance + income x periods started since creation - spent (never < 0)."""
+    now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    created = "2026-11-28T00:00:00Z"  # 2.5 days before
+    spec = {"balance": 100, "incomePerPeriod": 10, "period": "24h"}
+    cases = [
+        (_wallet("daily", spec, created, spent=30), 100 + 2 * 10 - 30),
+        (_wallet("half-daily", {**spec, "period": "12h"}, created, spent=30), 100 + 5 * 10 - 30),
+        (_wallet("no-time", spec, None, spent=30), 100 - 30),
+        (_wallet("broke", {**spec, "incomePerPeriod": 0}, created, spent=130), 0),
+    ]
+    snap = snapshot([_node("n1", 1)], [], [w for w, _ in cases], now=now)
+    assert snap.skipped == ()
+    got = {w.name: w.balance for w in snap.problem.wallets}
+    assert got == {f"team-a/{w['metadata']['name']}": v for w, v in cases}
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"balance": 1, "incomePerPeriod": 1, "period": "1d"}, "spec.period"),
+        ({"balance": 1, "incomePerPeriod": 1, "period": "0s"}, "spec.period"),
+        ({"balance": 1, "incomePerPeriod": "x"}, "spec.incomePerPeriod"),
+        ({"balance": 1, "priority": "high"}, "spec.priority"),
+    ],
+)
+def test_malformed_wallet_funding_names_the_field(spec: dict[str, Any], field: str) -> None:
+    snap = snapshot([_node("n1", 1)], [], [_wallet("w", spec, "2026-11-28T00:00:00Z")])
+    assert [(s.name, s.field) for s in snap.skipped] == [("team-a/w", field)]
+
+
+def test_go_durations() -> None:
+    assert go_duration("24h", "p") == 86400
+    assert go_duration("1h30m", "p") == go_duration("1.5h", "p") == 5400
+    assert go_duration("90s", "p") == 90 and go_duration("500ms", "p") == 0.5
+    for bad in ("", "h", "1d", "1h 30m", "-1h", 24):
+        with pytest.raises(ValueError, match=r"^p: "):
+            go_duration(bad, "p")
+
+
+def test_wallet_priority_breaks_ties() -> None:
+    """Two equal bids for the one GPU: the bid from the Wallet of higher priority wins, whatever
+    the names' order."""
+    wallets = [
+        _wallet("low", {"balance": 10, "priority": 0}, None),
+        _wallet("high", {"balance": 10, "priority": 5}, None),
+    ]
+    pods = [
+        _pod("a", {"nvidia.com/gpu": "1"}, {"gpualloc.io/bid": "3", "gpualloc.io/wallet": "low"}),
+        _pod("b", {"nvidia.com/gpu": "1"}, {"gpualloc.io/bid": "3", "gpualloc.io/wallet": "high"}),
+    ]
+    snap = snapshot([_node("n1", 1)], pods, wallets)
+    assert [b.id for b in snap.problem.bids] == ["team-a/b", "team-a/a"]
+    result = solve(snap.problem, solver="greedy")
+    assert [w.bid_id for w in result.winners] == ["team-a/b"]

@@ -39,7 +39,10 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
   their room until the kubelet is done with them); ours are unless
   ``gpualloc.io/preemptible`` is ``"false"``; ``gpualloc.io/preemption-cost`` adds to the welfare
   an eviction destroys.
-- **Wallets**: ``<namespace>/<name>`` with balance ``spec.balance - status.spent``.
+- **Wallets**: ``<namespace>/<name>`` with balance ``spec.balance`` plus
+  ``spec.incomePerPeriod`` for every ``spec.period`` started since the Wallet's creation, minus
+  ``status.spent``; bids are ordered by their Wallet's ``spec.priority`` (higher first), so that
+  it breaks ties between equal scores.
 
 A malformed object never stops the round: it is left out and listed in ``Snapshot.skipped`` with
 the field path and the reason, which the round reports as a Warning Event on the object.
@@ -52,6 +55,7 @@ import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -74,6 +78,7 @@ from allocator.model.catalog import GpuModel, find_model, whole_gpu_model
 __all__ = [
     "Skipped",
     "Snapshot",
+    "go_duration",
     "mig_model_name",
     "mig_profile",
     "mig_resource",
@@ -485,15 +490,69 @@ def _is_running(pod: Mapping[str, Any]) -> bool:
     return bool((pod.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed")
 
 
+_GO_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
+_GO_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def go_duration(text: Any, path: str) -> float:
+    """Seconds of a Go duration (``24h``, ``1h30m``, ``1.5h``, ``90s``); ValueError naming
+    ``path`` unless it is one, and positive."""
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"{path}: not a duration: {text!r}")
+    pos, total = 0, 0.0
+    for m in _GO_DURATION.finditer(text):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _GO_UNIT[m.group(2)]
+        pos = m.end()
+    if pos != len(text) or total <= 0:
+        raise ValueError(f"{path}: not a positive Go duration (e.g. 24h, 1h30m): {text!r}")
+    return total
+
+
+def _timestamp(text: Any, path: str) -> datetime:
+    """An RFC 3339 time as the API server writes it (``2026-11-30T06:08:38Z``)."""
+    try:
+        t = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{path}: not a time: {text!r}") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def _wallet_balance(w: Mapping[str, Any], now: datetime) -> tuple[float, int]:
+    """What a Wallet may spend this round, and its priority: ``spec.balance``, plus
+    ``spec.incomePerPeriod`` for every period (``spec.period``, default 24h) that has started
+    since the Wallet was created, minus ``status.spent`` (never below 0)."""
+    spec = w.get("spec") or {}
+    if "balance" not in spec:
+        raise ValueError("spec.balance: missing")
+    balance = _amount(spec["balance"], "spec.balance")
+    spent = _amount((w.get("status") or {}).get("spent") or 0, "status.spent")
+    income = _amount(spec.get("incomePerPeriod") or 0, "spec.incomePerPeriod")
+    if income > 0:
+        period = go_duration(spec.get("period", "24h"), "spec.period")
+        created = _meta(w).get("creationTimestamp")
+        if created:
+            age = (now - _timestamp(created, "metadata.creationTimestamp")).total_seconds()
+            balance += income * max(0, math.floor(age / period))
+    priority = spec.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise ValueError(f"spec.priority: not an integer: {priority!r}")
+    return max(balance - spent, 0.0), priority
+
+
 def snapshot(
     nodes: Sequence[Mapping[str, Any]],
     pods: Sequence[Mapping[str, Any]],
     wallets: Sequence[Mapping[str, Any]],
     config: ClusterConfig | None = None,
     round_id: str = "round",
+    now: datetime | None = None,
 ) -> Snapshot:
-    """Build the round's Problem from API objects (see the module docstring)."""
+    """Build the round's Problem from API objects (see the module docstring); ``now`` (default:
+    the current UTC time) decides how many funding periods of each Wallet have started."""
     cfg = config or ClusterConfig()
+    now = now or datetime.now(UTC)
     skipped: list[Skipped] = []
 
     def skip(kind: str, obj: Mapping[str, Any], message: str, kept: bool = False) -> None:
@@ -504,14 +563,11 @@ def snapshot(
     # Wallets. The CRD's schema rejects what is wrong here, but an object stored before the
     # schema was (or under a laxer one) is served as it is.
     wallet_list: list[Wallet] = []
+    priority: dict[str, int] = {}
     for w in wallets:
         try:
-            spec = w.get("spec") or {}
-            if "balance" not in spec:
-                raise ValueError("spec.balance: missing")
-            balance = _amount(spec["balance"], "spec.balance")
-            spent = _amount((w.get("status") or {}).get("spent") or 0, "status.spent")
-            wallet_list.append(Wallet(_full_name(w), max(balance - spent, 0.0)))
+            available, priority[_full_name(w)] = _wallet_balance(w, now)
+            wallet_list.append(Wallet(_full_name(w), available))
         except (ValueError, ProblemError) as e:
             skip("Wallet", w, str(e))
     wallet_names = {w.name for w in wallet_list}
@@ -699,6 +755,9 @@ def snapshot(
             for p in members:
                 skip("Pod", p, str(e))
 
+    # Equal scores go to the earlier bid: order bids by their Wallet's priority (higher first),
+    # then by name, so that priority breaks ties.
+    bids.sort(key=lambda b: (-priority.get(b.wallet, 0), b.id))
     problem = Problem(
         nodes=tuple(node_list),
         wallets=tuple(wallet_list),

@@ -569,13 +569,19 @@ class KubeletStandIn:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.finished: list[str] = []
+        self.errors: list[str] = []  # API answers it retried past
 
     def _run(self) -> None:
         from kubernetes.client.exceptions import ApiException
 
         seen: dict[str, float] = {}
         while not self._stop.wait(0.1):
-            for pod in self._core.list_namespaced_pod(self._ns).items:
+            try:
+                listed = self._core.list_namespaced_pod(self._ns).items
+            except ApiException as e:  # a busy API server: try again, as a kubelet would
+                self.errors.append(f"list: {e.status}")
+                continue
+            for pod in listed:
                 name = pod.metadata.name
                 if pod.metadata.deletion_timestamp is None:
                     continue
@@ -587,7 +593,7 @@ class KubeletStandIn:
                     self.finished.append(name)
                 except ApiException as e:
                     if e.status != 404:
-                        raise
+                        self.errors.append(f"delete {name}: {e.status}")
 
     def __enter__(self) -> KubeletStandIn:
         self._thread.start()

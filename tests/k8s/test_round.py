@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +202,46 @@ def test_old_applied_rounds_are_pruned_and_unfinished_ones_kept(
     assert rounds() == {"r-2": "Applied", "r-0-crashed": "Applying"}
     with pytest.raises(ValueError, match="keep"):
         cluster_api.prune_rounds(admin, ns, keep=0)
+
+
+def test_wallet_income_arrives_every_period(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """A Wallet that starts empty and earns 5 per second (as the API server stores and
+    defaults it): a bid of 8 is over budget at first, and wins once two periods have started
+    since the Wallet's creation."""
+    admin = api_client(control_plane.admin_token)
+    ns, node = gpu_world.cluster(admin, 1)
+    core = CoreV1Api(admin)
+    custom = CustomObjectsApi(admin)
+    custom.create_namespaced_custom_object(
+        "gpualloc.io",
+        "v1alpha1",
+        ns,
+        "wallets",
+        {
+            "apiVersion": "gpualloc.io/v1alpha1",
+            "kind": "Wallet",
+            "metadata": {"name": "saver"},
+            "spec": {"balance": 0, "incomePerPeriod": 5, "period": "1s", "priority": 3},
+        },
+    )
+    gpu_world.pod(core, ns, "want", 1, "8", wallet="saver")
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+    early = run_once(admin, solver="greedy", round_id="r-income-1", dry_run=True)
+    (loss,) = early.result.losers
+    assert loss.reason == "over_budget", loss
+    created = custom.get_namespaced_custom_object(
+        "gpualloc.io", "v1alpha1", ns, "wallets", "saver"
+    )["metadata"]["creationTimestamp"]
+    born = datetime.fromisoformat(created.replace("Z", "+00:00"))
+    time.sleep(max(0.0, (born - datetime.now(UTC)).total_seconds() + 3.2))
+    later = run_once(admin, solver="greedy", round_id="r-income-2")
+    assert later.report is not None and later.report.bound == 1, later.result.losers
+    assert core.read_namespaced_pod("want", ns).spec.node_name == node

@@ -141,15 +141,19 @@ def test_default_scheduler_and_allocator_side_by_side(
             ns, _pod(f"research-{i}", RESEARCH_GPUS, "gpu-allocator", ns, research_bid)
         )
     first = loop.run_once(admin, solver="greedy", round_id=f"r1-{tag}")
-    assert first.report is not None and first.report.bound == RESEARCH
+    assert first.report is not None and first.report.bound == RESEARCH, first.report
     inference_bid = {"gpualloc.io/bid": "10", "gpualloc.io/wallet": "inference"}
     for i in range(INFERENCE):
         core.create_namespaced_pod(
             ns, _pod(f"inference-{i}", 1, "gpu-allocator", ns, inference_bid)
         )
-    with gpu_world.kubelet(admin, ns):  # finishes the evicted research pods, as a kubelet would
+    with gpu_world.kubelet(admin, ns) as kubelet:  # finishes evicted pods, as a kubelet would
         second = loop.run_once(admin, solver="greedy", round_id=f"r2-{tag}")
-    assert second.report is not None and second.report.problems == []
+    assert second.report is not None and second.report.problems == [], (
+        second.report.problems,
+        kubelet.finished,
+        kubelet.errors,
+    )
     alloc_inference = len(_placed(core, ns, "inference"))
     alloc_gpus = _gpus(_placed(core, ns, ""))
     evicted = second.report.evicted
@@ -163,5 +167,9 @@ def test_default_scheduler_and_allocator_side_by_side(
             f"  gpu-allocator:  GPUs allocated {alloc_gpus}/{total}, inference placed "
             f"{alloc_inference}/{INFERENCE} in one round, research evicted {evicted}"
         )
-    assert sched_gpus == total and sched_inference == 0
-    assert alloc_inference == INFERENCE and alloc_gpus == total and evicted == 2
+    assert sched_gpus == total and sched_inference == 0, (sched_gpus, sched_inference)
+    assert alloc_inference == INFERENCE and alloc_gpus == total and evicted == 2, (
+        alloc_inference,
+        alloc_gpus,
+        evicted,
+    )
