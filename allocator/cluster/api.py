@@ -190,7 +190,9 @@ def apply_plan(
                 binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
         waiting: dict[str | None, list[str]] = defaultdict(list)
         if later:
-            for ev in _still_terminating(core, accepted, eviction_wait):
+            needed = {b.node for b in later}
+            relevant = [ev for ev in accepted if ev.node is None or ev.node in needed]
+            for ev in _still_terminating(core, relevant, eviction_wait):
                 waiting[ev.node].append(ev.pod)
         for b in later:
             if busy := waiting[b.node] + waiting[None]:
