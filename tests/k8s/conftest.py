@@ -256,6 +256,7 @@ class ControlPlaneProcesses:
             work / "logs" / "kube-apiserver.log",
         )
         self.schedulers: list[_Server] = []
+        self._scheduler_args: dict[int, tuple[str, ...]] = {}  # id(server) -> its extra args
         self.connection = ControlPlane(
             url=f"https://127.0.0.1:{api_port}",
             ca_file=cert_dir / "apiserver.crt",
@@ -288,7 +289,15 @@ class ControlPlaneProcesses:
 
     def start_scheduler(self, extra_args: tuple[str, ...] = ()) -> _Server:
         """Start a kube-scheduler against the API server, wait until /healthz says ok, and
-        return it; it runs until ``stop`` is called on it or the session ends."""
+        return it; it runs until ``stop`` is called on it or the session ends. At most one runs
+        at a time: one already running with the same arguments is returned, one with others is
+        stopped first (two schedulers both named default-scheduler race for the same pods and
+        can put more on a node than it has, as a flaky side-by-side run once showed)."""
+        for running in self.schedulers:
+            if running.alive():
+                if self._scheduler_args.get(id(running)) == tuple(extra_args):
+                    return running
+                running.stop()
         index = len(self.schedulers)
         kubeconfig = self.connection.write_kubeconfig(
             self.work / f"scheduler-{index}.kubeconfig", self.scheduler_token
@@ -311,6 +320,7 @@ class ControlPlaneProcesses:
             self.work / "logs" / f"kube-scheduler-{index}.log",
         )
         self.schedulers.append(server)
+        self._scheduler_args[id(server)] = tuple(extra_args)
         server.start()
         url = f"https://127.0.0.1:{port}/healthz"
         _wait_until(server, lambda: _https_ok(url), "healthy kube-scheduler")
