@@ -291,7 +291,7 @@ double Engine::critical_payment_of(const Solution& sol, int b, std::vector<Repli
     // be hopeless (too little free capacity in the model), since a gang there could mix clean
     // and dirty nodes. If the original evicted, only a search that returns the original
     // placement is taken. Anything else falls back to the full search.
-    bool gang_same = false;
+    bool gang_restricted = false;
     if (searched && orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
         wallet_covers(s, j, aj.value)) {
       const auto& orig = greedy_.placements[bj];
@@ -318,11 +318,12 @@ double Engine::critical_payment_of(const Solution& sol, int b, std::vector<Repli
             only.insert(std::lower_bound(only.begin(), only.end(), r.node), r.node);
           }
         }
-        gang_same = try_place(s, j, aj.value, false, false, false, scratch, nullptr, true, &only) &&
-                    (greedy_evictions_[pos].empty() || same_placement(scratch, orig));
+        gang_restricted =
+            try_place(s, j, aj.value, false, false, false, scratch, nullptr, true, &only) &&
+            (greedy_evictions_[pos].empty() || same_placement(scratch, orig));
       }
     }
-    if (gang_same) {
+    if (gang_restricted) {
       commit_win(s, j, scratch);
       won = true;
     } else if (fast && via_runner) {

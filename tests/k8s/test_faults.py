@@ -24,6 +24,19 @@ pytestmark = pytest.mark.k8s
 G, V = "gpualloc.io", "v1alpha1"
 
 
+class _Forwarding:
+    """A stand-in for a client class of the kubernetes package: calls go to the real class
+    ``real`` (taken before the test patches it), except the methods a subclass overrides."""
+
+    real: Any
+
+    def __init__(self, api: Any) -> None:
+        self._c = type(self).real(api)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._c, name)
+
+
 def _wallet(admin: Any, ns: str) -> dict[str, Any]:
     w: dict[str, Any] = CustomObjectsApi(admin).get_namespaced_custom_object(
         G, V, ns, "wallets", "w"
@@ -74,17 +87,13 @@ def test_wallet_conflict_is_retried(
     admin = api_client(control_plane.admin_token)
     ns, _ = gpu_world.cluster(admin, 1)
     custom = CustomObjectsApi(admin)
-    real = cluster_api.k8s.CustomObjectsApi
+    real_custom = cluster_api.k8s.CustomObjectsApi
     meddled = []
 
-    class Meddling:
+    class Meddling(_Forwarding):
         """The real client, plus one concurrent status write right after the first read."""
 
-        def __init__(self, api: Any) -> None:
-            self._c = real(api)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._c, name)
+        real = real_custom
 
         def get_namespaced_custom_object(self, *args: Any) -> Any:
             got = self._c.get_namespaced_custom_object(*args)
@@ -124,12 +133,8 @@ def test_api_server_restart_mid_apply_then_next_run_completes_the_round(
     real_core = cluster_api.k8s.CoreV1Api
     bindings = []
 
-    class Dying:
-        def __init__(self, api: Any) -> None:
-            self._c = real_core(api)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._c, name)
+    class Dying(_Forwarding):
+        real = real_core
 
         def create_namespaced_pod_binding(self, *args: Any, **kw: Any) -> Any:
             out = self._c.create_namespaced_pod_binding(*args, **kw)
@@ -237,14 +242,10 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
     real_core = cluster_api.k8s.CoreV1Api
     calls: list[str] = []
 
-    class Recording:
+    class Recording(_Forwarding):
         """The real client, noting when each eviction is answered and each binding is sent."""
 
-        def __init__(self, api: Any) -> None:
-            self._c = real_core(api)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._c, name)
+        real = real_core
 
         def create_namespaced_pod_eviction(self, *args: Any, **kw: Any) -> Any:
             try:
