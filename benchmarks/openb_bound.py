@@ -31,6 +31,13 @@ def measure(trace: str, seeds: int, arrived: float) -> dict[str, Any]:
         bound_at_arrived(pods, int(cluster.total_gpus), 42 + i, arrived) for i in range(seeds)
     ]
     pct = [b.percent for b in bounds]
+    idle = sorted(
+        (
+            (list(p), round(n, 1), round(n * (1000 - sum(p)) / 1000, 1))
+            for p, n in bounds[0].packing
+        ),
+        key=lambda row: -row[2],
+    )
     return {
         "trace": trace,
         "seeds": seeds,
@@ -38,7 +45,7 @@ def measure(trace: str, seeds: int, arrived: float) -> dict[str, Any]:
         "bound_mean": round(statistics.fmean(pct), 3),
         "bound_min": round(min(pct), 3),
         "bound_max": round(max(pct), 3),
-        "thresholds": sorted({b.threshold for b in bounds}),
+        "idle_patterns": [r for r in idle if r[2] >= 1.0][:6],
     }
 
 
@@ -68,7 +75,10 @@ def main() -> int:
             print(
                 f"{r['trace']}: at {r['arrived']:g}% arrived no policy allocates more than "
                 f"{r['bound_max']}% (mean {r['bound_mean']}, min {r['bound_min']}, "
-                f"{r['seeds']} seeds)"
+                f"{r['seeds']} seeds); idle in its packing: "
+                + ", ".join(
+                    f"{'+'.join(map(str, p))} x {n} ({i} GPU)" for p, n, i in r["idle_patterns"]
+                )
             )
     return 0
 
