@@ -253,6 +253,13 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--gpus", type=int, default=512, help="mixed: GPUs of the fleet cut")
     sim.add_argument("--rounds", type=int, default=60, help="mixed: rounds of 60 s")
     sim.add_argument(
+        "--spread",
+        type=float,
+        default=None,
+        help="mixed: value factor (0..1) of research gangs' topology-free alternative "
+        "(default 0.7; 0: strict NVLink/node locality)",
+    )
+    sim.add_argument(
         "--trace",
         default=None,
         help="short name(s), comma-separated: openb-default, openb-gpushare20..100, "
@@ -284,6 +291,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if args.scenario == "mixed":
         return _simulate_mixed(args)
+    if args.spread is not None:
+        raise ProblemError("--spread", "applies to --scenario mixed only")
     policies = args.policies or "random,fifo,bestfit,dotprod,gpupacking,fgd,kai,auction"
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
     if not traces and args.nodes is None:
@@ -442,6 +451,7 @@ def _print_round(outcome: RoundOutcome, *, full: bool) -> None:
 
 
 def _simulate_mixed(args: argparse.Namespace) -> int:
+    from allocator.sim.mixed import DEFAULT_SPREAD
     from allocator.sim.mixed_report import simulate_mixed
 
     try:
@@ -450,6 +460,7 @@ def _simulate_mixed(args: argparse.Namespace) -> int:
             args.seeds,
             gpus=args.gpus,
             rounds=args.rounds,
+            spread=DEFAULT_SPREAD if args.spread is None else args.spread,
             out_dir=args.out,
             progress=not args.no_progress and sys.stderr.isatty(),
         )

@@ -108,8 +108,8 @@ def test_workload_alternatives() -> None:
     from allocator.instances import spot_gpu_nodes
 
     nodes = spot_gpu_nodes(SPOT, 128)
-    plain = generate_workload(nodes, 5, 1800.0)
-    spread = generate_workload(nodes, 5, 1800.0, spread=0.7)
+    plain = generate_workload(nodes, 5, 1800.0, spread=0.0)
+    spread = generate_workload(nodes, 5, 1800.0)  # DEFAULT_SPREAD, 0.7
     assert len(plain.pods) == len(spread.pods)
     for p, q in zip(plain.pods, spread.pods, strict=True):
         assert q.alternatives[: len(p.alternatives)] == p.alternatives

@@ -369,4 +369,13 @@ def test_simulate_cli_mixed_scenario(tmp_path: Path, capsys: pytest.CaptureFixtu
     for entry in summary["policies"].values():
         assert 0.0 <= entry["alloc_mean"] <= 1.0 and entry["arrived"] > 0
     assert (tmp_path / "mixed" / "kai" / "seed1.json").exists()
+    assert summary["spread"] == 0.7  # research gangs bid a topology-free alternative by default
     assert main(["simulate", "--scenario", "mixed", "--policies", "nope", "--no-progress"]) == 2
+    capsys.readouterr()
+    base = ["simulate", "--scenario", "mixed", "--seeds", "1", "--gpus", "64", "--rounds", "2"]
+    assert main([*base, "--spread", "1.5", "--no-progress"]) == 2
+    assert "spread" in capsys.readouterr().err
+    assert main(["simulate", "--spread", "0.5", "--seeds", "1", "--no-progress"]) == 2
+    assert "--spread" in capsys.readouterr().err
+    assert main([*base, "--spread", "0", "--json", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["spread"] == 0.0

@@ -54,6 +54,7 @@ from allocator.solvers import solve
 
 __all__ = [
     "CLASSES",
+    "DEFAULT_SPREAD",
     "MIXED_POLICIES",
     "AuctionPolicy",
     "MixedPod",
@@ -97,6 +98,9 @@ _FULL_MIG = "7g.80gb"
 _SIMILAR_FALLBACK = 0.9  # MIG <-> share of similar capacity
 _WHOLE_FALLBACK = 0.8  # a fraction served by a whole GPU
 _SAME_COMPUTE_FALLBACK = 0.95  # whole GPU <-> 7g.80gb
+#: Value factor of a multi-GPU research gang's topology-free alternative (its GPUs as single-GPU
+#: replicas anywhere: data-parallel over the network instead of NVLink or one node).
+DEFAULT_SPREAD = 0.7
 
 
 @dataclass
@@ -262,7 +266,7 @@ def generate_workload(
     research_agents: int = 12,
     warm_start: bool = True,
     burst: float = 2.0,
-    spread: float = 0.0,
+    spread: float = DEFAULT_SPREAD,
 ) -> Workload:
     """A seeded workload for ``nodes`` over ``[0, horizon]`` seconds at offered ``load``.
 
@@ -272,7 +276,9 @@ def generate_workload(
     ``warm_start`` the pods a steady state would hold arrive at time 0 with a uniform fraction of
     their duration left, so that the run starts loaded instead of empty. During the middle third
     of ``[0, horizon]`` inference arrives at ``burst`` x its rate (a traffic peak that the GPUs
-    research holds must absorb).
+    research holds must absorb). A research gang of more than one GPU in all also bids its GPUs
+    as single-GPU replicas anywhere at ``spread`` x its value (0: strict locality, no such
+    alternative); the random draws do not depend on ``spread``.
     """
     rng = random.Random(seed)
     pools = {"mig": 0, "share": 0, "whole": 0}
@@ -502,7 +508,7 @@ def run_mixed(
     solver: str = "greedy",
     time_limit: float = 0.2,
     verify: bool = False,
-    spread: float = 0.0,
+    spread: float = DEFAULT_SPREAD,
     progress: Callable[[int], None] | None = None,
 ) -> MixedRun:
     """Simulate ``rounds`` rounds of the mixed-priority scenario under ``policy``.
@@ -528,7 +534,8 @@ def run_mixed(
         and every round's running set against the model's occupancy rules (all policies).
     spread
         Value factor of the topology-free alternative of multi-GPU research gangs
-        (:func:`generate_workload`); 0 (default) leaves it out. Only the auction sees it.
+        (:func:`generate_workload`); default :data:`DEFAULT_SPREAD`, 0 leaves it out (strict
+        locality). Only the auction sees it.
     progress
         Called with the number of rounds done.
     """

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from allocator.sim.mixed import CLASSES, MIXED_POLICIES, MixedRun, run_mixed
+from allocator.sim.mixed import CLASSES, DEFAULT_SPREAD, MIXED_POLICIES, MixedRun, run_mixed
 
 __all__ = ["simulate_mixed"]
 
@@ -28,10 +28,12 @@ def simulate_mixed(
     *,
     gpus: int = 512,
     rounds: int = 60,
+    spread: float = DEFAULT_SPREAD,
     out_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Run the mixed-priority scenario; ``seeds`` is a count (1, 2, ...) or a list."""
+    """Run the mixed-priority scenario; ``seeds`` is a count (1, 2, ...) or a list; ``spread``
+    as in :func:`allocator.sim.mixed.run_mixed` (0: research gangs keep strict locality)."""
     names = [p.strip() for p in policies if p.strip()]
     for p in names:
         if p not in MIXED_POLICIES:
@@ -45,13 +47,19 @@ def simulate_mixed(
     total = len(names) * len(seed_list)
     for p in names:
         for s in seed_list:
-            runs.append(run_mixed(p, seed=s, gpus=gpus, rounds=rounds))
+            runs.append(run_mixed(p, seed=s, gpus=gpus, rounds=rounds, spread=spread))
             if progress:
                 sys.stderr.write(f"\rmixed scenario: {len(runs)}/{total} runs")
                 sys.stderr.flush()
     if progress:
         sys.stderr.write("\n")
-    summary: dict[str, Any] = {"seeds": seed_list, "gpus": gpus, "rounds": rounds, "policies": {}}
+    summary: dict[str, Any] = {
+        "seeds": seed_list,
+        "gpus": gpus,
+        "rounds": rounds,
+        "spread": spread,
+        "policies": {},
+    }
     for p in names:
         recs = [r.summary() for r in runs if r.policy == p]
         keys = [k for k, v in recs[0].items() if isinstance(v, int | float) and k != "seed"]
