@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -369,6 +370,13 @@ def test_simulate_cli_mixed_scenario(tmp_path: Path, capsys: pytest.CaptureFixtu
     for entry in summary["policies"].values():
         assert 0.0 <= entry["alloc_mean"] <= 1.0 and entry["arrived"] > 0
     assert (tmp_path / "mixed" / "kai" / "seed1.json").exists()
+    rows = list(csv.DictReader((tmp_path / "mixed" / "auction" / "seed1.csv").open()))
+    assert [int(r["round"]) for r in rows] == [0, 1, 2, 3]
+    capacity = {round(float(r["allocated"]) / float(r["allocation"]), 3) for r in rows}
+    assert len(capacity) == 1 and capacity.pop() <= 64  # the fleet cut: whole nodes, <= 64 GPUs
+    assert all(0.5 < float(r["allocation"]) <= 1.0 for r in rows)
+    table = list(csv.DictReader((tmp_path / "mixed_summary.csv").open()))
+    assert {r["policy"] for r in table} == {"auction", "fifo", "kai"}
     assert summary["spread"] == 0.7  # research gangs bid a topology-free alternative by default
     assert main(["simulate", "--scenario", "mixed", "--policies", "nope", "--no-progress"]) == 2
     capsys.readouterr()

@@ -3,13 +3,16 @@
 ``simulate_mixed(...)`` runs :func:`allocator.sim.mixed.run_mixed` for every (policy, seed) and
 returns per policy the mean over seeds of each headline figure (waits per class, allocation,
 preemptions, welfare, decision time); with ``out_dir`` it writes ``mixed/<policy>/seed<N>.json``
-(summary and per-round series), ``mixed_summary.json`` and, if matplotlib is installed,
-``mixed_waits.png`` (wait-time distributions per class and policy) and ``mixed_alloc.png``
-(GPU allocation per round).
+(summary and per-round series), ``mixed/<policy>/seed<N>.csv`` (one row per round: time,
+demand, allocated, allocation ratio, welfare, preempted, pending, decision seconds),
+``mixed_summary.json`` and ``mixed_summary.csv`` (one row per policy) and, if matplotlib is
+installed, ``mixed_waits.png`` (wait-time distributions per class and policy) and
+``mixed_alloc.png`` (GPU allocation per round).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 import sys
@@ -87,7 +90,43 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
         (folder / f"seed{r.seed}.json").write_text(
             json.dumps({"summary": r.summary(), "series": series}, indent=1) + "\n"
         )
+        with (folder / f"seed{r.seed}.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(
+                [
+                    "round",
+                    "time_s",
+                    "demand",
+                    "allocated",
+                    "allocation",
+                    "welfare",
+                    "preempted",
+                    "pending",
+                    "decision_s",
+                ]
+            )
+            for k, t in enumerate(r.times):
+                w.writerow(
+                    [
+                        k,
+                        t,
+                        round(r.demand[k], 6),
+                        round(r.allocated[k], 6),
+                        round(r.allocated[k] / r.capacity, 6),
+                        round(r.welfare[k], 6),
+                        r.preempted[k],
+                        r.pending_count[k],
+                        round(r.decision_seconds[k], 6),
+                    ]
+                )
     (out / "mixed_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with (out / "mixed_summary.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        policies = list(summary["policies"])
+        keys = list(summary["policies"][policies[0]]) if policies else []
+        w.writerow(["policy", *keys])
+        for p in policies:
+            w.writerow([p, *(summary["policies"][p][k] for k in keys)])
     try:
         import matplotlib
 
