@@ -377,8 +377,10 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
             node_workload_.empty()
                 ? share_fragment_[fr - ms] - share_fragment_[fr]
                 : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli), node);
-        // Leftover first (best fit), then prefer GPUs already shared.
-        const double second = (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5);
+        // Without a workload: leftover first (best fit), then prefer GPUs already shared. With
+        // one (FGD's measure): equal steps go to the first GPU, as FGD's plugin breaks them.
+        const double second = node_workload_.empty() ? (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5)
+                                                     : static_cast<double>(g);
         Score sc{pen(g), delta, second, 0};
         if (best_gpu < 0 || sc < best) {
           best = sc;
