@@ -329,6 +329,12 @@ def _simulate(args: argparse.Namespace) -> int:
         ]
         heads = ["policy", "alloc_at_100", "alloc_at_130", "frag_rate_at_90", "s/run"]
         sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+        ceiling = summary.get("ceilings", {}).get(trace)
+        if ceiling:
+            sys.stdout.write(
+                f"ceiling at 100% arrived (no policy allocates more): "
+                f"{ceiling['alloc_at_100']:.2f}\n"
+            )
     return EXIT_OK
 
 

@@ -335,8 +335,11 @@ def test_simulate_cli_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     summary = json.loads(capsys.readouterr().out)
     table = summary["traces"]["custom"]
     assert set(table) == {"fgd", "auction-online", "auction-batch"}
+    ceiling = summary["ceilings"]["custom"]
     for entry in table.values():
         assert 0 < entry["alloc_at_100"] <= 100 and entry["runs"] == 2
+        assert entry["alloc_at_100_max"] <= ceiling["alloc_at_100_max"] + 1e-9
+    assert ceiling["alloc_at_100_min"] <= ceiling["alloc_at_100"] <= ceiling["alloc_at_100_max"]
     assert (out / "summary.csv").exists()
     assert (out / "runs" / "custom" / "fgd" / "seed42.csv").exists()
     if importlib.util.find_spec("matplotlib") is not None:  # installed by ./scripts/test

@@ -7,8 +7,10 @@
   ratio, fragment amount and fragmentation rate (the authors' discretisation);
 - ``runs/<trace>/<policy>/seed<N>.json``: the headline figures, failed pods by type, timings;
 - ``summary.json`` and ``summary.csv``: per trace and policy, the mean (and min/max) over seeds;
-- ``alloc_<trace>.png``: allocation ratio against arrived workload per policy (if matplotlib is
-  installed).
+  the summary's ``ceilings`` give, per trace, the proven ceiling at 100% arrived for the same
+  seeds' arrivals (:mod:`allocator.sim.bound`): no policy can allocate more;
+- ``alloc_<trace>.png``: allocation ratio against arrived workload per policy, with the ceiling
+  marked at 100% (if matplotlib is installed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from allocator.sim.bound import bound_at_arrived
 from allocator.sim.replay import PLACEMENT_POLICIES, Curve, curve_points, run_replay, summarize
 from allocator.sim.traces import (
     OPENB_TRACES,
@@ -197,9 +200,22 @@ def simulate(
                 tick()
     results.sort(key=lambda r: (r[0].trace, r[0].label, r[0].seed))
     summary = _summarize(results, seed_list, time.perf_counter() - started)
+    summary["ceilings"] = {t: _ceiling(n, p, seed_list) for t, n, p in files}
     if out_dir is not None:
         _write(Path(out_dir), results, summary)
     return summary
+
+
+def _ceiling(node_file: str, pod_file: str, seeds: list[int]) -> dict[str, float]:
+    """The proven allocation ceiling at 100% arrived for each seed's arrivals: mean, min, max."""
+    cluster = load_openb_nodes(node_file)
+    pods = load_openb_pods(pod_file, cluster)
+    pct = [bound_at_arrived(pods, int(cluster.total_gpus), s).percent for s in seeds]
+    return {
+        "alloc_at_100": statistics.fmean(pct),
+        "alloc_at_100_min": min(pct),
+        "alloc_at_100_max": max(pct),
+    }
 
 
 def _summarize(
@@ -255,14 +271,17 @@ def _write(
                         f"{e['seconds_per_run']:.1f}",
                     ]
                 )
-    plot_allocation(out, results)
+    plot_allocation(out, results, summary.get("ceilings"))
 
 
 def plot_allocation(
-    out: Path, results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]]
+    out: Path,
+    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    ceilings: dict[str, dict[str, float]] | None = None,
 ) -> list[Path]:
-    """One PNG per trace: mean allocation ratio against arrived workload, one line per policy.
-    Returns the files written (none, with a note on stderr, if matplotlib is missing)."""
+    """One PNG per trace: mean allocation ratio against arrived workload, one line per policy,
+    and the trace's ceiling at 100% arrived if ``ceilings`` has it. Returns the files written
+    (none, with a note on stderr, if matplotlib is missing)."""
     try:
         import matplotlib
 
@@ -284,6 +303,16 @@ def plot_allocation(
             ys = [statistics.fmean(r[i]["allocated"] for r in runs) for i in range(len(xs))]
             ax.plot(xs, ys, label=label, linewidth=1.4)
         ax.plot([0, 100], [0, 100], color="grey", linewidth=0.6, linestyle=":")
+        if ceilings and trace in ceilings:
+            top = ceilings[trace]["alloc_at_100"]
+            ax.plot([100], [top], marker="v", color="black", linestyle="none")
+            ax.annotate(
+                f"ceiling {top:.2f}% (any policy)",
+                (100, top),
+                textcoords="offset points",
+                xytext=(6, 4),
+                fontsize=8,
+            )
         ax.set_xlabel("arrived workload (% of GPU capacity)")
         ax.set_ylabel("GPU allocation ratio (%)")
         ax.set_title(f"{trace}: allocation against arrived workload (mean over seeds)")

@@ -91,8 +91,8 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
             json.dumps({"summary": r.summary(), "series": series}, indent=1) + "\n"
         )
         with (folder / f"seed{r.seed}.csv").open("w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(
+            rows = csv.writer(fh)
+            rows.writerow(
                 [
                     "round",
                     "time_s",
@@ -106,7 +106,7 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
                 ]
             )
             for k, t in enumerate(r.times):
-                w.writerow(
+                rows.writerow(
                     [
                         k,
                         t,
@@ -121,12 +121,12 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
                 )
     (out / "mixed_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "mixed_summary.csv").open("w", newline="") as fh:
-        w = csv.writer(fh)
+        table = csv.writer(fh)
         policies = list(summary["policies"])
         keys = list(summary["policies"][policies[0]]) if policies else []
-        w.writerow(["policy", *keys])
+        table.writerow(["policy", *keys])
         for p in policies:
-            w.writerow([p, *(summary["policies"][p][k] for k in keys)])
+            table.writerow([p, *(summary["policies"][p][k] for k in keys)])
     try:
         import matplotlib
 
