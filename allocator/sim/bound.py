@@ -153,7 +153,7 @@ def allocation_bound(sizes: np.ndarray, gpus: int) -> AllocationBound:
         if profit <= duals[0] + 1e-7 or any(np.array_equal(pattern, p) for p in columns):
             break
         columns.append(pattern)
-    profit, _ = _best_pattern(distinct, counts, prices)
+    # ``profit`` is the knapsack's exact maximum at the final prices: the certificate's y_0.
     certified = gpus * max(profit, 0.0) + float(counts @ prices)
     best = min(certified, float(s.sum()), capacity)
     used = sorted(
