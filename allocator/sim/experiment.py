@@ -30,6 +30,8 @@ from allocator.sim.bound import bound_at_arrived
 from allocator.sim.replay import PLACEMENT_POLICIES, Curve, curve_points, run_replay, summarize
 from allocator.sim.traces import (
     OPENB_TRACES,
+    ClusterTrace,
+    PodTrace,
     load_openb_nodes,
     load_openb_pods,
     resolve_trace,
@@ -170,8 +172,10 @@ def simulate(
     files += trace_files
     if not files:
         raise ValueError("trace: name a trace or give --nodes and --pods")
-    for _, n, p in files:  # fail fast, before any process starts
-        load_openb_pods(p, load_openb_nodes(n))
+    loaded = {}  # fail fast, before any process starts; kept for the ceilings
+    for t, n, p in files:
+        cluster = load_openb_nodes(n)
+        loaded[t] = (cluster, load_openb_pods(p, cluster))
     specs = [
         RunSpec(t, n, p, pol, mode, seed, batch)
         for t, n, p in files
@@ -200,16 +204,14 @@ def simulate(
                 tick()
     results.sort(key=lambda r: (r[0].trace, r[0].label, r[0].seed))
     summary = _summarize(results, seed_list, time.perf_counter() - started)
-    summary["ceilings"] = {t: _ceiling(n, p, seed_list) for t, n, p in files}
+    summary["ceilings"] = {t: _ceiling(*loaded[t], seed_list) for t, _, _ in files}
     if out_dir is not None:
         _write(Path(out_dir), results, summary)
     return summary
 
 
-def _ceiling(node_file: str, pod_file: str, seeds: list[int]) -> dict[str, float]:
+def _ceiling(cluster: ClusterTrace, pods: PodTrace, seeds: list[int]) -> dict[str, float]:
     """The proven allocation ceiling at 100% arrived for each seed's arrivals: mean, min, max."""
-    cluster = load_openb_nodes(node_file)
-    pods = load_openb_pods(pod_file, cluster)
     pct = [bound_at_arrived(pods, int(cluster.total_gpus), s).percent for s in seeds]
     return {
         "alloc_at_100": statistics.fmean(pct),
