@@ -1,4 +1,4 @@
-"""Command line: ``gpu-allocator solve | verify | demo | schema | run | simulate``.
+"""Command line: ``gpu-allocator solve | verify | demo | schema | run | simulate | agent``.
 
 Exit codes: 0 success; 1 the checker found violations; 2 bad input (the message names the field).
 Only argument parsing and output formatting live here.
@@ -190,7 +190,27 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="a round every SECONDS (start to start) until SIGTERM or SIGINT, which end it "
         "after the round in progress (the Deployment); a failing round is logged and the next "
-        "one reads the cluster afresh",
+        "one reads the cluster afresh; with --watch, the longest time between rounds",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="with --interval: also start a round when the bids change (a pending pod of the "
+        "scheduler added, changed or deleted, a running GPU pod gone, a Wallet or a node "
+        "changed), watched through the API server; --interval is then the ceiling",
+    )
+    run.add_argument(
+        "--debounce",
+        type=_non_negative_seconds,
+        metavar="SECONDS",
+        help="with --watch: start a round once changes have paused this long (default 0.2)",
+    )
+    run.add_argument(
+        "--max-delay",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --watch: start a round at most this long after the first change it answers, "
+        "even if changes keep coming (default 1, or --debounce if that is longer)",
     )
     run.add_argument(
         "--apply-workers",
@@ -280,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="results folder (CSV, JSON, PNG)")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _agent_parser(sub)
     return p
 
 
@@ -371,9 +392,20 @@ def _run(args: argparse.Namespace) -> int:
         raise ProblemError("--max-rounds", "only with --interval")
     if args.round_id is not None and args.interval is not None:
         raise ProblemError("--round-id", "only with --once (each --interval round gets its own)")
+    if args.watch and args.interval is None:
+        raise ProblemError("--watch", "needs --interval SECONDS (the ceiling between rounds)")
+    for option, given in (("--debounce", args.debounce), ("--max-delay", args.max_delay)):
+        if given is not None and not args.watch:
+            raise ProblemError(option, "only with --watch")
+    debounce = 0.2 if args.debounce is None else args.debounce
+    max_delay = max(1.0, debounce) if args.max_delay is None else args.max_delay
+    if max_delay < debounce:
+        raise ProblemError(
+            "--max-delay", f"must be >= --debounce ({debounce:g}), got {max_delay:g}"
+        )
     from allocator.cluster import ClusterConfig
     from allocator.cluster.api import connect
-    from allocator.cluster.loop import run_once, run_rounds
+    from allocator.cluster.loop import run_once, run_rounds, watch_rounds
 
     try:
         config = ClusterConfig(scheduler_name=args.scheduler_name)
@@ -420,14 +452,18 @@ def _run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    loop_args: dict[str, Any] = {}
+    if args.watch:
+        loop_args = {"debounce": debounce, "max_delay": max_delay}
     try:
-        summary = run_rounds(
+        summary = (watch_rounds if args.watch else run_rounds)(
             api,
             config,
             interval=args.interval,
             max_rounds=args.max_rounds,
             stop=stop,
             on_round=lambda outcome: _print_round(outcome, full=False),
+            **loop_args,
             **round_args,
         )
     finally:
@@ -493,6 +529,198 @@ def _simulate_mixed(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _agent_parser(sub: Any) -> None:
+    """``agent create | delete | list``: the host side of agents (allocator/cluster/agents.py)."""
+    agent = sub.add_parser(
+        "agent",
+        help="create, delete or list agents on the host: namespace vc-NAME, Wallet, the "
+        "syncer's rights, the admission policy",
+        description="The host side of an agent NAME whose own control plane (a vcluster) syncs "
+        "its pods into host namespace vc-NAME. Exit codes: 0 done; 1 an API call failed (what "
+        "was created is listed) or --wait timed out; 2 bad input or a name that is not an "
+        "agent's (nothing written).",
+    )
+    verbs = agent.add_subparsers(dest="agent_command", required=True)
+    create = verbs.add_parser(
+        "create",
+        help="make agent NAME's namespace, Wallet, syncer ServiceAccount and Role, and the "
+        "admission policy (once for all agents)",
+    )
+    create.add_argument("name", metavar="NAME", help="DNS-1123 label, <= 40 characters")
+    create.add_argument("--balance", type=float, required=True, help="the Wallet's spec.balance")
+    create.add_argument(
+        "--income", type=float, default=0.0, help="spec.incomePerPeriod (default 0)"
+    )
+    create.add_argument("--period", default="24h", help="spec.period, a Go duration (24h)")
+    create.add_argument("--priority", type=int, default=0, help="spec.priority, 0..1000")
+    create.add_argument(
+        "--scheduler-name",
+        default="gpu-allocator",
+        help="the allocator's scheduler name, which the admission policy requires of every "
+        "agent's pod (default gpu-allocator; one for all agents)",
+    )
+    create.add_argument(
+        "--allocator-serviceaccount",
+        default="gpu-allocator/gpu-allocator",
+        metavar="NAMESPACE/NAME",
+        help="the allocator's ServiceAccount, which may read the agent's exported kubeconfig "
+        "(Secret vc-NAME/vc-NAME); default gpu-allocator/gpu-allocator, the chart's",
+    )
+    create.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="an existing agent NAME is no error: create only what is missing (its Wallet is "
+        "kept as it is)",
+    )
+    create.add_argument(
+        "--admission-timeout",
+        type=_positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long to wait for the admission policy to be enforced before the syncer "
+        "gets its rights (default 30)",
+    )
+    create.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+    delete = verbs.add_parser(
+        "delete", help="delete agent NAME's namespace (its Wallet, rights and pods with it)"
+    )
+    delete.add_argument("name", metavar="NAME")
+    delete.add_argument("--wait", action="store_true", help="wait until the namespace is gone")
+    delete.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="with --wait: how long (default 120)",
+    )
+    delete.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+    listing = verbs.add_parser(
+        "list", help="every agent: Wallet, pods pending and running, exported kubeconfig"
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+
+
+# AgentSpec's parameters as the command line names them.
+_AGENT_OPTIONS = {
+    "name": "NAME",
+    "balance": "--balance",
+    "income": "--income",
+    "period": "--period",
+    "priority": "--priority",
+    "scheduler_name": "--scheduler-name",
+    "allocator_account": "--allocator-serviceaccount",
+}
+
+
+def _agent(args: argparse.Namespace) -> int:
+    from allocator.cluster.agents import (
+        AgentError,
+        AgentSpec,
+        create_agent,
+        delete_agent,
+        list_agents,
+    )
+    from allocator.cluster.config import agent_namespace, check_agent_name
+
+    try:
+        if args.agent_command == "create":
+            sa_ns, _, sa_name = args.allocator_serviceaccount.partition("/")
+            if not sa_ns or not sa_name:
+                raise ProblemError(
+                    "allocator_account",
+                    f"expected NAMESPACE/NAME, got {args.allocator_serviceaccount!r}",
+                )
+            spec = AgentSpec(
+                name=args.name,
+                balance=args.balance,
+                income=args.income,
+                period=args.period,
+                priority=args.priority,
+                scheduler_name=args.scheduler_name,
+                allocator_account=(sa_ns, sa_name),
+            )
+        elif args.agent_command == "delete":
+            try:
+                check_agent_name(args.name)
+            except ValueError as e:
+                raise ProblemError("name", str(e)) from None
+        from allocator.cluster.api import connect
+
+        api = connect(args.kubeconfig, connections=4)
+        if args.agent_command == "list":
+            agents = list_agents(api)
+            if args.json:
+                sys.stdout.write(json.dumps([a.to_dict() for a in agents], indent=2) + "\n")
+                return EXIT_OK
+            if not agents:
+                sys.stdout.write("no agents\n")
+                return EXIT_OK
+
+            def money(x: float | None) -> str:
+                return "-" if x is None else f"{x:,.2f}"
+
+            rows = [
+                [
+                    a.name,
+                    a.namespace,
+                    money(a.balance),
+                    money(a.available),
+                    "-" if a.priority is None else str(a.priority),
+                    str(a.pending),
+                    str(a.running),
+                    {True: "yes", False: "no", None: "?"}[a.kubeconfig],
+                    "deleting" if a.deleting else (a.wallet_error or "ok"),
+                ]
+                for a in agents
+            ]
+            heads = ["agent", "namespace", "balance", "available", "priority", "pending"]
+            heads += ["running", "kubeconfig", "status"]
+            sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+            return EXIT_OK
+        if args.agent_command == "delete":
+            report = delete_agent(api, args.name, wait=args.wait, timeout=args.timeout)
+            print(
+                f"agent {args.name}: deleting namespace {report.namespace} (its Wallet, "
+                "ServiceAccounts, Roles, Service and pods go with it)"
+            )
+            if args.wait and not report.gone:
+                print(
+                    f"error: namespace {report.namespace} still there after {args.timeout:g} s",
+                    file=sys.stderr,
+                )
+                return EXIT_VIOLATIONS
+            if args.wait:
+                print(f"namespace {report.namespace} is gone")
+            return EXIT_OK
+        created = create_agent(
+            api, spec, exist_ok=args.exist_ok, admission_timeout=args.admission_timeout
+        )
+    except ProblemError as e:
+        raise ProblemError(_AGENT_OPTIONS.get(e.path, e.path), e.message) from None
+    except AgentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        if e.created:
+            print(
+                f"created before the failure: {', '.join(e.created)}; "
+                f"`gpu-allocator agent delete {args.name}` removes the namespace and what is in it",
+                file=sys.stderr,
+            )
+        return EXIT_VIOLATIONS
+    ns = agent_namespace(spec.name)
+    print(f"agent {spec.name}: host namespace {ns}")
+    if created.created:
+        print("created: " + ", ".join(created.created))
+    if created.existing:
+        print("already there (kept as it is): " + ", ".join(created.existing))
+    print(f"admission policy gpualloc-agent-pods: {created.admission}; enforced in {ns}")
+    print(
+        f"next: vcluster create {spec.name} -n {ns} -f deploy/vcluster/agent-values.yaml "
+        f"--set exportKubeConfig.server=https://{spec.name}.{ns}:443"
+    )
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpu-allocator`` command."""
     args = _parser().parse_args(argv)
@@ -521,6 +749,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _simulate(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "agent":
+            return _agent(args)
         from allocator.verify import verify
 
         problem = load_problem(args.problem)

@@ -39,6 +39,7 @@ __all__ = [
 
 ANNOTATION_GPUS = ANNOTATION_PREFIX + "gpus"
 ANNOTATION_ROUND = ANNOTATION_PREFIX + "round"
+ANNOTATION_PRICE = ANNOTATION_PREFIX + "price"
 
 WALLET_GROUP = "gpualloc.io"
 WALLET_VERSION = "v1alpha1"
@@ -349,6 +350,7 @@ def _bind(core: Any, b: Binding, round_id: str, report: ApplyReport) -> bool:
     annotations = {
         ANNOTATION_GPUS: ",".join(str(g) for g in b.gpus),
         ANNOTATION_ROUND: round_id,
+        ANNOTATION_PRICE: f"{b.price:g}",
     }
     try:
         _raw(core.patch_namespaced_pod, name, ns, {"metadata": {"annotations": annotations}})
@@ -584,7 +586,14 @@ def record_round(
         "welfare": welfare,
         "revenue": revenue,
         "bindings": [
-            {"pod": b.pod, "node": b.node, "gpus": list(b.gpus), "milli": b.milli}
+            {
+                "pod": b.pod,
+                "node": b.node,
+                "gpus": list(b.gpus),
+                "milli": b.milli,
+                "price": b.price,
+                **({"origin": b.origin} if b.origin else {}),
+            }
             for b in plan.bindings
         ],
         "evicted": [e.pod for e in plan.evictions],
@@ -662,7 +671,14 @@ def unfinished_rounds(api: Any, namespace: str) -> list[Plan]:
             Plan(
                 item["metadata"]["name"],
                 tuple(
-                    Binding(b["pod"], b["node"], tuple(b["gpus"]), b.get("milli", 0))
+                    Binding(
+                        b["pod"],
+                        b["node"],
+                        tuple(b["gpus"]),
+                        b.get("milli", 0),
+                        b.get("price", 0.0),
+                        b.get("origin", ""),
+                    )
                     for b in status.get("bindings") or []
                 ),
                 tuple(Eviction(p) for p in status.get("evicted") or []),

@@ -2,10 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 ANNOTATION_PREFIX = "gpualloc.io/"
+#: Label of an agent's host namespace and of its Wallet: the agent's name.
+AGENT_LABEL = "gpualloc.io/agent"
+
+
+def agent_namespace(name: str) -> str:
+    """The host namespace of agent ``name`` (where vcluster syncs its pods)."""
+    return "vc-" + name
+
+
+def agent_wallet(name: str) -> str:
+    """The Wallet (``namespace/name``) agent ``name`` pays from."""
+    return f"{agent_namespace(name)}/{name}"
+
+
+#: Longest agent name: ``vc-NAME``, ``vc-workload-NAME`` and vcluster's derived names stay short.
+AGENT_NAME_MAX = 40
+# A DNS-1123 label that starts with a letter: vcluster's Service in the host namespace is named
+# NAME, and Service names must be RFC 1035 labels (no leading digit).
+_AGENT_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def check_agent_name(name: object) -> str:
+    """``name`` if it can name an agent (a DNS-1123 label of at most 40 characters that starts
+    with a letter), else ValueError saying why."""
+    if not isinstance(name, str) or not _AGENT_NAME.match(name) or len(name) > AGENT_NAME_MAX:
+        raise ValueError(
+            f"must be a DNS-1123 label of at most {AGENT_NAME_MAX} characters that starts with "
+            f"a letter (a-z, 0-9 and '-', ending with a letter or digit), got {name!r}"
+        )
+    return name
 
 
 @dataclass(frozen=True, slots=True)

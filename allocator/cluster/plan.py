@@ -18,12 +18,16 @@ __all__ = ["WON", "Binding", "Charge", "Eviction", "Notice", "Plan", "describe",
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """Bind pod ``namespace/name`` to ``node``; ``gpus`` are the GPU indices it gets."""
+    """Bind pod ``namespace/name`` to ``node``; ``gpus`` are the GPU indices it gets, ``price``
+    what it pays (its share of its bid's payment), ``origin`` how an agent names it (empty for
+    a pod that is not an agent's)."""
 
     pod: str
     node: str
     gpus: tuple[int, ...]
     milli: int = 0
+    price: float = 0.0
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,14 +109,16 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
             )
         share = w.payment / len(pods)
         for pod, pl in zip(pods, w.placements, strict=True):
-            bindings.append(Binding(pod, pl.node, tuple(pl.gpus), pl.milli))
+            origin = snap.display_name(pod) if pod in snap.origins else ""
+            bindings.append(Binding(pod, pl.node, tuple(pl.gpus), pl.milli, share, origin))
             owed[bids[w.bid_id].wallet].append((pod, share))
             notices.append(
                 Notice(
                     pod,
                     WON,
-                    f"round {result.round_id}: bid {w.value:g}, pays {w.payment:g} "
-                    f"({share:g} for this pod), on {pl.node} GPUs {list(pl.gpus)}",
+                    f"round {result.round_id}: {_who(snap, pod)}bid {w.value:g}, "
+                    f"pays {w.payment:g} ({share:g} for this pod), on {pl.node} GPUs "
+                    f"{list(pl.gpus)}",
                     uid=snap.pod_uids.get(pod),
                 )
             )
@@ -123,7 +129,7 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                 Notice(
                     pod,
                     _REASON.get(loss.reason, loss.reason),
-                    f"round {result.round_id}: {loss.reason.replace('_', ' ')}"
+                    f"round {result.round_id}: {_who(snap, pod)}{loss.reason.replace('_', ' ')}"
                     + (f" ({detail})" if detail else ""),
                     warning=True,
                     uid=snap.pod_uids.get(pod),
@@ -135,7 +141,8 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
             reason = "Malformed"
         else:
             what, reason = "left out", "Skipped"
-        message = f"round {result.round_id}: {what}: {s.field}: {s.reason}"
+        who = _who(snap, s.name) if s.kind == "Pod" else ""
+        message = f"round {result.round_id}: {who}{what}: {s.field}: {s.reason}"
         notices.append(Notice(s.name, reason, message, True, s.kind, s.uid))
     evictions: list[Eviction] = []
     placements = {i.id: i.placements for i in snap.problem.incumbents}
@@ -153,13 +160,21 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
     return Plan(result.round_id, tuple(bindings), tuple(evictions), charges, tuple(notices))
 
 
+def _who(snap: Snapshot, pod: str) -> str:
+    """The prefix naming an agent's pod as its agent knows it (empty for other pods)."""
+    return f"{snap.display_name(pod)}: " if pod in snap.origins else ""
+
+
 def describe(plan: Plan) -> str:
     """A readable listing of the plan (what ``--dry-run`` prints)."""
     lines = [
         f"round {plan.round_id}: {len(plan.bindings)} bindings, "
         f"{len(plan.evictions)} evictions, {len(plan.charges)} wallet charges"
     ]
-    lines += [f"  bind {b.pod} -> {b.node} gpus {list(b.gpus)}" for b in plan.bindings]
+    lines += [
+        f"  bind {b.pod}{f' ({b.origin})' if b.origin else ''} -> {b.node} gpus {list(b.gpus)}"
+        for b in plan.bindings
+    ]
     lines += [f"  evict {e.pod}" for e in plan.evictions]
     lines += [f"  charge {c.wallet} {c.amount:g}" for c in plan.charges]
     lines += [f"  event {n.kind} {n.name} {n.reason}: {n.message}" for n in plan.notices]

@@ -57,9 +57,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 
-from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.config import AGENT_LABEL, ANNOTATION_PREFIX, ClusterConfig
 from allocator.model import (
     CATALOG,
     Alternative,
@@ -74,8 +75,10 @@ from allocator.model import (
     Wallet,
 )
 from allocator.model.catalog import GpuModel, find_model, whole_gpu_model
+from allocator.model.market import WalletView
 
 __all__ = [
+    "PodOrigin",
     "Skipped",
     "Snapshot",
     "go_duration",
@@ -84,9 +87,13 @@ __all__ = [
     "mig_resource",
     "parse_quantity",
     "snapshot",
+    "wallet_view",
 ]
 
 GPU_RESOURCE = "nvidia.com/gpu"
+# What vcluster's syncer writes on a host pod: its name and namespace in the agent's cluster.
+VCLUSTER_OBJECT_NAME = "vcluster.loft.sh/object-name"
+VCLUSTER_OBJECT_NAMESPACE = "vcluster.loft.sh/object-namespace"
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 LOCALITIES = ("gpu", "nvlink", "node", "rack", "zone", "any")
 _MIG_PREFIX = "nvidia.com/mig-"
@@ -130,7 +137,9 @@ class Snapshot:
 
     ``pods_of_bid`` maps a bid id to its pods (``namespace/name``, in replica order);
     ``pods_of_incumbent`` the same for incumbents; ``pod_uids`` the uid of every pod read (the
-    Events about a pod name it).
+    Events about a pod name it). Agents: ``origins`` maps each pod of an agent's host namespace
+    to its agent and its name in the agent's cluster, ``agents`` a host namespace to its agent,
+    ``agent_wallets`` an agent to its Wallet's figures this round.
     """
 
     problem: Problem
@@ -138,6 +147,26 @@ class Snapshot:
     pods_of_incumbent: Mapping[str, tuple[str, ...]]
     skipped: tuple[Skipped, ...] = field(default=())
     pod_uids: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, PodOrigin] = field(default_factory=dict)
+    agents: Mapping[str, str] = field(default_factory=dict)
+    agent_wallets: Mapping[str, WalletView] = field(default_factory=dict)
+
+    def display_name(self, pod: str) -> str:
+        """How events and round records name ``pod``: an agent's pod by its agent and its name
+        in the agent's own cluster (``agent alice: team1/trainer-0``), any other by
+        ``namespace/name``."""
+        origin = self.origins.get(pod)
+        return pod if origin is None else f"agent {origin.agent}: {origin.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PodOrigin:
+    """Where a pod synced from an agent's own control plane came from: the agent, and the pod's
+    ``namespace/name`` in the agent's cluster (vcluster's ``vcluster.loft.sh/object-*``
+    annotations; the host pod's own name when they are missing)."""
+
+    agent: str
+    name: str
 
 
 def parse_quantity(text: Any) -> Decimal:
@@ -173,6 +202,41 @@ def _full_name(obj: Mapping[str, Any]) -> str:
     meta = _meta(obj)
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
+
+
+def _origin(pod: Mapping[str, Any], agent: str) -> PodOrigin:
+    ann = _meta(pod).get("annotations") or {}
+    ns, name = ann.get(VCLUSTER_OBJECT_NAMESPACE), ann.get(VCLUSTER_OBJECT_NAME)
+    if ns and name:
+        return PodOrigin(agent, f"{ns}/{name}")
+    return PodOrigin(agent, _full_name(pod))
+
+
+def _gang_key(pod: Mapping[str, Any], gang: str) -> str:
+    """A gang's bid id: the host namespace, and for a pod synced by vcluster also the namespace
+    it has in the agent's cluster (pods of several virtual namespaces share one host namespace)."""
+    meta = _meta(pod)
+    virtual_ns = (meta.get("annotations") or {}).get(VCLUSTER_OBJECT_NAMESPACE)
+    if virtual_ns:
+        return f"{meta.get('namespace')}/gang/{virtual_ns}/{gang}"
+    return f"{meta.get('namespace')}/gang/{gang}"
+
+
+def _pod_wallet(pod: Mapping[str, Any], agents: Mapping[str, str]) -> str | None:
+    """The Wallet (``namespace/name``) a pod pays from, or None when it names none. In an
+    agent's namespace it is the agent's own Wallet, named or not; naming another is refused."""
+    meta = _meta(pod)
+    ns = str(meta.get("namespace"))
+    named = (meta.get("annotations") or {}).get(ANNOTATION_PREFIX + "wallet")
+    agent = agents.get(ns)
+    if agent is None:
+        return f"{ns}/{named}" if named else None
+    if named and named != agent:
+        raise ValueError(
+            f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: names Wallet {named!r}, but "
+            f"the pods of agent {agent} pay from its own Wallet {agent!r}"
+        )
+    return f"{ns}/{agent}"
 
 
 def _requests(pod: Mapping[str, Any]) -> dict[str, Decimal]:
@@ -519,18 +583,20 @@ def _timestamp(text: Any, path: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def _wallet_balance(w: Mapping[str, Any], now: datetime) -> tuple[float, int]:
-    """What a Wallet may spend this round, and its priority: ``spec.balance``, plus
+def wallet_view(w: Mapping[str, Any], now: datetime) -> WalletView:
+    """A Wallet's figures this round: ``balance`` is ``spec.balance`` plus
     ``spec.incomePerPeriod`` for every period (``spec.period``, default 24h) that has started
-    since the Wallet was created, minus ``status.spent`` (never below 0)."""
+    since the Wallet was created; ``available`` = balance - ``status.spent`` (never below 0);
+    ``priority`` breaks ties. ValueError naming the field on a malformed Wallet."""
     spec = w.get("spec") or {}
     if "balance" not in spec:
         raise ValueError("spec.balance: missing")
     balance = _amount(spec["balance"], "spec.balance")
     spent = _amount((w.get("status") or {}).get("spent") or 0, "status.spent")
     income = _amount(spec.get("incomePerPeriod") or 0, "spec.incomePerPeriod")
+    period_text = spec.get("period", "24h")
     if income > 0:
-        period = go_duration(spec.get("period", "24h"), "spec.period")
+        period = go_duration(period_text, "spec.period")
         created = _meta(w).get("creationTimestamp")
         if created:
             age = (now - _timestamp(created, "metadata.creationTimestamp")).total_seconds()
@@ -538,7 +604,21 @@ def _wallet_balance(w: Mapping[str, Any], now: datetime) -> tuple[float, int]:
     priority = spec.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise ValueError(f"spec.priority: not an integer: {priority!r}")
-    return max(balance - spent, 0.0), priority
+    return WalletView(
+        name=str(_meta(w).get("name")),
+        balance=balance,
+        income_per_period=income,
+        period=str(period_text) if income > 0 else None,
+        priority=priority,
+        spent=spent,
+        available=max(balance - spent, 0.0),
+    )
+
+
+def _wallet_balance(w: Mapping[str, Any], now: datetime) -> tuple[float, int]:
+    """What a Wallet may spend this round, and its priority (see :func:`wallet_view`)."""
+    view = wallet_view(w, now)
+    return view.available, view.priority
 
 
 def snapshot(
@@ -571,6 +651,20 @@ def snapshot(
         except (ValueError, ProblemError) as e:
             skip("Wallet", w, str(e))
     wallet_names = {w.name for w in wallet_list}
+    # An agent's Wallet (labelled with its name, in its host namespace) marks that namespace as
+    # the agent's: its pods pay from that Wallet. Only the host writes Wallets.
+    agents: dict[str, str] = {}
+    agent_wallets: dict[str, WalletView] = {}
+    for w in wallets:
+        agent = (_meta(w).get("labels") or {}).get(AGENT_LABEL)
+        if agent and _full_name(w) in wallet_names and agent == _meta(w).get("name"):
+            agents[str(_meta(w).get("namespace"))] = agent
+            agent_wallets[agent] = wallet_view(w, now)
+    origins: dict[str, PodOrigin] = {}
+    for p in pods:
+        agent = agents.get(str(_meta(p).get("namespace")))
+        if agent is not None:
+            origins[_full_name(p)] = _origin(p, agent)
 
     # GPU work already running, per node (ours and others').
     running: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -672,12 +766,14 @@ def snapshot(
                     and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
                 )
                 inc_id = _full_name(p)
-                wallet = ann.get(ANNOTATION_PREFIX + "wallet")
-                wallet_full = f"{_meta(p).get('namespace')}/{wallet}" if wallet else None
+                try:
+                    wallet_full = _pod_wallet(p, agents)
+                except ValueError:
+                    wallet_full = None  # it runs; only its value is at stake, not its pay
                 incumbents.append(
                     Incumbent(
                         id=inc_id,
-                        bidder=str(_meta(p).get("namespace")),
+                        bidder=_bidder(p, agents),
                         value=value,
                         placements=(placement,),
                         cpu_milli=pu.cpu_milli,
@@ -701,7 +797,7 @@ def snapshot(
             continue
         meta = _meta(p)
         gang = (meta.get("labels") or {}).get(ANNOTATION_PREFIX + "gang")
-        key = f"{meta.get('namespace')}/gang/{gang}" if gang else _full_name(p)
+        key = _gang_key(p, gang) if gang else _full_name(p)
         groups[key].append(p)
     bids: list[Bid] = []
     pods_of_bid: dict[str, tuple[str, ...]] = {}
@@ -718,12 +814,12 @@ def snapshot(
                 raise ValueError("spec.containers[].resources: the gang's pods differ")
             anns = [_meta(p).get("annotations") or {} for p in members]
             value = sum(_number(a, "bid") for a in anns)
-            wallets_named = {a.get(ANNOTATION_PREFIX + "wallet") for a in anns}
+            wallets_named = {_pod_wallet(p, agents) for p in members}
             if len(wallets_named) != 1 or None in wallets_named:
                 raise ValueError(
                     f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: missing or differs"
                 )
-            wallet = f"{_meta(first).get('namespace')}/{wallets_named.pop()}"
+            wallet = str(wallets_named.pop())
             if wallet not in wallet_names:
                 raise ValueError(
                     f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: no Wallet {wallet}"
@@ -745,7 +841,7 @@ def snapshot(
             bids.append(
                 Bid(
                     id=bid_id,
-                    bidder=str(_meta(first).get("namespace")),
+                    bidder=_bidder(first, agents),
                     wallet=wallet,
                     alternatives=(alt,),
                 )
@@ -767,4 +863,19 @@ def snapshot(
         round_id=round_id,
     )
     uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
-    return Snapshot(problem, pods_of_bid, pods_of_incumbent, tuple(skipped), uids)
+    return Snapshot(
+        problem,
+        pods_of_bid,
+        pods_of_incumbent,
+        tuple(skipped),
+        uids,
+        origins,
+        MappingProxyType(agents),
+        MappingProxyType(agent_wallets),
+    )
+
+
+def _bidder(pod: Mapping[str, Any], agents: Mapping[str, str]) -> str:
+    """Who bids: the agent for an agent's pod, else the pod's namespace."""
+    ns = str(_meta(pod).get("namespace"))
+    return agents.get(ns, ns)

@@ -14,18 +14,12 @@ Missing binaries skip these tests with the reason, unless ``GPUALLOC_REQUIRE_K8S
 from __future__ import annotations
 
 import atexit
-import contextlib
-import ctypes
 import json
 import os
-import signal
-import socket
-import ssl
 import subprocess
+import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,12 +29,22 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "harness"))
+from processes import (  # noqa: E402  (the harness folder is on sys.path only from here)
+    Server,
+    die_with_parent,
+    free_port,
+    http_ok,
+    https_ok,
+    wait_until,
+)
+
+_Server, _free_port, _die_with_parent = Server, free_port, die_with_parent
+_wait_until, _https_ok, _http_ok = wait_until, https_ok, http_ok
 BUILD_SCRIPT = REPO / "scripts" / "build-controlplane"
 HELM_BUILD_SCRIPT = REPO / "scripts" / "build-helm"
 # On CI (.ci/run) nothing here may be skipped: every would-be skip is reported as a failure.
 REQUIRED = os.environ.get("GPUALLOC_REQUIRE_K8S") == "1"
-READY_TIMEOUT_S = 120.0
-STOP_TIMEOUT_S = 20.0
 
 ADMIN_USER = "gpualloc-test-admin"
 PLAIN_USER = "gpualloc-test-user"
@@ -78,106 +82,6 @@ class ControlPlane:
         path.write_text(json.dumps(config, indent=2))
         path.chmod(0o600)
         return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: ask the kernel for SIGKILL when pytest goes away."""
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-class _Server:
-    """One server process in its own process group, logging to a file."""
-
-    def __init__(self, name: str, argv: list[str], log: Path) -> None:
-        self.name = name
-        self.argv = argv
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            out.write(f"\n==== start {' '.join(self.argv)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                # Run in the child before exec; pytest starts no threads that could deadlock it.
-                preexec_fn=_die_with_parent,
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        """SIGTERM the process group, SIGKILL it if it is still there after a grace period."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        for sig, wait_s in ((signal.SIGTERM, STOP_TIMEOUT_S), (signal.SIGKILL, STOP_TIMEOUT_S)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(timeout=wait_s)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # The group may outlive its leader; make sure nothing of it is left.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except OSError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-
-def _wait_until(
-    server: _Server, probe: Callable[[], bool], what: str, timeout_s: float = READY_TIMEOUT_S
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not server.alive():
-            raise RuntimeError(
-                f"{server.name} exited before {what}; last log lines ({server.log}):\n"
-                + server.log_tail()
-            )
-        if probe():
-            return
-        time.sleep(0.25)
-    raise RuntimeError(
-        f"{server.name}: no {what} after {timeout_s:.0f} s; last log lines ({server.log}):\n"
-        + server.log_tail()
-    )
-
-
-def _https_ok(url: str, token: str | None = None, ca_file: Path | None = None) -> bool:
-    if ca_file is None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    else:
-        context = ssl.create_default_context(cafile=str(ca_file))
-    request = urllib.request.Request(url)
-    if token is not None:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5, context=context) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError):
-        return False
 
 
 class ControlPlaneProcesses:
@@ -329,14 +233,6 @@ class ControlPlaneProcesses:
     def stop(self) -> None:
         for server in [*self.schedulers, self.apiserver, self.etcd]:
             server.stop()
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status) == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
 
 
 def _bin_dir() -> Path:
