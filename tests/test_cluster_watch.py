@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from allocator.cli import main
 from allocator.cluster import ClusterConfig
+from allocator.cluster import watch as watch_module
 from allocator.cluster.api import ApplyReport, _bind
 from allocator.cluster.loop import watch_rounds
 from allocator.cluster.plan import Binding
@@ -23,6 +25,7 @@ from allocator.cluster.watch import (
     POD,
     WALLET,
     Change,
+    ClusterWatch,
     Debouncer,
     RoundTrigger,
     _Stream,
@@ -217,7 +220,7 @@ def test_node_heartbeats_do_not_matter_and_its_offer_does() -> None:
     assert _step(NODE, n, DELETED, n) == "node gone"
 
 
-def test_what_changed_is_symmetric_only_where_it_should_be() -> None:
+def test_pod_transition_table() -> None:
     """The transition table: bid -> running and nothing -> running are silent, every other
     move of a bid or a running GPU pod is a change, and equal states never are."""
     bid = pod_state(_pending(), CFG)
@@ -249,6 +252,102 @@ def test_relist_reports_what_changed_while_disconnected() -> None:
     stream.handle("DELETED", _pending("p1"))
     assert [c.what for c in seen] == ["pending pod gone"]
     assert set(stream.states) == {("team", "r1"), ("team", "p2")}
+
+
+class _Scripted:
+    """Stands in for the API: lists answer ``lists`` in turn (resourceVersion 1, 2, ...); each
+    watch request plays the next entry of ``watches``: an exception to raise, or events to
+    yield, after which the ClusterWatch is told to stop."""
+
+    def __init__(self, cw: ClusterWatch, lists: list[list[Any]], watches: list[Any]) -> None:
+        self.cw, self.lists, self.watches = cw, lists, watches
+        self.listed = 0
+        self.watched_from: list[str] = []
+
+    def list(self, *args: Any, **kw: Any) -> Any:
+        self.listed += 1
+        items = self.lists[min(self.listed, len(self.lists)) - 1]
+        body = {"metadata": {"resourceVersion": str(self.listed)}, "items": items}
+        return type("Response", (), {"data": json.dumps(body).encode()})()
+
+    def watch(self) -> Any:
+        script = self
+
+        class FakeWatch:
+            def stream(self, func: Any, *args: Any, **kw: Any) -> Any:
+                script.watched_from.append(kw["resource_version"])
+                step = script.watches.pop(0)
+                if isinstance(step, BaseException):
+                    raise step
+                yield from step
+                script.cw._stop.set()
+
+            def stop(self) -> None:
+                pass
+
+        return FakeWatch()
+
+
+def _run_pod_stream(
+    monkeypatch: pytest.MonkeyPatch, lists: list[list[Any]], watches: list[Any]
+) -> tuple[ClusterWatch, _Scripted, list[str]]:
+    """Run the pod stream's thread body of a ClusterWatch against a script, to its end."""
+    from kubernetes import client
+
+    seen: list[Change] = []
+    cw = ClusterWatch(client.ApiClient(client.Configuration()), CFG, seen.append)
+    cw.max_backoff = 0.01
+    script = _Scripted(cw, lists, watches)
+    cw.streams[POD].call = script.list
+    monkeypatch.setattr(watch_module, "_raw_watch", script.watch)
+    runner = threading.Thread(target=cw._run, args=(cw.streams[POD],))
+    runner.start()
+    runner.join(10)
+    assert not runner.is_alive()
+    return cw, script, [str(c) for c in seen]
+
+
+def test_an_expired_watch_is_listed_afresh_and_watched_from_the_new_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A watch that answers 410 Gone is followed by a fresh list, diffed against the states
+    kept (the running pod gone meanwhile and the new pending pod are reported), and a watch
+    from the new list's resourceVersion; no failure is counted."""
+    from kubernetes.client.exceptions import ApiException
+
+    later = _pending("p3")
+    cw, script, seen = _run_pod_stream(
+        monkeypatch,
+        [[_running("r1"), _pending("p1")], [_pending("p1"), _pending("p2")]],
+        [ApiException(status=410, reason="Gone"), [{"type": "ADDED", "raw_object": later}]],
+    )
+    assert seen == [
+        "Pod team/p1: pending pod added",
+        "Pod team/p2: pending pod added",
+        "Pod team/r1: running GPU pod ended",
+        "Pod team/p3: pending pod added",
+    ]
+    stats = cw.stats[POD]
+    assert (stats.lists, stats.expired, stats.failures, stats.events) == (2, 1, 0, 1)
+    assert script.watched_from == ["1", "2"]
+
+
+def test_a_failed_watch_is_retried_from_where_it_was(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A watch request that fails (the server unreachable) is logged and retried after a
+    backoff from the same resourceVersion, with no new list; success is logged as resumed."""
+    caplog.set_level(logging.INFO, logger="allocator.cluster.watch")
+    cw, script, seen = _run_pod_stream(
+        monkeypatch,
+        [[_pending("p1")]],
+        [ConnectionRefusedError("refused"), [{"type": "DELETED", "raw_object": _pending("p1")}]],
+    )
+    assert seen == ["Pod team/p1: pending pod added", "Pod team/p1: pending pod gone"]
+    assert (cw.stats[POD].lists, cw.stats[POD].failures) == (1, 1)
+    assert script.watched_from == ["1", "1"]
+    assert "watch of pods failed (ConnectionRefusedError: refused), attempt 1" in caplog.text
+    assert "watch of pods resumed after 1 failed attempt(s)" in caplog.text
 
 
 def test_first_round_is_due_at_once_then_the_ceiling() -> None:
@@ -286,11 +385,12 @@ class FakeClock:
 
 
 def test_a_burst_becomes_one_trigger_naming_its_first_change() -> None:
-    """Twenty changes 10 ms apart are one round, due 0.2 s after the last; its trigger names the
-    first change, counts all twenty and says how long the first waited; the next round's
-    ceiling counts from that start."""
+    """The first round is a plain start (it answers all there is); then twenty changes 10 ms
+    apart are one round, due 0.2 s after the last; its trigger names the first change, counts
+    all twenty and says how long the first waited; the next ceiling counts from that start."""
     clock = FakeClock()
     timer = Debouncer(debounce=0.2, max_delay=1.0, interval=30.0, clock=clock)
+    timer.notify(Change(NODE, "", "gpu-1", "node added"))  # the first lists, say
     assert timer.take() == RoundTrigger("start")
     for i in range(20):
         clock.now = 5.0 + i * 0.01

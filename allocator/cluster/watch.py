@@ -231,10 +231,10 @@ class Change:
 
 @dataclass(frozen=True)
 class RoundTrigger:
-    """Why a round started: ``reason`` is ``start`` (the first round), ``change`` (changes,
-    debounced) or ``interval`` (the ceiling between rounds came first); ``changes`` counts the
-    changes coalesced into it, ``first`` is the first of them and ``waited`` the seconds from it
-    to the round's start."""
+    """Why a round started: ``reason`` is ``start`` (the first round, which answers everything
+    there is and counts no change), ``change`` (changes, debounced) or ``interval`` (the ceiling
+    between rounds came first); ``changes`` counts the changes coalesced into it, ``first`` is
+    the first of them and ``waited`` the seconds from it to the round's start."""
 
     reason: str
     changes: int = 0
@@ -343,6 +343,8 @@ class Debouncer:
         now = self._clock()
         waited = 0.0 if self._first_at is None else max(0.0, now - self._first_at)
         trigger = RoundTrigger(reason, self._count, self._first, waited)
+        if reason == "start":  # it answers all there is (the first lists report every object)
+            trigger = RoundTrigger(reason)
         self._first = self._first_at = self._last_at = None
         self._count = 0
         self._last_round = now

@@ -281,6 +281,9 @@ class Agent:
         sa_key = new_key(self.work / "pki" / "sa.key")
         t = self._step("certificates", t)
         prefix = self.net.exec_prefix()
+        # The API server runs with the arguments and environment our values file gives the
+        # virtual API server in a real cluster (deploy/vcluster/agent-values.yaml).
+        shipped_args, shipped_env = shipped_apiserver_settings()
         etcd_url = f"https://{self.address}:2379"
         self.etcd = Server(
             f"{self.name}-etcd",
@@ -315,11 +318,12 @@ class Agent:
                 advertise=self.address,
                 extra=[
                     "--authorization-mode=RBAC",
+                    *shipped_args,
                     *lab.agent_apiserver_args,
                 ],
             ),
             self.work / "logs" / "kube-apiserver.log",
-            env={**os.environ, **lab.agent_apiserver_env},
+            env={**os.environ, **shipped_env, **lab.agent_apiserver_env},
         )
         self.etcd.start()
         self.apiserver.start()
@@ -521,6 +525,18 @@ class Agent:
         if self.net is not None:
             self.lab.bridge.remove(self.net)
             self.net = None
+
+
+def shipped_apiserver_settings() -> tuple[list[str], dict[str, str]]:
+    """The virtual API server's extra arguments and environment in the values file we ship
+    (``controlPlane.distro.k8s.apiServer.extraArgs`` and ``controlPlane.distro.k8s.env``)."""
+    import yaml
+
+    k8s = (yaml.safe_load(AGENT_VALUES.read_text()).get("controlPlane") or {}).get("distro", {})
+    k8s = k8s.get("k8s") or {}
+    args = [str(a) for a in (k8s.get("apiServer") or {}).get("extraArgs") or []]
+    env = {str(e["name"]): str(e["value"]) for e in k8s.get("env") or []}
+    return args, env
 
 
 def module_dir(pinning: str, module: str) -> Path:

@@ -199,8 +199,7 @@ def test_a_burst_is_one_or_two_rounds_and_a_quiet_cluster_stays_quiet(
     create_wallet(admin, ns, "rich", 10_000)
     only_view(ns, node)
     scheduler = _scheduler()
-    # A longer debounce than the default: the burst comes from 20 threads of this process.
-    with Loop(admin, ns, scheduler, debounce=0.5, max_delay=5.0) as loop:
+    with Loop(admin, ns, scheduler) as loop:  # the default debounce (0.2 s, at most 1 s)
         loop.wait_rounds(1)
         before = len(loop.rounds)
         with ThreadPoolExecutor(20) as pool:
@@ -219,9 +218,11 @@ def test_a_burst_is_one_or_two_rounds_and_a_quiet_cluster_stays_quiet(
         time.sleep(5.0)  # the quiet window observed (nothing to wait for: nothing should come)
         quiet = loop.rounds[settled:]
     described = loop.describe()
+    print(f"\nburst of 20: {len(burst)} round(s), then {len(quiet)} in 5 s; {described}")
     assert 1 <= len(burst) <= 2, described
     assert all(o.trigger is not None and o.trigger.reason == "change" for o in burst), described
-    assert sum(o.trigger.changes for o in burst if o.trigger) >= 20, described
+    # Every creation is one change, and nothing the rounds wrote was one.
+    assert sum(o.trigger.changes for o in burst + quiet if o.trigger) == 20, described
     assert bound() == 20
     on_node = [p for p in core.list_namespaced_pod(ns).items if p.spec.node_name == node]
     assert len(on_node) == 20
@@ -298,6 +299,7 @@ def test_an_eviction_causes_one_follow_up_round_and_no_more(
         time.sleep(4.0)  # the quiet window observed
         after = loop.rounds[evicting + 1 :]
     described = loop.describe()
+    print(f"\neviction: {described}")
     assert n >= 3
     assert [e.pod for e in loop.rounds[evicting].plan.evictions] == [f"{ns}/low"], described
     assert _bound(loop.rounds[evicting]) == {f"{ns}/high"}, described
@@ -380,8 +382,9 @@ def test_an_api_server_restart_is_survived_and_watching_resumes(
     only_view: Callable[..., None],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The API server is restarted while the loop waits: the watches fail, retry with backoff
-    and resume (logged); a pod created afterwards is bound by a round its creation started."""
+    """The API server is restarted while the loop waits: the pod watch fails, is retried with
+    backoff and resumes (logged); a pod created once the server is back is bound by a round its
+    creation started (the ceiling is 120 s)."""
     caplog.set_level(logging.INFO, logger="allocator.cluster.watch")
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
@@ -391,17 +394,10 @@ def test_an_api_server_restart_is_survived_and_watching_resumes(
     with Loop(admin, ns, scheduler) as loop:
         loop.wait_rounds(1)
         control_plane_processes.restart_apiserver()
-        _wait_for(
-            "the watches resumed",
-            lambda: all(
-                f"watch of {what} resumed" in caplog.text for what in ("pods", "wallets", "nodes")
-            ),
-            60,
-            loop,
-        )
         gpu_world.pod(core, ns, "after", 1, "5", scheduler)
         _wait_for("the pod bound", lambda: core.read_namespaced_pod("after", ns).spec.node_name, 60)
         rounds = loop.wait_rounds(2)
+        _wait_for("the pod watch resumed", lambda: "watch of pods resumed" in caplog.text, 30)
     described = loop.describe()
     assert "watch of pods failed" in caplog.text
     binding = [o for o in rounds if _bound(o)]

@@ -114,6 +114,26 @@ def _running_in_agent(client: AgentClient) -> int:
     return sum(1 for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp)
 
 
+def _settle(market: Market, research: AgentClient, batch: AgentClient) -> dict[str, int]:
+    """Wait until the pods running in research's and batch's clusters have not changed over
+    three rounds that bound nothing; return those counts."""
+    history: list[tuple[int, int, int]] = []
+
+    def settled() -> bool:
+        rounds = len(market.rounds)
+        if rounds and market.rounds[-1].plan.bindings:
+            history.clear()
+            return False
+        counts = (rounds, _running_in_agent(research), _running_in_agent(batch))
+        if not history or history[-1][0] != rounds:
+            history.append(counts)
+        last = history[-3:]
+        return len(last) == 3 and len({c[1:] for c in last}) == 1
+
+    wait_for("research and batch settled", settled, timeout=300, every=0.5)
+    return {"research": history[-1][1], "batch": history[-1][2]}
+
+
 @pytest.mark.slow
 def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> None:
     """The runtime scenario of the issue (see the module docstring), with its checks."""
@@ -154,11 +174,8 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
                 research.submit(f"probe-{i}", bid=0.5, milli=800)
             for i in range(MIG_PODS):
                 batch.submit(f"eval-{i}", bid=1.5, mig_profile="3g.40gb")
-            wait_for(
-                "research and batch running",
-                lambda: _running_in_agent(research) >= 48 + 16 and _running_in_agent(batch) >= 32,
-                timeout=240,
-            )
+            before = _settle(market, research, batch)
+            assert before["research"] + before["batch"] >= 90
             # The spike: inference bids for more replicas through its own API server.
             spike_start = len(market.rounds)
             for i in range(SPIKE):
@@ -168,7 +185,7 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
                 lambda: _running_in_agent(inference) >= SPIKE,
                 timeout=180,
             )
-            evicted_research = 48 + 16 - _running_in_agent(research)
+            evicted_research = before["research"] - _running_in_agent(research)
             # Research notices its lost workloads (their pods are gone from its cluster: the
             # syncer deleted them after the host's evictions) and bids for them again.
             for i in range(RESEARCH_PODS):
@@ -184,7 +201,7 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
                 inference.withdraw(f"serve-{i}")
             wait_for(
                 "research back on the freed GPUs",
-                lambda: _running_in_agent(research) >= 48 + 16,
+                lambda: _running_in_agent(research) >= before["research"],
                 timeout=240,
             )
             assert market.error is None
