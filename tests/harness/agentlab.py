@@ -219,10 +219,15 @@ class Host:
         self.kwok.start()
 
     def client(self) -> Any:
-        """A ``kubernetes.client.ApiClient`` for the lab's administrator."""
-        from kubernetes import config
+        """A ``kubernetes.client.ApiClient`` for the lab's administrator, with as many pooled
+        connections as an apply keeps calls in flight (as ``allocator.cluster.api.connect``)."""
+        from kubernetes import client, config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        settings = client.Configuration()
+        settings.connection_pool_maxsize = 32
+        return config.new_client_from_config(
+            config_file=str(self.kubeconfig), client_configuration=settings
+        )
 
     def stop(self) -> None:
         for server in (self.kwok, self.apiserver, self.etcd):

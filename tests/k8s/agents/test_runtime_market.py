@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
@@ -114,6 +114,33 @@ def _running_in_agent(client: AgentClient) -> int:
     return sum(1 for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp)
 
 
+def _state(host: Any, host_ns: set[str], clients: dict[str, AgentClient], market: Market) -> str:
+    """What the scenario looks like now (for a failure's message)."""
+    lines = []
+    for role, client in clients.items():
+        pods = CoreV1Api(client.api_client).list_namespaced_pod("work").items
+        phases = Counter(
+            (p.status.phase, bool(p.metadata.deletion_timestamp), bool(p.spec.node_name))
+            for p in pods
+        )
+        lines.append(f"{role} (own cluster): {dict(phases)}")
+    for ns in sorted(host_ns):
+        pods = CoreV1Api(host).list_namespaced_pod(ns).items
+        phases = Counter(
+            (p.status.phase, bool(p.metadata.deletion_timestamp), bool(p.spec.node_name))
+            for p in pods
+        )
+        lines.append(f"host {ns}: {dict(phases)}")
+    for r in market.rounds[-3:]:
+        losses = Counter(loss.reason for loss in r.result.losers)
+        lines.append(
+            f"{r.result.round_id}: {len(r.snapshot.problem.bids)} bids, "
+            f"{len(r.result.winners)} won, {len(r.result.evicted)} evicted, {dict(losses)}, "
+            f"skipped {len(r.snapshot.skipped)}, report {r.report}"
+        )
+    return "\n".join(lines)
+
+
 def _settle(market: Market, research: AgentClient, batch: AgentClient) -> dict[str, int]:
     """Wait until the pods running in research's and batch's clusters have not changed over
     three rounds that bound nothing; return those counts."""
@@ -168,10 +195,10 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
     try:
         with Market(host, host_ns, nodes, record_ns) as market:
             # Research and batch fill the cluster through their own API servers.
-            for i in range(RESEARCH_PODS):
-                research.submit(f"train-{i}", bid=2.0, gpus=2)
-            for i in range(SHARE_PODS):
-                research.submit(f"probe-{i}", bid=0.5, milli=800)
+            lost_and_found = {f"train-{i}": {"bid": 2.0, "gpus": 2} for i in range(RESEARCH_PODS)}
+            lost_and_found |= {f"probe-{i}": {"bid": 0.5, "milli": 800} for i in range(SHARE_PODS)}
+            for name, ask in lost_and_found.items():
+                research.submit(name, **ask)
             for i in range(MIG_PODS):
                 batch.submit(f"eval-{i}", bid=1.5, mig_profile="3g.40gb")
             before = _settle(market, research, batch)
@@ -186,24 +213,26 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
                 timeout=180,
             )
             evicted_research = before["research"] - _running_in_agent(research)
-            # Research notices its lost workloads (their pods are gone from its cluster: the
-            # syncer deleted them after the host's evictions) and bids for them again.
-            for i in range(RESEARCH_PODS):
-                name = f"train-{i}"
-                if (
-                    not CoreV1Api(research.api_client)
-                    .list_namespaced_pod("work", label_selector=f"gpualloc.io/workload={name}")
-                    .items
-                ):
-                    research.submit(name, bid=2.0, gpus=2)
-            # The spike ends: inference withdraws; research gets the GPUs back.
+            # The spike ends: inference withdraws. Research, like an agent program, bids again
+            # for each workload it lost (its pods vanish from its own cluster once the syncer
+            # has mirrored the host's evictions) until it has the GPUs back.
             for i in range(SPIKE):
                 inference.withdraw(f"serve-{i}")
-            wait_for(
-                "research back on the freed GPUs",
-                lambda: _running_in_agent(research) >= before["research"],
-                timeout=240,
-            )
+
+            def research_rebids() -> bool:
+                present = {
+                    p.metadata.labels.get("gpualloc.io/workload")
+                    for p in CoreV1Api(research.api_client).list_namespaced_pod("work").items
+                }
+                for name, ask in lost_and_found.items():
+                    if name not in present:
+                        research.submit(name, **ask)
+                return _running_in_agent(research) >= before["research"]
+
+            try:
+                wait_for("research back on the freed GPUs", research_rebids, timeout=240, every=1)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{_state(host, host_ns, clients, market)}") from None
             assert market.error is None
             rounds = list(market.rounds)
         _check_rounds(rounds, spike_start, names["inference"], evicted_research)
@@ -233,7 +262,19 @@ def _check_rounds(
     waits = sorted(bound[p] - seen[p] for p in bound)
     assert len(waits) >= SPIKE
     assert waits[-1] <= 1, f"inference waited {waits[-1]} rounds"
+    print(f"inference pods: {len(waits)}, rounds waited before the binding round: {Counter(waits)}")
     # At least 90% allocated whenever bids lost for room.
+    fractions = [
+        allocated_fraction(r.snapshot.problem, r.result)
+        for r in rounds
+        if r.snapshot.problem.nodes
+        and any(loss.reason in ("outbid", "does_not_fit") for loss in r.result.losers)
+    ]
+    print(
+        f"rounds: {len(rounds)}; with bids short of room: {len(fractions)}, allocated "
+        f"min {min(fractions):.3f} mean {sum(fractions) / len(fractions):.3f}; evicted "
+        f"{sum(len(r.result.evicted) for r in rounds)}"
+    )
     for r in rounds:
         short = [loss for loss in r.result.losers if loss.reason in ("outbid", "does_not_fit")]
         if short and r.snapshot.problem.nodes:
@@ -242,11 +283,14 @@ def _check_rounds(
 
 
 def _check_ledgers(host: Any, rounds: list[RoundOutcome], specs: dict[str, AgentSpec]) -> None:
-    """Every charge matches a binding of its round at its price; nobody charged twice; no
+    """Every charge matches a binding of its round at its price; no pod (uid) charged twice; no
     wallet overdrawn; the ledger adds up to what the Wallet says it spent."""
     planned = {(r.result.round_id, b.pod): b.price for r in rounds for b in r.plan.bindings}
     custom = CustomObjectsApi(host)
-    charged_pods: list[str] = []
+    # A pod is one incarnation (its uid): research bids again under the same names after its
+    # pods were evicted, and those new pods are rightly charged again.
+    uid = {(r.result.round_id, p): u for r in rounds for p, u in r.snapshot.pod_uids.items()}
+    charged_pods: list[tuple[str, str]] = []
     for role, spec in specs.items():
         wallet = custom.get_namespaced_custom_object(
             "gpualloc.io", "v1alpha1", f"vc-{spec.name}", "wallets", spec.name
@@ -259,7 +303,7 @@ def _check_ledgers(host: Any, rounds: list[RoundOutcome], specs: dict[str, Agent
                 key = (entry["round"], charge["pod"])
                 assert key in planned, f"{role}: charge {key} has no binding"
                 assert charge["amount"] == pytest.approx(planned[key])
-                charged_pods.append(charge["pod"])
+                charged_pods.append((charge["pod"], uid[key]))
             total += entry["amount"]
         assert total == pytest.approx(status.get("spent", 0.0))
         assert status.get("spent", 0.0) <= spec.balance + 1e-9
