@@ -455,6 +455,11 @@ def _run(args: argparse.Namespace) -> int:
     loop_args: dict[str, Any] = {}
     if args.watch:
         loop_args = {"debounce": debounce, "max_delay": max_delay}
+    from allocator.cluster.publish import AgentClusters
+
+    # One set of clients to the agents' own clusters for all rounds (kept while their exported
+    # kubeconfigs are unchanged), instead of one per round.
+    loop_args["agent_clusters"] = agent_clusters = AgentClusters(api)
     try:
         summary = (watch_rounds if args.watch else run_rounds)(
             api,
@@ -467,6 +472,7 @@ def _run(args: argparse.Namespace) -> int:
             **round_args,
         )
     finally:
+        agent_clusters.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"stopped after {summary.rounds} rounds ({summary.failed} failed)", file=sys.stderr)
@@ -489,6 +495,13 @@ def _print_round(outcome: RoundOutcome, *, full: bool) -> None:
         )
         for p in r.problems:
             print(f"problem: {p}", file=sys.stderr)
+    if outcome.published is not None:
+        told = outcome.published
+        sys.stdout.write(
+            f"agents told: {len(told.written)} of {len(told.written) + len(told.failed)}\n"
+        )
+        for agent, why in sorted(told.failed.items()):
+            print(f"agent {agent} not reached: {why}", file=sys.stderr)
     sys.stdout.flush()
 
 

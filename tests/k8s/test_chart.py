@@ -34,7 +34,6 @@ CHART = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator"
 # What one round reads and writes (allocator/cluster/api.py), as (apiGroup, resource, verbs).
 EXPECTED_CLUSTER_RULES = {
     ("", "nodes", ("get", "list")),
-    ("", "namespaces", ("list", "watch")),
     ("", "pods", ("get", "list", "patch")),
     ("", "pods/binding", ("create",)),
     ("", "pods/eviction", ("create",)),
