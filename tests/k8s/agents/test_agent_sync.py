@@ -168,3 +168,55 @@ def test_the_admission_policy_refuses_a_cheating_pod_and_the_agent_sees_why(
         for p in CoreV1Api(lab.host_client()).list_namespaced_pod(agent.host_namespace).items
     ]
     assert host_pods == ["honest"]
+
+
+def test_raising_a_bid_in_the_agents_cluster_wins_the_next_round(
+    lab: Any, agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Negotiation through the agent's own API server: outbid in one round, the agent raises
+    its pending pod's bid there (SDK ``set_bid``); the syncer carries the new bid to the host
+    pod, and the next round gives it the GPU at the rival's price."""
+    host = lab.host_client()
+    node = kwok_node(host, f"kw-{agent.name}", 1)
+    client = AgentClient(api_client=agent.client(), namespace="team1")
+    CoreV1Api(agent.client()).create_namespace({"metadata": {"name": "team1"}})
+    client.submit("eager", bid=1.0, gpus=1)
+    client.submit("rival", bid=3.0, gpus=1)
+    host_ns = agent.host_namespace
+    wait_for(
+        "both pods synced",
+        lambda: len(CoreV1Api(host).list_namespaced_pod(host_ns).items) == 2,
+    )
+    monkeypatch.setattr("allocator.cluster.loop.fetch", only(host, {host_ns}, {node}))
+    first = run_once(host, round_id=f"r-{agent.name}-1", dry_run=True)
+    assert [w.bid_id.endswith("rival-x-team1-x-" + agent.name) for w in first.result.winners] == [
+        True
+    ]
+    assert client.set_bid("eager", 4.0) == 1
+
+    seen: list[Any] = []
+
+    def host_bid() -> bool:
+        pods = CoreV1Api(host).list_namespaced_pod(host_ns).items
+        eager = [p for p in pods if p.metadata.name.startswith("eager-")]
+        seen[:] = [p.metadata.annotations for p in eager]
+        return bool(eager) and float(eager[0].metadata.annotations["gpualloc.io/bid"]) == 4.0
+
+    try:
+        wait_for("the raised bid on the host pod", host_bid, timeout=30)
+    except AssertionError as e:
+        virtual = CoreV1Api(agent.client()).read_namespaced_pod("eager", "team1")
+        raise AssertionError(f"{e}: host {seen}, agent's {virtual.metadata.annotations}") from None
+    second = run_once(host, round_id=f"r-{agent.name}-2")
+    (winner,) = second.result.winners
+    assert winner.bid_id.startswith(f"{host_ns}/eager-")
+    assert winner.payment == pytest.approx(3.0)
+    pod = wait_for(
+        "the raised pod Running in the agent's cluster",
+        lambda: (
+            (p := CoreV1Api(agent.client()).read_namespaced_pod("eager", "team1")).status.phase
+            == "Running"
+            and p
+        ),
+    )
+    assert float(pod.metadata.annotations["gpualloc.io/price"]) == pytest.approx(3.0)
