@@ -29,7 +29,6 @@ import os
 import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,24 +47,6 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def _binaries() -> tuple[Path, Path, Path]:
-    bin_dir = Path(
-        subprocess.run(
-            [str(REPO / "scripts" / "build-controlplane"), "--print-bin-dir"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    dirs = subprocess.run(
-        [str(REPO / "scripts" / "build-agent-tools"), "--print-bin-dirs"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    return bin_dir, Path(dirs[0]) / "vcluster", Path(dirs[1]) / "kwok"
-
-
 def _progress(message: str, quiet: bool) -> None:
     if not quiet:
         print(message, file=sys.stderr, flush=True)
@@ -80,7 +61,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from allocator.cluster.loop import watch_rounds
     from allocator.cluster.publish import AgentClusters
 
-    bin_dir, vcluster, kwok = _binaries()
+    bin_dir, vcluster, kwok, missing = agentlab.binaries()
+    if missing:
+        raise SystemExit(
+            f"not built: {', '.join(str(p) for p in missing)} (run scripts/build-controlplane)"
+        )
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="gpualloc-agents-") as tmp:
         lab = agentlab.Lab(Path(tmp), bin_dir, vcluster, kwok)

@@ -290,6 +290,11 @@ class AgentClient:
     def market(self) -> MarketView | None:
         """The market ConfigMap, or None before the allocator wrote one. ProblemError (naming
         the key) when it is malformed."""
+        data = self._market_data()
+        return None if data is None else MarketView.from_configmap_data(data)
+
+    def _market_data(self) -> dict[str, Any] | None:
+        """The market ConfigMap's ``data`` as stored, or None before the allocator wrote one."""
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -300,7 +305,8 @@ class AgentClient:
             if e.status == 404:
                 return None
             raise
-        return MarketView.from_configmap_data(json.loads(raw).get("data") or {})
+        data: dict[str, Any] = json.loads(raw).get("data") or {}
+        return data
 
     def _market_if_valid(self) -> MarketView | None:
         """The market, or None (with a warning) when the ConfigMap is malformed: the status of
@@ -324,17 +330,7 @@ class AgentClient:
 
     def round_id(self) -> str | None:
         """The id of the last round the market ConfigMap reports, or None."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            raw = _read(
-                self._core.read_namespaced_config_map, self.market_name, self.market_namespace
-            )
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        value = (json.loads(raw).get("data") or {}).get("round")
+        value = (self._market_data() or {}).get("round")
         return value if isinstance(value, str) and value else None
 
     def wait_for_round(

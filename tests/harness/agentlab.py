@@ -655,6 +655,72 @@ def kwok_node(
     return name
 
 
+def binaries() -> tuple[Path, Path, Path, list[Path]]:
+    """(control-plane bin folder, vcluster, kwok, the ones of them missing): where
+    scripts/build-controlplane and scripts/build-agent-tools put them."""
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    bin_dir = Path(
+        subprocess.run(
+            [str(scripts / "build-controlplane"), "--print-bin-dir"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
+    dirs = subprocess.run(
+        [str(scripts / "build-agent-tools"), "--print-bin-dirs"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    vcluster, kwok = Path(dirs[0]) / "vcluster", Path(dirs[1]) / "kwok"
+    needed = (bin_dir / "etcd", bin_dir / "kube-apiserver", vcluster, kwok)
+    return bin_dir, vcluster, kwok, [p for p in needed if not p.is_file()]
+
+
+def limited_fetch(namespaces: set[str], nodes: set[str]) -> Any:
+    """A stand-in for ``allocator.cluster.api.fetch`` that reads the real API server but keeps
+    only these namespaces' pods and Wallets and these nodes (tests share the lab's host). The
+    sets may grow while it is in use."""
+    from allocator.cluster import api as cluster_api
+
+    def fetch(client: Any, config: Any = None) -> Any:
+        all_nodes, pods, wallets = cluster_api.fetch(client, config)
+        return (
+            [n for n in all_nodes if n["metadata"]["name"] in nodes],
+            [p for p in pods if p["metadata"]["namespace"] in namespaces],
+            [w for w in wallets if w["metadata"]["namespace"] in namespaces],
+        )
+
+    return fetch
+
+
+def install_crds(api: Any) -> None:
+    """The chart's CRDs on the API server behind ``api``, waited for until Established."""
+    import yaml
+    from kubernetes.client import ApiextensionsV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    ext = ApiextensionsV1Api(api)
+    docs = [yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))]
+    for doc in docs:
+        try:
+            ext.create_custom_resource_definition(doc)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+    for doc in docs:
+        name = doc["metadata"]["name"]
+        wait_for(
+            f"CRD {name} Established",
+            lambda name=name: any(
+                c.type == "Established" and c.status == "True"
+                for c in (ext.read_custom_resource_definition(name).status.conditions or [])
+            ),
+            timeout=30,
+        )
+
+
 class Lab:
     """The host and its agents. ``bin_dir`` holds etcd and kube-apiserver; ``vcluster`` and
     ``kwok`` are the binaries scripts/build-agent-tools builds."""
@@ -695,29 +761,8 @@ class Lab:
         return dict(self._vcluster_defaults)
 
     def install_crds(self) -> None:
-        """The chart's CRDs on the host, waited for until Established."""
-        import yaml
-        from kubernetes.client import ApiextensionsV1Api
-        from kubernetes.client.exceptions import ApiException
-
-        ext = ApiextensionsV1Api(self.host_client())
-        docs = [yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))]
-        for doc in docs:
-            try:
-                ext.create_custom_resource_definition(doc)
-            except ApiException as e:
-                if e.status != 409:
-                    raise
-        for doc in docs:
-            name = doc["metadata"]["name"]
-            wait_for(
-                f"CRD {name} Established",
-                lambda name=name: any(
-                    c.type == "Established" and c.status == "True"
-                    for c in (ext.read_custom_resource_definition(name).status.conditions or [])
-                ),
-                timeout=30,
-            )
+        """The chart's CRDs on the host."""
+        install_crds(self.host_client())
 
     def host_client(self) -> Any:
         with self._lock:

@@ -342,32 +342,10 @@ def gpualloc_crds(api_client: Callable[[str], Any], control_plane: ControlPlane)
     returns the CRD documents."""
     pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
     import yaml
-    from kubernetes.client import ApiextensionsV1Api
-    from kubernetes.client.exceptions import ApiException
+    from agentlab import install_crds
 
-    ext = ApiextensionsV1Api(api_client(control_plane.admin_token))
-    docs = [yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))]
-    for doc in docs:
-        try:
-            ext.create_custom_resource_definition(doc)
-        except ApiException as e:
-            if e.status != 409:
-                raise
-    for doc in docs:
-        name = doc["metadata"]["name"]
-
-        def established(name: str = name) -> bool:
-            crd = ext.read_custom_resource_definition(name)
-            return any(
-                c.type == "Established" and c.status == "True"
-                for c in (crd.status.conditions or [])
-            )
-
-        deadline = time.monotonic() + 30.0
-        while not established():
-            assert time.monotonic() < deadline, f"CRD {name} not established after 30 s"
-            time.sleep(0.2)
-    return docs
+    install_crds(api_client(control_plane.admin_token))
+    return [yaml.safe_load(p.read_text()) for p in sorted(CRD_DIR.glob("*.yaml"))]
 
 
 # Helpers of the round and fault tests (a fixture, since test modules cannot import each other).

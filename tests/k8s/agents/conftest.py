@@ -8,7 +8,6 @@ skips these tests with the reason, or fails them under ``GPUALLOC_REQUIRE_K8S=1`
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -30,37 +29,16 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _binaries() -> tuple[Path, Path, Path]:
-    bin_dir = Path(
-        subprocess.run(
-            [str(REPO / "scripts" / "build-controlplane"), "--print-bin-dir"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    )
-    dirs = subprocess.run(
-        [str(REPO / "scripts" / "build-agent-tools"), "--print-bin-dirs"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    vcluster, kwok = Path(dirs[0]) / "vcluster", Path(dirs[1]) / "kwok"
-    missing = [p for p in (bin_dir / "etcd", bin_dir / "kube-apiserver", vcluster, kwok)]
-    missing = [p for p in missing if not p.is_file()]
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[agentlab.Lab]:
+    """The host (etcd, kube-apiserver, kwok) with the chart's CRDs, for the whole session."""
+    pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+    bin_dir, vcluster, kwok, missing = agentlab.binaries()
     if missing:
         _unavailable(
             f"not built: {', '.join(str(p) for p in missing)} "
             "(scripts/build-controlplane, scripts/build-agent-tools; they need Go)"
         )
-    return bin_dir, vcluster, kwok
-
-
-@pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[agentlab.Lab]:
-    """The host (etcd, kube-apiserver, kwok) with the chart's CRDs, for the whole session."""
-    pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-    bin_dir, vcluster, kwok = _binaries()
     why = network.can_make_namespaces()
     if why is not None:
         _unavailable(why)

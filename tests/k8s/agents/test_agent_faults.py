@@ -14,28 +14,18 @@ import pytest
 pytestmark = pytest.mark.k8s
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from agentlab import kwok_node, wait_for  # noqa: E402
+from agentlab import kwok_node, limited_fetch, wait_for  # noqa: E402
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.agent import AgentClient  # noqa: E402
-from allocator.cluster import api as cluster_api  # noqa: E402
 from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # noqa: E402
 from allocator.cluster.publish import AgentClusters  # noqa: E402
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, namespaces: set[str], nodes: set[str]) -> None:
     """Rounds see only these namespaces and nodes (other tests share the lab's host)."""
-
-    def fetch(client: Any, config: Any = None) -> Any:
-        all_nodes, pods, wallets = cluster_api.fetch(client, config)
-        return (
-            [n for n in all_nodes if n["metadata"]["name"] in nodes],
-            [p for p in pods if p["metadata"]["namespace"] in namespaces],
-            [w for w in wallets if w["metadata"]["namespace"] in namespaces],
-        )
-
-    monkeypatch.setattr(loop, "fetch", fetch)
+    monkeypatch.setattr(loop, "fetch", limited_fetch(namespaces, nodes))
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ import pytest
 pytestmark = pytest.mark.k8s
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from agentlab import kwok_node, wait_for  # noqa: E402
+from agentlab import kwok_node, limited_fetch, wait_for  # noqa: E402
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.agent import AgentClient  # noqa: E402
@@ -22,21 +22,6 @@ from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # no
 from allocator.cluster.loop import run_once  # noqa: E402
 
 WAIT_S = 60.0
-
-
-def only(api: Any, namespaces: set[str], nodes: set[str]) -> Callable[..., Any]:
-    """A fetch limited to some namespaces and nodes (other tests share the lab's host)."""
-    from allocator.cluster import api as cluster_api
-
-    def fetch(client: Any, config: Any = None) -> Any:
-        all_nodes, pods, wallets = cluster_api.fetch(client, config)
-        return (
-            [n for n in all_nodes if n["metadata"]["name"] in nodes],
-            [p for p in pods if p["metadata"]["namespace"] in namespaces],
-            [w for w in wallets if w["metadata"]["namespace"] in namespaces],
-        )
-
-    return fetch
 
 
 @pytest.fixture()
@@ -80,7 +65,7 @@ def test_a_bid_from_the_agents_cluster_wins_runs_and_is_reported_back(
         "serve",
         "batch",
     }
-    monkeypatch.setattr("allocator.cluster.loop.fetch", only(host, {host_ns}, {node}))
+    monkeypatch.setattr("allocator.cluster.loop.fetch", limited_fetch({host_ns}, {node}))
     outcome = run_once(host, round_id=f"r-{agent.name}-1")
     (winner,) = outcome.result.winners
     assert winner.payment == pytest.approx(5.0)  # the critical value: the loser's bid
@@ -187,7 +172,7 @@ def test_raising_a_bid_in_the_agents_cluster_wins_the_next_round(
         "both pods synced",
         lambda: len(CoreV1Api(host).list_namespaced_pod(host_ns).items) == 2,
     )
-    monkeypatch.setattr("allocator.cluster.loop.fetch", only(host, {host_ns}, {node}))
+    monkeypatch.setattr("allocator.cluster.loop.fetch", limited_fetch({host_ns}, {node}))
     first = run_once(host, round_id=f"r-{agent.name}-1", dry_run=True)
     assert [w.bid_id.endswith("rival-x-team1-x-" + agent.name) for w in first.result.winners] == [
         True

@@ -22,11 +22,10 @@ import pytest
 pytestmark = pytest.mark.k8s
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from agentlab import kwok_node, wait_for  # noqa: E402
+from agentlab import kwok_node, limited_fetch, wait_for  # noqa: E402
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.agent import AgentClient  # noqa: E402
-from allocator.cluster import api as cluster_api  # noqa: E402
 from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # noqa: E402
 from allocator.cluster.loop import RoundOutcome, watch_rounds  # noqa: E402
 from allocator.cluster.publish import AgentClusters  # noqa: E402
@@ -66,14 +65,6 @@ class Market:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.error: BaseException | None = None
 
-    def _fetch(self, client: Any, config: Any = None) -> Any:
-        nodes, pods, wallets = cluster_api.fetch(client, config)
-        return (
-            [n for n in nodes if n["metadata"]["name"] in self.nodes],
-            [p for p in pods if p["metadata"]["namespace"] in self.namespaces],
-            [w for w in wallets if w["metadata"]["namespace"] in self.namespaces],
-        )
-
     def _run(self) -> None:
         try:
             watch_rounds(
@@ -92,7 +83,7 @@ class Market:
         import allocator.cluster.loop as loop
 
         self._saved = loop.fetch
-        loop.fetch = self._fetch
+        loop.fetch = limited_fetch(self.namespaces, self.nodes)
         self.thread.start()
         return self
 
