@@ -721,6 +721,69 @@ def install_crds(api: Any) -> None:
         )
 
 
+class MarketLoop:
+    """The allocator's watch-driven rounds (``allocator.cluster.loop.watch_rounds``) in a
+    thread, limited to some namespaces and nodes (tests share the lab's host), telling the
+    agents' clusters; ``rounds`` records every round, ``error`` what ended the loop early. A
+    context manager; the loop stops (after its round) on exit."""
+
+    def __init__(
+        self,
+        host: Any,
+        namespaces: set[str],
+        nodes: set[str],
+        record_namespace: str,
+        *,
+        interval: float = 5.0,
+        eviction_wait: float = 30.0,
+    ) -> None:
+        from allocator.cluster.publish import AgentClusters
+
+        self.host = host
+        self.namespaces = namespaces
+        self.nodes = nodes
+        self.record_namespace = record_namespace
+        self.interval = interval
+        self.eviction_wait = eviction_wait
+        self.rounds: list[Any] = []
+        self.stop = threading.Event()
+        self.clusters = AgentClusters(host)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.error: BaseException | None = None
+
+    def _run(self) -> None:
+        from allocator.cluster.loop import watch_rounds
+
+        try:
+            watch_rounds(
+                self.host,
+                interval=self.interval,
+                stop=self.stop,
+                on_round=self.rounds.append,
+                record_namespace=self.record_namespace,
+                agent_clusters=self.clusters,
+                eviction_wait=self.eviction_wait,
+            )
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def __enter__(self) -> MarketLoop:
+        import allocator.cluster.loop as loop
+
+        self._saved = loop.fetch
+        loop.fetch = limited_fetch(self.namespaces, self.nodes)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import allocator.cluster.loop as loop
+
+        self.stop.set()
+        self.thread.join(timeout=60)
+        loop.fetch = self._saved
+        self.clusters.close()
+
+
 class Lab:
     """The host and its agents. ``bin_dir`` holds etcd and kube-apiserver; ``vcluster`` and
     ``kwok`` are the binaries scripts/build-agent-tools builds."""

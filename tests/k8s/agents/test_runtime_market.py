@@ -12,7 +12,6 @@ agent's pods."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter, defaultdict
 from typing import Any
@@ -22,13 +21,12 @@ import pytest
 pytestmark = pytest.mark.k8s
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
-from agentlab import kwok_node, limited_fetch, wait_for  # noqa: E402
+from agentlab import MarketLoop, kwok_node, wait_for  # noqa: E402
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 
 from allocator.agent import AgentClient  # noqa: E402
 from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # noqa: E402
-from allocator.cluster.loop import RoundOutcome, watch_rounds  # noqa: E402
-from allocator.cluster.publish import AgentClusters  # noqa: E402
+from allocator.cluster.loop import RoundOutcome  # noqa: E402
 from allocator.model import Problem, Result  # noqa: E402
 
 RESEARCH_PODS = 50  # 2 GPUs each: 100 GPUs wanted of the 96 whole H100s
@@ -50,52 +48,6 @@ def allocated_fraction(problem: Problem, result: Result) -> float:
     return used / total
 
 
-class Market:
-    """The allocator's watch-driven rounds in a thread, limited to the scenario's agents and
-    nodes (other tests share the lab's host), recording every round."""
-
-    def __init__(self, host: Any, namespaces: set[str], nodes: set[str], record_ns: str) -> None:
-        self.host = host
-        self.namespaces = namespaces
-        self.nodes = nodes
-        self.record_ns = record_ns
-        self.rounds: list[RoundOutcome] = []
-        self.stop = threading.Event()
-        self.clusters = AgentClusters(host)
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.error: BaseException | None = None
-
-    def _run(self) -> None:
-        try:
-            watch_rounds(
-                self.host,
-                interval=5.0,
-                stop=self.stop,
-                on_round=self.rounds.append,
-                record_namespace=self.record_ns,
-                agent_clusters=self.clusters,
-                eviction_wait=30.0,
-            )
-        except BaseException as e:  # reported by the test
-            self.error = e
-
-    def __enter__(self) -> Market:
-        import allocator.cluster.loop as loop
-
-        self._saved = loop.fetch
-        loop.fetch = limited_fetch(self.namespaces, self.nodes)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        import allocator.cluster.loop as loop
-
-        self.stop.set()
-        self.thread.join(timeout=60)
-        loop.fetch = self._saved
-        self.clusters.close()
-
-
 def _host_pods(host: Any, ns: str) -> list[Any]:
     return CoreV1Api(host).list_namespaced_pod(ns).items
 
@@ -105,7 +57,9 @@ def _running_in_agent(client: AgentClient) -> int:
     return sum(1 for p in pods if p.status.phase == "Running" and not p.metadata.deletion_timestamp)
 
 
-def _state(host: Any, host_ns: set[str], clients: dict[str, AgentClient], market: Market) -> str:
+def _state(
+    host: Any, host_ns: set[str], clients: dict[str, AgentClient], market: MarketLoop
+) -> str:
     """What the scenario looks like now (for a failure's message)."""
     lines = []
     for role, client in clients.items():
@@ -132,7 +86,7 @@ def _state(host: Any, host_ns: set[str], clients: dict[str, AgentClient], market
     return "\n".join(lines)
 
 
-def _settle(market: Market, research: AgentClient, batch: AgentClient) -> dict[str, int]:
+def _settle(market: MarketLoop, research: AgentClient, batch: AgentClient) -> dict[str, int]:
     """Wait until the pods running in research's and batch's clusters have not changed over
     three rounds that bound nothing; return those counts."""
     history: list[tuple[int, int, int]] = []
@@ -184,7 +138,7 @@ def test_three_agents_negotiate_through_their_own_control_planes(lab: Any) -> No
     host_ns = {f"vc-{n}" for n in names.values()}
     research, batch, inference = clients["research"], clients["batch"], clients["inference"]
     try:
-        with Market(host, host_ns, nodes, record_ns) as market:
+        with MarketLoop(host, host_ns, nodes, record_ns, interval=5.0) as market:
             # Research and batch fill the cluster through their own API servers.
             lost_and_found = {f"train-{i}": {"bid": 2.0, "gpus": 2} for i in range(RESEARCH_PODS)}
             lost_and_found |= {f"probe-{i}": {"bid": 0.5, "milli": 800} for i in range(SHARE_PODS)}
