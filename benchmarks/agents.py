@@ -12,7 +12,8 @@ vcluster syncer and kwok; run as root):
 3. With all of them up at once: resident memory of each agent's processes (etcd, API server,
    syncer), ``rss_mb_per_agent`` their mean (max reported too).
 4. Start the allocator's watch-driven rounds (``watch_rounds``, ceiling ``--interval`` s between
-   rounds) and submit ``--pods`` pods, one at a time, each in a random agent's own API server
+   rounds), wait for its first round (its watches have listed), and submit ``--pods`` pods, one
+   at a time, each in a random agent's own API server
    (1 GPU, bid 1); ``submit_to_running_s`` is the time from the create call to the pod seen
    ``Running`` in the agent's own API server (through the syncer to the host, a round, the
    binding, kwok, and the syncer back), polled every 50 ms.
@@ -110,6 +111,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 daemon=True,
             )
             loop.start()
+            # Steady state: the loop's first round (after its watches' first lists) is done
+            # before the first pod is timed.
+            agentlab.wait_for("the first round", lambda: rounds, timeout=120)
             latencies: list[float] = []
             try:
                 for k in range(args.pods):
