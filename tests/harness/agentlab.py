@@ -32,7 +32,11 @@ from network import Bridge, Namespace
 from pki import CertificateAuthority, KeyPair, new_key, public_key
 from processes import Server, free_port, https_ok, wait_until
 
-SERVICE_RANGE = "10.0.0.0/24"  # the host's; an agent's API server must use the same range
+# The host's service range; an agent's API server must use the same one. A /16: the syncer makes
+# the agent's `kubernetes` Service take the host IP of the Service NAME, which fails (and stops
+# the syncer) if the agent's API server has given that IP to another Service; a /24 made that a
+# few-percent chance per test session.
+SERVICE_RANGE = "10.0.0.0/16"
 AGENT_API_PORT = 6443
 AGENT_PROXY_PORT = 8443
 ADMIN_USER = "lab-admin"
@@ -346,7 +350,7 @@ class Agent:
             f"ready API server of agent {self.name}",
         )
         t = self._step("apiserver-ready", t)
-        self._seed_virtual_cluster()
+        self._seed_virtual_cluster(dns=False)
         t = self._step("seed", t)
         self.syncer = Server(
             f"{self.name}-syncer",
@@ -372,7 +376,14 @@ class Agent:
             lambda: https_ok(proxy, ca_file=None, client_cert=(self._admin.cert, self._admin.key)),
             f"serving syncer of agent {self.name}",
         )
-        self._step("syncer-ready", t)
+        t = self._step("syncer-ready", t)
+        self._seed_virtual_cluster(dns=True)
+        if not self.syncer.alive():
+            raise RuntimeError(
+                f"the syncer of agent {self.name} exited; last log lines ({self.syncer.log}):\n"
+                + self.syncer.log_tail()
+            )
+        self._step("dns", t)
         self.timing.total = round(time.monotonic() - t0, 3)
         return self.timing
 
@@ -475,33 +486,54 @@ class Agent:
             **lab.syncer_env,
         }
 
-    def _seed_virtual_cluster(self) -> None:
+    def _seed_virtual_cluster(self, *, dns: bool) -> None:
         """What the agent's missing controller manager and CoreDNS would have made, and which the
-        syncer waits for: the ``default/default`` ServiceAccount and a ``kube-system/kube-dns``
-        Service."""
+        syncer waits for: the ``default/default`` ServiceAccount (before the syncer starts) or,
+        with ``dns``, a ``kube-system/kube-dns`` Service (after the syncer has given the agent's
+        ``kubernetes`` Service its host IP: made before, it could hold that very IP)."""
         from kubernetes import client as k8s
         from kubernetes import config
 
         api = config.new_client_from_config(config_file=str(self.kubeconfig))
         core = k8s.CoreV1Api(api)
-        for create in (
-            lambda: core.create_namespaced_service_account(
-                "default", {"metadata": {"name": "default"}}
-            ),
-            lambda: core.create_namespaced_service(
-                "kube-system",
-                {
-                    "metadata": {"name": "kube-dns"},
-                    "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
-                },
-            ),
-        ):
-            try:
-                create()
-            except k8s.ApiException as e:
-                if e.status != 409:
+        if dns:
+            host_ip = (
+                k8s.CoreV1Api(self.lab.host_client())
+                .read_namespaced_service(self.name, self.host_namespace)
+                .spec.cluster_ip
+            )
+
+            def at_host_ip() -> bool:
+                try:  # the syncer deletes and recreates it to change its IP
+                    svc = core.read_namespaced_service("kubernetes", "default")
+                except k8s.ApiException as e:
+                    if e.status == 404:
+                        return False
                     raise
-        api.close()
+                return bool(svc.spec.cluster_ip == host_ip)
+
+            wait_for(
+                f"agent {self.name}'s kubernetes Service at the host IP {host_ip}",
+                at_host_ip,
+                timeout=60,
+                every=0.05,
+            )
+            body = {
+                "metadata": {"name": "kube-dns"},
+                "spec": {"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+            }
+            create = lambda: core.create_namespaced_service("kube-system", body)  # noqa: E731
+        else:
+            create = lambda: core.create_namespaced_service_account(  # noqa: E731
+                "default", {"metadata": {"name": "default"}}
+            )
+        try:
+            create()
+        except k8s.ApiException as e:
+            if e.status != 409:
+                raise
+        finally:
+            api.close()
 
     def client(self) -> Any:
         """A ``kubernetes.client.ApiClient`` on the agent's own API server (as the agent)."""
