@@ -9,45 +9,27 @@ Payments and loss reasons are computed the same way whichever solver allocated.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from allocator.model import PAYMENT_RULES, SOLVERS, Problem, ProblemError, Result
-from allocator.solvers.arguments import check_seed, check_time_limit
+from allocator.model import Problem, ProblemError, Result
 from allocator.solvers.assemble import Allocation, build_result, welfare
+from allocator.solvers.params import SolveParams
 
-__all__ = ["AUTO_CPSAT_MAX_BIDS", "Allocation", "solve"]
+if TYPE_CHECKING:
+    from allocator.solvers.native import NativeEngine
 
-#: ``auto`` also runs CP-SAT when the round has at most this many bids ...
-AUTO_CPSAT_MAX_BIDS = 300
-#: ... and at most this many GPUs.
-AUTO_CPSAT_MAX_GPUS = 128
-
-
-def _check_threads(threads: int) -> None:
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-        raise ProblemError("threads", f"must be an integer >= 0 (0: one per CPU); got {threads!r}")
-
-
-def _check_args(solver: str, payments: str, time_limit: float, seed: int) -> None:
-    if solver not in SOLVERS:
-        raise ProblemError("solver", f"must be one of {', '.join(SOLVERS)}; got {solver!r}")
-    if payments not in PAYMENT_RULES:
-        raise ProblemError(
-            "payments", f"must be one of {', '.join(PAYMENT_RULES)}; got {payments!r}"
-        )
-    check_time_limit(time_limit)
-    check_seed(seed)
-    if payments == "vcg" and solver not in ("cpsat", "auto"):
-        raise ProblemError("payments", "vcg needs the exact solver: use solver='cpsat'")
+__all__ = ["Allocation", "SolveParams", "solve"]
 
 
 def solve(
     problem: Problem,
-    solver: str = "auto",
-    payments: str = "critical",
-    time_limit: float = 10.0,
-    seed: int = 0,
-    threads: int = 1,
+    solver: str | None = None,
+    payments: str | None = None,
+    time_limit: float | None = None,
+    seed: int | None = None,
+    threads: int | None = None,
+    *,
+    params: SolveParams | None = None,
 ) -> Result:
     """Clear one round.
 
@@ -55,6 +37,9 @@ def solve(
     ----------
     problem
         The validated round.
+    params
+        Every option of the solve (:class:`~allocator.solvers.params.SolveParams`; default:
+        its defaults). The keyword shortcuts below override single fields of it.
     solver
         ``greedy``, ``local``, ``cpsat`` or ``auto``.
     payments
@@ -72,43 +57,25 @@ def solve(
     ProblemError
         If an argument is invalid (the message names it).
     """
-    _check_args(solver, payments, time_limit, seed)
-    _check_threads(threads)
+    given = {
+        "solver": solver,
+        "payments": payments,
+        "time_limit": time_limit,
+        "seed": seed,
+        "threads": threads,
+    }
+    base = params if params is not None else SolveParams()
+    if not isinstance(base, SolveParams):
+        raise ProblemError("params", f"must be a SolveParams, got {type(base).__name__}")
+    p = base.replace(**{k: v for k, v in given.items() if v is not None})
     from allocator.solvers.native import NativeEngine
 
     t0 = time.perf_counter()
-    engine = NativeEngine(problem)
-    stats: dict[str, Any] = {}
-    status = "feasible"
-    chosen = solver
-    start = engine.greedy()
-    alloc = start
-    if solver in ("local", "auto"):
-        alloc = engine.local(start, time_limit=time_limit, seed=seed)
-    if solver == "cpsat" or (solver == "auto" and _small(problem)) or payments == "vcg":
-        from allocator.solvers.cpsat import solve_cpsat
-
-        exact = solve_cpsat(problem, warm_start=alloc, time_limit=time_limit, seed=seed)
-        status = str(exact.stats.get("status", "feasible")).lower()
-        if solver == "cpsat" or welfare(problem, exact) >= welfare(problem, alloc) - 1e-9:
-            chosen = "cpsat" if solver == "cpsat" else "auto:cpsat"
-            alloc = exact
-        else:
-            chosen = "auto:local"
-            status = "feasible"
-    elif solver == "auto":
-        chosen = "auto:local"
-    stats["solve_ms"] = (time.perf_counter() - t0) * 1000.0
-
+    engine = NativeEngine(problem, alpha=p.alpha)
+    alloc, chosen, status = _allocate(problem, engine, p)
+    stats: dict[str, Any] = {"solve_ms": (time.perf_counter() - t0) * 1000.0}
     t1 = time.perf_counter()
-    if payments == "first-price":
-        pay = {b: problem.bids[b].alternatives[a].value for b, (a, _) in alloc.winners.items()}
-    elif payments == "critical":
-        pay = engine.critical_payments(alloc, threads=threads)
-    else:
-        from allocator.solvers.cpsat import vcg_payments
-
-        pay = vcg_payments(problem, alloc, time_limit=time_limit, seed=seed)
+    pay = _payments(problem, engine, alloc, p)
     stats["payments_ms"] = (time.perf_counter() - t1) * 1000.0
     reasons = engine.explain(alloc)
     stats["solver_used"] = chosen
@@ -116,7 +83,7 @@ def solve(
         problem,
         alloc,
         solver=chosen,
-        payment_rule=payments,
+        payment_rule=p.payments,
         payments=pay,
         reasons=reasons,
         status=status,
@@ -124,5 +91,56 @@ def solve(
     )
 
 
-def _small(problem: Problem) -> bool:
-    return len(problem.bids) <= AUTO_CPSAT_MAX_BIDS and problem.gpu_count <= AUTO_CPSAT_MAX_GPUS
+def _allocate(
+    problem: Problem, engine: NativeEngine, p: SolveParams
+) -> tuple[Allocation, str, str]:
+    """The allocation, the solver that found it (``auto:local`` ...) and its status."""
+    status = "feasible"
+    chosen = p.solver
+    alloc = engine.greedy()
+    if p.solver in ("local", "auto"):
+        alloc = engine.local(
+            alloc,
+            time_limit=p.time_limit,
+            seed=p.seed,
+            max_iterations=-1 if p.local_iterations is None else p.local_iterations,
+            patience=p.local_patience,
+        )
+    if p.solver == "cpsat" or (p.solver == "auto" and _small(problem, p)) or p.payments == "vcg":
+        from allocator.solvers.cpsat import solve_cpsat
+
+        exact = solve_cpsat(
+            problem,
+            warm_start=alloc,
+            time_limit=p.time_limit,
+            seed=p.seed,
+            work_limit=p.cpsat_work,
+        )
+        status = str(exact.stats.get("status", "feasible")).lower()
+        if p.solver == "cpsat" or welfare(problem, exact) >= welfare(problem, alloc) - 1e-9:
+            chosen = "cpsat" if p.solver == "cpsat" else "auto:cpsat"
+            alloc = exact
+        else:
+            chosen = "auto:local"
+            status = "feasible"
+    elif p.solver == "auto":
+        chosen = "auto:local"
+    return alloc, chosen, status
+
+
+def _payments(
+    problem: Problem, engine: NativeEngine, alloc: Allocation, p: SolveParams
+) -> dict[int, float]:
+    if p.payments == "first-price":
+        return {b: problem.bids[b].alternatives[a].value for b, (a, _) in alloc.winners.items()}
+    if p.payments == "critical":
+        return engine.critical_payments(alloc, threads=p.threads)
+    from allocator.solvers.cpsat import vcg_payments
+
+    return vcg_payments(
+        problem, alloc, time_limit=p.time_limit, seed=p.seed, work_limit=p.cpsat_work
+    )
+
+
+def _small(problem: Problem, p: SolveParams) -> bool:
+    return len(problem.bids) <= p.auto_cpsat_max_bids and problem.gpu_count <= p.auto_cpsat_max_gpus

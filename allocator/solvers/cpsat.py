@@ -935,7 +935,7 @@ class _Builder:
         for i, e in self.evict.items():
             self.m.add_hint(e, i in warm.evicted)
 
-    def complete_hint(self, time_limit: float) -> None:
+    def complete_hint(self, time_limit: float, work_limit: float | None = None) -> None:
         """Extend the hint on ``x`` / ``e`` to every variable (placements, layouts, counts).
 
         CP-SAT repairs a partial hint with a few conflicts only and often loses it on large
@@ -950,6 +950,8 @@ class _Builder:
             fixed.add(fixed.get_int_var_from_proto_index(index) == value)
         solver = cp_model.CpSolver()
         solver.parameters.max_time_in_seconds = time_limit
+        if work_limit is not None:
+            solver.parameters.max_deterministic_time = work_limit
         solver.parameters.num_workers = 1
         solver.parameters.stop_after_first_solution = True
         if solver.solve(fixed) not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -1043,7 +1045,7 @@ def _solve_phase(
     problem: Problem,
     relaxed: frozenset[str],
     hint: Allocation | None,
-    time_limit: float,
+    limit: _Limit,
     seed: int,
     workers: int,
 ) -> _Phase:
@@ -1052,10 +1054,15 @@ def _solve_phase(
     builder.build()
     if hint is not None:
         builder.hint(hint)
-        builder.complete_hint(min(2.0, time_limit / 10))
+        if limit.work is None:
+            builder.complete_hint(min(2.0, limit.seconds / 10))
+        else:  # deterministic: the work limit binds, the wall limit is only a safety cap
+            builder.complete_hint(limit.seconds, min(2.0, limit.work / 10))
     proto = builder.m.proto
     solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(1e-3, time_limit - (time.perf_counter() - t0))
+    solver.parameters.max_time_in_seconds = max(1e-3, limit.seconds - (time.perf_counter() - t0))
+    if limit.work is not None:
+        solver.parameters.max_deterministic_time = max(1e-3, limit.work)
     solver.parameters.random_seed = seed
     solver.parameters.num_workers = workers
     # the LP with cuts closes the knapsack-like gaps of gang bids; it pays off even single-threaded
@@ -1066,6 +1073,7 @@ def _solve_phase(
         "constraints": len(proto.constraints),
         "resources": len(builder.resources),
         "alternatives_modelled": len(builder.alts),
+        "work": solver.deterministic_time,
     }
     bound = solver.best_objective_bound if code != cp_model.INFEASIBLE else math.inf
     if code not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
@@ -1087,12 +1095,25 @@ def _solve_phase(
 _RELAXED_SHARE = 0.5
 
 
+@dataclass(frozen=True)
+class _Limit:
+    """What a phase may spend: wall seconds, and CP-SAT's deterministic time (None: unlimited)."""
+
+    seconds: float
+    work: float | None = None
+
+    def share(self, fraction: float) -> _Limit:
+        work = None if self.work is None else self.work * fraction
+        return _Limit(self.seconds * fraction, work)
+
+
 def _run(
     problem: Problem,
     warm_start: Allocation | None,
     time_limit: float,
     seed: int,
     workers: int,
+    work_limit: float | None = None,
 ) -> Allocation:
     """Solve with budget rows added lazily.
 
@@ -1102,10 +1123,13 @@ def _run(
     every wallet): if its optimum keeps every budget, it is optimal for the round. Otherwise
     the overspent wallets get their rows and it is solved again; a relaxation that is not
     proven within its share of the time hands over to the full model. Every phase's bound is
-    an upper bound on the round's optimum.
+    an upper bound on the round's optimum. With ``work_limit`` the shares are of CP-SAT's
+    deterministic time (what is left of it after each phase), so the answer does not depend on
+    the machine's load; ``time_limit`` stays a wall-clock cap.
     """
     t0 = time.perf_counter()
     deadline = t0 + time_limit
+    work_left = work_limit
     relaxed = frozenset(w.name for w in problem.wallets)
     best = warm_start  # the best allocation known to keep every budget
     best_objective = -math.inf
@@ -1114,11 +1138,13 @@ def _run(
     phases = 0
     stats: dict[str, Any] = {}
     while True:
-        left = max(1e-3, deadline - time.perf_counter())
+        left = _Limit(max(1e-3, deadline - time.perf_counter()), work_left)
         phase = _solve_phase(
-            problem, relaxed, best, left * _RELAXED_SHARE if relaxed else left, seed, workers
+            problem, relaxed, best, left.share(_RELAXED_SHARE) if relaxed else left, seed, workers
         )
         phases += 1
+        if work_left is not None:
+            work_left = max(0.0, work_left - float(phase.stats["work"]))
         stats = phase.stats
         bound = min(bound, phase.bound)
         if phase.alloc is not None and not phase.overspent:
@@ -1130,7 +1156,7 @@ def _run(
         if phase.code == cp_model.INFEASIBLE:  # a relaxation is infeasible only if the round is
             stats["status"] = "INFEASIBLE"
             break
-        if not relaxed or time.perf_counter() >= deadline:
+        if not relaxed or time.perf_counter() >= deadline or work_left == 0.0:
             break
         # proven but overspent: add those rows; not proven in time: hand over to the full model
         relaxed = relaxed - phase.overspent if phase.code == cp_model.OPTIMAL else frozenset()
@@ -1158,6 +1184,7 @@ def solve_cpsat(
     time_limit: float,
     seed: int,
     workers: int = 1,
+    work_limit: float | None = None,
 ) -> Allocation:
     """Solve ``problem`` exactly with CP-SAT (see the module docstring for the model).
 
@@ -1172,7 +1199,10 @@ def solve_cpsat(
     seed
         CP-SAT's random seed.
     workers
-        CP-SAT search workers (1: deterministic for a given seed).
+        CP-SAT search workers (1: deterministic for a given seed and work limit).
+    work_limit
+        CP-SAT's deterministic time for the whole solve (None: only ``time_limit`` bounds it);
+        with it and one worker the answer does not depend on the machine's load.
 
     Returns
     -------
@@ -1189,11 +1219,26 @@ def solve_cpsat(
         If an argument is invalid (the message names it).
     """
     _check_args(problem, warm_start, time_limit, seed, workers)
-    return _run(problem, warm_start, time_limit, seed, workers)
+    _check_work_limit(work_limit)
+    return _run(problem, warm_start, time_limit, seed, workers, work_limit)
+
+
+def _check_work_limit(work_limit: float | None) -> None:
+    if work_limit is None:
+        return
+    if isinstance(work_limit, bool) or not isinstance(work_limit, (int, float)):
+        raise ProblemError("work_limit", f"must be a number, got {work_limit!r}")
+    if not math.isfinite(work_limit) or work_limit <= 0:
+        raise ProblemError("work_limit", f"must be a positive number, got {work_limit!r}")
 
 
 def vcg_payments(
-    problem: Problem, alloc: Allocation, *, time_limit: float, seed: int
+    problem: Problem,
+    alloc: Allocation,
+    *,
+    time_limit: float,
+    seed: int,
+    work_limit: float | None = None,
 ) -> dict[int, float]:
     """VCG (Clarke pivot) payments of the winners of ``alloc``.
 
@@ -1219,6 +1264,7 @@ def vcg_payments(
         If an argument is invalid (the message names it).
     """
     _check_args(problem, alloc, time_limit, seed, 1)
+    _check_work_limit(work_limit)
     if "status" in alloc.stats and alloc.stats["status"] != "OPTIMAL":
         _warn(f"VCG payments on an allocation that is {alloc.stats['status']}, not proven optimal")
     total = welfare(problem, alloc)
@@ -1241,7 +1287,7 @@ def vcg_payments(
         hint = Allocation(
             {index[b]: w for b, w in alloc.winners.items() if b in index}, alloc.evicted
         )
-        res = _run(sub, hint, time_limit, seed, 1)
+        res = _run(sub, hint, time_limit, seed, 1, work_limit)
         if res.stats["status"] != "OPTIMAL":
             _warn(
                 f"VCG sub-solve without bidder {bidder!r} is {res.stats['status']} "
