@@ -1,4 +1,4 @@
-"""Talk to a live API server (the only module importing kubernetes): fetch what the reader
+"""Talk to a live API server through the official client: fetch what the reader
 needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations

@@ -53,12 +53,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity as _untyped_quantity
 
 from allocator.cluster.config import AGENT_LABEL, ANNOTATION_PREFIX, ClusterConfig
 from allocator.model import (
@@ -101,20 +103,13 @@ _MIG_PREFIX = "nvidia.com/mig-"
 # so the device plugin and GFD write the media-extension suffix '+me' as '.me'.
 _PROFILE = re.compile(r"^(\d+g\.(\d+)gb)(?:[.+](me))?$")
 _MIG_PRODUCT = re.compile(r"^(.+?)-MIG-(.+)$")
+# What the API server accepts as a quantity (a decimal number, optional exponent, one suffix);
+# kubernetes.utils.parse_quantity alone is laxer (it takes "1K", " 5", "NaN", "1_0").
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
+_k8s_quantity: Callable[[str], Decimal] = _untyped_quantity  # the client declares no types
+_SUFFIXES = frozenset(
+    ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "", "k", "M", "G", "T", "P", "E")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,20 +165,20 @@ class PodOrigin:
 
 
 def parse_quantity(text: Any) -> Decimal:
-    """A Kubernetes resource quantity (``500m``, ``2``, ``512Gi``, ``1e3``) as a Decimal."""
-    m = _QUANTITY.match(str(text).strip())
-    if not m:
-        raise ValueError(f"not a quantity: {text!r}")
-    number, suffix = m.groups()
+    """A Kubernetes resource quantity (``500m``, ``2``, ``512Gi``, ``1e3``) as a Decimal: the
+    syntax is checked here, the value comes from ``kubernetes.utils.parse_quantity`` (rounded to
+    the decimal context's 28 digits, as a value with a suffix is)."""
+    written = str(text).strip()
+    m = _QUANTITY.match(written)
     try:
-        value = Decimal(number)
-    except InvalidOperation:
+        if not m:
+            raise ValueError(written)
+        _k8s_quantity(m.group(1))  # the number alone: it ends in a digit or a dot, no suffix
+    except ValueError:
         raise ValueError(f"not a quantity: {text!r}") from None
-    if suffix in _BINARY:
-        return value * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return value * _DECIMAL[suffix]
-    raise ValueError(f"unknown quantity suffix {suffix!r} in {text!r}")
+    if m.group(2) not in _SUFFIXES:
+        raise ValueError(f"unknown quantity suffix {m.group(2)!r} in {text!r}")
+    return +_k8s_quantity(written)
 
 
 def _cpu_milli(q: Any) -> int:
