@@ -58,8 +58,15 @@ def test_quantities() -> None:
     assert parse_quantity("2") == 2
     assert parse_quantity("1Gi") == 2**30
     assert parse_quantity("1e3") == 1000
+    assert parse_quantity("1.5Ki") == 1536
+    assert parse_quantity(" 250m ") == Decimal("0.25")
+    assert parse_quantity("1e3m") == 1
     with pytest.raises(ValueError, match="suffix"):
         parse_quantity("3Zz")
+    # What the client's parser would take but the API server refuses.
+    for bad in ("1K", "1ki", "5 Gi", "NaN", "Infinity", "1_000", "1.2.3", ""):
+        with pytest.raises(ValueError, match="quantity"):
+            parse_quantity(bad)
 
 
 def test_pending_pods_become_bids_and_running_ones_incumbents() -> None:

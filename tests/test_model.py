@@ -173,6 +173,36 @@ def test_bad_input_names_the_field(mutate: Any, path: str) -> None:
     assert err.path == path, str(err)
 
 
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda d: d["bids"][3]["alternatives"][0].__setitem__("replicas", 0),
+            "bids[3].alternatives[0].replicas: 0 is less than the minimum of 1",
+        ),
+        (lambda d: d["bids"][0].pop("wallet"), "bids[0].wallet: is required"),
+        (lambda d: d.__setitem__("colour", 1), "colour: unknown field"),
+        (lambda d: d.__setitem__("nodes", {}), "nodes: must be a list, got object"),
+        (lambda d: d["nodes"][0].__setitem__("rack", 7), "nodes[0].rack: must be a string or null"),
+        (
+            lambda d: d["nodes"][0].__setitem__("labels", {"a.io/b": 1}),
+            "nodes[0].labels.a.io/b: must be a string, got number",
+        ),
+    ],
+    ids=["below-minimum", "missing-key", "unknown-top-level", "wrong-type", "null-or", "label"],
+)
+def test_schema_errors_name_the_field(mutate: Any, message: str) -> None:
+    """What the JSON Schema catches is reported with the field's path and a short reason."""
+    data = _base()
+    mutate(data)
+    assert str(_error(data)).startswith(message)
+
+
+def test_a_file_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(ProblemError, match="must be an object, got list"):
+        problem_from_dict([])
+
+
 def test_api_construction_validates_too() -> None:
     """Building objects directly (not from JSON) runs the same checks."""
     with pytest.raises(ProblemError, match="milli"):

@@ -4,6 +4,7 @@ small item sets, and the FGD experiment's real replays staying under it."""
 from __future__ import annotations
 
 import itertools
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -138,6 +139,46 @@ def test_column_generation_reaches_the_pattern_program_optimum(sizes: list[int],
         return
     b = allocation_bound(np.array(sizes), bins)
     assert b.milli == pytest.approx(min(_pattern_lp(sizes, bins), float(sum(sizes))), abs=1e-6)
+
+
+def _patterns(counts: dict[int, int]) -> list[tuple[int, ...]]:
+    """Every multiset of the sizes (each at most as often as it arrived) summing to <= 1000."""
+    distinct = sorted(counts)
+    out: list[tuple[int, ...]] = []
+
+    def grow(j: int, room: int, cur: tuple[int, ...]) -> None:
+        if j == len(distinct):
+            out.append(cur)
+            return
+        s = distinct[j]
+        for c in range(min(room // s, counts[s]) + 1):
+            grow(j + 1, room - c * s, cur + (s,) * c)
+
+    grow(0, 1000, ())
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=st.lists(
+        st.sampled_from([50, 160, 230, 320, 333, 460, 470, 650, 810, 1000]), max_size=30
+    ),
+    bins=st.integers(1, 12),
+)
+def test_the_prices_certify_the_bound_exactly(sizes: list[int], bins: int) -> None:
+    """The returned prices are a dual certificate checked here in rational arithmetic over every
+    pattern: each price is 0..its size, and G max(y_0, 0) + sum_s n_s y_s, with y_0 the best
+    pattern's profit at those prices, is at most the bound returned (so the bound is proven
+    whatever the LP solver's tolerances)."""
+    if not sizes:
+        return
+    b = allocation_bound(np.array(sizes), bins)
+    counts = {s: sizes.count(s) for s in set(sizes)}
+    prices = {s: Fraction(b.prices[s]) for s in counts}
+    assert all(0 <= prices[s] <= s for s in counts)
+    y0 = max(sum((s - prices[s] for s in p), Fraction(0)) for p in _patterns(counts))
+    certificate = bins * max(y0, Fraction(0)) + sum(n * prices[s] for s, n in counts.items())
+    assert Fraction(b.milli) >= min(certificate, Fraction(sum(sizes)), Fraction(1000 * bins))
 
 
 @pytest.mark.parametrize("policy", ["fgd", "bestfit"])

@@ -824,35 +824,8 @@ def list_agents(api: Any, now: datetime | None = None) -> list[AgentInfo]:
         meta = ns_obj["metadata"]
         ns = meta["name"]
         name = str((meta.get("labels") or {}).get(AGENT_LABEL))
-        wallet = _get(api, _path(f"{WALLET_GROUP}/{WALLET_VERSION}", "Wallet", ns, name))
-        balance: float | None = None
-        available: float | None = None
-        priority: int | None = None
-        error = None
-        if wallet is None:
-            error = f"no Wallet {ns}/{name}"
-        else:
-            try:
-                available, priority = _wallet_balance(wallet, now)
-                balance = float((wallet.get("spec") or {})["balance"])
-            except (ValueError, KeyError, TypeError) as e:
-                error = str(e)
-        pods = _rest(api, "GET", _path("v1", "Pod", ns)).get("items") or []
-        finished = ("Succeeded", "Failed")
-        pending = sum(
-            1
-            for p in pods
-            if not (p.get("spec") or {}).get("nodeName")
-            and (p.get("status") or {}).get("phase") not in finished
-        )
-        running = sum(1 for p in pods if _is_running(p))
-        try:
-            secret = _get(api, _path("v1", "Secret", ns, kubeconfig_secret(name)))
-            kubeconfig: bool | None = secret is not None
-        except ApiException as e:
-            if e.status != 403:
-                raise
-            kubeconfig = None
+        balance, available, priority, error = _agent_wallet(api, ns, name, now)
+        pending, running = _agent_pods(api, ns)
         agents.append(
             AgentInfo(
                 name=name,
@@ -863,9 +836,48 @@ def list_agents(api: Any, now: datetime | None = None) -> list[AgentInfo]:
                 priority=priority,
                 pending=pending,
                 running=running,
-                kubeconfig=kubeconfig,
+                kubeconfig=_has_kubeconfig(api, ns, name),
                 deleting=bool(meta.get("deletionTimestamp")),
                 wallet_error=error,
             )
         )
     return sorted(agents, key=lambda a: (a.name, a.namespace))
+
+
+def _agent_wallet(
+    api: Any, ns: str, name: str, now: datetime
+) -> tuple[float | None, float | None, int | None, str | None]:
+    """An agent's Wallet: its ``spec.balance``, what it may spend now and its priority, or
+    (None, None, None, why) when it is missing or malformed."""
+    wallet = _get(api, _path(f"{WALLET_GROUP}/{WALLET_VERSION}", "Wallet", ns, name))
+    if wallet is None:
+        return None, None, None, f"no Wallet {ns}/{name}"
+    try:
+        available, priority = _wallet_balance(wallet, now)
+        balance = float((wallet.get("spec") or {})["balance"])
+    except (ValueError, KeyError, TypeError) as e:
+        return None, None, None, str(e)
+    return balance, available, priority, None
+
+
+def _agent_pods(api: Any, ns: str) -> tuple[int, int]:
+    """How many of the agent's pods are pending (not placed, not finished) and running."""
+    pods = _rest(api, "GET", _path("v1", "Pod", ns)).get("items") or []
+    finished = ("Succeeded", "Failed")
+    pending = sum(
+        1
+        for p in pods
+        if not (p.get("spec") or {}).get("nodeName")
+        and (p.get("status") or {}).get("phase") not in finished
+    )
+    return pending, sum(1 for p in pods if _is_running(p))
+
+
+def _has_kubeconfig(api: Any, ns: str, name: str) -> bool | None:
+    """Whether vcluster has exported the agent's kubeconfig (None: not allowed to look)."""
+    try:
+        return _get(api, _path("v1", "Secret", ns, kubeconfig_secret(name))) is not None
+    except ApiException as e:
+        if e.status != 403:
+            raise
+        return None

@@ -1,4 +1,4 @@
-"""Talk to a live API server (the only module importing kubernetes): fetch what the reader
+"""Talk to a live API server through the official client: fetch what the reader
 needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
 
 from __future__ import annotations
@@ -154,94 +154,132 @@ def apply_plan(
         raise ValueError(f"workers: must be an integer >= 1, got {workers!r}")
     if not isinstance(eviction_wait, int | float) or not 0 <= eviction_wait < float("inf"):
         raise ValueError(f"eviction_wait: must be seconds >= 0, got {eviction_wait!r}")
-    # Plain dicts are sent as they are (the client's typed models add nothing here).
-    core: Any = k8s.CoreV1Api(api)
-    custom: Any = k8s.CustomObjectsApi(api)
-    report = ApplyReport()
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apply")
     try:
-        # First the evictions and a look at each target node, side by side.
-        evicting = [_submit(pool, _evict, core, ev) for ev in plan.evictions]
-        nodes = sorted({b.node for b in plan.bindings})
-        node_checks = [_submit(pool, _node_exists, core, n) for n in nodes]
-        not_freed: dict[str | None, list[str]] = defaultdict(list)
-        accepted = []
-        for ev, freed in zip(plan.evictions, _collect(evicting, report), strict=True):
+        run = _PlanRun(api, plan, pool, eviction_wait)
+        run.evict()
+        binding = run.bind()
+        # The losers' events queue behind the bindings (the pool takes tasks in order).
+        told = run.tell_losers()
+        placed = run.placed(binding)
+        _collect(told + run.charge_and_tell_winners(placed), run.report)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return run.report
+
+
+_T = TypeVar("_T")
+
+
+class _PlanRun:
+    """One apply of a plan, phase by phase (see :func:`apply_plan`): the pool runs the calls,
+    this thread merges their reports and decides what the next phase may do."""
+
+    def __init__(self, api: Any, plan: Plan, pool: ThreadPoolExecutor, wait: float) -> None:
+        # Plain dicts are sent as they are (the client's typed models add nothing here).
+        self.core: Any = k8s.CoreV1Api(api)
+        self.custom: Any = k8s.CustomObjectsApi(api)
+        self.plan = plan
+        self.pool = pool
+        self.eviction_wait = wait
+        self.report = ApplyReport()
+        self.accepted: list[Eviction] = []  # evictions the API server took
+        self.not_freed: dict[str | None, list[str]] = defaultdict(list)  # node -> pods
+        self.node_there: dict[str, bool] = {}
+        # Events this allocator wrote before are updated, not repeated (see _event).
+        self.seen: dict[tuple[str, str], int] = {}
+
+    def evict(self) -> None:
+        """Request every eviction and look at each target node, side by side."""
+        evicting = [_submit(self.pool, _evict, self.core, ev) for ev in self.plan.evictions]
+        nodes = sorted({b.node for b in self.plan.bindings})
+        node_checks = [_submit(self.pool, _node_exists, self.core, n) for n in nodes]
+        for ev, freed in zip(self.plan.evictions, _collect(evicting, self.report), strict=True):
             if freed:
-                accepted.append(ev)
+                self.accepted.append(ev)
             else:
-                not_freed[ev.node].append(ev.pod)
-        node_there = dict(zip(nodes, _collect(node_checks, report), strict=True))
+                self.not_freed[ev.node].append(ev.pod)
+        self.node_there = dict(zip(nodes, _collect(node_checks, self.report), strict=True))
+
+    def bind(self) -> list[tuple[Binding, Future[tuple[ApplyReport, bool]]]]:
+        """Start the bindings: those that need no evicted room at once, the others once their
+        victims are gone (or reported when they are not, after the wait)."""
         victims: dict[str | None, list[str]] = defaultdict(list)
-        for ev in accepted:
+        for ev in self.accepted:
             victims[ev.node].append(ev.pod)
-        # Bindings that need no evicted room go at once; the others wait for their victims.
         binding: list[tuple[Binding, Future[tuple[ApplyReport, bool]]]] = []
         later: list[Binding] = []
-        for b in plan.bindings:
-            if not node_there[b.node]:  # a node removed since the read takes no pod
-                report.problems.append(f"{b.pod}: node {b.node} is gone")
-            elif blockers := not_freed[b.node] + not_freed[None]:
-                report.problems.append(
+        for b in self.plan.bindings:
+            if not self.node_there[b.node]:  # a node removed since the read takes no pod
+                self.report.problems.append(f"{b.pod}: node {b.node} is gone")
+            elif blockers := self.not_freed[b.node] + self.not_freed[None]:
+                self.report.problems.append(
                     f"{b.pod}: not bound to {b.node}: evicting {', '.join(blockers)} failed"
                 )
             elif victims[b.node] or victims[None]:
                 later.append(b)
             else:
-                binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
-        waiting: dict[str | None, list[str]] = defaultdict(list)
-        if later:
-            needed = {b.node for b in later}
-            relevant = [ev for ev in accepted if ev.node is None or ev.node in needed]
-            for ev in _still_terminating(core, relevant, eviction_wait):
-                waiting[ev.node].append(ev.pod)
+                binding.append((b, self._bind(b)))
+        waiting = self._still_terminating({b.node for b in later})
         for b in later:
             if busy := waiting[b.node] + waiting[None]:
-                report.problems.append(
+                self.report.problems.append(
                     f"{b.pod}: not bound to {b.node} yet: {', '.join(busy)} still terminating "
-                    f"after {eviction_wait:g} s (the next round places it)"
+                    f"after {self.eviction_wait:g} s (the next round places it)"
                 )
             else:
-                binding.append((b, _submit(pool, _bind, core, b, plan.round_id)))
-        # The losers' events queue behind the bindings (the pool takes tasks in order). Events
-        # this allocator wrote before are updated, not repeated (see _event).
-        seen: dict[tuple[str, str], int] = {}
-        if plan.notices:
+                binding.append((b, self._bind(b)))
+        return binding
+
+    def _bind(self, b: Binding) -> Future[tuple[ApplyReport, bool]]:
+        return _submit(self.pool, _bind, self.core, b, self.plan.round_id)
+
+    def _still_terminating(self, needed: set[str]) -> dict[str | None, list[str]]:
+        """Node -> the evicted pods there still terminating after the wait (nothing to wait
+        for when no binding needs evicted room)."""
+        waiting: dict[str | None, list[str]] = defaultdict(list)
+        if needed:
+            relevant = [ev for ev in self.accepted if ev.node is None or ev.node in needed]
+            for ev in _still_terminating(self.core, relevant, self.eviction_wait):
+                waiting[ev.node].append(ev.pod)
+        return waiting
+
+    def tell_losers(self) -> list[Future[tuple[ApplyReport, None]]]:
+        """Start the events of the pods that did not win."""
+        if self.plan.notices:
             try:
-                seen = _our_events(core)
+                self.seen = _our_events(self.core)
             except ApiException as e:  # then every event is created (409: read and updated)
-                report.problems.append(f"listing earlier events failed ({e.status})")
-        told = [_submit(pool, _event, core, n, seen) for n in plan.notices if n.reason != WON]
-        placed = {  # pods on their planned node: the only ones a wallet pays for
-            b.pod
-            for (b, _), ok in zip(binding, _collect([f for _, f in binding], report), strict=True)
-            if ok
-        }
+                self.report.problems.append(f"listing earlier events failed ({e.status})")
+        return [self._tell(n) for n in self.plan.notices if n.reason != WON]
+
+    def _tell(self, n: Notice) -> Future[tuple[ApplyReport, None]]:
+        return _submit(self.pool, _event, self.core, n, self.seen)
+
+    def placed(self, binding: list[tuple[Binding, Future[tuple[ApplyReport, bool]]]]) -> set[str]:
+        """Wait for the bindings: the pods on their planned node, the only ones a wallet pays
+        for."""
+        done = _collect([f for _, f in binding], self.report)
+        return {b.pod for (b, _), ok in zip(binding, done, strict=True) if ok}
+
+    def charge_and_tell_winners(self, placed: set[str]) -> list[Future[tuple[ApplyReport, None]]]:
+        """Start the wallets' charges and the winners' events, for the placed pods only."""
         after = [
             _submit(
-                pool,
+                self.pool,
                 _charge,
-                custom,
+                self.custom,
                 Charge(c.wallet, sum(a for _, a in paid), paid),
-                plan.round_id,
+                self.plan.round_id,
             )
-            for c in plan.charges
+            for c in self.plan.charges
             if (paid := tuple((pod, amount) for pod, amount in c.pods if pod in placed))
         ]
-        after += [
-            _submit(pool, _event, core, n, seen)
-            for n in plan.notices
-            if n.reason == WON and n.name in placed
+        return after + [
+            self._tell(n) for n in self.plan.notices if n.reason == WON and n.name in placed
         ]
-        _collect(told + after, report)
-    except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
-    return report
-
-
-_T = TypeVar("_T")
 
 
 def _submit(

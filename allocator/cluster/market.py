@@ -16,7 +16,7 @@ from datetime import datetime
 
 from allocator.cluster.plan import Plan
 from allocator.cluster.read import Snapshot
-from allocator.model import Result
+from allocator.model import Loss, Result
 from allocator.model.market import OUTCOME_OF_REASON, MarketView, PodOutcome, WalletView
 
 __all__ = ["agent_outcomes", "agent_views"]
@@ -26,7 +26,11 @@ def agent_outcomes(snap: Snapshot, result: Result, plan: Plan) -> dict[str, dict
     """Per agent: each of its pods in the round (named as in its own cluster) -> its outcome,
     with the numbers of the round's Event about it."""
     bid_of_pod = {pod: bid for bid, pods in snap.pods_of_bid.items() for pod in pods}
-    values = {b.id: b.alternatives[0].value for b in snap.problem.bids}
+    per_pod = {  # a bid's value per pod
+        b.id: b.alternatives[0].value / len(snap.pods_of_bid[b.id])
+        for b in snap.problem.bids
+        if snap.pods_of_bid.get(b.id)
+    }
     losses = {loss.bid_id: loss for loss in result.losers}
     bindings = {b.pod: b for b in plan.bindings}
     out: dict[str, dict[str, PodOutcome]] = defaultdict(dict)
@@ -36,28 +40,30 @@ def agent_outcomes(snap: Snapshot, result: Result, plan: Plan) -> dict[str, dict
         if notice.kind != "Pod" or origin is None or outcome is None:
             continue
         bid = bid_of_pod.get(notice.name)
-        per_pod = None
-        if bid is not None and bid in values:
-            per_pod = values[bid] / len(snap.pods_of_bid[bid])
         binding = bindings.get(notice.name)
-        detail: dict[str, float | str] = {}
-        if bid is not None and bid in losses:
-            for k, v in losses[bid].detail.items():
-                if isinstance(v, bool):
-                    detail[k] = str(v)
-                elif isinstance(v, int | float | str):
-                    detail[k] = v
+        loss = losses.get(bid) if bid is not None else None
         out[origin.agent][origin.name] = PodOutcome(
             round_id=result.round_id,
             outcome=outcome,
-            bid=per_pod,
+            bid=per_pod.get(bid) if bid is not None else None,
             payment=binding.price if binding is not None else None,
             node=binding.node if binding is not None else None,
             gpus=binding.gpus if binding is not None else (),
-            detail=detail,
+            detail=_detail(loss) if loss is not None else {},
             message=notice.message,
         )
     return dict(out)
+
+
+def _detail(loss: Loss) -> dict[str, float | str]:
+    """A loss's detail as the ConfigMap holds it: numbers and strings (a flag as its text)."""
+    detail: dict[str, float | str] = {}
+    for k, v in loss.detail.items():
+        if isinstance(v, bool):
+            detail[k] = str(v)
+        elif isinstance(v, int | float | str):
+            detail[k] = v
+    return detail
 
 
 def _after_charges(wallet: WalletView, charged: float) -> WalletView:

@@ -97,7 +97,22 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
         raise ValueError(
             f"round_id: result is for {result.round_id!r}, snapshot is {snap.problem.round_id!r}"
         )
-    bids = {b.id: b for b in snap.problem.bids}
+    bindings, won, owed = _winners(snap, result)
+    notices = won + _loser_notices(snap, result) + _skipped_notices(snap, result.round_id)
+    charges = tuple(
+        Charge(wallet, sum(a for _, a in pods), tuple(pods))
+        for wallet, pods in sorted(owed.items())
+        if sum(a for _, a in pods) > 0
+    )
+    return Plan(result.round_id, tuple(bindings), _evictions(snap, result), charges, tuple(notices))
+
+
+def _winners(
+    snap: Snapshot, result: Result
+) -> tuple[list[Binding], list[Notice], dict[str, list[tuple[str, float]]]]:
+    """The winners' bindings (a pod pays its share of the bid's payment), their events, and
+    what each wallet owes, pod by pod."""
+    wallet_of = {b.id: b.wallet for b in snap.problem.bids}
     bindings: list[Binding] = []
     notices: list[Notice] = []
     owed: dict[str, list[tuple[str, float]]] = defaultdict(list)
@@ -111,7 +126,7 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
         for pod, pl in zip(pods, w.placements, strict=True):
             origin = snap.display_name(pod) if pod in snap.origins else ""
             bindings.append(Binding(pod, pl.node, tuple(pl.gpus), pl.milli, share, origin))
-            owed[bids[w.bid_id].wallet].append((pod, share))
+            owed[wallet_of[w.bid_id]].append((pod, share))
             notices.append(
                 Notice(
                     pod,
@@ -122,6 +137,12 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                     uid=snap.pod_uids.get(pod),
                 )
             )
+    return bindings, notices, owed
+
+
+def _loser_notices(snap: Snapshot, result: Result) -> list[Notice]:
+    """A warning per pod of each losing bid, saying why it lost."""
+    notices = []
     for loss in result.losers:
         detail = ", ".join(f"{k} {v}" for k, v in sorted(loss.detail.items()))
         for pod in snap.pods_of_bid.get(loss.bid_id, ()):
@@ -135,6 +156,12 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
                     uid=snap.pod_uids.get(pod),
                 )
             )
+    return notices
+
+
+def _skipped_notices(snap: Snapshot, round_id: str) -> list[Notice]:
+    """A warning per object the reader left out, or kept despite a malformed annotation."""
+    notices = []
     for s in snap.skipped:
         if s.kept:  # a running pod still in the round, holding its GPUs
             what = "kept as running, not preemptible, despite"
@@ -142,8 +169,13 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
         else:
             what, reason = "left out", "Skipped"
         who = _who(snap, s.name) if s.kind == "Pod" else ""
-        message = f"round {result.round_id}: {who}{what}: {s.field}: {s.reason}"
+        message = f"round {round_id}: {who}{what}: {s.field}: {s.reason}"
         notices.append(Notice(s.name, reason, message, True, s.kind, s.uid))
+    return notices
+
+
+def _evictions(snap: Snapshot, result: Result) -> tuple[Eviction, ...]:
+    """The pods of the evicted incumbents, each with its node when known."""
     evictions: list[Eviction] = []
     placements = {i.id: i.placements for i in snap.problem.incumbents}
     for inc in result.evicted:
@@ -152,12 +184,7 @@ def plan_round(snap: Snapshot, result: Result) -> Plan:
         nodes = [pl.node for pl in placements.get(inc, ())]
         known = len(nodes) == len(pods)
         evictions += [Eviction(pod, nodes[i] if known else None) for i, pod in enumerate(pods)]
-    charges = tuple(
-        Charge(wallet, sum(a for _, a in pods), tuple(pods))
-        for wallet, pods in sorted(owed.items())
-        if sum(a for _, a in pods) > 0
-    )
-    return Plan(result.round_id, tuple(bindings), tuple(evictions), charges, tuple(notices))
+    return tuple(evictions)
 
 
 def _who(snap: Snapshot, pod: str) -> str:

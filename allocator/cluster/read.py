@@ -53,12 +53,14 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
+
+from kubernetes.utils.quantity import parse_quantity as _untyped_quantity
 
 from allocator.cluster.config import AGENT_LABEL, ANNOTATION_PREFIX, ClusterConfig
 from allocator.model import (
@@ -101,20 +103,13 @@ _MIG_PREFIX = "nvidia.com/mig-"
 # so the device plugin and GFD write the media-extension suffix '+me' as '.me'.
 _PROFILE = re.compile(r"^(\d+g\.(\d+)gb)(?:[.+](me))?$")
 _MIG_PRODUCT = re.compile(r"^(.+?)-MIG-(.+)$")
+# What the API server accepts as a quantity (a decimal number, optional exponent, one suffix);
+# kubernetes.utils.parse_quantity alone is laxer (it takes "1K", " 5", "NaN", "1_0").
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$")
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "": Decimal(1),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-}
+_k8s_quantity: Callable[[str], Decimal] = _untyped_quantity  # the client declares no types
+_SUFFIXES = frozenset(
+    ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "", "k", "M", "G", "T", "P", "E")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,20 +165,20 @@ class PodOrigin:
 
 
 def parse_quantity(text: Any) -> Decimal:
-    """A Kubernetes resource quantity (``500m``, ``2``, ``512Gi``, ``1e3``) as a Decimal."""
-    m = _QUANTITY.match(str(text).strip())
-    if not m:
-        raise ValueError(f"not a quantity: {text!r}")
-    number, suffix = m.groups()
+    """A Kubernetes resource quantity (``500m``, ``2``, ``512Gi``, ``1e3``) as a Decimal: the
+    syntax is checked here, the value comes from ``kubernetes.utils.parse_quantity`` (rounded to
+    the decimal context's 28 digits, as a value with a suffix is)."""
+    written = str(text).strip()
+    m = _QUANTITY.match(written)
     try:
-        value = Decimal(number)
-    except InvalidOperation:
+        if not m:
+            raise ValueError(written)
+        _k8s_quantity(m.group(1))  # the number alone: it ends in a digit or a dot, no suffix
+    except ValueError:
         raise ValueError(f"not a quantity: {text!r}") from None
-    if suffix in _BINARY:
-        return value * _BINARY[suffix]
-    if suffix in _DECIMAL:
-        return value * _DECIMAL[suffix]
-    raise ValueError(f"unknown quantity suffix {suffix!r} in {text!r}")
+    if m.group(2) not in _SUFFIXES:
+        raise ValueError(f"unknown quantity suffix {m.group(2)!r} in {text!r}")
+    return +_k8s_quantity(written)
 
 
 def _cpu_milli(q: Any) -> int:
@@ -631,248 +626,284 @@ def snapshot(
 ) -> Snapshot:
     """Build the round's Problem from API objects (see the module docstring); ``now`` (default:
     the current UTC time) decides how many funding periods of each Wallet have started."""
-    cfg = config or ClusterConfig()
-    now = now or datetime.now(UTC)
-    skipped: list[Skipped] = []
+    reader = _RoundReader(config or ClusterConfig(), now or datetime.now(UTC))
+    reader.read_wallets(wallets)
+    reader.read_agents(wallets, pods)
+    reader.read_running(pods)
+    reader.read_nodes(nodes)
+    reader.read_incumbents()
+    reader.read_bids(pods)
+    return reader.snapshot(pods, round_id)
 
-    def skip(kind: str, obj: Mapping[str, Any], message: str, kept: bool = False) -> None:
+
+class _RoundReader:
+    """One round's reading of the API objects, one kind after the other (each method reads what
+    the ones before it found); every object it leaves out goes to ``skipped``."""
+
+    def __init__(self, cfg: ClusterConfig, now: datetime) -> None:
+        self.cfg = cfg
+        self.now = now
+        self.skipped: list[Skipped] = []
+        # Wallets and agents.
+        self.wallets: list[Wallet] = []
+        self.priority: dict[str, int] = {}
+        self.wallet_names: set[str] = set()
+        self.agents: dict[str, str] = {}  # host namespace -> agent
+        self.agent_wallets: dict[str, WalletView] = {}
+        self.origins: dict[str, PodOrigin] = {}
+        # GPU work already running, per node (ours and others'), and what other pods take.
+        self.running: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        self.other_cpu: dict[str, int] = defaultdict(int)
+        self.other_mem: dict[str, int] = defaultdict(int)
+        # Nodes.
+        self.nodes: list[Node] = []
+        self.extra: dict[str, GpuModel] = {}
+        self.pools: dict[str, dict[str | None, list[int]]] = {}  # node -> profile -> indices
+        self.offered: dict[str | None, set[str]] = defaultdict(set)  # profile -> models
+        self.free: dict[str, dict[str | None, list[int]]] = {}
+        # What becomes of the pods.
+        self.incumbents: list[Incumbent] = []
+        self.pods_of_incumbent: dict[str, tuple[str, ...]] = {}
+        self.bids: list[Bid] = []
+        self.pods_of_bid: dict[str, tuple[str, ...]] = {}
+
+    def skip(self, kind: str, obj: Mapping[str, Any], message: str, kept: bool = False) -> None:
         path, _, reason = message.partition(": ")
         uid = _meta(obj).get("uid")
-        skipped.append(Skipped(kind, _full_name(obj), path, reason or message, uid, kept))
+        self.skipped.append(Skipped(kind, _full_name(obj), path, reason or message, uid, kept))
 
-    # Wallets. The CRD's schema rejects what is wrong here, but an object stored before the
-    # schema was (or under a laxer one) is served as it is.
-    wallet_list: list[Wallet] = []
-    priority: dict[str, int] = {}
-    for w in wallets:
-        try:
-            available, priority[_full_name(w)] = _wallet_balance(w, now)
-            wallet_list.append(Wallet(_full_name(w), available))
-        except (ValueError, ProblemError) as e:
-            skip("Wallet", w, str(e))
-    wallet_names = {w.name for w in wallet_list}
-    # An agent's Wallet (labelled with its name, in its host namespace) marks that namespace as
-    # the agent's: its pods pay from that Wallet. Only the host writes Wallets.
-    agents: dict[str, str] = {}
-    agent_wallets: dict[str, WalletView] = {}
-    for w in wallets:
-        agent = (_meta(w).get("labels") or {}).get(AGENT_LABEL)
-        if agent and _full_name(w) in wallet_names and agent == _meta(w).get("name"):
-            agents[str(_meta(w).get("namespace"))] = agent
-            agent_wallets[agent] = wallet_view(w, now)
-    origins: dict[str, PodOrigin] = {}
-    for p in pods:
-        agent = agents.get(str(_meta(p).get("namespace")))
-        if agent is not None:
-            origins[_full_name(p)] = _origin(p, agent)
-
-    # GPU work already running, per node (ours and others').
-    running: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    other_cpu: dict[str, int] = defaultdict(int)
-    other_mem: dict[str, int] = defaultdict(int)
-    for p in pods:
-        if not _is_running(p):
-            continue
-        node = p["spec"]["nodeName"]
-        try:
-            unit = _pod_unit(p, cfg)
-        except ValueError as e:
-            skip("Pod", p, str(e))
-            unit = None
-        if unit is None:
-            req = _requests(p)
-            other_cpu[node] += _cpu_milli(req.get("cpu", 0))
-            other_mem[node] += _memory_mib(req.get("memory", 0))
-        else:
-            running[node].append(p)
-
-    # Nodes.
-    node_list: list[Node] = []
-    extra: dict[str, GpuModel] = {}
-    pools: dict[str, dict[str | None, list[int]]] = {}  # node -> profile (None: nvidia.com/gpu)
-    offered: dict[str | None, set[str]] = defaultdict(set)  # profile -> models offered under it
-    for n in nodes:
-        meta = _meta(n)
-        name = str(meta.get("name"))
-        labels = meta.get("labels") or {}
-        alloc = (n.get("status") or {}).get("allocatable") or {}
-        try:
-            cpu = _cpu_milli(alloc.get("cpu", 0)) - other_cpu[name]
-            mem = _memory_mib(alloc.get("memory", 0)) - other_mem[name]
-            offer = _node_gpus(labels, alloc)
-            node_list.append(
-                Node(
-                    name=name,
-                    cpu_milli=max(cpu, 0),
-                    memory_mib=max(mem, 0),
-                    gpus=tuple(offer.gpus),
-                    rack=labels.get(cfg.rack_label),
-                    zone=labels.get(cfg.zone_label),
-                )
-            )
-        except (ValueError, ProblemError) as e:
-            skip("Node", n, str(e))
-            continue
-        for model, (memory_gb, equivalent) in offer.models.items():
-            _add_model(extra, model, memory_gb, equivalent)
-        pools[name] = offer.pools
-        for profile, indices in offer.pools.items():
-            offered[profile].update(offer.gpus[i].model for i in indices)
-    free = {node: {k: list(v) for k, v in pool.items()} for node, pool in pools.items()}
-
-    # Incumbents: running GPU pods at their GPUs.
-    incumbents: list[Incumbent] = []
-    pods_of_incumbent: dict[str, tuple[str, ...]] = {}
-    for node in sorted(running):
-        if node not in pools:
-            continue
-        for p in running[node]:
-            ann = _meta(p).get("annotations") or {}
+    def read_wallets(self, wallets: Sequence[Mapping[str, Any]]) -> None:
+        """The Wallets that can pay. The CRD's schema rejects what is wrong here, but an object
+        stored before the schema was (or under a laxer one) is served as it is."""
+        for w in wallets:
             try:
-                pu = _pod_unit(p, cfg)
-                assert pu is not None
-                ours = (p.get("spec") or {}).get("schedulerName") == cfg.scheduler_name
-                # A running pod holds its GPUs whatever its annotations say: one that is
-                # malformed is reported, and kept at the lowest free GPUs of its resource, with
-                # no value and not preemptible (left out, its GPUs would look free).
-                bad: list[str] = []
-                try:
-                    idx = _held_gpus(pu, ann, node, pools[node], free[node])
-                except ValueError as e:
-                    if not ann.get(ANNOTATION_PREFIX + "gpus"):
-                        raise
-                    bad.append(str(e))
-                    plain = {k: v for k, v in ann.items() if k != ANNOTATION_PREFIX + "gpus"}
-                    idx = _held_gpus(pu, plain, node, pools[node], free[node])
-                try:
-                    value = _number(ann, "bid", 0.0)
-                    cost = _number(ann, "preemption-cost", 0.0)
-                except ValueError as e:
-                    bad.append(str(e))
-                    value = cost = 0.0
-                if bad:
-                    skip("Pod", p, "; ".join(bad), kept=True)
-                if pu.unit.kind == "whole":
-                    placement = Placement(node, tuple(idx))
-                else:
-                    placement = Placement(node, (idx[0],), milli=pu.unit.milli)
-                # A pod being deleted (an eviction the kubelet has not finished) holds its room
-                # until it is gone and cannot be evicted again.
-                terminating = bool(_meta(p).get("deletionTimestamp"))
-                preemptible = (
-                    ours
-                    and not terminating
-                    and not bad
-                    and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
-                )
-                inc_id = _full_name(p)
-                try:
-                    wallet_full = _pod_wallet(p, agents)
-                except ValueError:
-                    wallet_full = None  # it runs; only its value is at stake, not its pay
-                incumbents.append(
-                    Incumbent(
-                        id=inc_id,
-                        bidder=_bidder(p, agents),
-                        value=value,
-                        placements=(placement,),
-                        cpu_milli=pu.cpu_milli,
-                        memory_mib=pu.memory_mib,
-                        preemptible=preemptible,
-                        preemption_cost=cost,
-                        wallet=wallet_full if wallet_full in wallet_names else None,
+                available, self.priority[_full_name(w)] = _wallet_balance(w, self.now)
+                self.wallets.append(Wallet(_full_name(w), available))
+            except (ValueError, ProblemError) as e:
+                self.skip("Wallet", w, str(e))
+        self.wallet_names = {w.name for w in self.wallets}
+
+    def read_agents(
+        self, wallets: Sequence[Mapping[str, Any]], pods: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """An agent's Wallet (labelled with its name, in its host namespace) marks that
+        namespace as the agent's: its pods pay from that Wallet. Only the host writes Wallets."""
+        for w in wallets:
+            agent = (_meta(w).get("labels") or {}).get(AGENT_LABEL)
+            if agent and _full_name(w) in self.wallet_names and agent == _meta(w).get("name"):
+                self.agents[str(_meta(w).get("namespace"))] = agent
+                self.agent_wallets[agent] = wallet_view(w, self.now)
+        for p in pods:
+            agent = self.agents.get(str(_meta(p).get("namespace")))
+            if agent is not None:
+                self.origins[_full_name(p)] = _origin(p, agent)
+
+    def read_running(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        """Running pods: those holding GPUs per node; the others' CPU and memory requests."""
+        for p in pods:
+            if not _is_running(p):
+                continue
+            node = p["spec"]["nodeName"]
+            try:
+                unit = _pod_unit(p, self.cfg)
+            except ValueError as e:
+                self.skip("Pod", p, str(e))
+                unit = None
+            if unit is None:
+                req = _requests(p)
+                self.other_cpu[node] += _cpu_milli(req.get("cpu", 0))
+                self.other_mem[node] += _memory_mib(req.get("memory", 0))
+            else:
+                self.running[node].append(p)
+
+    def read_nodes(self, nodes: Sequence[Mapping[str, Any]]) -> None:
+        """The nodes, less what running pods that are not GPU work take, and their GPUs."""
+        for n in nodes:
+            meta = _meta(n)
+            name = str(meta.get("name"))
+            labels = meta.get("labels") or {}
+            alloc = (n.get("status") or {}).get("allocatable") or {}
+            try:
+                cpu = _cpu_milli(alloc.get("cpu", 0)) - self.other_cpu[name]
+                mem = _memory_mib(alloc.get("memory", 0)) - self.other_mem[name]
+                offer = _node_gpus(labels, alloc)
+                self.nodes.append(
+                    Node(
+                        name=name,
+                        cpu_milli=max(cpu, 0),
+                        memory_mib=max(mem, 0),
+                        gpus=tuple(offer.gpus),
+                        rack=labels.get(self.cfg.rack_label),
+                        zone=labels.get(self.cfg.zone_label),
                     )
                 )
-                pods_of_incumbent[inc_id] = (inc_id,)
-            except (ValueError, AssertionError, ProblemError) as e:
-                skip("Pod", p, str(e))
+            except (ValueError, ProblemError) as e:
+                self.skip("Node", n, str(e))
+                continue
+            for model, (memory_gb, equivalent) in offer.models.items():
+                _add_model(self.extra, model, memory_gb, equivalent)
+            self.pools[name] = offer.pools
+            for profile, indices in offer.pools.items():
+                self.offered[profile].update(offer.gpus[i].model for i in indices)
+        self.free = {
+            node: {k: list(v) for k, v in pool.items()} for node, pool in self.pools.items()
+        }
 
-    # Bids: pending pods of ours, gangs grouped.
-    groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for p in pods:
-        spec = p.get("spec") or {}
-        if spec.get("schedulerName") != cfg.scheduler_name or spec.get("nodeName"):
-            continue
-        if (p.get("status") or {}).get("phase", "Pending") != "Pending":
-            continue
-        meta = _meta(p)
-        gang = (meta.get("labels") or {}).get(ANNOTATION_PREFIX + "gang")
-        key = _gang_key(p, gang) if gang else _full_name(p)
-        groups[key].append(p)
-    bids: list[Bid] = []
-    pods_of_bid: dict[str, tuple[str, ...]] = {}
-    for bid_id, members in sorted(groups.items()):
-        members = sorted(members, key=_full_name)
-        first = members[0]
+    def read_incumbents(self) -> None:
+        """Running GPU pods become incumbents at their GPUs (on the nodes read)."""
+        for node in sorted(self.running):
+            if node not in self.pools:
+                continue
+            for p in self.running[node]:
+                try:
+                    incumbent = self._incumbent(node, p)
+                except (ValueError, AssertionError, ProblemError) as e:
+                    self.skip("Pod", p, str(e))
+                    continue
+                self.incumbents.append(incumbent)
+                self.pods_of_incumbent[incumbent.id] = (incumbent.id,)
+
+    def _held(self, pu: _PodUnit, node: str, pod: Mapping[str, Any], bad: list[str]) -> list[int]:
+        """The GPUs a running pod holds. It holds them whatever its annotations say: with a
+        malformed ``gpualloc.io/gpus`` it is reported (in ``bad``) and kept at the lowest free
+        GPUs of its resource (left out, its GPUs would look free)."""
+        ann = _meta(pod).get("annotations") or {}
         try:
-            units = [_pod_unit(p, cfg) for p in members]
-            if any(u is None for u in units):
-                raise ValueError("spec.containers[].resources: no GPU requested")
-            u0 = units[0]
-            assert u0 is not None
-            if any(u != u0 for u in units):
-                raise ValueError("spec.containers[].resources: the gang's pods differ")
-            anns = [_meta(p).get("annotations") or {} for p in members]
-            value = sum(_number(a, "bid") for a in anns)
-            wallets_named = {_pod_wallet(p, agents) for p in members}
-            if len(wallets_named) != 1 or None in wallets_named:
-                raise ValueError(
-                    f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: missing or differs"
-                )
-            wallet = str(wallets_named.pop())
-            if wallet not in wallet_names:
-                raise ValueError(
-                    f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: no Wallet {wallet}"
-                )
-            locality = anns[0].get(ANNOTATION_PREFIX + "locality", "any")
-            if locality not in LOCALITIES:
-                raise ValueError(
-                    f"metadata.annotations[{ANNOTATION_PREFIX}locality]: one of {LOCALITIES}"
-                )
-            alt = Alternative(
-                value=value,
-                unit=u0.unit,
-                replicas=len(members),
-                cpu_milli=u0.cpu_milli,
-                memory_mib=u0.memory_mib,
-                models=_allowed_models(u0, offered, extra),
-                locality=locality,
-            )
-            bids.append(
-                Bid(
-                    id=bid_id,
-                    bidder=_bidder(first, agents),
-                    wallet=wallet,
-                    alternatives=(alt,),
-                )
-            )
-            pods_of_bid[bid_id] = tuple(_full_name(p) for p in members)
-        except (ValueError, AssertionError, ProblemError) as e:
-            for p in members:
-                skip("Pod", p, str(e))
+            return _held_gpus(pu, ann, node, self.pools[node], self.free[node])
+        except ValueError as e:
+            if not ann.get(ANNOTATION_PREFIX + "gpus"):
+                raise
+            bad.append(str(e))
+            plain = {k: v for k, v in ann.items() if k != ANNOTATION_PREFIX + "gpus"}
+            return _held_gpus(pu, plain, node, self.pools[node], self.free[node])
 
-    # Equal scores go to the earlier bid: order bids by their Wallet's priority (higher first),
-    # then by name, so that priority breaks ties.
-    bids.sort(key=lambda b: (-priority.get(b.wallet, 0), b.id))
-    problem = Problem(
-        nodes=tuple(node_list),
-        wallets=tuple(wallet_list),
-        bids=tuple(bids),
-        incumbents=tuple(incumbents),
-        extra_models=tuple(extra.values()),
-        round_id=round_id,
-    )
-    uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
-    return Snapshot(
-        problem,
-        pods_of_bid,
-        pods_of_incumbent,
-        tuple(skipped),
-        uids,
-        origins,
-        MappingProxyType(agents),
-        MappingProxyType(agent_wallets),
-    )
+    def _incumbent(self, node: str, p: Mapping[str, Any]) -> Incumbent:
+        """A running GPU pod as an incumbent; one with malformed annotations is reported and
+        kept with no value and not preemptible. ValueError naming the field when it cannot be
+        placed at all."""
+        ann = _meta(p).get("annotations") or {}
+        pu = _pod_unit(p, self.cfg)
+        assert pu is not None
+        ours = (p.get("spec") or {}).get("schedulerName") == self.cfg.scheduler_name
+        bad: list[str] = []
+        idx = self._held(pu, node, p, bad)
+        try:
+            value = _number(ann, "bid", 0.0)
+            cost = _number(ann, "preemption-cost", 0.0)
+        except ValueError as e:
+            bad.append(str(e))
+            value = cost = 0.0
+        if bad:
+            self.skip("Pod", p, "; ".join(bad), kept=True)
+        if pu.unit.kind == "whole":
+            placement = Placement(node, tuple(idx))
+        else:
+            placement = Placement(node, (idx[0],), milli=pu.unit.milli)
+        # A pod being deleted (an eviction the kubelet has not finished) holds its room until
+        # it is gone and cannot be evicted again.
+        terminating = bool(_meta(p).get("deletionTimestamp"))
+        preemptible = (
+            ours
+            and not terminating
+            and not bad
+            and ann.get(ANNOTATION_PREFIX + "preemptible", "true") != "false"
+        )
+        try:
+            wallet = _pod_wallet(p, self.agents)
+        except ValueError:
+            wallet = None  # it runs; only its value is at stake, not its pay
+        return Incumbent(
+            id=_full_name(p),
+            bidder=_bidder(p, self.agents),
+            value=value,
+            placements=(placement,),
+            cpu_milli=pu.cpu_milli,
+            memory_mib=pu.memory_mib,
+            preemptible=preemptible,
+            preemption_cost=cost,
+            wallet=wallet if wallet in self.wallet_names else None,
+        )
+
+    def read_bids(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        """Pending pods of ours become bids, a gang's pods one bid; then the bids are ordered by
+        their Wallet's priority (higher first), then by id, so that priority breaks ties (equal
+        scores go to the earlier bid)."""
+        groups: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for p in pods:
+            spec = p.get("spec") or {}
+            if spec.get("schedulerName") != self.cfg.scheduler_name or spec.get("nodeName"):
+                continue
+            if (p.get("status") or {}).get("phase", "Pending") != "Pending":
+                continue
+            gang = (_meta(p).get("labels") or {}).get(ANNOTATION_PREFIX + "gang")
+            groups[_gang_key(p, gang) if gang else _full_name(p)].append(p)
+        for bid_id, members in sorted(groups.items()):
+            members = sorted(members, key=_full_name)
+            try:
+                self.bids.append(self._bid(bid_id, members))
+            except (ValueError, AssertionError, ProblemError) as e:
+                for p in members:
+                    self.skip("Pod", p, str(e))
+                continue
+            self.pods_of_bid[bid_id] = tuple(_full_name(p) for p in members)
+        self.bids.sort(key=lambda b: (-self.priority.get(b.wallet, 0), b.id))
+
+    def _bid(self, bid_id: str, members: list[Mapping[str, Any]]) -> Bid:
+        """The bid of pending pods (one, or a gang's); ValueError naming the field."""
+        units = [_pod_unit(p, self.cfg) for p in members]
+        if any(u is None for u in units):
+            raise ValueError("spec.containers[].resources: no GPU requested")
+        u0 = units[0]
+        assert u0 is not None
+        if any(u != u0 for u in units):
+            raise ValueError("spec.containers[].resources: the gang's pods differ")
+        anns = [_meta(p).get("annotations") or {} for p in members]
+        value = sum(_number(a, "bid") for a in anns)
+        wallets_named = {_pod_wallet(p, self.agents) for p in members}
+        if len(wallets_named) != 1 or None in wallets_named:
+            raise ValueError(f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: missing or differs")
+        wallet = str(wallets_named.pop())
+        if wallet not in self.wallet_names:
+            raise ValueError(f"metadata.annotations[{ANNOTATION_PREFIX}wallet]: no Wallet {wallet}")
+        locality = anns[0].get(ANNOTATION_PREFIX + "locality", "any")
+        if locality not in LOCALITIES:
+            raise ValueError(
+                f"metadata.annotations[{ANNOTATION_PREFIX}locality]: one of {LOCALITIES}"
+            )
+        alt = Alternative(
+            value=value,
+            unit=u0.unit,
+            replicas=len(members),
+            cpu_milli=u0.cpu_milli,
+            memory_mib=u0.memory_mib,
+            models=_allowed_models(u0, self.offered, self.extra),
+            locality=locality,
+        )
+        return Bid(
+            id=bid_id, bidder=_bidder(members[0], self.agents), wallet=wallet, alternatives=(alt,)
+        )
+
+    def snapshot(self, pods: Sequence[Mapping[str, Any]], round_id: str) -> Snapshot:
+        """The Problem of what was read, and the bookkeeping to apply its Result."""
+        problem = Problem(
+            nodes=tuple(self.nodes),
+            wallets=tuple(self.wallets),
+            bids=tuple(self.bids),
+            incumbents=tuple(self.incumbents),
+            extra_models=tuple(self.extra.values()),
+            round_id=round_id,
+        )
+        uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
+        return Snapshot(
+            problem,
+            self.pods_of_bid,
+            self.pods_of_incumbent,
+            tuple(self.skipped),
+            uids,
+            self.origins,
+            MappingProxyType(self.agents),
+            MappingProxyType(self.agent_wallets),
+        )
 
 
 def _bidder(pod: Mapping[str, Any], agents: Mapping[str, str]) -> str:

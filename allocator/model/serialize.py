@@ -1,13 +1,19 @@
 """Problem and Result <-> plain JSON-able dicts, with errors that name the field path.
 
 The shapes are described by ``allocator/model/schema/*.schema.json`` and ``docs/file-format.md``.
-Unknown keys are rejected (a typo must not be silently ignored).
+A problem is first validated against its JSON Schema (with ``jsonschema``: types, required and
+unknown keys, ranges, enums), then built into the model, whose constructors check the meaning
+(references between objects, MIG layouts, occupancy). A result is read by structure here and
+judged by :func:`allocator.verify`. Unknown keys are rejected (a typo must not be silently
+ignored).
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -39,10 +45,81 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: JSON Schema type names as the messages say them.
+_TYPE_NAMES = {"object": "an object", "array": "a list", "integer": "an integer", "null": "null"}
+_MAX_MESSAGE = 200
+
+
+@functools.cache
+def _validator(which: str) -> Any:
+    """The Draft 2020-12 validator of ``schema/<which>.schema.json`` (imported on first use)."""
+    import jsonschema
+
+    text = resources.files("allocator.model").joinpath("schema", f"{which}.schema.json")
+    return jsonschema.Draft202012Validator(json.loads(text.read_text(encoding="utf-8")))
+
+
+def _field_path(parts: Iterable[str | int]) -> str:
+    """``["bids", 3, "alternatives", 0, "replicas"]`` -> ``bids[3].alternatives[0].replicas``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "list" if isinstance(value, list) else "object" if isinstance(value, dict) else "other"
+
+
+def _schema_error(error: Any) -> ProblemError:
+    """A ``jsonschema`` error as a ProblemError naming the field: a missing or unknown key is
+    named itself, any other error the value it is about."""
+    parts = list(error.absolute_path)
+    instance = error.instance
+    if error.validator == "required" and isinstance(instance, dict):
+        missing = next(k for k in error.validator_value if k not in instance)
+        return ProblemError(_field_path([*parts, missing]), "is required")
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        known = error.schema.get("properties", {})
+        unknown = next((k for k in instance if k not in known), None)
+        if unknown is not None:
+            return ProblemError(_field_path([*parts, str(unknown)]), "unknown field")
+    if error.validator == "type":
+        wanted = error.validator_value
+        names = [wanted] if isinstance(wanted, str) else list(wanted)
+        said = " or ".join(_TYPE_NAMES.get(n, f"a {n}") for n in names)
+        return ProblemError(_field_path(parts), f"must be {said}, got {_json_type(instance)}")
+    message = str(error.message)
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3] + "..."
+    return ProblemError(_field_path(parts), message)
+
+
+def _check_schema(which: str, data: Any) -> None:
+    """Raise the most relevant schema violation of ``data`` (``jsonschema.exceptions.best_match``)
+    as a ProblemError; return when there is none."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator(which).iter_errors(data))
+    if error is not None:
+        raise _schema_error(error)
+
 
 def _obj(
     path: str, data: Any, required: tuple[str, ...], optional: tuple[str, ...]
 ) -> dict[str, Any]:
+    """A result's object: required and known keys checked (problems: by their schema)."""
     if not isinstance(data, Mapping):
         raise ProblemError(path, f"must be an object, got {type(data).__name__}")
     for key in required:
@@ -70,61 +147,42 @@ def _build(path: str, cls: Callable[..., T], **kwargs: Any) -> T:
         raise ProblemError(path, f"wrong type: {e}") from None
 
 
-def _mig_instance(path: str, d: Any) -> MigInstance:
-    d = _obj(path, d, ("profile", "start"), ())
+# The problem's builders below take data its schema has accepted: keys and types are right.
+
+
+def _each(path: str, data: list[Any], item: Callable[[str, Any], T]) -> tuple[T, ...]:
+    return tuple(item(f"{path}[{i}]", x) for i, x in enumerate(data))
+
+
+def _mig_instance(path: str, d: dict[str, Any]) -> MigInstance:
     return _build(path, MigInstance, **d)
 
 
-def _gpu(path: str, d: Any) -> Gpu:
-    d = _obj(path, d, ("index", "model"), ("mode", "nvlink", "mig_instances", "used_milli"))
-    d["mig_instances"] = _list(f"{path}.mig_instances", d.get("mig_instances", []), _mig_instance)
-    return _build(path, Gpu, **d)
+def _gpu(path: str, d: dict[str, Any]) -> Gpu:
+    mig = _each(f"{path}.mig_instances", d.get("mig_instances", []), _mig_instance)
+    return _build(path, Gpu, **{**d, "mig_instances": mig})
 
 
-def _node(path: str, d: Any) -> Node:
-    d = _obj(path, d, ("name",), ("cpu_milli", "memory_mib", "gpus", "rack", "zone", "labels"))
-    d["gpus"] = _list(f"{path}.gpus", d.get("gpus", []), _gpu)
-    labels = d.get("labels", {})
-    if not isinstance(labels, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
-    ):
-        raise ProblemError(f"{path}.labels", "must map strings to strings")
-    return _build(path, Node, **d)
+def _node(path: str, d: dict[str, Any]) -> Node:
+    return _build(path, Node, **{**d, "gpus": _each(f"{path}.gpus", d.get("gpus", []), _gpu)})
 
 
-def _wallet(path: str, d: Any) -> Wallet:
-    return _build(path, Wallet, **_obj(path, d, ("name", "balance"), ()))
+def _wallet(path: str, d: dict[str, Any]) -> Wallet:
+    return _build(path, Wallet, **d)
 
 
-def _unit(path: str, d: Any) -> Unit:
-    return _build(path, Unit, **_obj(path, d, ("kind",), ("gpus", "profile", "milli")))
+def _alternative(path: str, d: dict[str, Any]) -> Alternative:
+    unit = _build(f"{path}.unit", Unit, **d["unit"])
+    return _build(path, Alternative, **{**d, "unit": unit, "models": tuple(d.get("models", []))})
 
 
-def _strings(path: str, d: Any) -> tuple[str, ...]:
-    if not isinstance(d, list) or not all(isinstance(x, str) for x in d):
-        raise ProblemError(path, "must be a list of strings")
-    return tuple(d)
-
-
-def _alternative(path: str, d: Any) -> Alternative:
-    d = _obj(
-        path,
-        d,
-        ("value", "unit"),
-        ("replicas", "cpu_milli", "memory_mib", "models", "min_gpu_memory_gb", "locality"),
-    )
-    d["unit"] = _unit(f"{path}.unit", d["unit"])
-    d["models"] = _strings(f"{path}.models", d.get("models", []))
-    return _build(path, Alternative, **d)
-
-
-def _bid(path: str, d: Any) -> Bid:
-    d = _obj(path, d, ("id", "bidder", "wallet", "alternatives"), ())
-    d["alternatives"] = _list(f"{path}.alternatives", d["alternatives"], _alternative)
-    return _build(path, Bid, **d)
+def _bid(path: str, d: dict[str, Any]) -> Bid:
+    alternatives = _each(f"{path}.alternatives", d["alternatives"], _alternative)
+    return _build(path, Bid, **{**d, "alternatives": alternatives})
 
 
 def _placement(path: str, d: Any) -> Placement:
+    """A placement of a problem's incumbent or of a result's winner."""
     d = _obj(path, d, ("node", "gpus"), ("mig_profile", "mig_start", "milli"))
     if not isinstance(d["gpus"], list):
         raise ProblemError(f"{path}.gpus", "must be a list of GPU indices")
@@ -132,52 +190,35 @@ def _placement(path: str, d: Any) -> Placement:
     return _build(path, Placement, **d)
 
 
-def _incumbent(path: str, d: Any) -> Incumbent:
-    d = _obj(
-        path,
-        d,
-        ("id", "bidder", "value", "placements"),
-        ("cpu_milli", "memory_mib", "preemptible", "preemption_cost", "wallet"),
-    )
-    d["placements"] = _list(f"{path}.placements", d["placements"], _placement)
-    return _build(path, Incumbent, **d)
+def _incumbent(path: str, d: dict[str, Any]) -> Incumbent:
+    placements = _each(f"{path}.placements", d["placements"], _placement)
+    return _build(path, Incumbent, **{**d, "placements": placements})
 
 
-def _extra_model(path: str, d: Any) -> GpuModel:
-    d = _obj(path, d, ("name", "memory_gb"), ("aliases", "whole_equivalent"))
-    aliases = _strings(f"{path}.aliases", d.get("aliases", []))
+def _extra_model(path: str, d: dict[str, Any]) -> GpuModel:
+    aliases = d.get("aliases", [])
     try:
         return whole_gpu_model(
             d["name"], d["memory_gb"], *aliases, whole_equivalent=d.get("whole_equivalent", 1.0)
         )
     except ProblemError as e:
         raise e.under(path) from None
-    except TypeError as e:
-        raise ProblemError(path, f"wrong type: {e}") from None
 
 
 def problem_from_dict(data: Any) -> Problem:
-    """Build and validate a :class:`Problem` from its JSON form."""
-    d = _obj(
-        "",
-        data,
-        ("nodes",),
-        ("wallets", "bids", "incumbents", "reserve_prices", "extra_models", "round_id", "$schema"),
-    )
-    d.pop("$schema", None)
-    reserve = d.get("reserve_prices", {})
-    if not isinstance(reserve, Mapping):
-        raise ProblemError("reserve_prices", "must be an object of model -> price")
+    """Build and validate a :class:`Problem` from its JSON form: its JSON Schema first, then the
+    model's own checks; :class:`ProblemError` names the field either way."""
+    _check_schema("problem", data)
     return _build(
         "",
         Problem,
-        nodes=_list("nodes", d["nodes"], _node),
-        wallets=_list("wallets", d.get("wallets", []), _wallet),
-        bids=_list("bids", d.get("bids", []), _bid),
-        incumbents=_list("incumbents", d.get("incumbents", []), _incumbent),
-        reserve_prices=dict(reserve),
-        extra_models=_list("extra_models", d.get("extra_models", []), _extra_model),
-        round_id=d.get("round_id", "round"),
+        nodes=_each("nodes", data["nodes"], _node),
+        wallets=_each("wallets", data.get("wallets", []), _wallet),
+        bids=_each("bids", data.get("bids", []), _bid),
+        incumbents=_each("incumbents", data.get("incumbents", []), _incumbent),
+        reserve_prices=dict(data.get("reserve_prices", {})),
+        extra_models=_each("extra_models", data.get("extra_models", []), _extra_model),
+        round_id=data.get("round_id", "round"),
     )
 
 

@@ -15,13 +15,16 @@ arrived pods can be packed into the cluster's GPUs. This module bounds that tota
 
       max sum_p x_p |p|   s.t.   sum_p x_p <= G,   sum_p a_sp x_p <= n_s,   x >= 0,
 
-  solved by column generation (a small dense simplex for the restricted program, a bounded
-  knapsack for the best new pattern).
-- **Certificate.** The bound returned is not the simplex's objective but the value of the dual
-  solution it yields, made feasible exactly: for prices ``y_s >= 0`` per size, every pattern
+  solved by column generation (OR-Tools' GLOP for the restricted program, through
+  :func:`allocator.solvers.lp.maximize`; a bounded knapsack for the best new pattern).
+- **Certificate.** The bound returned is not the linear program's objective but the value of the
+  dual solution it yields, made feasible exactly: for prices ``y_s >= 0`` per size, every pattern
   satisfies ``|p| - sum_s a_sp y_s <= y_0`` with ``y_0`` the knapsack's maximum, so any packing
   into ``G`` GPUs totals at most ``G max(y_0, 0) + sum_s n_s y_s``. That holds for every ``y >= 0``;
-  the simplex only makes it small. Its validity does not rest on the simplex being right.
+  the linear program only makes it small, and its validity does not rest on the solver being
+  right or on its tolerances. The prices are rounded up to multiples of ``2**-30`` (and capped
+  at their size, which never raises the bound), so every sum the knapsack forms is exact in
+  floating point; the final sum is taken in rational arithmetic and rounded up.
 
 On openb's default trace this is what strands capacity: an 810-milli share leaves 190 that only
 the rare shares of 190 or less can fill, and the 470-milli shares pair to 940. The bound is a
@@ -31,17 +34,22 @@ feasible functions (Fekete and Schepers 2001), which are dual solutions of the s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
 from allocator.sim.replay import arrival_order
 from allocator.sim.traces import PodTrace
+from allocator.solvers.lp import maximize
 
 __all__ = ["AllocationBound", "allocation_bound", "bound_at_arrived"]
 
 _BIN = 1000
-_EPS = 1e-9
+#: Prices are rounded up to multiples of this: then a price, a size less a price and any sum of
+#: at most 1000 of them (magnitudes <= 1000) need at most 40 bits, so the knapsack adds exactly.
+_GRID = 2.0**-30
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,43 +62,6 @@ class AllocationBound:
     percent: float
     prices: dict[int, float]
     packing: tuple[tuple[tuple[int, ...], float], ...]
-
-
-def _lp_max(c: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """max c.x s.t. a x <= b, x >= 0 with b >= 0 (the slack basis is feasible): a dense tableau
-    simplex with Bland's rule, which cannot cycle. Returns (x, duals of the rows, objective)."""
-    m, n = a.shape
-    t = np.zeros((m + 1, n + m + 1))
-    t[:m, :n] = a
-    t[:m, n : n + m] = np.eye(m)
-    t[:m, -1] = b
-    t[m, :n] = -c
-    basis = list(range(n, n + m))
-    for _ in range(100_000):
-        entering = np.flatnonzero(t[m, :-1] < -_EPS)
-        if entering.size == 0:
-            break
-        j = int(entering[0])
-        col = t[:m, j]
-        rows = np.flatnonzero(col > _EPS)
-        if rows.size == 0:  # cannot happen here: every column uses the bounded GPU row
-            raise ArithmeticError("pattern program unbounded")
-        ratios = t[rows, -1] / col[rows]
-        best = ratios.min()
-        ties = rows[ratios <= best + _EPS]
-        r = int(min(ties, key=lambda i: basis[i]))
-        t[r] /= t[r, j]
-        for i in range(m + 1):
-            if i != r and t[i, j] != 0.0:
-                t[i] -= t[i, j] * t[r]
-        basis[r] = j
-    else:
-        raise ArithmeticError("pattern program: simplex did not converge")
-    x = np.zeros(n)
-    for i, var in enumerate(basis):
-        if var < n:
-            x[var] = t[i, -1]
-    return x, t[m, n : n + m].copy(), float(t[m, -1])
 
 
 def _best_pattern(
@@ -124,6 +95,24 @@ def _best_pattern(
     return value, copies
 
 
+def _prices(duals: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """The certificate's prices from the solver's duals: at least 0, at most the size (a price
+    above it only adds to the bound, since no pattern then gains from the item), rounded up to
+    multiples of :data:`_GRID`. Any ``y >= 0`` gives a valid bound; these give an exact one."""
+    capped = np.minimum(np.maximum(duals, 0.0), sizes.astype(np.float64))
+    return np.asarray(np.ceil(capped / _GRID) * _GRID, dtype=np.float64)
+
+
+def _certified(gpus: int, profit: float, counts: np.ndarray, prices: np.ndarray) -> float:
+    """``G max(y_0, 0) + sum_s n_s y_s`` in rational arithmetic, rounded up to a float."""
+    exact = Fraction(gpus) * Fraction(max(profit, 0.0)) + sum(
+        (Fraction(int(n)) * Fraction(float(y)) for n, y in zip(counts, prices, strict=True)),
+        Fraction(0),
+    )
+    value = float(exact)
+    return value if Fraction(value) >= exact else math.nextafter(value, math.inf)
+
+
 def allocation_bound(sizes: np.ndarray, gpus: int) -> AllocationBound:
     """Upper bound on the total size of items (milli, 1..1000 each) packable into ``gpus`` GPUs."""
     if gpus <= 0:
@@ -147,14 +136,15 @@ def allocation_bound(sizes: np.ndarray, gpus: int) -> AllocationBound:
     for _ in range(10_000):
         cols = np.array(columns, dtype=np.float64).T
         a = np.vstack([np.ones(cols.shape[1]), cols])
-        x, duals, _ = _lp_max(distinct.astype(np.float64) @ cols, a, b)
-        prices = np.maximum(duals[1:], 0.0)
+        lp = maximize(distinct.astype(np.float64) @ cols, a, b)
+        x, duals = lp.x, lp.duals
+        prices = _prices(duals[1:], distinct)
         profit, pattern = _best_pattern(distinct, counts, prices)
         if profit <= duals[0] + 1e-7 or any(np.array_equal(pattern, p) for p in columns):
             break
         columns.append(pattern)
     # ``profit`` is the knapsack's exact maximum at the final prices: the certificate's y_0.
-    certified = gpus * max(profit, 0.0) + float(counts @ prices)
+    certified = _certified(gpus, profit, counts, prices)
     best = min(certified, float(s.sum()), capacity)
     used = sorted(
         (

@@ -1,6 +1,6 @@
 """The exact winner-determination model, solved with OR-Tools CP-SAT.
 
-This is the only module of the project that imports ``ortools``. It solves the same problem as
+One of the two modules that import ``ortools`` (with :mod:`.lp`). It solves the same problem as
 the C++ greedy and local-search solvers (the docstrings of :mod:`allocator.model.problem` are the
 specification) and proves optimality on small rounds, which gives exact answers, VCG payments and
 bounds against which the heuristics' gap is measured.
