@@ -262,3 +262,32 @@ def test_not_an_object_is_a_clear_error() -> None:
     """A JSON list where an object belongs is reported with its path, not a crash."""
     err = _error({"nodes": [[]]})
     assert err.path == "nodes[0]" and "object" in err.message
+
+
+def test_problem_schema_uses_only_keywords_draft7_shares() -> None:
+    """The fast validator compiles the schema as draft 7 (allocator.model.serialize): every
+    keyword the schema uses must mean the same in draft 7 and 2020-12."""
+    import json
+    from importlib import resources
+
+    shared = {
+        "$schema", "$id", "$ref", "$defs", "title", "description", "type", "properties",
+        "required", "additionalProperties", "items", "minItems", "maxItems", "uniqueItems",
+        "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+        "enum", "const", "pattern", "anyOf", "oneOf", "allOf", "not", "default", "examples",
+    }  # fmt: skip
+    text = resources.files("allocator.model").joinpath("schema", "problem.schema.json")
+    used: set[str] = set()
+
+    def walk(node: object, in_properties: bool = False) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if not in_properties:
+                    used.add(key)
+                walk(value, in_properties=(key in ("properties", "$defs") and not in_properties))
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(text.read_text(encoding="utf-8")))
+    assert used <= shared, used - shared
