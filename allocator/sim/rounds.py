@@ -51,18 +51,11 @@ def round_problem_and_result(
     i-th arrival), ``placements[k]`` where ``round_pods[k]`` went (node, global GPU indices).
     """
     first = np.concatenate([[0], np.cumsum(cluster.gpus)]).astype(np.int64)
-    gpu_free = np.array(gpu_free_after, dtype=np.int64)
-    cpu_free = np.array(cpu_free_after, dtype=np.int64)
-    mem_free = np.array(mem_free_after, dtype=np.int64)
-    for i, where in zip(round_pods, placements, strict=True):
-        if where is None:
-            continue
-        node, gpus = where
-        cpu_free[node] += int(pods.cpu_milli[i])
-        mem_free[node] += int(pods.memory_mib[i])
-        for g in gpus:
-            gpu_free[g] += int(pods.milli[i])
-    nodes = _nodes_before(cluster, first, gpu_free, cpu_free, mem_free)
+    nodes = _nodes_before(
+        cluster,
+        first,
+        *_free_before(gpu_free_after, cpu_free_after, mem_free_after, pods, round_pods, placements),
+    )
     extra = tuple(whole_gpu_model(m, 16.0) for m in cluster.models if m not in CATALOG)
     bids, winners, losers = [], [], []
     for k, (i, where) in enumerate(zip(round_pods, placements, strict=True)):
@@ -102,6 +95,29 @@ def round_problem_and_result(
         revenue=welfare,
     )
     return problem, result
+
+
+def _free_before(
+    gpu_free_after: np.ndarray,
+    cpu_free_after: np.ndarray,
+    mem_free_after: np.ndarray,
+    pods: PodTrace,
+    round_pods: Sequence[int],
+    placements: Sequence[tuple[int, list[int]] | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Free GPU milli, CPU and memory before the round: what the round placed given back."""
+    gpu_free = np.array(gpu_free_after, dtype=np.int64)
+    cpu_free = np.array(cpu_free_after, dtype=np.int64)
+    mem_free = np.array(mem_free_after, dtype=np.int64)
+    for i, where in zip(round_pods, placements, strict=True):
+        if where is None:
+            continue
+        node, gpus = where
+        cpu_free[node] += int(pods.cpu_milli[i])
+        mem_free[node] += int(pods.memory_mib[i])
+        for g in gpus:
+            gpu_free[g] += int(pods.milli[i])
+    return gpu_free, cpu_free, mem_free
 
 
 def _nodes_before(
