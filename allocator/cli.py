@@ -28,7 +28,11 @@ from allocator.model import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from allocator.cluster.loop import RoundOutcome
+    from allocator.sim.progress import ProgressEvent
+    from allocator.solvers import SolveParams
 
 __all__ = ["format_result", "main"]
 
@@ -290,8 +294,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--policies",
         default=None,
-        help="comma-separated (openb default: random,fifo,bestfit,dotprod,gpupacking,fgd,kai,"
-        "auction, auction once per --modes; mixed default: auction,fifo,kai)",
+        help="comma-separated (default: every policy of the scenario; openb: auction,random,"
+        "fifo,bestfit,dotprod,gpupacking,fgd,kai, auction once per --modes; mixed: auction,"
+        "fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
     sim.add_argument("--seeds", type=int, default=10, help="number of seeds (42, 43, ...)")
@@ -300,6 +305,14 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--out", type=Path, help="results folder (CSV, JSON, PNG)")
     sim.add_argument("--json", action="store_true", help="print the summary as JSON")
     sim.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sim.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE",
+        help="the auction's solve parameters (TOML, SolveParams fields: solver greedy or local, "
+        "time_limit, alpha, seed; openb also fragment_scale, workload_hint); fields left out "
+        "keep the scenario's defaults (greedy; local search 1 s per round on openb, 0.2 s mixed)",
+    )
     _agent_parser(sub)
     return p
 
@@ -308,29 +321,34 @@ def _simulate(args: argparse.Namespace) -> int:
     import os
 
     from allocator.sim.experiment import simulate
+    from allocator.sim.policies import names
+    from allocator.sim.replay import DEFAULT_PARAMS
     from allocator.sim.traces import TraceError
 
     if args.scenario == "mixed":
         return _simulate_mixed(args)
     if args.spread is not None:
         raise ProblemError("--spread", "applies to --scenario mixed only")
-    policies = args.policies or "random,fifo,bestfit,dotprod,gpupacking,fgd,kai,auction"
+    params = _simulate_params(args.params, DEFAULT_PARAMS)
+    policies = args.policies.split(",") if args.policies else list(names("openb"))
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
     if not traces and args.nodes is None:
         traces = ["openb-default"]
     try:
-        summary = simulate(
-            traces,
-            policies.split(","),
-            args.seeds,
-            modes=[m for m in args.modes.split(",") if m.strip()],
-            batch=args.batch,
-            out_dir=args.out,
-            jobs=args.jobs or (os.cpu_count() or 1),
-            nodes=args.nodes,
-            pods=args.pods,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        with _ProgressBar(_show_progress(args), "openb") as bar:
+            summary = simulate(
+                traces,
+                policies,
+                args.seeds,
+                modes=[m for m in args.modes.split(",") if m.strip()],
+                batch=args.batch,
+                out_dir=args.out,
+                jobs=args.jobs or (os.cpu_count() or 1),
+                nodes=args.nodes,
+                pods=args.pods,
+                params=params,
+                progress=bar.callback,
+            )
     except (TraceError, ValueError) as e:
         raise ProblemError("simulate", str(e)) from None
     if args.json:
@@ -505,20 +523,76 @@ def _print_round(outcome: RoundOutcome, *, full: bool) -> None:
     sys.stdout.flush()
 
 
-def _simulate_mixed(args: argparse.Namespace) -> int:
-    from allocator.sim.mixed import DEFAULT_SPREAD
-    from allocator.sim.mixed_report import simulate_mixed
+def _show_progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def _simulate_params(path: Path | None, defaults: SolveParams) -> SolveParams | None:
+    """``--params FILE`` over the scenario's defaults (None without the option)."""
+    if path is None:
+        return None
+    import tomllib
+
+    from allocator.solvers import SolveParams
 
     try:
-        summary = simulate_mixed(
-            (args.policies or "auction,fifo,kai").split(","),
-            args.seeds,
-            gpus=args.gpus,
-            rounds=args.rounds,
-            spread=DEFAULT_SPREAD if args.spread is None else args.spread,
-            out_dir=args.out,
-            progress=not args.no_progress and sys.stderr.isatty(),
-        )
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ProblemError("--params", f"cannot read {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ProblemError("--params", f"{path}: not valid TOML: {e}") from None
+    return SolveParams.from_mapping({**defaults.to_dict(), **data}, source=str(path))
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by the simulator's progress events (none when not shown)."""
+
+    def __init__(self, show: bool, desc: str) -> None:
+        self.bar: Any = None
+        if show:
+            from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+            self.bar = tqdm(desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
+
+    @property
+    def callback(self) -> Callable[[ProgressEvent], None] | None:
+        return self.update if self.bar is not None else None
+
+    def update(self, event: ProgressEvent) -> None:
+        if self.bar.total != event.total:
+            self.bar.total = event.total
+            self.bar.refresh()
+        self.bar.update(event.done - self.bar.n)
+
+    def __enter__(self) -> _ProgressBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _simulate_mixed(args: argparse.Namespace) -> int:
+    from allocator.sim.mixed import DEFAULT_PARAMS, DEFAULT_SPREAD
+    from allocator.sim.mixed_report import simulate_mixed
+    from allocator.sim.policies import names
+
+    params = _simulate_params(args.params, DEFAULT_PARAMS)
+    policies = args.policies.split(",") if args.policies else list(names("mixed"))
+    try:
+        with _ProgressBar(_show_progress(args), "mixed") as bar:
+            summary = simulate_mixed(
+                policies,
+                args.seeds,
+                gpus=args.gpus,
+                rounds=args.rounds,
+                spread=DEFAULT_SPREAD if args.spread is None else args.spread,
+                out_dir=args.out,
+                params=params,
+                progress=bar.callback,
+            )
     except ValueError as e:
         raise ProblemError("simulate", str(e)) from None
     if args.json:

@@ -16,13 +16,14 @@ from allocator.sim.baselines import (
 )
 from allocator.sim.mixed import (
     MIXED_POLICIES,
-    AuctionPolicy,
     MixedPod,
     Workload,
     generate_workload,
     run_mixed,
 )
+from allocator.sim.policies.auction import AuctionPolicy
 from allocator.sim.traces import data_dir
+from allocator.solvers import SolveParams
 
 SPOT = data_dir() / "spot-gpu" / "node_info_df.csv"
 pytestmark = pytest.mark.skipif(not SPOT.is_file(), reason="spot-gpu node list not present")
@@ -226,8 +227,7 @@ def test_share_pod_takes_whole_gpu_fallback_under_auction_fifo_waits() -> None:
     auction = AuctionPolicy(
         Workload((serve, busy, train), agents, {}),
         (node,),
-        solver="greedy",
-        time_limit=0.1,
+        params=SolveParams(solver="greedy", time_limit=0.1),
         seed=0,
         check=True,
     )

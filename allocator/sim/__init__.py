@@ -5,14 +5,16 @@ experiment (arrival order, inflation to 130%, allocation and fragmentation metri
 one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds;
 ``experiment`` runs policies x seeds x traces and writes results. ``mixed`` is the
 mixed-priority scenario (inference and research agents, departures) under auction, fifo and kai
-(``baselines``), and ``mixed_report`` its benchmark. ``bound`` is a proven ceiling on the
+(``baselines``), and ``mixed_report`` its benchmark. ``policies`` is the one registry of both
+scenarios' policies (a new policy is one module there); ``progress`` the event their runs report
+progress with (the package writes nothing to the terminal). ``bound`` is a proven ceiling on the
 allocation any policy reaches on a set of arrived pods. ``rounds`` rebuilds an auction round as
 Problem/Result for ``verify``. This package reads files and calls the engine; it never talks to
 Kubernetes.
 """
 
+from allocator.sim.progress import ProgressEvent
 from allocator.sim.replay import (
-    PLACEMENT_POLICIES,
     Curve,
     arrival_order,
     run_replay,
@@ -31,10 +33,10 @@ from allocator.sim.traces import (
 
 __all__ = [
     "OPENB_TRACES",
-    "PLACEMENT_POLICIES",
     "ClusterTrace",
     "Curve",
     "PodTrace",
+    "ProgressEvent",
     "TraceError",
     "arrival_order",
     "load_openb_nodes",
@@ -44,3 +46,12 @@ __all__ = [
     "summarize",
     "typical_workload",
 ]
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``PLACEMENT_POLICIES`` (see :mod:`allocator.sim.replay`), read from the registry."""
+    if name == "PLACEMENT_POLICIES":
+        from allocator.sim import replay
+
+        return replay.PLACEMENT_POLICIES
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """Baseline schedulers for the mixed-priority scenario: ``fifo`` and ``kai``, one round each.
 
-Both place through the project's engine (:class:`~allocator.solvers.native.NativeEngine`, greedy
-with ``alpha=0`` so that the ranking is the bid value alone): a policy only decides the *order*
+Both place through the project's engine (:func:`allocator.solvers.allocate`: what
+:func:`~allocator.solvers.solve` allocates, without payments or a Result; greedy with ``alpha=0``
+so that the ranking is the bid value alone): a policy only decides the *order*
 in which pending jobs are tried and *which* running jobs may be evicted, by encoding that order
 as strictly decreasing values and eviction rights as incumbents' ``preemptible`` flags and values.
 The engine's greedy tries every bid once in value order, places it if it fits (evicting only
@@ -31,7 +32,7 @@ from allocator.model import (
     Problem,
     Wallet,
 )
-from allocator.solvers.native import NativeEngine
+from allocator.solvers import SolveParams, allocate
 
 __all__ = [
     "KAI_INFERENCE_PRIORITY",
@@ -53,6 +54,8 @@ KAI_INFERENCE_PRIORITY = 125
 KAI_NON_PREEMPTIBLE = 100
 
 _WALLET = "cluster"
+#: How the baselines call the engine: one greedy pass, bids ranked by value alone.
+ENGINE_PARAMS = SolveParams(solver="greedy", alpha=0.0)
 _BIG = 1e6  # value band of KAI reclaimers: far above the summed value of any set of victims
 
 
@@ -85,13 +88,14 @@ class Running:
 class Decision:
     """What one round decided: new placements by job id, evicted job ids, engine calls, and
     which alternative of its bid each started job won (``chosen``; absent means 0, the only
-    one a baseline job has)."""
+    one a baseline job has); ``verified``: the round was checked by :mod:`allocator.verify`."""
 
     started: Mapping[str, tuple[Placement, ...]]
     evicted: tuple[str, ...] = ()
     engine_calls: int = 0
     seconds: float = 0.0
     chosen: Mapping[str, int] = field(default_factory=dict)
+    verified: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +162,7 @@ def _engine_round(
         ),
         extra_models=extra_models,
     )
-    alloc = NativeEngine(problem, alpha=0.0).greedy()
+    alloc = allocate(problem, ENGINE_PARAMS)
     started = {problem.bids[b].id: reps for b, (_a, reps) in alloc.winners.items()}
     evicted = [problem.incumbents[i].id for i in sorted(alloc.evicted)]
     return started, evicted
@@ -349,72 +353,110 @@ def kai_round(
     left out (docs/simulator-mixed.md).
     """
     t0 = time.perf_counter()
-    calls = 0
-    started: dict[str, tuple[Placement, ...]] = {}
-    live = list(running)
-    waiting = list(pending)
-    # Allocate: the order assumes each job taken is placed; a job refused for quota is retried
-    # in a further pass if jobs before it did not fit and so left quota unused.
-    tried: set[str] = set()
-    for _ in range(3):
-        states = _kai_states(queues, waiting, live, capacity)
-        order = [j for j in _kai_order(waiting, states, starved_only=False) if j.id not in tried]
-        if not order:
-            break
-        got, _ = _engine_round(
-            nodes,
-            extra_models,
-            list(zip(order, _rank_values(len(order)), strict=True)),
-            [(r, 1.0, False) for r in live],
+    cycle = _KaiCycle(nodes, extra_models, queues, capacity, list(pending), list(running))
+    cycle.allocate()
+    cycle.reclaim()
+    return Decision(cycle.started, tuple(cycle.evicted), cycle.calls, time.perf_counter() - t0)
+
+
+@dataclass
+class _KaiCycle:
+    """The state of one KAI cycle: what waits, what runs, what it started and evicted."""
+
+    nodes: tuple[Node, ...]
+    extra_models: tuple[GpuModel, ...]
+    queues: Sequence[KaiQueue]
+    capacity: float
+    waiting: list[Job]
+    live: list[Running]
+    started: dict[str, tuple[Placement, ...]] = field(default_factory=dict)
+    evicted: list[str] = field(default_factory=list)
+    calls: int = 0
+
+    def allocate(self) -> None:
+        """Jobs in KAI's queue order, placed if they fit, no evictions. The order assumes each
+        job taken is placed; a job refused for quota is retried in a further pass if jobs
+        before it did not fit and so left quota unused."""
+        tried: set[str] = set()
+        for _ in range(3):
+            states = _kai_states(self.queues, self.waiting, self.live, self.capacity)
+            order = [
+                j for j in _kai_order(self.waiting, states, starved_only=False) if j.id not in tried
+            ]
+            if not order:
+                break
+            got, _ = _engine_round(
+                self.nodes,
+                self.extra_models,
+                list(zip(order, _rank_values(len(order)), strict=True)),
+                [(r, 1.0, False) for r in self.live],
+            )
+            self.calls += 1
+            tried.update(j.id for j in order)
+            for j in order:
+                if j.id in got:
+                    self.started[j.id] = got[j.id]
+                    self.live.append(Running(j, got[j.id], 0.0))
+            self.waiting = [j for j in self.waiting if j.id not in got]
+            if not got:
+                break
+
+    def reclaim(self) -> None:
+        """Starved departments' jobs against preemptible jobs of departments above their fair
+        share (KAI's MaintainFairShare / GuaranteeDeservedQuota strategies)."""
+        states = _kai_states(self.queues, self.waiting, self.live, self.capacity)
+        reclaimers = _kai_order(self.waiting, states, starved_only=True)
+        victims_of: dict[str, float] = {}
+        for name, s in states.items():
+            if s.queue.parent is None and s.allocated > s.fair + 1e-9:
+                victims_of[name] = s.allocated - s.fair
+        if not reclaimers or not victims_of:
+            return
+        chosen = _reclaimers_within(reclaimers, states, victims_of)
+        if not chosen:
+            return
+        got, ev = _engine_round(
+            self.nodes,
+            self.extra_models,
+            [(j, _BIG + v) for j, v in zip(chosen, _rank_values(len(chosen)), strict=True)],
+            self._victims(states, victims_of),
         )
-        calls += 1
-        tried.update(j.id for j in order)
-        for j in order:
-            if j.id in got:
-                started[j.id] = got[j.id]
-                live.append(Running(j, got[j.id], 0.0))
-        waiting = [j for j in waiting if j.id not in got]
-        if not got:
-            break
-    # Reclaim: starved departments' jobs against preemptible jobs of departments above their
-    # fair share (KAI's MaintainFairShare / GuaranteeDeservedQuota strategies).
-    evicted: list[str] = []
-    states = _kai_states(queues, waiting, live, capacity)
-    reclaimers = _kai_order(waiting, states, starved_only=True)
-    victims_of: dict[str, float] = {}
-    for name, s in states.items():
-        if s.queue.parent is None and s.allocated > s.fair + 1e-9:
-            victims_of[name] = s.allocated - s.fair
-    if reclaimers and victims_of:
-        budget = sum(victims_of.values())
-        chosen: list[Job] = []
-        for j in reclaimers:
-            dept = states[j.queue].queue.parent or j.queue
-            if dept in victims_of:
-                continue  # a department above its fair share reclaims from nobody
-            if j.equivalents <= budget + 1e-9:
-                chosen.append(j)
-                budget -= j.equivalents
-        newest_first = sorted(live, key=lambda r: -r.start)
+        self.calls += 1
+        self.started.update(got)
+        self.evicted.extend(ev)
+
+    def _victims(
+        self, states: Mapping[str, _QueueState], victims_of: Mapping[str, float]
+    ) -> list[tuple[Running, float, bool]]:
+        """Every running job as an incumbent: preemptible if its department is above its fair
+        share, it is preemptible work and it was not placed in this cycle; among victims, the
+        newest job is cheapest (KAI evicts the most recent first)."""
+        newest_first = sorted(self.live, key=lambda r: -r.start)
         rank = {r.job.id: k for k, r in enumerate(newest_first)}
         incs: list[tuple[Running, float, bool]] = []
-        for r in live:
+        for r in self.live:
             dept = states[r.job.queue].queue.parent or r.job.queue
             may_go = (
                 r.job.priority < KAI_NON_PREEMPTIBLE
                 and dept in victims_of
-                and r.job.id not in started  # not evicted in the cycle that placed it
+                and r.job.id not in self.started  # not evicted in the cycle that placed it
             )
-            # Among victims, the newest job is cheapest (KAI evicts the most recent first).
-            incs.append((r, 1.0 + 1e-6 * (len(live) - rank[r.job.id]), may_go))
-        if chosen:
-            got, ev = _engine_round(
-                nodes,
-                extra_models,
-                [(j, _BIG + v) for j, v in zip(chosen, _rank_values(len(chosen)), strict=True)],
-                incs,
-            )
-            calls += 1
-            started.update(got)
-            evicted.extend(ev)
-    return Decision(started, tuple(evicted), calls, time.perf_counter() - t0)
+            incs.append((r, 1.0 + 1e-6 * (len(self.live) - rank[r.job.id]), may_go))
+        return incs
+
+
+def _reclaimers_within(
+    reclaimers: Sequence[Job], states: Mapping[str, _QueueState], victims_of: Mapping[str, float]
+) -> list[Job]:
+    """Reclaimers in order while their GPU-equivalents fit in what the departments above their
+    fair share hold beyond it; a department above its fair share reclaims from nobody."""
+    budget = sum(victims_of.values())
+    chosen: list[Job] = []
+    for j in reclaimers:
+        dept = states[j.queue].queue.parent or j.queue
+        if dept in victims_of:
+            continue
+        if j.equivalents <= budget + 1e-9:
+            chosen.append(j)
+            budget -= j.equivalents
+    return chosen

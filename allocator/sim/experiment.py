@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import statistics
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from allocator.sim.bound import bound_at_arrived
-from allocator.sim.replay import PLACEMENT_POLICIES, Curve, curve_points, run_replay, summarize
+from allocator.sim.policies.registry import get, names
+from allocator.sim.progress import ProgressEvent
+from allocator.sim.replay import Curve, curve_points, run_replay, summarize
 from allocator.sim.traces import (
     OPENB_TRACES,
     ClusterTrace,
@@ -36,13 +38,22 @@ from allocator.sim.traces import (
     load_openb_pods,
     resolve_trace,
 )
+from allocator.solvers import SolveParams
 
-__all__ = ["POLICIES", "RunSpec", "expand_policies", "expand_traces", "simulate"]
+__all__ = ["RunSpec", "expand_policies", "expand_traces", "simulate"]
 
-#: Policy names accepted by ``simulate`` (``auction`` expands to its modes).
-POLICIES = (*PLACEMENT_POLICIES, "auction")
+_log = logging.getLogger(__name__)
+
 AUCTION_MODES = ("online", "batch")
 HEADLINE = ("alloc_at_100", "alloc_at_130", "frag_rate_at_90")
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``POLICIES``: the policy names ``simulate`` accepts (the openb policies of the registry,
+    :mod:`allocator.sim.policies`; a per-mode one such as ``auction`` expands to its modes)."""
+    if name == "POLICIES":
+        return names("openb")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -56,19 +67,27 @@ class RunSpec:
     mode: str
     seed: int
     batch: int
+    params: SolveParams | None = None
 
     @property
     def label(self) -> str:
-        return self.policy if self.policy != "auction" else f"auction-{self.mode}"
+        """``policy``, with the mode for a per-mode policy (``auction-online``)."""
+        return get(self.policy, "openb").label(self.mode)
 
 
-def expand_policies(names: Sequence[str], modes: Sequence[str] = AUCTION_MODES) -> list[str]:
-    """Validated policy names, ``auction`` kept once (its modes are expanded per run)."""
+#: A finished run: its spec, its record (headline figures, failures, timings), its curve points.
+_Outcome = tuple[RunSpec, dict[str, Any], list[dict[str, float]]]
+
+
+def expand_policies(policies: Sequence[str], modes: Sequence[str] = AUCTION_MODES) -> list[str]:
+    """Validated policy names, a per-mode one (``auction``) kept once (its modes are expanded
+    per run)."""
+    known = names("openb")
     out: list[str] = []
-    for raw in names:
+    for raw in policies:
         name = raw.strip()
-        if name not in POLICIES:
-            raise ValueError(f"policies: unknown {name!r} (known: {', '.join(POLICIES)})")
+        if name not in known:
+            raise ValueError(f"policies: unknown {name!r} (known: {', '.join(known)})")
         if name not in out:
             out.append(name)
     for m in modes:
@@ -92,7 +111,7 @@ def expand_traces(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]]:
+def _run(spec: RunSpec) -> _Outcome:
     cluster = load_openb_nodes(spec.nodes)
     pods = load_openb_pods(spec.pods, cluster)
     t0 = time.perf_counter()
@@ -103,6 +122,7 @@ def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]
         spec.seed,
         mode=spec.mode,
         batch=spec.batch,
+        params=spec.params,
     )
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {
@@ -120,20 +140,6 @@ def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]
     return spec, record, curve_points(curve)
 
 
-def _progress_line(done: int, total: int, started: float, stream: Any) -> None:
-    width = 30
-    filled = int(width * done / max(total, 1))
-    elapsed = time.perf_counter() - started
-    eta = elapsed / done * (total - done) if done else 0.0
-    stream.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} runs"
-        f"  {elapsed:5.0f}s elapsed, ~{eta:4.0f}s left"
-    )
-    if done == total:
-        stream.write("\n")
-    stream.flush()
-
-
 def simulate(
     traces: Sequence[str],
     policies: Sequence[str],
@@ -145,14 +151,18 @@ def simulate(
     jobs: int = 1,
     nodes: str | Path | None = None,
     pods: str | Path | None = None,
-    progress: bool | Callable[[int, int], None] = False,
+    params: SolveParams | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the summary (also written under ``out_dir`` if given).
 
     ``seeds`` is a count (seeds 42, 43, ... as in the paper) or a list. ``nodes``/``pods`` give
     trace files by path instead of short names (the trace is then called ``custom``).
+    ``params`` are the solve options of every run (:func:`allocator.sim.replay.run_replay`;
+    default its :data:`~allocator.sim.replay.DEFAULT_PARAMS`). ``progress`` gets a
+    :class:`~allocator.sim.progress.ProgressEvent` as each run finishes.
     """
-    names = expand_policies(policies, modes)
+    chosen = expand_policies(policies, modes)
     seed_list = list(range(42, 42 + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("seeds: need at least one")
@@ -160,54 +170,63 @@ def simulate(
         raise ValueError("batch: must be >= 1")
     if jobs < 1:
         raise ValueError("jobs: must be >= 1")
-    files: list[tuple[str, str, str]] = []
-    trace_files: list[tuple[str, str, str]] = []
-    if nodes is not None or pods is not None:
-        if nodes is None or pods is None:
-            raise ValueError("nodes/pods: give both files")
-        files.append(("custom", str(nodes), str(pods)))
-    for t in expand_traces(traces):
-        node_file, pod_file = resolve_trace(t)
-        trace_files.append((t, str(node_file), str(pod_file)))
-    files += trace_files
-    if not files:
-        raise ValueError("trace: name a trace or give --nodes and --pods")
+    files = _trace_files(traces, nodes, pods)
     loaded = {}  # fail fast, before any process starts; kept for the ceilings
     for t, n, p in files:
         cluster = load_openb_nodes(n)
         loaded[t] = (cluster, load_openb_pods(p, cluster))
     specs = [
-        RunSpec(t, n, p, pol, mode, seed, batch)
+        RunSpec(t, n, p, pol, mode, seed, batch, params)
         for t, n, p in files
-        for pol in names
-        for mode in (modes if pol == "auction" else ("online",))
+        for pol in chosen
+        for mode in (modes if get(pol, "openb").per_mode else ("online",))
         for seed in seed_list
     ]
     started = time.perf_counter()
-    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]] = []
-
-    def tick() -> None:
-        if callable(progress):
-            progress(len(results), len(specs))
-        elif progress:
-            _progress_line(len(results), len(specs), started, sys.stderr)
-
-    if jobs == 1:
-        for spec in specs:
-            results.append(_run(spec))
-            tick()
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(_run, s) for s in specs]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                tick()
+    results: list[_Outcome] = []
+    for outcome in _execute(specs, jobs):
+        results.append(outcome)
+        if progress is not None:
+            progress(ProgressEvent(len(results), len(specs), "runs", _item(outcome[0])))
     results.sort(key=lambda r: (r[0].trace, r[0].label, r[0].seed))
     summary = _summarize(results, seed_list, time.perf_counter() - started)
     summary["ceilings"] = {t: _ceiling(*loaded[t], seed_list) for t, _, _ in files}
     if out_dir is not None:
         _write(Path(out_dir), results, summary)
     return summary
+
+
+def _trace_files(
+    traces: Sequence[str], nodes: str | Path | None, pods: str | Path | None
+) -> list[tuple[str, str, str]]:
+    """(trace, node file, pod file) of the custom files (if given) and the named traces."""
+    files: list[tuple[str, str, str]] = []
+    if nodes is not None or pods is not None:
+        if nodes is None or pods is None:
+            raise ValueError("nodes/pods: give both files")
+        files.append(("custom", str(nodes), str(pods)))
+    for t in expand_traces(traces):
+        node_file, pod_file = resolve_trace(t)
+        files.append((t, str(node_file), str(pod_file)))
+    if not files:
+        raise ValueError("trace: name a trace or give --nodes and --pods")
+    return files
+
+
+def _execute(specs: Sequence[RunSpec], jobs: int) -> Iterator[_Outcome]:
+    """The runs' outcomes as they finish (in order with one job)."""
+    if jobs == 1:
+        for spec in specs:
+            yield _run(spec)
+        return
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(_run, s) for s in specs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+def _item(spec: RunSpec) -> str:
+    return f"{spec.trace} {spec.label} seed {spec.seed}"
 
 
 def _ceiling(cluster: ClusterTrace, pods: PodTrace, seeds: list[int]) -> dict[str, float]:
@@ -221,7 +240,7 @@ def _ceiling(cluster: ClusterTrace, pods: PodTrace, seeds: list[int]) -> dict[st
 
 
 def _summarize(
-    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    results: list[_Outcome],
     seeds: list[int],
     seconds: float,
 ) -> dict[str, Any]:
@@ -246,7 +265,7 @@ def _summarize(
 
 def _write(
     out: Path,
-    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    results: list[_Outcome],
     summary: dict[str, Any],
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
@@ -278,19 +297,19 @@ def _write(
 
 def plot_allocation(
     out: Path,
-    results: list[tuple[RunSpec, dict[str, Any], list[dict[str, float]]]],
+    results: list[_Outcome],
     ceilings: dict[str, dict[str, float]] | None = None,
 ) -> list[Path]:
     """One PNG per trace: mean allocation ratio against arrived workload, one line per policy,
     and the trace's ceiling at 100% arrived if ``ceilings`` has it. Returns the files written
-    (none, with a note on stderr, if matplotlib is missing)."""
+    (none, with a warning logged, if matplotlib is missing)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: matplotlib not installed, no plots (pip install matplotlib)", file=sys.stderr)
+        _log.warning("matplotlib not installed, no plots (pip install matplotlib)")
         return []
     written: list[Path] = []
     traces = sorted({s.trace for s, _, _ in results})

@@ -6,9 +6,10 @@ gangs of 1-8 GPUs, some NVLink- or node-local; small wallets; long) arrives over
 Poisson process per agent, at an offered load of ``load`` x the fleet's GPU-equivalents. Each pod
 is an XOR list of alternatives: its preferred unit and fallbacks of similar capacity on the other
 pools (the auction bids them all, the baselines only the preferred one). Every
-``round_seconds`` a round clears everything pending under one policy (:data:`MIXED_POLICIES`),
-all placing through the same engine: ``auction`` (the project's market: wallets, values,
-preemption of research work), ``fifo`` and ``kai`` (:mod:`allocator.sim.baselines`). A preempted
+``round_seconds`` a round clears everything pending under one policy (:data:`MIXED_POLICIES`,
+from the registry of :mod:`allocator.sim.policies`), all placing through the same engine:
+``auction`` (the project's market: wallets, values, preemption of research work), ``fifo`` and
+``kai`` (:mod:`allocator.sim.baselines`). A preempted
 job returns to the pending set with its arrival time and remaining duration. The run records
 per-class waits, GPU allocation over time, preemptions, welfare and decision time
 (:class:`MixedRun`). Method and results: docs/simulator-mixed.md.
@@ -18,8 +19,7 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,33 +30,23 @@ from allocator.instances import extra_models_for, spot_gpu_nodes
 from allocator.model import (
     CATALOG,
     Alternative,
-    Bid,
     GpuModel,
     Incumbent,
     Node,
     Placement,
     Problem,
     Unit,
-    Wallet,
 )
-from allocator.sim.baselines import (
-    KAI_INFERENCE_PRIORITY,
-    KAI_TRAIN_PRIORITY,
-    Decision,
-    Job,
-    KaiQueue,
-    Running,
-    fifo_round,
-    kai_round,
-)
+from allocator.sim.baselines import Decision
+from allocator.sim.policies.registry import MixedPolicy, MixedSetup, get, names
+from allocator.sim.progress import ProgressEvent
 from allocator.sim.traces import data_dir
-from allocator.solvers import solve
+from allocator.solvers import SolveParams
 
 __all__ = [
     "CLASSES",
+    "DEFAULT_PARAMS",
     "DEFAULT_SPREAD",
-    "MIXED_POLICIES",
-    "AuctionPolicy",
     "MixedPod",
     "MixedRun",
     "Workload",
@@ -64,7 +54,15 @@ __all__ = [
     "run_mixed",
 ]
 
-MIXED_POLICIES = ("auction", "fifo", "kai")
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``MIXED_POLICIES``: the policy names of the mixed scenario, read from the registry
+    (:mod:`allocator.sim.policies`) when asked, so that it lists registered ones too."""
+    if name == "MIXED_POLICIES":
+        return names("mixed")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 CLASSES = ("inference", "research")
 
 #: Share of each GPU pool's capacity offered to inference outside its peak (research gets the
@@ -167,6 +165,26 @@ class MixedRun:
     pending_count: list[int] = field(default_factory=list)
     pods: list[MixedPod] = field(default_factory=list)
     verified_rounds: int = 0
+
+    def record(
+        self,
+        now: float,
+        demand: float,
+        decision: Decision,
+        running: Iterable[MixedPod],
+        pending: int,
+    ) -> None:
+        """Append one round: its time, the demand it faced, what runs after it (GPU-equivalents
+        and value), its decision's time and evictions, the pending count."""
+        live = list(running)
+        self.times.append(now)
+        self.demand.append(demand)
+        self.allocated.append(sum(p.equivalents for p in live))
+        self.welfare.append(sum(p.value for p in live))
+        self.decision_seconds.append(decision.seconds)
+        self.preempted.append(len(decision.evicted))
+        self.pending_count.append(pending)
+        self.verified_rounds += int(decision.verified)
 
     def counts(self) -> dict[str, int]:
         """arrived, running, waiting, departed: each arrived pod is in exactly one of the last 3."""
@@ -281,27 +299,13 @@ def generate_workload(
     alternative); the random draws do not depend on ``spread``.
     """
     rng = random.Random(seed)
-    pools = {"mig": 0, "share": 0, "whole": 0}
-    for n in nodes:
-        for g in n.gpus:
-            pools[{"mig": "mig", "shared": "share", "whole": "whole"}[g.mode]] += 1
+    pools = _pools(nodes)
     capacity = float(sum(pools.values()))
-    inf_mean_s = _mean_log_uniform(*_INFERENCE_SECONDS)
-    res_mean_s = _mean_log_uniform(*_RESEARCH_SECONDS)
-    # Offered GPU-equivalents per pool and per-pod mean size -> arrival rates (pods/s).
-    mig_mean = sum(_equivalents(Unit("mig", profile=p), 1) * w for p, w in _PROFILES) / sum(
-        w for _, w in _PROFILES
-    )
-    share_mean = sum(_SHARES) / len(_SHARES) / 1000.0
-    inf_rates = {
-        "mig": _INFERENCE_LOAD["mig"] * pools["mig"] / (mig_mean * inf_mean_s),
-        "share": _INFERENCE_LOAD["share"] * pools["share"] / (share_mean * inf_mean_s),
-        "whole": _INFERENCE_LOAD["whole"] * pools["whole"] / (1.0 * inf_mean_s),
-    }
+    inf_rates = _inference_rates(pools)
     inf_offered = sum(_INFERENCE_LOAD[k] * pools[k] for k in pools)
     res_offered = max(load * capacity - inf_offered, 0.0)
     gang_mean = sum(r * g * w for r, g, _, w in _GANGS) / sum(w for *_, w in _GANGS)
-    res_rate = res_offered / (gang_mean * res_mean_s)
+    res_rate = res_offered / (gang_mean * _mean_log_uniform(*_RESEARCH_SECONDS))
     agents: dict[str, str] = {}
     streams: list[tuple[str, str, float]] = []  # agent, class, rate
     for klass, count, total in (
@@ -313,19 +317,52 @@ def generate_workload(
             name = f"{klass[:3]}{a}"
             agents[name] = klass
             streams.append((name, klass, total * w / sum(weights)))
-    inf_kinds = [k for k in ("mig", "share", "whole") if inf_rates[k] > 0]
-    inf_weights = [inf_rates[k] for k in inf_kinds]
+    draw = _Draw(rng, inf_rates, spread)
+    pods = _warm_pods(rng, streams, draw) if warm_start else []
+    pods += _arrivals(rng, streams, draw, horizon, burst)
+    pods.sort(key=lambda p: (p.arrival, p.agent))
+    for i, p in enumerate(pods):
+        p.id = f"j{i}"
+    return Workload(tuple(pods), agents, {"inference": inf_offered, "research": res_offered})
 
-    def draw(klass: str) -> tuple[tuple[Alternative, ...], tuple[float, ...], float]:
+
+def _pools(nodes: Sequence[Node]) -> dict[str, int]:
+    """GPUs of each pool: MIG-partitioned, shared, whole."""
+    pools = {"mig": 0, "share": 0, "whole": 0}
+    for n in nodes:
+        for g in n.gpus:
+            pools[{"mig": "mig", "shared": "share", "whole": "whole"}[g.mode]] += 1
+    return pools
+
+
+def _inference_rates(pools: dict[str, int]) -> dict[str, float]:
+    """Inference arrival rates (pods/s) per pool: its offered GPU-equivalents there over the
+    mean pod size and duration."""
+    inf_mean_s = _mean_log_uniform(*_INFERENCE_SECONDS)
+    mig_mean = sum(_equivalents(Unit("mig", profile=p), 1) * w for p, w in _PROFILES) / sum(
+        w for _, w in _PROFILES
+    )
+    share_mean = sum(_SHARES) / len(_SHARES) / 1000.0
+    return {
+        "mig": _INFERENCE_LOAD["mig"] * pools["mig"] / (mig_mean * inf_mean_s),
+        "share": _INFERENCE_LOAD["share"] * pools["share"] / (share_mean * inf_mean_s),
+        "whole": _INFERENCE_LOAD["whole"] * pools["whole"] / (1.0 * inf_mean_s),
+    }
+
+
+class _Draw:
+    """Draws one pod of a class: its alternatives, their sizes and its duration."""
+
+    def __init__(self, rng: random.Random, inf_rates: dict[str, float], spread: float) -> None:
+        self.rng = rng
+        self.spread = spread
+        self.inf_kinds = [k for k in ("mig", "share", "whole") if inf_rates[k] > 0]
+        self.inf_weights = [inf_rates[k] for k in self.inf_kinds]
+
+    def __call__(self, klass: str) -> tuple[tuple[Alternative, ...], tuple[float, ...], float]:
+        rng = self.rng
         if klass == "inference":
-            kind = rng.choices(inf_kinds, weights=inf_weights)[0]
-            if kind == "mig":
-                profile = rng.choices([p for p, _ in _PROFILES], [w for _, w in _PROFILES])[0]
-                unit = Unit("mig", profile=profile)
-            elif kind == "share":
-                unit = Unit("share", milli=rng.choice(_SHARES))
-            else:
-                unit = Unit("whole", gpus=1)
+            unit = self._inference_unit()
             replicas, locality = 1, "any"
             level = _INFERENCE_VALUE * math.exp(rng.gauss(0.0, 0.3))
             duration = _log_uniform(rng, *_INFERENCE_SECONDS)
@@ -340,20 +377,48 @@ def generate_workload(
             Alternative(round(value * f, 4), u, replicas=replicas, locality=locality)
             for u, f in units
         )
-        if klass == "research" and spread > 0 and unit.gpus * replicas > 1:
-            alts += (
-                Alternative(round(value * spread, 4), Unit("whole"), replicas=unit.gpus * replicas),
-            )
+        if klass == "research" and self.spread > 0 and unit.gpus * replicas > 1:
+            spread_value = round(value * self.spread, 4)
+            alts += (Alternative(spread_value, Unit("whole"), replicas=unit.gpus * replicas),)
         return alts, _sizes(alts), duration
 
+    def _inference_unit(self) -> Unit:
+        rng = self.rng
+        kind = rng.choices(self.inf_kinds, weights=self.inf_weights)[0]
+        if kind == "mig":
+            profile = rng.choices([p for p, _ in _PROFILES], [w for _, w in _PROFILES])[0]
+            return Unit("mig", profile=profile)
+        if kind == "share":
+            return Unit("share", milli=rng.choice(_SHARES))
+        return Unit("whole", gpus=1)
+
+
+def _warm_pods(
+    rng: random.Random, streams: Sequence[tuple[str, str, float]], draw: _Draw
+) -> list[MixedPod]:
+    """The pods a steady state would hold, arrived at time 0 with part of their duration left."""
     pods: list[MixedPod] = []
-    if warm_start:
-        for name, klass, rate in streams:
-            mean_s = inf_mean_s if klass == "inference" else res_mean_s
-            for _ in range(int(np.random.default_rng(rng.getrandbits(32)).poisson(rate * mean_s))):
-                alts, sizes, duration = draw(klass)
-                left = max(duration * rng.random(), 1.0)
-                pods.append(MixedPod("", name, klass, 0.0, left, alts, sizes, remaining=left))
+    for name, klass, rate in streams:
+        mean_s = _mean_log_uniform(
+            *(_INFERENCE_SECONDS if klass == "inference" else _RESEARCH_SECONDS)
+        )
+        for _ in range(int(np.random.default_rng(rng.getrandbits(32)).poisson(rate * mean_s))):
+            alts, sizes, duration = draw(klass)
+            left = max(duration * rng.random(), 1.0)
+            pods.append(MixedPod("", name, klass, 0.0, left, alts, sizes, remaining=left))
+    return pods
+
+
+def _arrivals(
+    rng: random.Random,
+    streams: Sequence[tuple[str, str, float]],
+    draw: _Draw,
+    horizon: float,
+    burst: float,
+) -> list[MixedPod]:
+    """Each agent's Poisson arrivals over ``[0, horizon]``, inference at ``burst`` x its rate in
+    the middle third."""
+    pods: list[MixedPod] = []
     peak = (horizon / 3.0, 2.0 * horizon / 3.0)
     for name, klass, rate in streams:
         # Thinning: candidate arrivals at the peak rate, kept with probability rate(t) / peak.
@@ -368,132 +433,12 @@ def generate_workload(
                 continue
             alts, sizes, duration = draw(klass)
             pods.append(MixedPod("", name, klass, t, duration, alts, sizes, remaining=duration))
-    pods.sort(key=lambda p: (p.arrival, p.agent))
-    for i, p in enumerate(pods):
-        p.id = f"j{i}"
-    return Workload(tuple(pods), agents, {"inference": inf_offered, "research": res_offered})
+    return pods
 
 
-def _job(pod: MixedPod) -> Job:
-    """The pod as a baseline sees it: one request, its preferred alternative (baselines only
-    ever place that one, so ``chosen`` stays 0 under them)."""
-    prio = KAI_INFERENCE_PRIORITY if pod.klass == "inference" else KAI_TRAIN_PRIORITY
-    return Job(pod.id, pod.agent, prio, pod.arrival, pod.alternative, pod.equivalents)
-
-
-def kai_queues(workload: Workload, capacity: float, quota_margin: float = 2.5) -> list[KaiQueue]:
-    """The KAI queue tree for ``workload``: departments ``inference`` (queue priority 1) and
-    ``research``; one leaf queue per agent. Inference's deserved quota is ``quota_margin`` x its
-    offered load, split among its agents by their share of its arrivals; research gets the rest
-    of the cluster, split evenly. Over-quota weights are all 1."""
-    per_agent: dict[str, float] = {}
-    for p in workload.pods:
-        per_agent[p.agent] = per_agent.get(p.agent, 0.0) + p.equivalents * p.duration
-    inf_quota = min(quota_margin * workload.offered["inference"], capacity)
-    inf_agents = [a for a, k in workload.agents.items() if k == "inference"]
-    res_agents = [a for a, k in workload.agents.items() if k == "research"]
-    inf_total = sum(per_agent.get(a, 0.0) for a in inf_agents) or 1.0
-    queues = [
-        KaiQueue("inference", None, inf_quota, priority=1, created=0),
-        KaiQueue("research", None, capacity - inf_quota, priority=0, created=1),
-    ]
-    for i, a in enumerate(inf_agents):
-        share = per_agent.get(a, 0.0) / inf_total
-        queues.append(KaiQueue(a, "inference", inf_quota * share, created=2 + i))
-    for i, a in enumerate(res_agents):
-        queues.append(
-            KaiQueue(
-                a, "research", (capacity - inf_quota) / max(len(res_agents), 1), created=50 + i
-            )
-        )
-    return queues
-
-
-class AuctionPolicy:
-    """The project's market as a policy: every pending pod bids all its alternatives (the engine
-    picks at most one), wallets refilled per round, research preemptible."""
-
-    def __init__(
-        self,
-        workload: Workload,
-        nodes: Sequence[Node],
-        *,
-        solver: str,
-        time_limit: float,
-        seed: int,
-        check: bool,
-    ) -> None:
-        self.solver = solver
-        self.time_limit = time_limit
-        self.seed = seed
-        self.check = check
-        self.verified = 0
-        self.revenue = 0.0
-        # A wallet is a per-round budget (use it or lose it) on the value of new wins, by
-        # priority: each agent's equal part of its class's level x the whole cluster, inference
-        # 10x (never binding in practice), research 3x (binds only on a large research backlog).
-        capacity = sum(len(n.gpus) for n in nodes)
-        count = {k: sum(c == k for c in workload.agents.values()) for k in CLASSES}
-        self.fund = {
-            a: (10.0 * _INFERENCE_VALUE if k == "inference" else 3.0 * _RESEARCH_VALUE)
-            * capacity
-            / max(count[k], 1)
-            for a, k in workload.agents.items()
-        }
-        self.balance = dict(self.fund)
-
-    def __call__(
-        self,
-        nodes: tuple[Node, ...],
-        extra_models: tuple[GpuModel, ...],
-        pending: Sequence[MixedPod],
-        running: Sequence[MixedPod],
-        round_index: int,
-    ) -> Decision:
-        t0 = time.perf_counter()
-        self.balance = dict(self.fund)
-        problem = Problem(
-            nodes=nodes,
-            wallets=tuple(Wallet(a, round(b, 6)) for a, b in self.balance.items()),
-            bids=tuple(Bid(p.id, p.agent, p.agent, p.alternatives) for p in pending),
-            incumbents=tuple(
-                Incumbent(
-                    p.id,
-                    p.agent,
-                    value=p.value,
-                    placements=p.placements,
-                    preemptible=p.klass == "research",
-                    preemption_cost=(
-                        _RESEARCH_PREEMPTION_COST * p.value if p.klass == "research" else 0.0
-                    ),
-                    wallet=p.agent,
-                )
-                for p in running
-            ),
-            extra_models=extra_models,
-            round_id=f"mixed-{round_index}",
-        )
-        result = solve(
-            problem,
-            solver=self.solver,
-            payments="critical",
-            time_limit=self.time_limit,
-            seed=self.seed + round_index,
-        )
-        seconds = time.perf_counter() - t0
-        if self.check:
-            from allocator.verify import check_or_raise
-
-            check_or_raise(problem, result)
-            self.verified += 1
-        self.revenue += result.revenue
-        return Decision(
-            {w.bid_id: w.placements for w in result.winners},
-            tuple(result.evicted),
-            1,
-            seconds,
-            chosen={w.bid_id: w.alternative for w in result.winners},
-        )
+#: The mixed scenario's solve options unless told otherwise: the auction's greedy (with
+#: ``solver="local"``, 0.2 s of local search per round).
+DEFAULT_PARAMS = SolveParams(solver="greedy", time_limit=0.2)
 
 
 def run_mixed(
@@ -505,18 +450,20 @@ def run_mixed(
     round_seconds: float = 60.0,
     load: float = 1.3,
     nodes_path: str | Path | None = None,
-    solver: str = "greedy",
-    time_limit: float = 0.2,
+    params: SolveParams | None = None,
+    solver: str | None = None,
+    time_limit: float | None = None,
     verify: bool = False,
     spread: float = DEFAULT_SPREAD,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
 ) -> MixedRun:
     """Simulate ``rounds`` rounds of the mixed-priority scenario under ``policy``.
 
     Parameters
     ----------
     policy
-        ``auction``, ``fifo`` or ``kai``.
+        A policy of the mixed scenario (:data:`MIXED_POLICIES`: ``auction``, ``fifo``, ``kai``
+        and any registered in :mod:`allocator.sim.policies`).
     seed
         Seeds the workload (identical across policies for one seed) and local search.
     gpus
@@ -527,8 +474,12 @@ def run_mixed(
         Offered GPU-equivalents over capacity (inference + research), warm-started.
     nodes_path
         The spot-gpu ``node_info_df.csv`` (default: ``shared/data/spot-gpu`` beside the project).
+    params
+        The solve options of the auction (default :data:`DEFAULT_PARAMS`: greedy; ``solver``
+        greedy or local, ``time_limit`` per round, ``alpha``, ``seed`` added to the run's);
+        ``fifo`` and ``kai`` place through the engine their own fixed way.
     solver, time_limit
-        The auction's solver (``greedy`` or ``local``) and its time limit per round.
+        Shortcuts overriding those fields of ``params``.
     verify
         Check every auction round with the independent :func:`allocator.verify.check_or_raise`,
         and every round's running set against the model's occupancy rules (all policies).
@@ -537,82 +488,105 @@ def run_mixed(
         (:func:`generate_workload`); default :data:`DEFAULT_SPREAD`, 0 leaves it out (strict
         locality). Only the auction sees it.
     progress
-        Called with the number of rounds done.
+        Called after every round with a :class:`~allocator.sim.progress.ProgressEvent`
+        (rounds done of ``rounds``).
     """
-    if policy not in MIXED_POLICIES:
-        raise ValueError(f"policy: must be one of {', '.join(MIXED_POLICIES)}; got {policy!r}")
+    entry = get(policy, "mixed")
+    _check_run(rounds, round_seconds, load, spread)
+    chosen = _with_shortcuts(params or DEFAULT_PARAMS, solver=solver, time_limit=time_limit)
+    nodes = spot_gpu_nodes(nodes_path or data_dir() / "spot-gpu" / "node_info_df.csv", gpus)
+    extra = extra_models_for(nodes)
+    capacity = float(sum(len(n.gpus) for n in nodes))
+    workload = generate_workload(
+        nodes, seed, (rounds - 1) * round_seconds, load=load, spread=spread
+    )
+    pods = [_copy(p) for p in workload.pods]
+    mig_compute = _mig_compute(nodes, extra)
+    for p in pods:
+        p.sizes = _sizes(p.alternatives, mig_compute)
+    setup = MixedSetup(workload, nodes, extra, capacity, chosen, seed, verify)
+    decide: MixedPolicy = entry.factory(setup)
+    run = MixedRun(policy, seed, capacity, round_seconds, pods=pods)
+    jobs = _Jobs(pods)
+    for k in range(rounds):
+        now = k * round_seconds
+        demand = jobs.advance(now)
+        decision = decide(nodes, extra, jobs.pending_in_order(), jobs.live(), k)
+        jobs.apply(decision, now)
+        if verify:
+            _check_running(nodes, extra, jobs.running.values())
+        run.record(now, demand, decision, jobs.running.values(), len(jobs.pending))
+        if progress is not None:
+            progress(ProgressEvent(k + 1, rounds, "rounds", f"{policy} seed {seed}"))
+    return run
+
+
+def _check_run(rounds: int, round_seconds: float, load: float, spread: float) -> None:
     if rounds < 1:
         raise ValueError(f"rounds: must be >= 1, got {rounds}")
     if not round_seconds > 0:
         raise ValueError(f"round_seconds: must be > 0, got {round_seconds}")
     if not load > 0:
         raise ValueError(f"load: must be > 0, got {load}")
-    if solver not in ("greedy", "local"):
-        raise ValueError(f"solver: must be greedy or local, got {solver!r}")
-    nodes = spot_gpu_nodes(nodes_path or data_dir() / "spot-gpu" / "node_info_df.csv", gpus)
-    extra = extra_models_for(nodes)
-    capacity = float(sum(len(n.gpus) for n in nodes))
-    horizon = (rounds - 1) * round_seconds
     if not 0.0 <= spread <= 1.0:
         raise ValueError(f"spread: must be in [0, 1], got {spread}")
-    workload = generate_workload(nodes, seed, horizon, load=load, spread=spread)
-    pods = [_copy(p) for p in workload.pods]
-    run = MixedRun(policy, seed, capacity, round_seconds, pods=pods)
-    mig_compute = _mig_compute(nodes, extra)
-    for p in pods:
-        p.sizes = _sizes(p.alternatives, mig_compute)
-    auction = (
-        AuctionPolicy(
-            workload,
-            nodes,
-            solver=solver,
-            time_limit=time_limit,
-            seed=seed,
-            check=verify,
-        )
-        if policy == "auction"
-        else None
-    )
-    queues = kai_queues(workload, capacity) if policy == "kai" else []
-    by_id = {p.id: p for p in pods}
-    pending: dict[str, MixedPod] = {}
-    running: dict[str, MixedPod] = {}
-    nxt = 0
-    for k in range(rounds):
-        now = k * round_seconds
-        for p in list(running.values()):
+
+
+def _with_shortcuts(params: SolveParams, **given: Any) -> SolveParams:
+    """``params`` with the keyword shortcuts that were given (not None) applied."""
+    changes = {k: v for k, v in given.items() if v is not None}
+    return params.replace(**changes) if changes else params
+
+
+class _Jobs:
+    """Where every job of a run is: pending or running (by id, in the order they got there)."""
+
+    def __init__(self, pods: Sequence[MixedPod]) -> None:
+        self.pods = pods
+        self.by_id = {p.id: p for p in pods}
+        self.pending: dict[str, MixedPod] = {}
+        self.running: dict[str, MixedPod] = {}
+        self.next = 0
+
+    def advance(self, now: float) -> float:
+        """Departures and arrivals up to ``now``; returns the demand (GPU-equivalents running
+        and pending) the round faces."""
+        for p in list(self.running.values()):
             if p.end <= now + 1e-9:
                 p.state = "departed"
                 p.placements = ()
-                del running[p.id]
-        while nxt < len(pods) and pods[nxt].arrival <= now + 1e-9:
-            pods[nxt].state = "pending"
-            pending[pods[nxt].id] = pods[nxt]
-            nxt += 1
-        demand = sum(p.equivalents for p in running.values()) + sum(
-            p.equivalents for p in pending.values()
+                del self.running[p.id]
+        pods = self.pods
+        while self.next < len(pods) and pods[self.next].arrival <= now + 1e-9:
+            pods[self.next].state = "pending"
+            self.pending[pods[self.next].id] = pods[self.next]
+            self.next += 1
+        return sum(p.equivalents for p in self.running.values()) + sum(
+            p.equivalents for p in self.pending.values()
         )
-        pend = sorted(pending.values(), key=lambda p: (p.arrival, p.id))
-        live = list(running.values())
-        if auction is not None:
-            decision = auction(nodes, extra, pend, live, k)
-        elif policy == "fifo":
-            decision = fifo_round(nodes, extra, [_job(p) for p in pend], _runs(live))
-        else:
-            decision = kai_round(
-                nodes, extra, [_job(p) for p in pend], _runs(live), queues, capacity
-            )
+
+    def pending_in_order(self) -> list[MixedPod]:
+        """Pending jobs by arrival (then id)."""
+        return sorted(self.pending.values(), key=lambda p: (p.arrival, p.id))
+
+    def live(self) -> list[MixedPod]:
+        """Running jobs."""
+        return list(self.running.values())
+
+    def apply(self, decision: Decision, now: float) -> None:
+        """Evicted jobs go back to pending (with what is left of their duration), started ones
+        run from ``now`` on the alternative they won."""
         for pid in decision.evicted:
-            p = by_id[pid]
+            p = self.by_id[pid]
             p.remaining = max(p.end - now, 0.0)
             p.preemptions += 1
             p.placements = ()
             p.chosen = 0  # pending again: it may come back on any alternative
             p.state = "pending"
-            del running[pid]
-            pending[pid] = p
+            del self.running[pid]
+            self.pending[pid] = p
         for pid, reps in decision.started.items():
-            p = by_id[pid]
+            p = self.by_id[pid]
             if p.first_start is None:
                 p.first_start = now
             p.start = now
@@ -620,32 +594,14 @@ def run_mixed(
             p.placements = tuple(reps)
             p.chosen = decision.chosen.get(pid, 0)
             p.state = "running"
-            del pending[pid]
-            running[pid] = p
-        if verify:
-            _check_running(nodes, extra, running.values())
-        run.times.append(now)
-        run.demand.append(demand)
-        run.allocated.append(sum(p.equivalents for p in running.values()))
-        run.welfare.append(sum(p.value for p in running.values()))
-        run.decision_seconds.append(decision.seconds)
-        run.preempted.append(len(decision.evicted))
-        run.pending_count.append(len(pending))
-        if progress is not None:
-            progress(k + 1)
-    if auction is not None:
-        run.verified_rounds = auction.verified
-    return run
+            del self.pending[pid]
+            self.running[pid] = p
 
 
 def _copy(p: MixedPod) -> MixedPod:
     return MixedPod(
         p.id, p.agent, p.klass, p.arrival, p.duration, p.alternatives, p.sizes, p.remaining
     )
-
-
-def _runs(live: Sequence[MixedPod]) -> list[Running]:
-    return [Running(_job(p), p.placements, p.start) for p in live]
 
 
 def _mig_compute(nodes: Sequence[Node], extra: tuple[GpuModel, ...]) -> int:

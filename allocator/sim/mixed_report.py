@@ -14,15 +14,32 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import statistics
-import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from allocator.sim.mixed import CLASSES, DEFAULT_SPREAD, MIXED_POLICIES, MixedRun, run_mixed
+from allocator.sim.mixed import CLASSES, DEFAULT_SPREAD, MixedRun, run_mixed
+from allocator.sim.policies.registry import get
+from allocator.sim.progress import ProgressEvent
+from allocator.solvers import SolveParams
 
 __all__ = ["simulate_mixed"]
+
+_log = logging.getLogger(__name__)
+
+_ROUND_COLUMNS = (
+    "round",
+    "time_s",
+    "demand",
+    "allocated",
+    "allocation",
+    "welfare",
+    "preempted",
+    "pending",
+    "decision_s",
+)
 
 
 def simulate_mixed(
@@ -33,14 +50,19 @@ def simulate_mixed(
     rounds: int = 60,
     spread: float = DEFAULT_SPREAD,
     out_dir: str | Path | None = None,
-    progress: bool = False,
+    params: SolveParams | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
 ) -> dict[str, Any]:
     """Run the mixed-priority scenario; ``seeds`` is a count (1, 2, ...) or a list; ``spread``
-    as in :func:`allocator.sim.mixed.run_mixed` (0: research gangs keep strict locality)."""
+    and ``params`` as in :func:`allocator.sim.mixed.run_mixed` (``spread`` 0: research gangs
+    keep strict locality). ``progress`` gets a :class:`~allocator.sim.progress.ProgressEvent`
+    as each run finishes."""
     names = [p.strip() for p in policies if p.strip()]
     for p in names:
-        if p not in MIXED_POLICIES:
-            raise ValueError(f"policies: unknown {p!r} (known: {', '.join(MIXED_POLICIES)})")
+        try:
+            get(p, "mixed")
+        except ValueError as e:
+            raise ValueError(f"policies: {str(e).removeprefix('policy: ')}") from None
     if not names:
         raise ValueError("policies: name at least one")
     seed_list = list(range(1, 1 + seeds)) if isinstance(seeds, int) else list(seeds)
@@ -50,12 +72,11 @@ def simulate_mixed(
     total = len(names) * len(seed_list)
     for p in names:
         for s in seed_list:
-            runs.append(run_mixed(p, seed=s, gpus=gpus, rounds=rounds, spread=spread))
-            if progress:
-                sys.stderr.write(f"\rmixed scenario: {len(runs)}/{total} runs")
-                sys.stderr.flush()
-    if progress:
-        sys.stderr.write("\n")
+            runs.append(
+                run_mixed(p, seed=s, gpus=gpus, rounds=rounds, spread=spread, params=params)
+            )
+            if progress is not None:
+                progress(ProgressEvent(len(runs), total, "runs", f"{p} seed {s}"))
     summary: dict[str, Any] = {
         "seeds": seed_list,
         "gpus": gpus,
@@ -76,49 +97,7 @@ def simulate_mixed(
 
 def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
     for r in runs:
-        folder = out / "mixed" / r.policy
-        folder.mkdir(parents=True, exist_ok=True)
-        series = {
-            "times": r.times,
-            "demand": r.demand,
-            "allocated": r.allocated,
-            "welfare": r.welfare,
-            "decision_seconds": r.decision_seconds,
-            "preempted": r.preempted,
-            "waits": {k: r.waits(k).tolist() for k in CLASSES},
-        }
-        (folder / f"seed{r.seed}.json").write_text(
-            json.dumps({"summary": r.summary(), "series": series}, indent=1) + "\n"
-        )
-        with (folder / f"seed{r.seed}.csv").open("w", newline="") as fh:
-            rows = csv.writer(fh)
-            rows.writerow(
-                [
-                    "round",
-                    "time_s",
-                    "demand",
-                    "allocated",
-                    "allocation",
-                    "welfare",
-                    "preempted",
-                    "pending",
-                    "decision_s",
-                ]
-            )
-            for k, t in enumerate(r.times):
-                rows.writerow(
-                    [
-                        k,
-                        t,
-                        round(r.demand[k], 6),
-                        round(r.allocated[k], 6),
-                        round(r.allocated[k] / r.capacity, 6),
-                        round(r.welfare[k], 6),
-                        r.preempted[k],
-                        r.pending_count[k],
-                        round(r.decision_seconds[k], 6),
-                    ]
-                )
+        _write_run(out / "mixed" / r.policy, r)
     (out / "mixed_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "mixed_summary.csv").open("w", newline="") as fh:
         table = csv.writer(fh)
@@ -133,9 +112,48 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("note: matplotlib not installed, no plots (pip install matplotlib)", file=sys.stderr)
+        _log.warning("matplotlib not installed, no plots (pip install matplotlib)")
         return
-    policies = list(summary["policies"])
+    _plot_waits(plt, out, runs, list(summary["policies"]))
+    _plot_allocation(plt, out, runs, list(summary["policies"]))
+
+
+def _write_run(folder: Path, r: MixedRun) -> None:
+    """``seed<N>.json`` (summary and per-round series) and ``seed<N>.csv`` (a row per round)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series = {
+        "times": r.times,
+        "demand": r.demand,
+        "allocated": r.allocated,
+        "welfare": r.welfare,
+        "decision_seconds": r.decision_seconds,
+        "preempted": r.preempted,
+        "waits": {k: r.waits(k).tolist() for k in CLASSES},
+    }
+    (folder / f"seed{r.seed}.json").write_text(
+        json.dumps({"summary": r.summary(), "series": series}, indent=1) + "\n"
+    )
+    with (folder / f"seed{r.seed}.csv").open("w", newline="") as fh:
+        rows = csv.writer(fh)
+        rows.writerow(_ROUND_COLUMNS)
+        for k, t in enumerate(r.times):
+            rows.writerow(
+                [
+                    k,
+                    t,
+                    round(r.demand[k], 6),
+                    round(r.allocated[k], 6),
+                    round(r.allocated[k] / r.capacity, 6),
+                    round(r.welfare[k], 6),
+                    r.preempted[k],
+                    r.pending_count[k],
+                    round(r.decision_seconds[k], 6),
+                ]
+            )
+
+
+def _plot_waits(plt: Any, out: Path, runs: list[MixedRun], policies: list[str]) -> None:
+    """``mixed_waits.png``: wait-time distributions per class and policy."""
     fig, axes = plt.subplots(1, len(CLASSES), figsize=(5 * len(CLASSES), 4), squeeze=False)
     for ax, klass in zip(axes[0], CLASSES, strict=True):
         data = []
@@ -149,6 +167,10 @@ def _write(out: Path, runs: list[MixedRun], summary: dict[str, Any]) -> None:
     fig.tight_layout()
     fig.savefig(out / "mixed_waits.png", dpi=110)
     plt.close(fig)
+
+
+def _plot_allocation(plt: Any, out: Path, runs: list[MixedRun], policies: list[str]) -> None:
+    """``mixed_alloc.png``: GPU allocation per round, the first seed of each policy."""
     fig, ax = plt.subplots(figsize=(7, 4))
     for p in policies:
         r = next(x for x in runs if x.policy == p)

@@ -23,10 +23,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from allocator import _core
+from allocator.sim.policies.registry import OpenbPolicy, OpenbSetup, get, names
+from allocator.sim.progress import ProgressEvent
 from allocator.sim.traces import ClusterTrace, PodTrace
+from allocator.solvers import SolveParams
 
 __all__ = [
-    "PLACEMENT_POLICIES",
+    "DEFAULT_PARAMS",
     "Curve",
     "arrival_order",
     "arrival_table",
@@ -38,8 +41,14 @@ __all__ = [
     "typical_workload",
 ]
 
-#: Policies that place one pod at a time by a node score (C++ core, allocator._core.SimCluster).
-PLACEMENT_POLICIES = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai")
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``PLACEMENT_POLICIES``: the openb policies that run once per seed (one-pod score policies
+    of the C++ core and any such registered), read from the registry when asked."""
+    if name == "PLACEMENT_POLICIES":
+        return tuple(n for n in names("openb") if not get(n, "openb").per_mode)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: GPU memory (GB) assumed per openb model name, only for the engine's model table (no openb
 #: pod asks for GPU memory). G2/G3 are anonymised in the trace.
@@ -155,6 +164,11 @@ class Curve:
     rounds: int = 0
 
 
+#: The replay's solve options unless told otherwise: the auction's greedy (with
+#: ``solver="local"``, 1 s of local search per round), FGD's workload as the packing hint.
+DEFAULT_PARAMS = SolveParams(solver="greedy", time_limit=1.0)
+
+
 def run_replay(
     cluster: ClusterTrace,
     pods: PodTrace,
@@ -163,22 +177,24 @@ def run_replay(
     *,
     mode: str = "online",
     batch: int = 100,
-    local_search: bool = False,
-    time_limit: float = 1.0,
+    params: SolveParams | None = None,
     ties: str = "first",
-    fragment_scale: float = 1000.0,
-    alpha: float = 0.75,
     limit: int | None = None,
     on_round: Callable[[_core.SimCluster, Sequence[int], list[object]], None] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
 ) -> Curve:
-    """Replay the FGD experiment for one policy and seed; ``policy`` is a placement policy or
-    ``auction`` (``mode`` online or batch). ``on_round`` (auction only) sees the cluster, the
-    pods of each round and their placements after the round is applied."""
-    import time
+    """Replay the FGD experiment for one policy and seed.
 
-    if policy not in (*PLACEMENT_POLICIES, "auction"):
-        raise ValueError(f"policy: unknown {policy!r}")
+    ``policy`` is an openb policy of the registry (:mod:`allocator.sim.policies`: the one-pod
+    score policies and ``auction``); a per-mode one (``auction``) clears a round per pod
+    (``mode="online"``) or every ``batch`` pods (``"batch"``). ``params`` are the solve options
+    (default :data:`DEFAULT_PARAMS`; the auction reads ``solver`` greedy or local,
+    ``time_limit``, ``alpha``, ``fragment_scale``, ``workload_hint`` and ``seed``, added to the
+    run's). ``on_round`` sees the cluster, the pods of each round and their placements after the
+    round is applied; ``progress`` gets a :class:`~allocator.sim.progress.ProgressEvent` after
+    every pod.
+    """
+    entry = get(policy, "openb")
     if mode not in ("online", "batch"):
         raise ValueError(f"mode: must be online or batch, not {mode!r}")
     if batch < 1:
@@ -191,9 +207,46 @@ def run_replay(
         if limit < 1:
             raise ValueError("limit: must be >= 1")
         order = order[:limit]
+    setup = OpenbSetup(params or DEFAULT_PARAMS, seed, mode, batch)
+    placer: OpenbPolicy = entry.factory(setup)
+    sim = _loaded_cluster(cluster, pods, order, seed, ties)
+    request = pods.gpu_milli_total[order]
+    kinds = [
+        pod_kind(int(g), int(m)) for g, m in zip(pods.gpus[order], pods.milli[order], strict=True)
+    ]
+    values = request.astype(np.float64) / 1000.0 + 1e-3  # GPU-equivalents (CPU-only: a token)
+    curve = Curve(policy=entry.label(mode), seed=seed, pods=len(order))
+    meter = _Meter(sim, curve, float(capacity))
+    failed: Counter[str] = Counter()
+    pending: list[int] = []
+    for k in range(len(order)):
+        meter.arrived += int(request[k])
+        pending.append(k)
+        if len(pending) >= placer.round_size or k == len(order) - 1:
+            got = placer.place(sim, pending, values[pending])
+            for i, where in zip(pending, got, strict=True):
+                if where is None:
+                    failed[kinds[i]] += 1
+                else:
+                    curve.placed += 1
+            if on_round is not None:
+                on_round(sim, list(pending), list(got))
+            pending = []
+        meter.record()
+        if progress is not None:
+            progress(ProgressEvent(k + 1, len(order), "pods", curve.policy))
+    curve.failed = dict(failed)
+    curve.rounds = placer.rounds
+    curve.solver_seconds = placer.solver_seconds
+    return curve
+
+
+def _loaded_cluster(
+    cluster: ClusterTrace, pods: PodTrace, order: np.ndarray, seed: int, ties: str
+) -> _core.SimCluster:
+    """The run's empty cluster with FGD's target workload and the arrivals as its pod table."""
     sim = new_cluster(cluster, seed, ties=ties)
-    tw = typical_workload(pods)
-    sim.set_workload(**tw)
+    sim.set_workload(**typical_workload(pods))
     # Clones of one pod share its trace row: every arrival gets its own row in the pod table.
     sim.set_pods(
         pods.cpu_milli[order],
@@ -202,64 +255,27 @@ def run_replay(
         pods.milli[order],
         pods.models[order],
     )
-    request = pods.gpu_milli_total[order]
-    kinds = [
-        pod_kind(int(g), int(m)) for g, m in zip(pods.gpus[order], pods.milli[order], strict=True)
-    ]
-    values = request.astype(np.float64) / 1000.0 + 1e-3  # GPU-equivalents (CPU-only: a token)
-    curve = Curve(policy=policy if policy != "auction" else f"auction-{mode}", seed=seed)
-    curve.pods = len(order)
-    failed: Counter[str] = Counter()
-    arrived = 0
-    total = float(capacity)
+    return sim
 
-    def record() -> None:
-        used = float(sim.used_milli)
+
+class _Meter:
+    """Appends a row of the curve: arrived workload, allocation, fragment, fragmentation rate."""
+
+    def __init__(self, sim: _core.SimCluster, curve: Curve, total: float) -> None:
+        self.sim = sim
+        self.curve = curve
+        self.total = total
+        self.arrived = 0
+
+    def record(self) -> None:
+        total = self.total
+        used = float(self.sim.used_milli)
         idle = total - used
-        frag = sim.fragment_milli()
-        curve.arrived.append(100.0 * arrived / total)
-        curve.allocated.append(100.0 * used / total)
-        curve.fragment.append(100.0 * frag / total)
-        curve.frag_rate.append(100.0 * frag / idle if idle > 0 else 0.0)
-
-    pending: list[int] = []
-    round_size = 1 if (policy == "auction" and mode == "online") else batch
-    for k in range(len(order)):
-        arrived += int(request[k])
-        if policy != "auction":
-            if sim.place(k, policy) is None:
-                failed[kinds[k]] += 1
-            else:
-                curve.placed += 1
-            record()
-        else:
-            pending.append(k)
-            if len(pending) >= round_size or k == len(order) - 1:
-                t0 = time.perf_counter()
-                got = sim.auction_round(
-                    np.array(pending, dtype=np.int64),
-                    values[pending],
-                    local_search=local_search,
-                    time_limit=time_limit,
-                    seed=seed + curve.rounds,
-                    fragment_scale=fragment_scale,
-                    alpha=alpha,
-                )
-                curve.solver_seconds += time.perf_counter() - t0
-                curve.rounds += 1
-                for i, where in zip(pending, got, strict=True):
-                    if where is None:
-                        failed[kinds[i]] += 1
-                    else:
-                        curve.placed += 1
-                if on_round is not None:
-                    on_round(sim, list(pending), list(got))
-                pending = []
-            record()
-        if progress is not None:
-            progress(k + 1)
-    curve.failed = dict(failed)
-    return curve
+        frag = self.sim.fragment_milli()
+        self.curve.arrived.append(100.0 * self.arrived / total)
+        self.curve.allocated.append(100.0 * used / total)
+        self.curve.fragment.append(100.0 * frag / total)
+        self.curve.frag_rate.append(100.0 * frag / idle if idle > 0 else 0.0)
 
 
 def arrival_table(pods: PodTrace, order: np.ndarray) -> PodTrace:

@@ -18,7 +18,7 @@ from allocator.solvers.params import SolveParams
 if TYPE_CHECKING:
     from allocator.solvers.native import NativeEngine
 
-__all__ = ["Allocation", "SolveParams", "solve"]
+__all__ = ["Allocation", "SolveParams", "allocate", "solve"]
 
 
 def solve(
@@ -89,6 +89,22 @@ def solve(
         status=status,
         stats=stats,
     )
+
+
+def allocate(problem: Problem, params: SolveParams | None = None) -> Allocation:
+    """The allocation alone: what :func:`solve` allocates with ``params``, without payments,
+    loss reasons or a :class:`Result` (bids and incumbents by index into ``problem``).
+
+    For callers that clear many rounds and only need who gets what, where assembling a Result
+    would cost more than the solve (the simulator's baselines: greedy, ``alpha=0``).
+    """
+    from allocator.solvers.native import NativeEngine
+
+    p = params if params is not None else SolveParams()
+    if not isinstance(p, SolveParams):
+        raise ProblemError("params", f"must be a SolveParams, got {type(p).__name__}")
+    alloc, _, _ = _allocate(problem, NativeEngine(problem, alpha=p.alpha), p)
+    return alloc
 
 
 def _allocate(
