@@ -118,12 +118,10 @@ class GpuOccupancy:
     milli: int
     #: Memory slices in use (bit ``s``: slice ``s``).
     slices: int
-    #: MIG instances by profile name (profiles with none are absent).
-    counts: dict[str, int]
     #: ``+me`` instances on the GPU (0 or 1).
     media: int
     #: MIG instances as ``(profile, start)``, in the order taken.
-    instances: list[tuple[str, int]]
+    instances: tuple[tuple[str, int], ...]
 
     def __init__(
         self,
@@ -142,9 +140,8 @@ class GpuOccupancy:
         self.owner = None
         self.milli = used_milli
         self.slices = 0
-        self.counts = {}
         self.media = 0
-        self.instances = []
+        self.instances = ()
         for name, start in mig_instances:
             self.take_mig(name, start)
 
@@ -164,9 +161,8 @@ class GpuOccupancy:
         out.owner = self.owner
         out.milli = self.milli
         out.slices = self.slices
-        out.counts = dict(self.counts)
         out.media = self.media
-        out.instances = list(self.instances)
+        out.instances = self.instances
         return out
 
     # ------------------------------------------------------------------ queries
@@ -197,6 +193,10 @@ class GpuOccupancy:
         if self.mode != "shared" or self.owner is not None:
             return 0
         return FULL_MILLI - self.milli
+
+    def count(self, profile: str) -> int:
+        """MIG instances of ``profile`` on the GPU."""
+        return sum(1 for name, _ in self.instances if name == profile)
 
     # ------------------------------------------------------------------ changes
     def take(
@@ -235,9 +235,8 @@ class GpuOccupancy:
             p = self.model.profile(profile)
             assert p is not None  # checked by the caller
             self.slices |= slice_mask(p, start)
-            self.counts[p.name] = self.counts.get(p.name, 0) + 1
             self.media += p.media
-            self.instances.append((profile, start))
+            self.instances = (*self.instances, (profile, start))
 
     def release(
         self,
@@ -265,11 +264,9 @@ class GpuOccupancy:
                 raise ValueError(f"{self._name()} holds no MIG instance {key[0]}@{key[1]}")
             p = self.model.profile(key[0])
             assert p is not None  # taken, so known
-            self.instances.remove(key)
+            at = self.instances.index(key)
+            self.instances = self.instances[:at] + self.instances[at + 1 :]
             self.slices &= ~slice_mask(p, key[1])
-            self.counts[p.name] -= 1
-            if not self.counts[p.name]:
-                del self.counts[p.name]
             self.media -= p.media
 
     # ------------------------------------------------------------------ helpers
@@ -311,7 +308,7 @@ class GpuOccupancy:
             )
         if self.slices & slice_mask(p, start):
             return OccupancyError("", f"{profile}@{start} overlaps another instance")
-        if self.counts.get(p.name, 0) >= p.max_count:
+        if self.count(p.name) >= p.max_count:
             return OccupancyError("", f"more than {p.max_count} instances of {p.name}")
         if p.media and self.media >= 1:
             return OccupancyError("", "at most one +me instance per GPU")
@@ -452,17 +449,16 @@ class NodeOccupancy:
         """Place one replica on GPUs ``gpus`` (distinct indices), all or nothing:
         OccupancyError and no change unless it fits on every one of them."""
         name, slot = profile or "", start or 0
-        occs = []
-        for index in gpus:
+        indices = gpus if isinstance(gpus, tuple) else tuple(gpus)
+        for index in indices:
             occ = self._gpus.get(index) or self.gpu(index)
             if occ is None:
                 raise OccupancyError("gpus", f"node {self.name!r} has no GPU {index}")
             err = occ._why_not(kind, milli, name, slot)
             if err is not None:
                 raise err
-            occs.append(occ)
-        for occ in occs:
-            occ._apply(kind, milli, name, slot, owner)
+        for index in indices:
+            self._gpus[index]._apply(kind, milli, name, slot, owner)
 
     def release(
         self,
