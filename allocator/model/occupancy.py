@@ -352,13 +352,13 @@ class NodeOccupancy:
         occ = self._gpus.get(index)
         if occ is None:
             specs = self._specs
-            if index < len(specs) and specs[index].index == index:
-                found: Gpu | None = specs[index]  # GPUs are usually listed in index order
+            spec: Gpu | None
+            if 0 <= index < len(specs) and specs[index].index == index:
+                spec = specs[index]  # GPUs are usually listed in index order
             else:
-                found = next((g for g in specs if g.index == index), None)
-            if found is None:
+                spec = next((g for g in specs if g.index == index), None)
+            if spec is None:
                 return None
-            spec = found
             occ = GpuOccupancy.of(spec, self._models[spec.model], self.name)
             self._gpus[index] = occ
         return occ
