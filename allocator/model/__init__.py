@@ -1,10 +1,11 @@
-"""The domain model: GPU catalog, Problem, Result, validation and JSON.
+"""The domain model: GPU catalog, occupancy rules, Problem, Result, validation and JSON.
 
 No I/O beyond reading a JSON file on request, no solvers, no Kubernetes.
 """
 
 from allocator.model.catalog import CATALOG, GpuModel, MigProfile, find_model, whole_gpu_model
 from allocator.model.errors import ProblemError
+from allocator.model.occupancy import GpuOccupancy, NodeOccupancy, OccupancyError
 from allocator.model.problem import (
     GPU_MODES,
     LOCALITIES,
@@ -44,11 +45,14 @@ __all__ = [
     "Bid",
     "Gpu",
     "GpuModel",
+    "GpuOccupancy",
     "Incumbent",
     "Loss",
     "MigInstance",
     "MigProfile",
     "Node",
+    "NodeOccupancy",
+    "OccupancyError",
     "Placement",
     "Problem",
     "ProblemError",

@@ -9,12 +9,13 @@ This module does no I/O and knows nothing of solvers.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from allocator.model.catalog import CATALOG, GpuModel, MigProfile
+from allocator.model.catalog import CATALOG, GpuModel
 from allocator.model.errors import ProblemError
+from allocator.model.occupancy import GpuOccupancy, NodeOccupancy, OccupancyError
 
 __all__ = [
     "GPU_MODES",
@@ -436,9 +437,11 @@ class Problem:
                     )
                 if g.mode == "mig" and not m.mig_capable:
                     raise ProblemError(f"{path}.mode", f"{m.name} is not MIG-capable")
-                _check_mig_layout(
-                    f"{path}.mig_instances", m, [(x.profile, x.start) for x in g.mig_instances]
-                )
+                if g.mig_instances:
+                    try:
+                        GpuOccupancy.of(g, m, n.name)  # takes the instances: MIG rules
+                    except OccupancyError as e:
+                        raise ProblemError(f"{path}.mig_instances", e.message) from None
 
     def _check_market(self, models: Mapping[str, GpuModel]) -> None:
         wallets: set[str] = set()
@@ -446,6 +449,19 @@ class Problem:
             if w.name in wallets:
                 raise ProblemError(f"wallets[{i}].name", f"duplicate wallet {w.name!r}")
             wallets.add(w.name)
+        ids = self._check_bids(models, wallets)
+        for i, inc in enumerate(self.incumbents):
+            path = f"incumbents[{i}]"
+            if inc.id in ids:
+                raise ProblemError(
+                    f"{path}.id", f"id {inc.id!r} is already used by a bid or incumbent"
+                )
+            ids.add(inc.id)
+            if inc.wallet is not None and inc.wallet not in wallets:
+                raise ProblemError(f"{path}.wallet", f"no wallet called {inc.wallet!r}")
+
+    def _check_bids(self, models: Mapping[str, GpuModel], wallets: set[str]) -> set[str]:
+        """Bid ids, wallets and alternatives' references; returns the bid ids."""
         ids: set[str] = set()
         has_rack = any(n.rack is not None for n in self.nodes)
         has_zone = any(n.zone is not None for n in self.nodes)
@@ -457,117 +473,66 @@ class Problem:
             if b.wallet not in wallets:
                 raise ProblemError(f"{path}.wallet", f"no wallet called {b.wallet!r}")
             for k, a in enumerate(b.alternatives):
-                apath = f"{path}.alternatives[{k}]"
-                for j, name in enumerate(a.models):
-                    if name not in models:
-                        raise ProblemError(f"{apath}.models[{j}]", f"unknown GPU model {name!r}")
-                if a.unit.kind == "mig":
-                    allowed = [models[x] for x in a.models] or list(models.values())
-                    if not any(m.profile(a.unit.profile or "") for m in allowed):
-                        raise ProblemError(
-                            f"{apath}.unit.profile",
-                            f"no allowed GPU model has MIG profile {a.unit.profile!r}",
-                        )
-                if a.locality == "rack" and not has_rack:
-                    raise ProblemError(f"{apath}.locality", "no node has a rack")
-                if a.locality == "zone" and not has_zone:
-                    raise ProblemError(f"{apath}.locality", "no node has a zone")
-        for i, inc in enumerate(self.incumbents):
-            path = f"incumbents[{i}]"
-            if inc.id in ids:
-                raise ProblemError(
-                    f"{path}.id", f"id {inc.id!r} is already used by a bid or incumbent"
-                )
-            ids.add(inc.id)
-            if inc.wallet is not None and inc.wallet not in wallets:
-                raise ProblemError(f"{path}.wallet", f"no wallet called {inc.wallet!r}")
+                _check_alternative(f"{path}.alternatives[{k}]", a, models, has_rack, has_zone)
+        return ids
 
     def _check_occupancy(self, models: Mapping[str, GpuModel]) -> None:
-        """Incumbents must sit on real GPUs of the right mode, legally, without overlapping."""
-        gpus = {(n.name, g.index): g for n in self.nodes for g in n.gpus}
+        """Incumbents must sit on real GPUs of the right mode, legally, without overlapping
+        (the rules of :mod:`allocator.model.occupancy`), and within their nodes' CPU and
+        memory (checked once all are placed)."""
         nodes = {n.name: n for n in self.nodes}
-        whole_owner: dict[tuple[str, int], str] = {}
-        milli: dict[tuple[str, int], int] = {k: g.used_milli for k, g in gpus.items()}
-        mig: dict[tuple[str, int], list[tuple[str, int]]] = {
-            k: [(x.profile, x.start) for x in g.mig_instances] for k, g in gpus.items()
-        }
-        cpu: dict[str, int] = {}
-        mem: dict[str, int] = {}
+        used: dict[str, NodeOccupancy] = {}  # nodes in order of first use
         for i, inc in enumerate(self.incumbents):
             for j, p in enumerate(inc.placements):
                 path = f"incumbents[{i}].placements[{j}]"
-                if p.node not in nodes:
-                    raise ProblemError(f"{path}.node", f"no node called {p.node!r}")
-                cpu[p.node] = cpu.get(p.node, 0) + inc.cpu_milli
-                mem[p.node] = mem.get(p.node, 0) + inc.memory_mib
-                for g_index in p.gpus:
-                    key = (p.node, g_index)
-                    g = gpus.get(key)
-                    if g is None:
-                        raise ProblemError(f"{path}.gpus", f"node {p.node!r} has no GPU {g_index}")
-                    want = {"whole": ("whole", "shared"), "share": ("shared",), "mig": ("mig",)}
-                    if g.mode not in want[p.kind]:
-                        raise ProblemError(
-                            f"{path}.gpus", f"a {p.kind} placement cannot use a {g.mode} GPU"
-                        )
-                    if key in whole_owner:
-                        raise ProblemError(
-                            f"{path}.gpus",
-                            f"GPU {g_index} of {p.node!r} is already held by {whole_owner[key]!r}",
-                        )
-                    if p.kind == "whole":
-                        if milli[key]:
-                            raise ProblemError(
-                                f"{path}.gpus", f"GPU {g_index} of {p.node!r} is shared"
-                            )
-                        whole_owner[key] = inc.id
-                        milli[key] = 1000
-                    elif p.kind == "share":
-                        milli[key] += p.milli
-                        if milli[key] > 1000:
-                            raise ProblemError(
-                                f"{path}.milli", f"GPU {g_index} of {p.node!r} is over 1000 milli"
-                            )
-                    else:
-                        mig[key].append((p.mig_profile or "", p.mig_start or 0))
-                        _check_mig_layout(path, models[g.model], mig[key])
-        for name, used in cpu.items():
-            if used > nodes[name].cpu_milli:
+                occ = used.get(p.node)
+                if occ is None:
+                    if p.node not in nodes:
+                        raise ProblemError(f"{path}.node", f"no node called {p.node!r}")
+                    occ = used[p.node] = NodeOccupancy(nodes[p.node], models)
+                occ.take_resources(inc.cpu_milli, inc.memory_mib, strict=False)
+                try:
+                    occ.take(
+                        p.gpus,
+                        p.kind,
+                        milli=p.milli,
+                        profile=p.mig_profile,
+                        start=p.mig_start,
+                        owner=inc.id,
+                    )
+                except OccupancyError as e:
+                    raise ProblemError(e.at(path), e.message) from None
+        for occ in used.values():
+            if occ.cpu_over:
                 raise ProblemError(
                     "incumbents",
-                    f"incumbents use {used} CPU milli of {name!r}, "
-                    f"which has {nodes[name].cpu_milli}",
+                    f"incumbents use {occ.used_cpu_milli} CPU milli of {occ.name!r}, "
+                    f"which has {occ.cpu_milli}",
                 )
-        for name, used in mem.items():
-            if used > nodes[name].memory_mib:
+        for occ in used.values():
+            if occ.memory_over:
                 raise ProblemError(
                     "incumbents",
-                    f"incumbents use {used} MiB of {name!r}, which has {nodes[name].memory_mib}",
+                    f"incumbents use {occ.used_memory_mib} MiB of {occ.name!r}, "
+                    f"which has {occ.memory_mib}",
                 )
 
 
-def _check_mig_layout(path: str, model: GpuModel, layout: Iterable[tuple[str, int]]) -> None:
-    """Raise unless ``layout`` (profile, start) pairs are legal together on one GPU of ``model``."""
-    used = [False] * model.mig_units
-    counts: dict[str, int] = {}
-    media = 0
-    for profile_name, start in layout:
-        p: MigProfile | None = model.profile(profile_name)
-        if p is None:
-            raise ProblemError(path, f"{model.name} has no MIG profile {profile_name!r}")
-        if start not in p.starts:
+def _check_alternative(
+    path: str, a: Alternative, models: Mapping[str, GpuModel], has_rack: bool, has_zone: bool
+) -> None:
+    """An alternative's models and MIG profile exist, and its locality has racks or zones."""
+    for j, name in enumerate(a.models):
+        if name not in models:
+            raise ProblemError(f"{path}.models[{j}]", f"unknown GPU model {name!r}")
+    if a.unit.kind == "mig":
+        allowed = [models[x] for x in a.models] or list(models.values())
+        if not any(m.profile(a.unit.profile or "") for m in allowed):
             raise ProblemError(
-                path,
-                f"{profile_name} cannot start at slot {start} on {model.name} "
-                f"(legal: {list(p.starts)})",
+                f"{path}.unit.profile",
+                f"no allowed GPU model has MIG profile {a.unit.profile!r}",
             )
-        for s in range(start, start + p.size):
-            if used[s]:
-                raise ProblemError(path, f"{profile_name}@{start} overlaps another instance")
-            used[s] = True
-        counts[p.name] = counts.get(p.name, 0) + 1
-        if counts[p.name] > p.max_count:
-            raise ProblemError(path, f"more than {p.max_count} instances of {p.name}")
-        media += p.media
-        if media > 1:
-            raise ProblemError(path, "at most one +me instance per GPU")
+    if a.locality == "rack" and not has_rack:
+        raise ProblemError(f"{path}.locality", "no node has a rack")
+    if a.locality == "zone" and not has_zone:
+        raise ProblemError(f"{path}.locality", "no node has a zone")
