@@ -89,6 +89,7 @@ from allocator.model import (
     Problem,
     ProblemError,
 )
+from allocator.model.occupancy import GpuOccupancy
 from allocator.solvers.arguments import check_seed, check_time_limit
 from allocator.solvers.assemble import Allocation, reserve_cost, welfare
 
@@ -136,49 +137,33 @@ def _outside_units(gpu: Gpu, model: GpuModel) -> int:
 def _profile_layouts(
     model: GpuModel, fixed: Iterable[tuple[str, int]], names: Sequence[str]
 ) -> dict[tuple[int, ...], tuple[tuple[str, int], ...]]:
-    """Pareto-maximal instance counts of profiles ``names`` next to ``fixed``, each realised."""
+    """Pareto-maximal instance counts of profiles ``names`` next to ``fixed``, each realised.
+
+    A depth-first walk over the memory slices, lowest first: at each free slot, every profile
+    that may start there under the MIG rules (:mod:`allocator.model.occupancy`), or none.
+    """
     units = model.mig_units
-    used = [False] * units
-    counts: dict[str, int] = {}
-    media = 0
-    for name, start in fixed:
-        p = model.profile(name)
-        assert p is not None
-        for s in range(start, start + p.size):
-            used[s] = True
-        counts[name] = counts.get(name, 0) + 1
-        media += p.media
+    occ = GpuOccupancy(model, "mig", mig_instances=fixed)
     profiles = [p for p in (model.profile(n) for n in names) if p is not None]
     best: dict[tuple[int, ...], tuple[tuple[str, int], ...]] = {}
     placed: list[tuple[str, int]] = []
 
     def dfs(slot: int) -> None:
-        nonlocal media
         if slot >= units:
             vec = tuple(sum(1 for n, _ in placed if n == p.name) for p in profiles)
             best.setdefault(vec, tuple(placed))
             return
-        if used[slot]:
+        if occ.slices >> slot & 1:
             dfs(slot + 1)
             return
         for p in profiles:
-            if slot not in p.starts or slot + p.size > units:
+            if slot + p.size > units or not occ.fits("mig", profile=p.name, start=slot):
                 continue
-            if any(used[s] for s in range(slot, slot + p.size)):
-                continue
-            if counts.get(p.name, 0) >= p.max_count or (p.media and media >= 1):
-                continue
-            for s in range(slot, slot + p.size):
-                used[s] = True
-            counts[p.name] = counts.get(p.name, 0) + 1
-            media += p.media
+            occ.take("mig", profile=p.name, start=slot)
             placed.append((p.name, slot))
             dfs(slot + p.size)
             placed.pop()
-            media -= p.media
-            counts[p.name] -= 1
-            for s in range(slot, slot + p.size):
-                used[s] = False
+            occ.release("mig", profile=p.name, start=slot)
         dfs(slot + 1)
 
     dfs(0)
