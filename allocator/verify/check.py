@@ -220,69 +220,80 @@ def _place_mig(state: _GpuState, placement: Placement, owner: str, path: str) ->
     At most one violation per placement, the most basic first: a wrong profile or start makes
     the later questions meaningless, and an overlap makes the count questions moot.
     """
+    found = _mig_table_violation(state, placement, path)
+    if found is not None:
+        return [found]
+    profile = state.model.profile(placement.mig_profile or "")
+    assert profile is not None  # checked by the table
+    new = _MigHolding(profile, placement.mig_start or 0, owner)
+    found = _mig_fit_violation(state, new, placement.mig_profile or "", path)
+    if found is not None:
+        return [found]
+    state.mig.append(new)
+    return []
+
+
+def _mig_table_violation(state: _GpuState, placement: Placement, path: str) -> Violation | None:
+    """A MIG instance on a GPU not in MIG mode, of a profile its model lacks, or at a start the
+    profile may not use."""
     g, model = state.gpu, state.model
     name = placement.mig_profile or ""
     start = placement.mig_start if placement.mig_start is not None else 0
     if g.mode != "mig":
-        return [
-            Violation(
-                "gpu.mode", f"{path}.gpus", f"a MIG instance on {state.label}, a {g.mode} GPU"
-            )
-        ]
+        return Violation(
+            "gpu.mode", f"{path}.gpus", f"a MIG instance on {state.label}, a {g.mode} GPU"
+        )
     profile = model.profile(name)
     if profile is None:
-        return [
-            Violation(
-                "mig.profile",
-                f"{path}.mig_profile",
-                f"{model.name} has no MIG profile {name!r} "
-                f"(has {[p.name for p in model.profiles]})",
-            )
-        ]
+        return Violation(
+            "mig.profile",
+            f"{path}.mig_profile",
+            f"{model.name} has no MIG profile {name!r} (has {[p.name for p in model.profiles]})",
+        )
     if start not in profile.starts:
-        return [
-            Violation(
-                "mig.start",
-                f"{path}.mig_start",
-                f"{name} cannot start at slot {start} on {model.name} "
-                f"(legal starts {list(profile.starts)}, {model.mig_units} slices)",
-            )
-        ]
-    new = _MigHolding(profile, start, owner)
+        return Violation(
+            "mig.start",
+            f"{path}.mig_start",
+            f"{name} cannot start at slot {start} on {model.name} "
+            f"(legal starts {list(profile.starts)}, {model.mig_units} slices)",
+        )
+    return None
+
+
+def _mig_fit_violation(
+    state: _GpuState, new: _MigHolding, name: str, path: str
+) -> Violation | None:
+    """A legal MIG instance (``name``: its profile as the placement says it) that collides with
+    what the GPU holds: overlapping slices, a second ``+me`` instance, or one instance too many
+    of its profile."""
+    profile, start = new.profile, new.start
     for held in state.mig:
         common = set(held.slices) & set(new.slices)
         if common:
-            return [
-                Violation(
-                    "mig.overlap",
-                    f"{path}.mig_start",
-                    f"{name}@{start} occupies slices [{start}, {start + profile.size}) of "
-                    f"{state.label}, overlapping {held.profile.name}@{held.start} of {held.owner} "
-                    f"on slices {sorted(common)}",
-                )
-            ]
+            return Violation(
+                "mig.overlap",
+                f"{path}.mig_start",
+                f"{name}@{start} occupies slices [{start}, {start + profile.size}) of "
+                f"{state.label}, overlapping {held.profile.name}@{held.start} of {held.owner} "
+                f"on slices {sorted(common)}",
+            )
     if profile.media:
         media = [h for h in state.mig if h.profile.media]
         if media:
-            return [
-                Violation(
-                    "mig.media",
-                    f"{path}.mig_profile",
-                    f"{state.label} already has a +me instance ({media[0].profile.name}@"
-                    f"{media[0].start} of {media[0].owner}); at most one per GPU",
-                )
-            ]
+            return Violation(
+                "mig.media",
+                f"{path}.mig_profile",
+                f"{state.label} already has a +me instance ({media[0].profile.name}@"
+                f"{media[0].start} of {media[0].owner}); at most one per GPU",
+            )
     same = sum(1 for h in state.mig if h.profile.name == profile.name)
     if same + 1 > profile.max_count:
-        return [
-            Violation(
-                "mig.max_count",
-                f"{path}.mig_profile",
-                f"{same + 1} instances of {name} on {state.label}, at most {profile.max_count}",
-            )
-        ]
-    state.mig.append(new)
-    return []
+        return Violation(
+            "mig.max_count",
+            f"{path}.mig_profile",
+            f"{same + 1} instances of {name} on {state.label}, at most {profile.max_count}",
+        )
+    return None
 
 
 # ---------------------------------------------------------------------- the whole result
