@@ -171,6 +171,9 @@ class Engine {
   /// Critical payment of winner `b` of `sol` (after greedy() and record_runners(); reads the
   /// engine's tables only, so calls for different winners may run in parallel).
   double critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch);
+  /// One winner's payment replay and its state (dirty nodes, cached placement, witness);
+  /// defined in payments.cpp. Each call of critical_payment_of builds its own.
+  class PaymentReplay;
   /// Replays the greedy run once more (for payments) to record, per position, the runners-up
   /// of the item's free-resource search (Packer::find) when it won there that way, and the
   /// checkpoints (so that greedy() itself copies no state).
