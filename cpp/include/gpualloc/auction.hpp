@@ -199,6 +199,8 @@ class Engine {
               const std::chrono::steady_clock::time_point* deadline = nullptr);
   [[nodiscard]] bool touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
                              bool node_level) const;
+  /// One run of local(): its state and its moves (ruin, recreate, accept); auction.cpp.
+  class LocalSearch;
 
   ProblemData p_;
   EngineOptions opt_;
