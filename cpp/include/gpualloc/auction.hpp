@@ -201,6 +201,8 @@ class Engine {
                              bool node_level) const;
   /// One run of local(): its state and its moves (ruin, recreate, accept); auction.cpp.
   class LocalSearch;
+  /// The loss reasons of one allocation (explain()): its states and memos; explain.cpp.
+  class LossExplainer;
 
   ProblemData p_;
   EngineOptions opt_;
