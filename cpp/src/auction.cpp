@@ -44,6 +44,14 @@ Engine::Engine(ProblemData problem, EngineOptions options)
       opt_((check_options(options), std::move(options))),
       packer_(p_, opt_.workload.empty() ? nullptr : &opt_.workload, opt_.fragment_scale,
               &opt_.node_order) {
+  index_bids();
+  rank_alternatives();
+  index_pools();
+  index_incumbents();
+  checkpoint_every_ = std::max(32, static_cast<int>(std::sqrt(static_cast<double>(order_.size()))));
+}
+
+void Engine::index_bids() {
   const int n_bids = static_cast<int>(p_.bids.size());
   const int n_alts = static_cast<int>(p_.alternatives.size());
   bid_first_.assign(static_cast<std::size_t>(n_bids) + 1, n_alts);
@@ -55,6 +63,10 @@ Engine::Engine(ProblemData problem, EngineOptions options)
                        "a bid needs an alternative");
     }
   }
+}
+
+void Engine::rank_alternatives() {
+  const int n_alts = static_cast<int>(p_.alternatives.size());
   // Which (model, kind) pairs have GPUs at all.
   std::vector<std::array<bool, 3>> has(p_.models.size(), {false, false, false});
   for (const auto& g : p_.gpus) {
@@ -65,29 +77,7 @@ Engine::Engine(ProblemData problem, EngineOptions options)
   cands_.resize(n_alts);
   size_.assign(n_alts, 1.0);
   score_.assign(n_alts, 0.0);
-  for (int k = 0; k < n_alts; ++k) {
-    const auto& a = p_.alternatives[k];
-    double min_eq = std::numeric_limits<double>::infinity();
-    for (std::size_t i = 0; i < a.models.size(); ++i) {
-      const int m = a.models[i];
-      const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
-      if (a.kind == UnitKind::Mig && prof < 0) continue;
-      if (!has[m][static_cast<int>(a.kind)]) continue;
-      if (p_.models[m].memory_gb + kEps < a.min_gpu_memory_gb) continue;
-      const double eq = replica_equivalent(p_, a, m, prof) * a.replicas;
-      if (a.value + kEps * std::max(1.0, a.value) < p_.models[m].reserve * eq) continue;
-      cands_[k].push_back({m, prof, p_.models[m].reserve * eq});
-      min_eq = std::min(min_eq, eq);
-    }
-    std::sort(cands_[k].begin(), cands_[k].end(), [&](const Candidate& x, const Candidate& y) {
-      if (p_.models[x.model].memory_gb != p_.models[y.model].memory_gb) {
-        return p_.models[x.model].memory_gb < p_.models[y.model].memory_gb;
-      }
-      return x.model < y.model;
-    });
-    if (std::isfinite(min_eq) && min_eq > 0) size_[k] = min_eq;
-    score_[k] = a.value / std::pow(size_[k], opt_.alpha);
-  }
+  for (int k = 0; k < n_alts; ++k) find_candidates(k, has);
   max_reserve_.assign(n_alts, 0.0);
   for (int k = 0; k < n_alts; ++k) {
     for (const auto& c : cands_[k]) max_reserve_[k] = std::max(max_reserve_[k], c.reserve_cost);
@@ -101,26 +91,54 @@ Engine::Engine(ProblemData problem, EngineOptions options)
   });
   rank_.assign(n_alts, -1);
   for (std::size_t i = 0; i < order_.size(); ++i) rank_[order_[i]] = static_cast<int>(i);
+}
 
+void Engine::find_candidates(int k, const std::vector<std::array<bool, 3>>& has) {
+  const auto& a = p_.alternatives[k];
+  double min_eq = std::numeric_limits<double>::infinity();
+  for (std::size_t i = 0; i < a.models.size(); ++i) {
+    const int m = a.models[i];
+    const int prof = a.kind == UnitKind::Mig ? a.profiles[i] : -1;
+    if (a.kind == UnitKind::Mig && prof < 0) continue;
+    if (!has[m][static_cast<int>(a.kind)]) continue;
+    if (p_.models[m].memory_gb + kEps < a.min_gpu_memory_gb) continue;
+    const double eq = replica_equivalent(p_, a, m, prof) * a.replicas;
+    if (a.value + kEps * std::max(1.0, a.value) < p_.models[m].reserve * eq) continue;
+    cands_[k].push_back({m, prof, p_.models[m].reserve * eq});
+    min_eq = std::min(min_eq, eq);
+  }
+  std::sort(cands_[k].begin(), cands_[k].end(), [&](const Candidate& x, const Candidate& y) {
+    if (p_.models[x.model].memory_gb != p_.models[y.model].memory_gb) {
+      return p_.models[x.model].memory_gb < p_.models[y.model].memory_gb;
+    }
+    return x.model < y.model;
+  });
+  if (std::isfinite(min_eq) && min_eq > 0) size_[k] = min_eq;
+  score_[k] = a.value / std::pow(size_[k], opt_.alpha);
+}
+
+void Engine::index_pools() {
+  const int n_alts = static_cast<int>(p_.alternatives.size());
   const bool pools_fit = p_.models.size() * 3 <= 64;
   const auto pool_bit = [](int model, int kind) {
     return std::uint64_t{1} << (static_cast<unsigned>(model) * 3u + static_cast<unsigned>(kind));
   };
   node_pools_.assign(p_.nodes.size(), pools_fit ? 0 : ~std::uint64_t{0});
   alt_pools_.assign(n_alts, pools_fit ? 0 : ~std::uint64_t{0});
-  if (pools_fit) {
-    for (const auto& g : p_.gpus) {
-      for (int kd = 0; kd < 3; ++kd) {
-        if (serves(g.mode, static_cast<UnitKind>(kd))) node_pools_[g.node] |= pool_bit(g.model, kd);
-      }
-    }
-    for (int k = 0; k < n_alts; ++k) {
-      for (const auto& c : cands_[k]) {
-        alt_pools_[k] |= pool_bit(c.model, static_cast<int>(p_.alternatives[k].kind));
-      }
+  if (!pools_fit) return;
+  for (const auto& g : p_.gpus) {
+    for (int kd = 0; kd < 3; ++kd) {
+      if (serves(g.mode, static_cast<UnitKind>(kd))) node_pools_[g.node] |= pool_bit(g.model, kd);
     }
   }
+  for (int k = 0; k < n_alts; ++k) {
+    for (const auto& c : cands_[k]) {
+      alt_pools_[k] |= pool_bit(c.model, static_cast<int>(p_.alternatives[k].kind));
+    }
+  }
+}
 
+void Engine::index_incumbents() {
   gpu_incs_.resize(p_.gpus.size());
   node_incs_.resize(p_.nodes.size());
   for (std::size_t i = 0; i < p_.incumbents.size(); ++i) {
@@ -149,7 +167,6 @@ Engine::Engine(ProblemData problem, EngineOptions options)
       apply_replica(p_, s, r, inc.cpu_milli, inc.memory_mib, +1);
     }
   }
-  checkpoint_every_ = std::max(32, static_cast<int>(std::sqrt(static_cast<double>(order_.size()))));
 }
 
 double Engine::reserve_cost(int alt, int model) const {
@@ -247,6 +264,35 @@ void Engine::remove_win(Solution& sol, int bid) const {
   sol.welfare -= a.value;
 }
 
+int Engine::gpu_victim(const Solution& sol, const Replica& r) const {
+  // Overlapping claims must go first, then the cheapest co-tenants.
+  const auto cost = [&](int i) {
+    return p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
+  };
+  int pick = -1;
+  bool pick_direct = false;
+  for (int g : r.gpus) {
+    for (int i : gpu_incs_[g]) {
+      if (sol.evicted[i] || !p_.incumbents[i].preemptible) continue;
+      bool direct = r.kind == UnitKind::Whole;
+      if (r.kind == UnitKind::Mig) {
+        const auto& pr = p_.models[p_.gpus[g].model].profiles[r.profile];
+        const std::uint32_t bits = slice_bits(r.start, pr.size);
+        for (const auto& ir : p_.incumbents[i].placements) {
+          if (ir.kind != UnitKind::Mig || ir.gpus[0] != g) continue;
+          const auto& ipr = p_.models[p_.gpus[g].model].profiles[ir.profile];
+          if (slice_bits(ir.start, ipr.size) & bits) direct = true;
+        }
+      }
+      if (pick < 0 || (direct && !pick_direct) || (direct == pick_direct && cost(i) < cost(pick))) {
+        pick = i;
+        pick_direct = direct;
+      }
+    }
+  }
+  return pick;
+}
+
 bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
                        std::vector<int>& evicted) const {
   const auto cost = [&](int i) {
@@ -258,28 +304,7 @@ bool Engine::make_room(Solution& sol, const std::vector<Replica>& reps, const Al
   for (const auto& r : reps) {
     // GPU-level conflicts first: overlapping claims must go, then the cheapest co-tenants.
     while (!replica_fits(p_, sol.real, r, 0, 0)) {
-      int pick = -1;
-      bool pick_direct = false;
-      for (int g : r.gpus) {
-        for (int i : gpu_incs_[g]) {
-          if (!alive(i)) continue;
-          bool direct = r.kind == UnitKind::Whole;
-          if (r.kind == UnitKind::Mig) {
-            const auto& pr = p_.models[p_.gpus[g].model].profiles[r.profile];
-            const std::uint32_t bits = slice_bits(r.start, pr.size);
-            for (const auto& ir : p_.incumbents[i].placements) {
-              if (ir.kind != UnitKind::Mig || ir.gpus[0] != g) continue;
-              const auto& ipr = p_.models[p_.gpus[g].model].profiles[ir.profile];
-              if (slice_bits(ir.start, ipr.size) & bits) direct = true;
-            }
-          }
-          if (pick < 0 || (direct && !pick_direct) ||
-              (direct == pick_direct && cost(i) < cost(pick))) {
-            pick = i;
-            pick_direct = direct;
-          }
-        }
-      }
+      const int pick = gpu_victim(sol, r);
       if (pick < 0) {
         ok = false;
         break;
@@ -331,42 +356,28 @@ bool Engine::wallet_covers(const Solution& sol, int alt, double value) const {
   return !(sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w]));
 }
 
+namespace {
+
+// Whether `value` covers the candidate model's reserve cost.
+bool covers(double value, double reserve_cost) {
+  return value + kEps * std::max(1.0, value) >= reserve_cost;
+}
+
+}  // namespace
+
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                        bool commit, std::vector<Replica>& out, double* least_value,
                        bool check_wallet, const std::vector<int>* only_nodes,
                        std::vector<int>* runners) {
   const auto& a = p_.alternatives[alt];
   if (least_value) *least_value = 0.0;
-  const auto covers = [&](const Candidate& c) {
-    return value + kEps * std::max(1.0, value) >= c.reserve_cost;
-  };
   if (check_wallet && !wallet_covers(sol, alt, value)) return false;
-  if (packer_.node_level() && !first_fit && cands_[alt].size() > 1) {
-    // With a workload, every usable model competes: the least reserve cost, then the best
-    // packing score (otherwise the smallest model that fits is taken).
-    thread_local std::vector<Replica> trial;
-    bool found = false;
-    double best_cost = 0, best_score = 0;
-    for (const auto& c : cands_[alt]) {
-      if (!covers(c) || (found && c.reserve_cost > best_cost)) continue;
-      double score = 0;
-      if (packer_.find(sol.real, a, c.model, c.profile, nullptr, false, trial, only_nodes, nullptr,
-                       &score) &&
-          (!found || c.reserve_cost < best_cost || score < best_score)) {
-        found = true;
-        best_cost = c.reserve_cost;
-        best_score = score;
-        out = trial;
-      }
-    }
-    if (found) {
-      if (least_value) *least_value = best_cost;
-      if (commit) commit_win(sol, alt, out);
-      return true;
-    }
+  if (packer_.node_level() && !first_fit && cands_[alt].size() > 1 &&
+      place_by_score(sol, alt, value, commit, out, least_value, only_nodes)) {
+    return true;
   }
   for (const auto& c : cands_[alt]) {
-    if (!covers(c)) continue;
+    if (!covers(value, c.reserve_cost)) continue;
     if (packer_.find(sol.real, a, c.model, c.profile, nullptr, first_fit, out, only_nodes,
                      runners)) {
       if (least_value) *least_value = c.reserve_cost;
@@ -376,12 +387,46 @@ bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, b
   }
   if (runners != nullptr) runners->assign(1, -1);
   if (!allow_evict || !any_preemptible_) return false;
+  return place_evicting(sol, alt, value, first_fit, commit, out, least_value, only_nodes);
+}
+
+bool Engine::place_by_score(Solution& sol, int alt, double value, bool commit,
+                            std::vector<Replica>& out, double* least_value,
+                            const std::vector<int>* only_nodes) {
+  // With a workload, every usable model competes: the least reserve cost, then the best
+  // packing score (otherwise the smallest model that fits is taken).
+  const auto& a = p_.alternatives[alt];
+  thread_local std::vector<Replica> trial;
+  bool found = false;
+  double best_cost = 0, best_score = 0;
+  for (const auto& c : cands_[alt]) {
+    if (!covers(value, c.reserve_cost) || (found && c.reserve_cost > best_cost)) continue;
+    double score = 0;
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, false, trial, only_nodes, nullptr,
+                     &score) &&
+        (!found || c.reserve_cost < best_cost || score < best_score)) {
+      found = true;
+      best_cost = c.reserve_cost;
+      best_score = score;
+      out = trial;
+    }
+  }
+  if (!found) return false;
+  if (least_value) *least_value = best_cost;
+  if (commit) commit_win(sol, alt, out);
+  return true;
+}
+
+bool Engine::place_evicting(Solution& sol, int alt, double value, bool first_fit, bool commit,
+                            std::vector<Replica>& out, double* least_value,
+                            const std::vector<int>* only_nodes) {
+  const auto& a = p_.alternatives[alt];
   double best_cost = std::numeric_limits<double>::infinity();
   std::vector<Replica> best, reps;
   std::vector<int> ev;
   double best_reserve = 0.0;
   for (const auto& c : cands_[alt]) {
-    if (!covers(c)) continue;
+    if (!covers(value, c.reserve_cost)) continue;
     if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps, only_nodes)) {
       continue;
     }
@@ -502,41 +547,42 @@ Solution Engine::load(const std::vector<int>& bids, const std::vector<int>& alts
     if (static_cast<int>(replicas[w].size()) != a.replicas) {
       throw InputError(path + ".placements", "one placement per replica expected");
     }
-    int model = -1;
-    for (const auto& r : replicas[w]) {
-      if (r.kind != a.kind || r.gpus.empty())
-        throw InputError(path + ".placements", "wrong unit kind");
-      if (a.kind == UnitKind::Whole && static_cast<int>(r.gpus.size()) != a.gpus) {
-        throw InputError(path + ".placements", "wrong number of GPUs");
-      }
-      if (a.kind == UnitKind::Share && r.milli != a.milli) {
-        throw InputError(path + ".placements", "wrong milli");
-      }
-      for (int g : r.gpus) {
-        if (g < 0 || g >= static_cast<int>(p_.gpus.size()))
-          throw InputError(path + ".placements", "no such GPU");
-        if (model >= 0 && p_.gpus[g].model != model) {
-          throw InputError(path + ".placements", "GPUs of more than one model");
-        }
-        model = p_.gpus[g].model;
-      }
-      const auto it = std::find(a.models.begin(), a.models.end(), model);
-      if (it == a.models.end()) throw InputError(path + ".placements", "model not allowed");
-      if (a.kind == UnitKind::Mig && a.profiles[it - a.models.begin()] != r.profile) {
-        throw InputError(path + ".placements", "wrong MIG profile");
-      }
-      if (!replica_fits(p_, sol.real, r, a.cpu_milli, a.memory_mib)) {
-        throw InputError(path + ".placements", "does not fit (overlap, capacity or MIG rule)");
-      }
-      apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, +1);
-      apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, +1);
-    }
+    load_replicas(sol, path + ".placements", a, replicas[w]);
     sol.alt_of_bid[b] = alt;
     sol.placements[b] = replicas[w];
     sol.wallet_spent[p_.bids[b]] += a.value;
     sol.welfare += a.value;
   }
   return sol;
+}
+
+void Engine::load_replicas(Solution& sol, const std::string& path, const AlternativeData& a,
+                           const std::vector<Replica>& reps) const {
+  int model = -1;
+  for (const auto& r : reps) {
+    if (r.kind != a.kind || r.gpus.empty()) throw InputError(path, "wrong unit kind");
+    if (a.kind == UnitKind::Whole && static_cast<int>(r.gpus.size()) != a.gpus) {
+      throw InputError(path, "wrong number of GPUs");
+    }
+    if (a.kind == UnitKind::Share && r.milli != a.milli) throw InputError(path, "wrong milli");
+    for (int g : r.gpus) {
+      if (g < 0 || g >= static_cast<int>(p_.gpus.size())) throw InputError(path, "no such GPU");
+      if (model >= 0 && p_.gpus[g].model != model) {
+        throw InputError(path, "GPUs of more than one model");
+      }
+      model = p_.gpus[g].model;
+    }
+    const auto it = std::find(a.models.begin(), a.models.end(), model);
+    if (it == a.models.end()) throw InputError(path, "model not allowed");
+    if (a.kind == UnitKind::Mig && a.profiles[it - a.models.begin()] != r.profile) {
+      throw InputError(path, "wrong MIG profile");
+    }
+    if (!replica_fits(p_, sol.real, r, a.cpu_milli, a.memory_mib)) {
+      throw InputError(path, "does not fit (overlap, capacity or MIG rule)");
+    }
+    apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, +1);
+    apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, +1);
+  }
 }
 
 bool Engine::touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
