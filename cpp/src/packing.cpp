@@ -46,27 +46,38 @@ Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_s
                const std::vector<int>* node_order)
     : p_(p), fragment_scale_(fragment_scale) {
   if (workload != nullptr) node_workload_ = *workload;
+  rank_nodes(node_order);
+  index_topology();
+  group_nodes();
+  tabulate_policies();
+}
+
+void Packer::rank_nodes(const std::vector<int>* node_order) {
   // Preference among placements in one fragmentation step: a fixed order of the nodes (the
   // given one, else a hash of the index), as fractions in [0, 1) added to the step number.
-  const std::size_t nn = p.nodes.size();
+  const std::size_t nn = p_.nodes.size();
   node_tie_.assign(nn, 0.0);
   if (node_order != nullptr && node_order->size() == nn) {
     for (std::size_t k = 0; k < nn; ++k) {
       node_tie_[(*node_order)[k]] = static_cast<double>(k) / static_cast<double>(nn + 1);
     }
-  } else {
-    std::vector<std::pair<std::uint64_t, int>> h(nn);
-    for (std::size_t n = 0; n < nn; ++n) {
-      std::uint64_t x = n + 0x9e3779b97f4a7c15ULL;  // splitmix64
-      x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-      x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-      h[n] = {x ^ (x >> 31), static_cast<int>(n)};
-    }
-    std::sort(h.begin(), h.end());
-    for (std::size_t k = 0; k < nn; ++k) {
-      node_tie_[h[k].second] = static_cast<double>(k) / static_cast<double>(nn + 1);
-    }
+    return;
   }
+  std::vector<std::pair<std::uint64_t, int>> h(nn);
+  for (std::size_t n = 0; n < nn; ++n) {
+    std::uint64_t x = n + 0x9e3779b97f4a7c15ULL;  // splitmix64
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    h[n] = {x ^ (x >> 31), static_cast<int>(n)};
+  }
+  std::sort(h.begin(), h.end());
+  for (std::size_t k = 0; k < nn; ++k) {
+    node_tie_[h[k].second] = static_cast<double>(k) / static_cast<double>(nn + 1);
+  }
+}
+
+void Packer::index_topology() {
+  const auto& p = p_;
   const std::size_t n_nodes = p.nodes.size();
   const std::size_t n_models = p.models.size();
   node_gpus_.resize(n_nodes);
@@ -109,6 +120,12 @@ Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_s
     model_nodes_[m].erase(std::unique(model_nodes_[m].begin(), model_nodes_[m].end()),
                           model_nodes_[m].end());
   }
+}
+
+void Packer::group_nodes() {
+  const auto& p = p_;
+  const std::size_t n_nodes = p.nodes.size();
+  const std::size_t n_models = p.models.size();
   int max_rack = -1, max_zone = -1;
   const auto groups_by = [&](auto key) {
     std::vector<std::vector<std::vector<int>>> out(n_models);
@@ -138,7 +155,11 @@ Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_s
     if (p.nodes[n].zone >= 0) zone_nodes_[p.nodes[n].zone].push_back(static_cast<int>(n));
     all_nodes_.push_back(static_cast<int>(n));
   }
+}
 
+void Packer::tabulate_policies() {
+  const auto& p = p_;
+  const std::size_t n_models = p.models.size();
   // Demand mix of the round, weighted by replicas: shares by size, whole GPUs as 1000. Its FGD
   // fragmentation of a single GPU with f milli free (no CPU limit) is tabulated once.
   std::map<int, double> share_demand;
@@ -168,30 +189,33 @@ Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_s
   }
   mig_potential_.resize(n_models);
   for (std::size_t m = 0; m < n_models; ++m) {
-    const auto& md = p.models[m];
-    if (md.mig_units == 0) continue;
-    const double demand_total = std::accumulate(mig_demand[m].begin(), mig_demand[m].end(), 0.0);
-    mig_potential_[m].assign(std::size_t{1} << md.mig_units, 0.0);
-    for (std::uint32_t mask = 0; mask < (1u << md.mig_units); ++mask) {
-      double pot = 0;
-      std::uint32_t coverable = 0;
-      for (std::size_t q = 0; q < md.profiles.size(); ++q) {
-        const auto& pr = md.profiles[q];
-        const double w =
-            pr.size * (1.0 + (demand_total > 0 ? 4.0 * mig_demand[m][q] / demand_total : 0.0));
-        for (int st = 0; st + pr.size <= md.mig_units; ++st) {
-          if (((pr.starts_mask >> st) & 1u) && !(mask & slice_bits(st, pr.size))) {
-            pot += w;
-            coverable |= slice_bits(st, pr.size);
-          }
+    if (p.models[m].mig_units == 0) continue;
+    tabulate_mig_potential(m, mig_demand[m]);
+  }
+}
+
+void Packer::tabulate_mig_potential(std::size_t m, const std::vector<double>& demand) {
+  const auto& md = p_.models[m];
+  const double demand_total = std::accumulate(demand.begin(), demand.end(), 0.0);
+  mig_potential_[m].assign(std::size_t{1} << md.mig_units, 0.0);
+  for (std::uint32_t mask = 0; mask < (1u << md.mig_units); ++mask) {
+    double pot = 0;
+    std::uint32_t coverable = 0;
+    for (std::size_t q = 0; q < md.profiles.size(); ++q) {
+      const auto& pr = md.profiles[q];
+      const double w = pr.size * (1.0 + (demand_total > 0 ? 4.0 * demand[q] / demand_total : 0.0));
+      for (int st = 0; st + pr.size <= md.mig_units; ++st) {
+        if (((pr.starts_mask >> st) & 1u) && !(mask & slice_bits(st, pr.size))) {
+          pot += w;
+          coverable |= slice_bits(st, pr.size);
         }
       }
-      // Free slices no legal instance can use any more are stranded: weigh them like a large
-      // profile, so that e.g. a 1g does not take slot 6 next to a free slot 7 it would strand.
-      const std::uint32_t full = (1u << md.mig_units) - 1u;
-      const int dead = std::popcount(full & ~mask & ~coverable);
-      mig_potential_[m][mask] = pot - 8.0 * dead;
     }
+    // Free slices no legal instance can use any more are stranded: weigh them like a large
+    // profile, so that e.g. a 1g does not take slot 6 next to a free slot 7 it would strand.
+    const std::uint32_t full = (1u << md.mig_units) - 1u;
+    const int dead = std::popcount(full & ~mask & ~coverable);
+    mig_potential_[m][mask] = pot - 8.0 * dead;
   }
 }
 
@@ -267,6 +291,14 @@ double Packer::fragment_key(double growth, int node) const {
   return -step + node_tie_[node];
 }
 
+namespace {
+
+double penalty_of(const std::vector<double>* penalty, int g) {
+  return penalty ? (*penalty)[g] : 0.0;
+}
+
+}  // namespace
+
 bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model, int profile,
                           int node, int nvlink, int only_gpu, const std::vector<double>* penalty,
                           Replica& out, Score& score, Scratch& tmp) const {
@@ -278,167 +310,196 @@ bool Packer::best_on_node(const State& s, const AlternativeData& alt, int model,
     if (alt.kind == UnitKind::Share && s.node_free_milli[node] < alt.milli) return false;
     if (alt.kind == UnitKind::Mig && s.node_free_slices[node] <= 0) return false;
   }
-  const auto pen = [&](int g) { return penalty ? (*penalty)[g] : 0.0; };
   bool found = false;
   Score best;
   switch (alt.kind) {
-    case UnitKind::Whole: {
-      // Free whole-capable GPUs grouped by NVLink domain.
-      using Cand = Scratch::Cand;
-      auto& cands = tmp.cands;
-      cands.clear();
-      for (int g : node_gpus_[node]) {
-        const auto& gd = p_.gpus[g];
-        if (gd.model != model || gd.mode == GpuMode::Mig || s.gpus[g].milli != 0) continue;
-        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
-        cands.push_back({pen(g), gd.mode == GpuMode::Shared ? 1 : 0, g, gd.nvlink});
-      }
-      const int k = alt.gpus;
-      if (static_cast<int>(cands.size()) < k) return false;
-      std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
-        if (a.pen != b.pen) return a.pen < b.pen;
-        if (a.shared != b.shared) return a.shared < b.shared;
-        return a.gpu < b.gpu;
-      });
-      // Prefer one NVLink domain, the tightest that fits.
-      auto& domains = tmp.domains;
-      domains.clear();
-      for (const auto& c : cands) domains.push_back(c.domain);
-      std::sort(domains.begin(), domains.end());
-      domains.erase(std::unique(domains.begin(), domains.end()), domains.end());
-      const double node_free = static_cast<double>(cands.size() - static_cast<std::size_t>(k));
-      auto& take = tmp.take;
-      for (int d : domains) {
-        take.clear();
-        double pen_sum = 0;
-        int shared = 0, in_domain = 0;
-        for (const auto& c : cands) {
-          if (c.domain != d) continue;
-          ++in_domain;
-          if (static_cast<int>(take.size()) < k) {
-            take.push_back(c.gpu);
-            pen_sum += c.pen;
-            shared += c.shared;
-          }
-        }
-        if (static_cast<int>(take.size()) < k) continue;
-        Score sc{pen_sum, node_free, static_cast<double>(in_domain - k),
-                 static_cast<double>(shared)};
-        if (!node_workload_.empty()) {  // FGD first, then the tightest node and domain
-          sc = Score{pen_sum,
-                     fragment_key(node_fragment_growth(s, node, take, 1000, alt.cpu_milli), node),
-                     node_free, static_cast<double>(in_domain - k)};
-        }
-        if (!found || sc < best) {
-          found = true;
-          best = sc;
-          out.gpus.assign(take.begin(), take.end());
-        }
-      }
-      if (!found) {
-        // Span domains (only when no NVLink restriction applies).
-        if (nvlink >= 0) return false;
-        out.gpus.clear();
-        double pen_sum = 0;
-        for (int i = 0; i < k; ++i) {
-          out.gpus.push_back(cands[i].gpu);
-          pen_sum += cands[i].pen;
-        }
-        // Spanning domains is worse than any single-domain placement of the same node.
-        best = Score{pen_sum, node_free, 1e9, 0};
-        if (!node_workload_.empty()) {
-          best = Score{
-              pen_sum,
-              fragment_key(node_fragment_growth(s, node, out.gpus, 1000, alt.cpu_milli), node),
-              node_free, 1e9};
-        }
-        found = true;
-      }
-      std::sort(out.gpus.begin(), out.gpus.end());
-      out.kind = UnitKind::Whole;
-      out.profile = -1;
-      out.start = -1;
-      out.milli = 0;
+    case UnitKind::Whole:
+      found = whole_on_node(s, alt, model, node, nvlink, penalty, out, best, tmp);
       break;
-    }
-    case UnitKind::Share: {
-      const int ms = alt.milli;
-      double node_free = 0;
-      int best_gpu = -1;
-      for (int g : node_gpus_[node]) {
-        const auto& gd = p_.gpus[g];
-        if (gd.model != model || gd.mode != GpuMode::Shared) continue;
-        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
-        if (only_gpu >= 0 && g != only_gpu) continue;
-        const int fr = 1000 - s.gpus[g].milli;
-        node_free += fr;
-        if (fr < ms) continue;
-        const double delta =
-            node_workload_.empty()
-                ? share_fragment_[fr - ms] - share_fragment_[fr]
-                : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli), node);
-        // Without a workload: leftover first (best fit), then prefer GPUs already shared. With
-        // one (FGD's measure): equal steps go to the first GPU, as FGD's plugin breaks them.
-        const double second = node_workload_.empty() ? (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5)
-                                                     : static_cast<double>(g);
-        Score sc{pen(g), delta, second, 0};
-        if (best_gpu < 0 || sc < best) {
-          best = sc;
-          best_gpu = g;
-        }
-      }
-      if (best_gpu < 0) return false;
-      best.tertiary = node_free;
-      found = true;
-      out.kind = UnitKind::Share;
-      out.gpus.assign(1, best_gpu);
-      out.milli = ms;
-      out.profile = -1;
-      out.start = -1;
+    case UnitKind::Share:
+      found = share_on_node(s, alt, model, node, nvlink, only_gpu, penalty, out, best);
       break;
-    }
-    case UnitKind::Mig: {
-      if (profile < 0) return false;
-      const auto& md = p_.models[model];
-      const auto& pr = md.profiles[profile];
-      const auto& pot = mig_potential_[model];
-      double node_free = 0;
-      int best_gpu = -1, best_start = -1;
-      for (int g : node_gpus_[node]) {
-        const auto& gd = p_.gpus[g];
-        if (gd.model != model || gd.mode != GpuMode::Mig) continue;
-        if (nvlink >= 0 && gd.nvlink != nvlink) continue;
-        if (only_gpu >= 0 && g != only_gpu) continue;
-        const auto& gs = s.gpus[g];
-        node_free += md.mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
-        if (gs.counts[profile] >= pr.max_count || (pr.media && gs.media >= 1)) continue;
-        for (int st = 0; st + pr.size <= md.mig_units; ++st) {
-          if (!((pr.starts_mask >> st) & 1u)) continue;
-          const std::uint32_t bits = slice_bits(st, pr.size);
-          if (gs.mig_mask & bits) continue;
-          const double loss = pot[gs.mig_mask] - pot[gs.mig_mask | bits];
-          Score sc{pen(g), loss, gs.mig_mask ? 0.0 : 1.0, 0};
-          if (best_gpu < 0 || sc < best) {
-            best = sc;
-            best_gpu = g;
-            best_start = st;
-          }
-        }
-      }
-      if (best_gpu < 0) return false;
-      best.tertiary = node_free;
-      found = true;
-      out.kind = UnitKind::Mig;
-      out.gpus.assign(1, best_gpu);
-      out.profile = profile;
-      out.start = best_start;
-      out.milli = 0;
+    case UnitKind::Mig:
+      found = mig_on_node(s, model, profile, node, nvlink, only_gpu, penalty, out, best);
       break;
-    }
   }
+  if (!found) return false;
   out.node = node;
   score = best;
+  return true;
+}
+
+bool Packer::whole_on_node(const State& s, const AlternativeData& alt, int model, int node,
+                           int nvlink, const std::vector<double>* penalty, Replica& out,
+                           Score& best, Scratch& tmp) const {
+  // Free whole-capable GPUs grouped by NVLink domain.
+  using Cand = Scratch::Cand;
+  auto& cands = tmp.cands;
+  cands.clear();
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.model != model || gd.mode == GpuMode::Mig || s.gpus[g].milli != 0) continue;
+    if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+    cands.push_back({penalty_of(penalty, g), gd.mode == GpuMode::Shared ? 1 : 0, g, gd.nvlink});
+  }
+  const int k = alt.gpus;
+  if (static_cast<int>(cands.size()) < k) return false;
+  std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
+    if (a.pen != b.pen) return a.pen < b.pen;
+    if (a.shared != b.shared) return a.shared < b.shared;
+    return a.gpu < b.gpu;
+  });
+  const double node_free = static_cast<double>(cands.size() - static_cast<std::size_t>(k));
+  if (!whole_in_domain(s, alt, node, node_free, out, best, tmp)) {
+    // Span domains (only when no NVLink restriction applies).
+    if (nvlink >= 0) return false;
+    out.gpus.clear();
+    double pen_sum = 0;
+    for (int i = 0; i < k; ++i) {
+      out.gpus.push_back(cands[i].gpu);
+      pen_sum += cands[i].pen;
+    }
+    // Spanning domains is worse than any single-domain placement of the same node.
+    best = Score{pen_sum, node_free, 1e9, 0};
+    if (!node_workload_.empty()) {
+      best = Score{pen_sum,
+                   fragment_key(node_fragment_growth(s, node, out.gpus, 1000, alt.cpu_milli), node),
+                   node_free, 1e9};
+    }
+  }
+  std::sort(out.gpus.begin(), out.gpus.end());
+  out.kind = UnitKind::Whole;
+  out.profile = -1;
+  out.start = -1;
+  out.milli = 0;
+  return true;
+}
+
+bool Packer::whole_in_domain(const State& s, const AlternativeData& alt, int node, double node_free,
+                             Replica& out, Score& best, Scratch& tmp) const {
+  // Prefer one NVLink domain, the tightest that fits.
+  const auto& cands = tmp.cands;
+  const int k = alt.gpus;
+  auto& domains = tmp.domains;
+  domains.clear();
+  for (const auto& c : cands) domains.push_back(c.domain);
+  std::sort(domains.begin(), domains.end());
+  domains.erase(std::unique(domains.begin(), domains.end()), domains.end());
+  auto& take = tmp.take;
+  bool found = false;
+  for (int d : domains) {
+    take.clear();
+    double pen_sum = 0;
+    int shared = 0, in_domain = 0;
+    for (const auto& c : cands) {
+      if (c.domain != d) continue;
+      ++in_domain;
+      if (static_cast<int>(take.size()) < k) {
+        take.push_back(c.gpu);
+        pen_sum += c.pen;
+        shared += c.shared;
+      }
+    }
+    if (static_cast<int>(take.size()) < k) continue;
+    Score sc{pen_sum, node_free, static_cast<double>(in_domain - k), static_cast<double>(shared)};
+    if (!node_workload_.empty()) {  // FGD first, then the tightest node and domain
+      sc = Score{pen_sum,
+                 fragment_key(node_fragment_growth(s, node, take, 1000, alt.cpu_milli), node),
+                 node_free, static_cast<double>(in_domain - k)};
+    }
+    if (!found || sc < best) {
+      found = true;
+      best = sc;
+      out.gpus.assign(take.begin(), take.end());
+    }
+  }
   return found;
+}
+
+bool Packer::share_on_node(const State& s, const AlternativeData& alt, int model, int node,
+                           int nvlink, int only_gpu, const std::vector<double>* penalty,
+                           Replica& out, Score& best) const {
+  const int ms = alt.milli;
+  double node_free = 0;
+  int best_gpu = -1;
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.model != model || gd.mode != GpuMode::Shared) continue;
+    if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+    if (only_gpu >= 0 && g != only_gpu) continue;
+    const int fr = 1000 - s.gpus[g].milli;
+    node_free += fr;
+    if (fr < ms) continue;
+    const double delta =
+        node_workload_.empty()
+            ? share_fragment_[fr - ms] - share_fragment_[fr]
+            : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli), node);
+    // Without a workload: leftover first (best fit), then prefer GPUs already shared. With
+    // one (FGD's measure): equal steps go to the first GPU, as FGD's plugin breaks them.
+    const double second = node_workload_.empty() ? (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5)
+                                                 : static_cast<double>(g);
+    Score sc{penalty_of(penalty, g), delta, second, 0};
+    if (best_gpu < 0 || sc < best) {
+      best = sc;
+      best_gpu = g;
+    }
+  }
+  if (best_gpu < 0) return false;
+  best.tertiary = node_free;
+  out.kind = UnitKind::Share;
+  out.gpus.assign(1, best_gpu);
+  out.milli = ms;
+  out.profile = -1;
+  out.start = -1;
+  return true;
+}
+
+bool Packer::mig_on_node(const State& s, int model, int profile, int node, int nvlink, int only_gpu,
+                         const std::vector<double>* penalty, Replica& out, Score& best) const {
+  if (profile < 0) return false;
+  const auto& md = p_.models[model];
+  const auto& pr = md.profiles[profile];
+  const auto& pot = mig_potential_[model];
+  double node_free = 0;
+  int best_gpu = -1, best_start = -1;
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.model != model || gd.mode != GpuMode::Mig) continue;
+    if (nvlink >= 0 && gd.nvlink != nvlink) continue;
+    if (only_gpu >= 0 && g != only_gpu) continue;
+    const auto& gs = s.gpus[g];
+    node_free += md.mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
+    if (gs.counts[profile] >= pr.max_count || (pr.media && gs.media >= 1)) continue;
+    for (int st = 0; st + pr.size <= md.mig_units; ++st) {
+      if (!((pr.starts_mask >> st) & 1u)) continue;
+      const std::uint32_t bits = slice_bits(st, pr.size);
+      if (gs.mig_mask & bits) continue;
+      const double loss = pot[gs.mig_mask] - pot[gs.mig_mask | bits];
+      Score sc{penalty_of(penalty, g), loss, gs.mig_mask ? 0.0 : 1.0, 0};
+      if (best_gpu < 0 || sc < best) {
+        best = sc;
+        best_gpu = g;
+        best_start = st;
+      }
+    }
+  }
+  if (best_gpu < 0) return false;
+  best.tertiary = node_free;
+  out.kind = UnitKind::Mig;
+  out.gpus.assign(1, best_gpu);
+  out.profile = profile;
+  out.start = best_start;
+  out.milli = 0;
+  return true;
+}
+
+void Packer::keep_top(std::vector<std::pair<Score, int>>& top, const Score& sc, int n) {
+  auto it = top.end();
+  while (it != top.begin() && sc < std::prev(it)->first) --it;
+  if (it - top.begin() <= static_cast<std::ptrdiff_t>(kRunners)) {
+    top.insert(it, {sc, n});
+    if (top.size() > kRunners + 1) top.pop_back();
+  }
 }
 
 bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profile,
@@ -474,14 +535,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
       }
       if (!best_on_node(s, alt, model, profile, n, nvlink, only_gpu, penalty, cand, sc, tmp))
         continue;
-      if (record) {
-        auto it = top.end();
-        while (it != top.begin() && sc < std::prev(it)->first) --it;
-        if (it - top.begin() <= static_cast<std::ptrdiff_t>(kRunners)) {
-          top.insert(it, {sc, n});
-          if (top.size() > kRunners + 1) top.pop_back();
-        }
-      }
+      if (record) keep_top(top, sc, n);
       if (!found || sc < best) {
         found = true;
         best = sc;
@@ -510,6 +564,36 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
   return ok;
 }
 
+// One search of find(): its arguments, the candidate nodes and the best placement so far.
+struct Packer::Query {
+  State& s;
+  const AlternativeData& alt;
+  int model;
+  int profile;
+  const std::vector<double>* penalty;
+  bool first_fit;
+  const std::vector<int>* only_nodes;
+  std::vector<Replica>& out;
+  double* primary;
+  Scratch& tmp;
+  const std::vector<int>* nodes = nullptr;  // the model's nodes (among only_nodes)
+  std::int64_t need = 0;                    // free capacity the whole gang takes
+  bool found = false;
+  double best_pen = std::numeric_limits<double>::infinity();
+  double best_prim = std::numeric_limits<double>::infinity();
+
+  // Keeps the placement in tmp.cand if it beats the best so far.
+  void consider(double pen, double prim) {
+    if (!found || pen < best_pen || (pen == best_pen && prim < best_prim)) {
+      found = true;
+      best_pen = pen;
+      best_prim = prim;
+      out.swap(tmp.cand);  // gang_in clears `cand` before reusing it
+      if (primary != nullptr) *primary = prim;
+    }
+  }
+};
+
 bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
                   const std::vector<double>* penalty, bool first_fit, std::vector<Replica>& out,
                   const std::vector<int>* only_nodes, std::vector<int>* runners,
@@ -520,172 +604,184 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   if (penalty != nullptr) runners = nullptr;
   if (model < 0 || model >= static_cast<int>(p_.models.size())) return false;
   if (alt.kind == UnitKind::Mig && profile < 0) return false;
-  // Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1).
-  Scratch& tmp = scratch();
-  auto& restricted = tmp.restricted;
-  restricted.clear();
-  if (only_nodes != nullptr) {
-    const std::size_t n_models = p_.models.size();
-    for (int n : *only_nodes) {
-      if (node_has_model_[static_cast<std::size_t>(n) * n_models +
-                          static_cast<std::size_t>(model)]) {
-        restricted.push_back(n);
-      }
-    }
-  }
-  const auto& nodes = only_nodes != nullptr ? restricted : model_nodes_[model];
-  if (nodes.empty()) return false;
-  std::int64_t per_replica = 0;
-  switch (alt.kind) {
-    case UnitKind::Whole:
-      per_replica = alt.gpus;
-      break;
-    case UnitKind::Share:
-      per_replica = alt.milli;
-      break;
-    case UnitKind::Mig:
-      per_replica = p_.models[model].profiles[profile].size;
-      break;
-  }
-  const std::int64_t need = per_replica * alt.replicas;
+  Query q{s, alt, model, profile, penalty, first_fit, only_nodes, out, primary, scratch()};
+  q.nodes = &candidate_nodes(q);
+  if (q.nodes->empty()) return false;
+  q.need = replica_need(alt, model, profile) * alt.replicas;
   // Hopeless if the whole model has less free capacity than the gang needs.
   if (!s.model_free_whole.empty()) {
     const std::int64_t have = alt.kind == UnitKind::Whole   ? s.model_free_whole[model]
                               : alt.kind == UnitKind::Share ? s.model_free_milli[model]
                                                             : s.model_free_slices[model];
-    if (have < need) return false;
+    if (have < q.need) return false;
   }
 
   Locality loc = alt.locality;
   if (loc == Locality::Gpu && alt.kind == UnitKind::Whole) loc = Locality::Node;
-
-  auto& cand = tmp.cand;
-  double best_pen = std::numeric_limits<double>::infinity();
-  double best_prim = std::numeric_limits<double>::infinity();
-  bool found = false;
-  const auto consider = [&](double pen, double prim) {
-    if (!found || pen < best_pen || (pen == best_pen && prim < best_prim)) {
-      found = true;
-      best_pen = pen;
-      best_prim = prim;
-      out.swap(cand);  // gang_in clears `cand` before reusing it
-      if (primary != nullptr) *primary = prim;
-    }
-  };
-
-  if (loc == Locality::Gpu) {
-    // With `only_nodes`, the GPUs of those nodes in the same (ascending) order as the full list.
-    auto& only_gpus = tmp.only_gpus;
-    if (only_nodes != nullptr) {
-      only_gpus.clear();
-      for (int n : nodes) {
-        for (int g : node_gpus_[n]) {
-          if (p_.gpus[g].model == model) only_gpus.push_back(g);
-        }
-      }
-      std::sort(only_gpus.begin(), only_gpus.end());
-    }
-    for (int g : only_nodes != nullptr ? only_gpus : model_gpus_[model]) {
-      const auto& gd = p_.gpus[g];
-      if (!serves(gd.mode, alt.kind)) continue;
-      if (alt.kind == UnitKind::Share && 1000 - s.gpus[g].milli < need) continue;
-      auto& one = tmp.one;
-      one[0] = gd.node;
-      double pen = 0, prim = 0;
-      if (!gang_in(s, alt, model, profile, one, -1, g, penalty, cand, &pen, &prim, tmp)) continue;
-      consider(pen, prim);
-      // With a penalty, a cheaper eviction elsewhere may still be found: stop only at zero.
-      if ((first_fit || prim <= 0) && (penalty == nullptr || pen <= 0)) break;
-    }
-    return found;
+  switch (loc) {
+    case Locality::Gpu:
+      find_per_gpu(q);
+      break;
+    case Locality::Nvlink:
+    case Locality::Node:
+      find_in_domains(q, loc, runners);
+      break;
+    case Locality::Any:
+      find_anywhere(q, runners);
+      break;
+    default:  // rack / zone: groups of nodes, tightest group first
+      find_in_groups(q, loc);
+      break;
   }
+  return q.found;
+}
 
-  if (loc == Locality::Nvlink || loc == Locality::Node) {
-    // Candidate domains with their free capacity; tightest first.
-    using Dom = Scratch::Dom;
-    auto& doms = tmp.doms;
-    auto& seen = tmp.seen;
-    doms.clear();
-    for (int n : nodes) {
-      if (loc == Locality::Node) {
-        const auto cap = capacity_on(s, alt.kind, model, n, -1);
-        if (cap >= need) doms.push_back({cap, n, -1});
-      } else {
-        // A domain holds no more than its node: skip nodes that cannot hold the gang at all.
-        if (single_model_[n] && capacity_on(s, alt.kind, model, n, -1) < need) continue;
-        seen.clear();
-        for (int g : node_gpus_[n]) {
-          const auto& gd = p_.gpus[g];
-          if (gd.model != model) continue;
-          if (std::find(seen.begin(), seen.end(), gd.nvlink) != seen.end()) continue;
-          seen.push_back(gd.nvlink);
-          const auto cap = capacity_on(s, alt.kind, model, n, gd.nvlink);
-          if (cap >= need) doms.push_back({cap, n, gd.nvlink});
-        }
+// Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1); all of
+// the model's nodes without `only_nodes`.
+const std::vector<int>& Packer::candidate_nodes(Query& q) const {
+  auto& restricted = q.tmp.restricted;
+  restricted.clear();
+  if (q.only_nodes == nullptr) return model_nodes_[q.model];
+  const std::size_t n_models = p_.models.size();
+  for (int n : *q.only_nodes) {
+    if (node_has_model_[static_cast<std::size_t>(n) * n_models +
+                        static_cast<std::size_t>(q.model)]) {
+      restricted.push_back(n);
+    }
+  }
+  return restricted;
+}
+
+std::int64_t Packer::replica_need(const AlternativeData& alt, int model, int profile) const {
+  switch (alt.kind) {
+    case UnitKind::Whole:
+      return alt.gpus;
+    case UnitKind::Share:
+      return alt.milli;
+    case UnitKind::Mig:
+      return p_.models[model].profiles[profile].size;
+  }
+  return 0;
+}
+
+void Packer::find_per_gpu(Query& q) const {
+  const auto& alt = q.alt;
+  auto& tmp = q.tmp;
+  // With `only_nodes`, the GPUs of those nodes in the same (ascending) order as the full list.
+  auto& only_gpus = tmp.only_gpus;
+  if (q.only_nodes != nullptr) {
+    only_gpus.clear();
+    for (int n : *q.nodes) {
+      for (int g : node_gpus_[n]) {
+        if (p_.gpus[g].model == q.model) only_gpus.push_back(g);
       }
     }
-    // Tightest first: a heap, since the first domain usually fits and sorting all would cost
-    // more than the search.
-    const auto later = [](const Dom& a, const Dom& b) {
-      if (a.cap != b.cap) return a.cap > b.cap;
-      if (a.node != b.node) return a.node > b.node;
-      return a.nvlink > b.nvlink;
-    };
-    std::make_heap(doms.begin(), doms.end(), later);
+    std::sort(only_gpus.begin(), only_gpus.end());
+  }
+  for (int g : q.only_nodes != nullptr ? only_gpus : model_gpus_[q.model]) {
+    const auto& gd = p_.gpus[g];
+    if (!serves(gd.mode, alt.kind)) continue;
+    if (alt.kind == UnitKind::Share && 1000 - q.s.gpus[g].milli < q.need) continue;
     auto& one = tmp.one;
-    while (!doms.empty()) {
+    one[0] = gd.node;
+    double pen = 0, prim = 0;
+    if (!gang_in(q.s, alt, q.model, q.profile, one, -1, g, q.penalty, tmp.cand, &pen, &prim, tmp))
+      continue;
+    q.consider(pen, prim);
+    // With a penalty, a cheaper eviction elsewhere may still be found: stop only at zero.
+    if ((q.first_fit || prim <= 0) && (q.penalty == nullptr || pen <= 0)) break;
+  }
+}
+
+void Packer::find_in_domains(Query& q, Locality loc, std::vector<int>* runners) const {
+  // Candidate domains with their free capacity; tightest first.
+  using Dom = Scratch::Dom;
+  auto& tmp = q.tmp;
+  auto& doms = tmp.doms;
+  auto& seen = tmp.seen;
+  doms.clear();
+  for (int n : *q.nodes) {
+    if (loc == Locality::Node) {
+      const auto cap = capacity_on(q.s, q.alt.kind, q.model, n, -1);
+      if (cap >= q.need) doms.push_back({cap, n, -1});
+    } else {
+      // A domain holds no more than its node: skip nodes that cannot hold the gang at all.
+      if (single_model_[n] && capacity_on(q.s, q.alt.kind, q.model, n, -1) < q.need) continue;
+      seen.clear();
+      for (int g : node_gpus_[n]) {
+        const auto& gd = p_.gpus[g];
+        if (gd.model != q.model) continue;
+        if (std::find(seen.begin(), seen.end(), gd.nvlink) != seen.end()) continue;
+        seen.push_back(gd.nvlink);
+        const auto cap = capacity_on(q.s, q.alt.kind, q.model, n, gd.nvlink);
+        if (cap >= q.need) doms.push_back({cap, n, gd.nvlink});
+      }
+    }
+  }
+  // Tightest first: a heap, since the first domain usually fits and sorting all would cost
+  // more than the search.
+  const auto later = [](const Dom& a, const Dom& b) {
+    if (a.cap != b.cap) return a.cap > b.cap;
+    if (a.node != b.node) return a.node > b.node;
+    return a.nvlink > b.nvlink;
+  };
+  std::make_heap(doms.begin(), doms.end(), later);
+  auto& one = tmp.one;
+  while (!doms.empty()) {
+    std::pop_heap(doms.begin(), doms.end(), later);
+    const Dom d = doms.back();
+    doms.pop_back();
+    one[0] = d.node;
+    double pen = 0, prim = 0;
+    if (!gang_in(q.s, q.alt, q.model, q.profile, one, d.nvlink, -1, q.penalty, tmp.cand, &pen,
+                 &prim, tmp))
+      continue;
+    q.consider(pen, prim);
+    if (q.penalty == nullptr || pen <= 0) break;  // tightest first = best fit
+  }
+  if (q.found && runners != nullptr) {
+    // The next feasible domains in the same order.
+    runners->clear();
+    while (!doms.empty() && runners->size() < kRunners) {
       std::pop_heap(doms.begin(), doms.end(), later);
       const Dom d = doms.back();
       doms.pop_back();
       one[0] = d.node;
-      double pen = 0, prim = 0;
-      if (!gang_in(s, alt, model, profile, one, d.nvlink, -1, penalty, cand, &pen, &prim, tmp))
-        continue;
-      consider(pen, prim);
-      if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
-    }
-    if (found && runners != nullptr) {
-      // The next feasible domains in the same order.
-      runners->clear();
-      while (!doms.empty() && runners->size() < kRunners) {
-        std::pop_heap(doms.begin(), doms.end(), later);
-        const Dom d = doms.back();
-        doms.pop_back();
-        one[0] = d.node;
-        if (gang_in(s, alt, model, profile, one, d.nvlink, -1, nullptr, cand, nullptr, nullptr,
-                    tmp)) {
-          runners->push_back(d.node);
-        }
+      if (gang_in(q.s, q.alt, q.model, q.profile, one, d.nvlink, -1, nullptr, tmp.cand, nullptr,
+                  nullptr, tmp)) {
+        runners->push_back(d.node);
       }
     }
-    return found;
   }
+}
 
-  // rack / zone / any: groups of nodes, tightest group first.
-  if (loc == Locality::Any) {
-    if (alt.replicas > 1) {
-      // Over every node of a model whose nodes hold no other model, the sum is the model's
-      // counter (kept by apply_replica in the same measure): no loop needed.
-      std::int64_t cap = 0;
-      if (only_nodes == nullptr && model_alone_[model] && !s.model_free_whole.empty()) {
-        cap = alt.kind == UnitKind::Whole   ? s.model_free_whole[model]
-              : alt.kind == UnitKind::Share ? s.model_free_milli[model]
-                                            : s.model_free_slices[model];
-      } else {
-        for (int n : nodes) cap += capacity_on(s, alt.kind, model, n, -1);
-      }
-      if (cap < need) return false;
+void Packer::find_anywhere(Query& q, std::vector<int>* runners) const {
+  const auto& alt = q.alt;
+  if (alt.replicas > 1) {
+    // Over every node of a model whose nodes hold no other model, the sum is the model's
+    // counter (kept by apply_replica in the same measure): no loop needed.
+    std::int64_t cap = 0;
+    if (q.only_nodes == nullptr && model_alone_[q.model] && !q.s.model_free_whole.empty()) {
+      cap = alt.kind == UnitKind::Whole   ? q.s.model_free_whole[q.model]
+            : alt.kind == UnitKind::Share ? q.s.model_free_milli[q.model]
+                                          : q.s.model_free_slices[q.model];
+    } else {
+      for (int n : *q.nodes) cap += capacity_on(q.s, alt.kind, q.model, n, -1);
     }
-    double pen = 0, prim = 0;
-    if (gang_in(s, alt, model, profile, nodes, -1, -1, penalty, cand, &pen, &prim, tmp,
-                alt.replicas == 1 ? runners : nullptr)) {
-      consider(pen, prim);
-    }
-    return found;
+    if (cap < q.need) return;
   }
+  double pen = 0, prim = 0;
+  if (gang_in(q.s, alt, q.model, q.profile, *q.nodes, -1, -1, q.penalty, q.tmp.cand, &pen, &prim,
+              q.tmp, alt.replicas == 1 ? runners : nullptr)) {
+    q.consider(pen, prim);
+  }
+}
+
+void Packer::find_in_groups(Query& q, Locality loc) const {
+  const auto& nodes = *q.nodes;
   std::vector<std::vector<int>> restricted_groups;
-  const auto& all_groups = (loc == Locality::Rack ? rack_model_nodes_ : zone_model_nodes_)[model];
-  if (only_nodes != nullptr) {
+  const auto& all_groups = (loc == Locality::Rack ? rack_model_nodes_ : zone_model_nodes_)[q.model];
+  if (q.only_nodes != nullptr) {
     for (const auto& grp : all_groups) {
       std::vector<int> keep;
       std::set_intersection(grp.begin(), grp.end(), nodes.begin(), nodes.end(),
@@ -693,13 +789,13 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
       if (!keep.empty()) restricted_groups.push_back(std::move(keep));
     }
   }
-  const auto& groups = only_nodes != nullptr ? restricted_groups : all_groups;
-  auto& order = tmp.groups;
+  const auto& groups = q.only_nodes != nullptr ? restricted_groups : all_groups;
+  auto& order = q.tmp.groups;
   order.clear();
   for (std::size_t i = 0; i < groups.size(); ++i) {
     std::int64_t cap = 0;
-    for (int n : groups[i]) cap += capacity_on(s, alt.kind, model, n, -1);
-    if (cap < need) continue;
+    for (int n : groups[i]) cap += capacity_on(q.s, q.alt.kind, q.model, n, -1);
+    if (cap < q.need) continue;
     order.emplace_back(cap, i);
   }
   // Tightest first (ties: group order), popped from a heap: the first group usually holds the
@@ -711,12 +807,12 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
     const std::size_t i = order.back().second;
     order.pop_back();
     double pen = 0, prim = 0;
-    if (!gang_in(s, alt, model, profile, groups[i], -1, -1, penalty, cand, &pen, &prim, tmp))
+    if (!gang_in(q.s, q.alt, q.model, q.profile, groups[i], -1, -1, q.penalty, q.tmp.cand, &pen,
+                 &prim, q.tmp))
       continue;
-    consider(pen, prim);
-    if (penalty == nullptr || pen <= 0) break;  // tightest first = best fit
+    q.consider(pen, prim);
+    if (q.penalty == nullptr || pen <= 0) break;  // tightest first = best fit
   }
-  return found;
 }
 
 }  // namespace gpualloc

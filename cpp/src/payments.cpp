@@ -57,326 +57,457 @@ std::vector<double> Engine::critical_payments(const Solution& sol, int threads) 
   return pay;
 }
 
-double Engine::critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch) {
-  const auto every = static_cast<std::size_t>(checkpoint_every_);
-  const int k = sol.alt_of_bid[b];
-  const auto& a = p_.alternatives[k];
-  int model = -1;
-  if (b < static_cast<int>(sol.placements.size()) && !sol.placements[b].empty() &&
-      !sol.placements[b][0].gpus.empty()) {
-    model = p_.gpus[sol.placements[b][0].gpus[0]].model;
+namespace {
+
+bool same_placement(const std::vector<Replica>& x, const std::vector<Replica>& y) {
+  if (x.size() != y.size()) return false;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    if (x[i].node != y[i].node || x[i].gpus != y[i].gpus || x[i].profile != y[i].profile ||
+        x[i].start != y[i].start || x[i].milli != y[i].milli || x[i].kind != y[i].kind) {
+      return false;
+    }
   }
-  const double floor = model >= 0 ? reserve_cost(k, model) : 0.0;
-  if (rank_[k] < 0) return a.value;  // never rankable (e.g. below every reserve): first price
-  // Positions above the item's own rank would need a value above its bid, so the scan starts
-  // at its rank; a winner greedy did not pick there gets a threshold of its own value.
-  const std::size_t scan_from = static_cast<std::size_t>(rank_[k]);
-  std::size_t start = scan_from;
-  if (greedy_rank_of_bid_[b] >= 0) {
-    start = std::min(start, static_cast<std::size_t>(greedy_rank_of_bid_[b]));
-  }
-  const std::size_t c = std::min(start / every, checkpoints_.size() - 1);
-  Solution s = checkpoints_[c];
-  const double size_factor = std::pow(size_[k], opt_.alpha);
-  // Scan the positions the bid would take at lower values. Between the previous item and
-  // item j (values in (score_j, last_score] x size^alpha) it is processed in the state before
-  // j; it wins there with any value that fits, pays for its evictions and fits its wallet.
-  // The first position where that fails sets the critical value.
-  const int w = p_.bids[b];
-  const double balance = p_.wallets[w] + 1e-9 * std::max(1.0, p_.wallets[w]);
-  double threshold = 0.0;
-  double last_score = score_[k];
-  bool decided = false;
+  return true;
+}
+
+// Inserts n into the sorted vector v unless it is there already.
+void insert_sorted(std::vector<int>& v, int n) {
+  if (!std::binary_search(v.begin(), v.end(), n))
+    v.insert(std::lower_bound(v.begin(), v.end(), n), n);
+}
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+}  // namespace
+
+// One winner's replay of the greedy run without its bid. Every field is the replay's own (the
+// engine's tables are only read), so replays of different winners may run on different threads.
+class Engine::PaymentReplay {
+ public:
+  // `b` must be rankable; `scratch` is the calling thread's placement buffer.
+  PaymentReplay(Engine& e, const Solution& sol, int b, std::vector<Replica>& scratch);
+  // The critical payment.
+  double run();
+
+ private:
+  // The item at one position of the order, as the replay meets it.
+  struct Item {
+    std::size_t pos;
+    int j;   // global alternative index
+    int bj;  // its bid
+    int wj;  // its wallet
+    const AlternativeData* aj;
+    bool orig_won_here;  // the original run placed bj with this item
+    bool searched;       // the original run searched a placement here
+  };
+
+  void mark_node(int n);
+  void mark_replicas(const std::vector<Replica>& reps);
+  void mark_incumbent(int i);
+  // The original run's win at `pos` (bid bj): its nodes, evictions and wallet differ now.
+  void mark_original_win(std::size_t pos, int bj);
+  void touch(int n);
+  bool holds_somewhere(double high);
+  double attempt(double low, double high, const std::vector<int>* restrict_to);
+  double least_winning(double low, double high, bool exact);
+  // The scan at item j (position >= its own rank): true when the critical value is decided.
+  bool decides_at(int j);
+  // One step of the replay; true when the scan is decided.
+  bool step(std::size_t pos);
+  void replay_item(const Item& it);
+  void repeat_original(const Item& it);
+  bool runner_keeps_fast(const Item& it, bool& via_runner, int& runner) const;
+  void hostable_dirty(const Item& it);
+  bool gang_models_hopeless(const Item& it, const std::vector<Replica>& orig) const;
+  bool place_gang_restricted(const Item& it);
+  bool search_fast(const Item& it, bool via_runner, int runner);
+  void record_outcome(const Item& it, bool won, std::size_t log_before);
+
+  Engine& e_;
+  const ProblemData& p_;
+  std::vector<Replica>& scratch_;
+  const int b_;
+  const int k_;
+  const AlternativeData& a_;
+  double floor_ = 0.0;
+  std::size_t scan_from_ = 0;
+  std::size_t first_ = 0;  // first position replayed (a checkpoint's)
+  Solution s_;
+  double size_factor_ = 1.0;
+  int w_ = -1;
+  double balance_ = 0.0;
+  double threshold_ = 0.0;
+  double last_score_ = 0.0;
+  bool decided_ = false;
   // Replay bookkeeping. The replay state equals the original greedy state except on "dirty"
   // nodes (where some decision differed, starting with the bid's own placement), wallets and
   // bids. A node-scoped item whose bid and wallet are clean chooses the best of its original
   // choice and the dirty nodes, so only those are searched (exact, see Packer::node_scoped).
-  std::vector<std::uint8_t> node_dirty(p_.nodes.size(), 0), wallet_dirty(p_.wallets.size(), 0),
-      bid_dirty(p_.bids.size(), 0);
-  std::vector<int> dirty_nodes;   // sorted
-  std::uint64_t dirty_pools = 0;  // pools served by some dirty node
-  const auto mark_node = [&](int n) {
-    if (node_dirty[n]) return;
-    node_dirty[n] = 1;
-    dirty_pools |= node_pools_[n];
-    dirty_nodes.insert(std::lower_bound(dirty_nodes.begin(), dirty_nodes.end(), n), n);
-  };
-  const auto mark_replicas = [&](const std::vector<Replica>& reps) {
-    for (const auto& r : reps) mark_node(r.node);
-  };
-  const auto mark_incumbent = [&](int i) {
-    for (const auto& r : p_.incumbents[i].placements) mark_node(r.node);
-  };
-  const auto same_placement = [](const std::vector<Replica>& x, const std::vector<Replica>& y) {
-    if (x.size() != y.size()) return false;
-    for (std::size_t i = 0; i < x.size(); ++i) {
-      if (x[i].node != y[i].node || x[i].gpus != y[i].gpus || x[i].profile != y[i].profile ||
-          x[i].start != y[i].start || x[i].milli != y[i].milli || x[i].kind != y[i].kind) {
-        return false;
-      }
-    }
-    return true;
-  };
-  std::vector<int> only;
-  const bool b_scoped = Packer::node_scoped(a);
+  std::vector<std::uint8_t> node_dirty_, wallet_dirty_, bid_dirty_;
+  std::vector<int> dirty_nodes_;   // sorted
+  std::uint64_t dirty_pools_ = 0;  // pools served by some dirty node
+  std::vector<int> only_;
+  bool b_scoped_ = false;
   // The last placement found for the bid stays valid while nothing touches its nodes or its
   // wallet; then "it still fits" needs no search.
-  std::vector<int> cached_nodes;  // sorted; empty: no valid cache
-  double cached_cost = 0.0;
+  std::vector<int> cached_nodes_;  // sorted; empty: no valid cache
+  double cached_cost_ = 0.0;
   // Witness scan (node-scoped bid, nothing preemptible, every model's reserve cost within
   // the interval): then "it wins at `low`" only asks whether some node holds it, and a node
   // that cannot hold it never can again (the replay only adds load). The witness is the first
   // node, in index order, found to hold it; it is checked again only after the replay touches
   // it, and the scan moves on past nodes that no longer hold it. Each node is checked about
   // once per winner instead of a cluster-wide search per touched witness.
-  const bool witness_ok = b_scoped && !any_preemptible_;
-  const int n_nodes = static_cast<int>(p_.nodes.size());
-  int witness = -1;            // node under the scan (n_nodes: none holds the bid)
-  bool witness_valid = false;  // it holds the bid and the replay has not touched it since
-  std::vector<int> one_node(1);
-  const auto touch = [&](int n) {
-    if (n == witness) witness_valid = false;
-    if (!cached_nodes.empty() && std::binary_search(cached_nodes.begin(), cached_nodes.end(), n)) {
-      cached_nodes.clear();
-    }
-  };
-  // Whether some node holds the bid now (witness scan; see above).
-  const auto holds_somewhere = [&](double high) {
-    if (witness_valid) return true;
-    if (witness < 0) witness = 0;
-    for (; witness < n_nodes; ++witness) {
-      if ((node_pools_[witness] & alt_pools_[k]) == 0 || !may_host(s.real, witness, a)) continue;
-      one_node[0] = witness;
-      if (try_place(s, k, high, false, true, false, scratch, nullptr, false, &one_node)) {
-        witness_valid = true;
-        return true;
-      }
-    }
-    return false;
-  };
-  // Least value (or +inf) with which the bid wins in the current state, given the interval.
-  const auto least_winning = [&](double low, double high, bool exact) {
-    if (!exact && witness_ok && max_reserve_[k] <= low) {
-      // Every model's reserve cost is covered, so any free placement wins at `low`.
-      if (!holds_somewhere(high)) return std::numeric_limits<double>::infinity();
-      return s.wallet_spent[w] + low <= balance ? low : std::numeric_limits<double>::infinity();
-    }
-    if (!exact && !cached_nodes.empty() && cached_cost <= low &&
-        s.wallet_spent[w] + low <= balance) {
-      return low;
-    }
-    const auto attempt = [&](const std::vector<int>* restrict_to) {
-      double cost = 0.0;
-      if (!try_place(s, k, high, true, true, false, scratch, &cost, false, restrict_to)) {
-        return std::numeric_limits<double>::infinity();
-      }
-      cached_nodes.clear();
-      for (const auto& r : scratch) cached_nodes.push_back(r.node);
-      std::sort(cached_nodes.begin(), cached_nodes.end());
-      cached_cost = cost;
-      const double v = std::max(low, cost);
-      if (s.wallet_spent[w] + v > balance) return std::numeric_limits<double>::infinity();
-      return v;
-    };
-    if (!exact && b_scoped && !dirty_nodes.empty()) {
-      const double v = attempt(&dirty_nodes);
-      if (v <= low) return v;  // it wins here; that is all the scan needs to know
-    }
-    return attempt(nullptr);
-  };
-  for (std::size_t pos = c * every; pos < order_.size(); ++pos) {
-    const int j = order_[pos];
-    const int bj = p_.alternatives[j].bid;
-    const bool orig_won_here = greedy_rank_of_bid_[bj] == static_cast<int>(pos);
-    if (bj == b) {
-      if (orig_won_here) {  // the original run placed the bid here; the replay does not
-        mark_replicas(greedy_.placements[b]);
-        for (int i : greedy_evictions_[pos]) mark_incumbent(i);
-        wallet_dirty[w] = 1;
-      }
+  bool witness_ok_ = false;
+  int n_nodes_ = 0;
+  int witness_ = -1;            // node under the scan (n_nodes_: none holds the bid)
+  bool witness_valid_ = false;  // it holds the bid and the replay has not touched it since
+  std::vector<int> one_node_;
+};
+
+Engine::PaymentReplay::PaymentReplay(Engine& e, const Solution& sol, int b,
+                                     std::vector<Replica>& scratch)
+    : e_(e), p_(e.p_), scratch_(scratch), b_(b), k_(sol.alt_of_bid[b]), a_(e.p_.alternatives[k_]) {
+  const auto every = static_cast<std::size_t>(e_.checkpoint_every_);
+  int model = -1;
+  if (b < static_cast<int>(sol.placements.size()) && !sol.placements[b].empty() &&
+      !sol.placements[b][0].gpus.empty()) {
+    model = p_.gpus[sol.placements[b][0].gpus[0]].model;
+  }
+  floor_ = model >= 0 ? e_.reserve_cost(k_, model) : 0.0;
+  // Positions above the item's own rank would need a value above its bid, so the scan starts
+  // at its rank; a winner greedy did not pick there gets a threshold of its own value.
+  scan_from_ = static_cast<std::size_t>(e_.rank_[k_]);
+  std::size_t start = scan_from_;
+  if (e_.greedy_rank_of_bid_[b] >= 0) {
+    start = std::min(start, static_cast<std::size_t>(e_.greedy_rank_of_bid_[b]));
+  }
+  const std::size_t c = std::min(start / every, e_.checkpoints_.size() - 1);
+  first_ = c * every;
+  s_ = e_.checkpoints_[c];
+  size_factor_ = std::pow(e_.size_[k_], e_.opt_.alpha);
+  w_ = p_.bids[b];
+  balance_ = p_.wallets[w_] + 1e-9 * std::max(1.0, p_.wallets[w_]);
+  last_score_ = e_.score_[k_];
+  node_dirty_.assign(p_.nodes.size(), 0);
+  wallet_dirty_.assign(p_.wallets.size(), 0);
+  bid_dirty_.assign(p_.bids.size(), 0);
+  b_scoped_ = Packer::node_scoped(a_);
+  witness_ok_ = b_scoped_ && !e_.any_preemptible_;
+  n_nodes_ = static_cast<int>(p_.nodes.size());
+  one_node_.resize(1);
+}
+
+void Engine::PaymentReplay::mark_node(int n) {
+  if (node_dirty_[n]) return;
+  node_dirty_[n] = 1;
+  dirty_pools_ |= e_.node_pools_[n];
+  dirty_nodes_.insert(std::lower_bound(dirty_nodes_.begin(), dirty_nodes_.end(), n), n);
+}
+
+void Engine::PaymentReplay::mark_replicas(const std::vector<Replica>& reps) {
+  for (const auto& r : reps) mark_node(r.node);
+}
+
+void Engine::PaymentReplay::mark_incumbent(int i) {
+  for (const auto& r : p_.incumbents[i].placements) mark_node(r.node);
+}
+
+void Engine::PaymentReplay::mark_original_win(std::size_t pos, int bj) {
+  mark_replicas(e_.greedy_.placements[bj]);
+  for (int i : e_.greedy_evictions_[pos]) mark_incumbent(i);
+  wallet_dirty_[p_.bids[bj]] = 1;
+}
+
+void Engine::PaymentReplay::touch(int n) {
+  if (n == witness_) witness_valid_ = false;
+  if (!cached_nodes_.empty() && std::binary_search(cached_nodes_.begin(), cached_nodes_.end(), n)) {
+    cached_nodes_.clear();
+  }
+}
+
+// Whether some node holds the bid now (witness scan; see above).
+bool Engine::PaymentReplay::holds_somewhere(double high) {
+  if (witness_valid_) return true;
+  if (witness_ < 0) witness_ = 0;
+  for (; witness_ < n_nodes_; ++witness_) {
+    if ((e_.node_pools_[witness_] & e_.alt_pools_[k_]) == 0 ||
+        !e_.may_host(s_.real, witness_, a_)) {
       continue;
     }
-    if (pos >= scan_from) {
-      const double low = score_[j] * size_factor;
-      const double high = std::min(a.value, last_score * size_factor);
-      if (high <= floor) {  // below the reserve cost the floor decides
-        decided = true;
-        break;
-      }
-      if (low < a.value) {
-        const double v = least_winning(low, high, false);
-        if (v > low) {  // it does not win all the way down this interval
-          threshold = std::isfinite(v) && v <= high ? v : high;
-          decided = true;
-          break;
-        }
-      }
-      last_score = std::min(last_score, score_[j]);
+    one_node_[0] = witness_;
+    if (e_.try_place(s_, k_, high, false, true, false, scratch_, nullptr, false, &one_node_)) {
+      witness_valid_ = true;
+      return true;
     }
-    const int wj = p_.bids[bj];
-    if (s.alt_of_bid[bj] >= 0) {
-      if (orig_won_here) {  // won earlier in the replay, here in the original: they differ
-        mark_replicas(greedy_.placements[bj]);
-        for (int i : greedy_evictions_[pos]) mark_incumbent(i);
-        wallet_dirty[wj] = 1;
-        bid_dirty[bj] = 1;
-      }
-      continue;
+  }
+  return false;
+}
+
+// Least value (or +inf) of a placement searched in `restrict_to` (null: everywhere), which
+// becomes the cached placement.
+double Engine::PaymentReplay::attempt(double low, double high,
+                                      const std::vector<int>* restrict_to) {
+  double cost = 0.0;
+  if (!e_.try_place(s_, k_, high, true, true, false, scratch_, &cost, false, restrict_to)) {
+    return kInf;
+  }
+  cached_nodes_.clear();
+  for (const auto& r : scratch_) cached_nodes_.push_back(r.node);
+  std::sort(cached_nodes_.begin(), cached_nodes_.end());
+  cached_cost_ = cost;
+  const double v = std::max(low, cost);
+  if (s_.wallet_spent[w_] + v > balance_) return kInf;
+  return v;
+}
+
+// Least value (or +inf) with which the bid wins in the current state, given the interval.
+double Engine::PaymentReplay::least_winning(double low, double high, bool exact) {
+  if (!exact && witness_ok_ && e_.max_reserve_[k_] <= low) {
+    // Every model's reserve cost is covered, so any free placement wins at `low`.
+    if (!holds_somewhere(high)) return kInf;
+    return s_.wallet_spent[w_] + low <= balance_ ? low : kInf;
+  }
+  if (!exact && !cached_nodes_.empty() && cached_cost_ <= low &&
+      s_.wallet_spent[w_] + low <= balance_) {
+    return low;
+  }
+  if (!exact && b_scoped_ && !dirty_nodes_.empty()) {
+    const double v = attempt(low, high, &dirty_nodes_);
+    if (v <= low) return v;  // it wins here; that is all the scan needs to know
+  }
+  return attempt(low, high, nullptr);
+}
+
+// Scan the positions the bid would take at lower values. Between the previous item and
+// item j (values in (score_j, last_score] x size^alpha) it is processed in the state before
+// j; it wins there with any value that fits, pays for its evictions and fits its wallet.
+// The first position where that fails sets the critical value.
+bool Engine::PaymentReplay::decides_at(int j) {
+  const double low = e_.score_[j] * size_factor_;
+  const double high = std::min(a_.value, last_score_ * size_factor_);
+  if (high <= floor_) {  // below the reserve cost the floor decides
+    decided_ = true;
+    return true;
+  }
+  if (low < a_.value) {
+    const double v = least_winning(low, high, false);
+    if (v > low) {  // it does not win all the way down this interval
+      threshold_ = std::isfinite(v) && v <= high ? v : high;
+      decided_ = true;
+      return true;
     }
-    const auto& aj = p_.alternatives[j];
-    // The original run searched here (its bid had not won, its wallet covered it): that
-    // search's outcome is known, and the replay reaches the same point with the same bid state.
-    const bool searched = greedy_searched_[pos] != 0;
-    if (searched && !orig_won_here && (alt_pools_[j] & dirty_pools) == 0) {
-      continue;  // every node it could use is as in the original run, where nothing fitted
-    }
-    if (searched && orig_won_here && (alt_pools_[j] & dirty_pools) == 0 &&
-        wallet_covers(s, j, aj.value)) {
-      // Every node it could use is as in the original run, and so is everything its search
-      // reads (the per-model counters of its pools included): it decides as it did there.
-      for (int i : greedy_evictions_[pos]) {
-        if (s.evicted[i]) continue;
-        evict(s, i);
-        for (const auto& r : p_.incumbents[i].placements) touch(r.node);
-      }
-      commit_win(s, j, greedy_.placements[bj]);
-      for (const auto& r : greedy_.placements[bj]) touch(r.node);
-      if (wj == w) cached_nodes.clear();
-      continue;
-    }
-    // Exact only if the original choice itself is unchanged (a dirty original node may have
-    // become worse than clean nodes that lost to it).
-    bool fast = searched && Packer::node_scoped(aj);
-    // The original choice's node is dirty: its search then picks the best of the dirty nodes
-    // and the best clean node, which is the first clean runner-up of the original search
-    // (clean nodes are as there and ranked the same). Without a clean runner-up the original
-    // candidate may fit nowhere, and later candidates were never searched there: full search.
-    bool via_runner = false;
-    int runner = -1;
-    if (fast && orig_won_here) {
-      bool orig_clean = true;
-      for (const auto& r : greedy_.placements[bj]) orig_clean = orig_clean && !node_dirty[r.node];
-      if (!orig_clean) {
-        const int count = runner_count_[pos];
-        if (count < 0) {
-          fast = false;
-        } else {
-          const int* list = runners_.data() + pos * Packer::kRunners;
-          for (int i = 0; i < count && runner < 0; ++i) {
-            if (!node_dirty[list[i]]) runner = list[i];
-          }
-          via_runner = true;
-          if (runner < 0) fast = false;
-        }
-      }
-    }
-    const std::size_t log_before = s.evict_log.size();
-    bool won = false;
-    // The dirty nodes that may hold one of its replicas (the others take no part in a node-scoped
-    // search: it is a minimum over per-node outcomes, and they have none).
-    const auto hostable_dirty = [&]() {
-      only.clear();
-      for (int n : dirty_nodes) {
-        if ((node_pools_[n] & alt_pools_[j]) != 0 && may_host(s.real, n, aj)) only.push_back(n);
-      }
-    };
-    // A gang with locality any places its replicas one by one, each on the best node of the
-    // whole model. If the original placement's nodes are clean, every clean node outside them
-    // scores as in the original search. The original run took its nodes in an order o_1..o_r,
-    // each the best of all nodes at its step; in the replay, the best clean node at any step is
-    // the first o_i not yet taken (clean nodes are as they were at that step of the original,
-    // when o_i beat them all, ties included), so a search over the dirty nodes and the
-    // original ones chooses as the full search does, whether or not it returns the original
-    // placement, and never fails (the original nodes alone hold the gang). Earlier models must
-    // be hopeless (too little free capacity in the model), since a gang there could mix clean
-    // and dirty nodes. If the original evicted, only a search that returns the original
-    // placement is taken. Anything else falls back to the full search.
-    bool gang_restricted = false;
-    if (searched && orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
-        wallet_covers(s, j, aj.value)) {
-      const auto& orig = greedy_.placements[bj];
-      bool ok = !orig.empty() && !orig[0].gpus.empty();
-      for (const auto& r : orig) ok = ok && !node_dirty[r.node];
-      const int model_o = ok ? p_.gpus[orig[0].gpus[0]].model : -1;
-      for (const auto& cand : cands_[j]) {
-        if (!ok || cand.model == model_o) break;
-        if (aj.value + 1e-9 * std::max(1.0, aj.value) < cand.reserve_cost) continue;
-        std::int64_t per = aj.gpus, have = s.real.model_free_whole[cand.model];
-        if (aj.kind == UnitKind::Share) {
-          per = aj.milli;
-          have = s.real.model_free_milli[cand.model];
-        } else if (aj.kind == UnitKind::Mig) {
-          per = cand.profile >= 0 ? p_.models[cand.model].profiles[cand.profile].size : 0;
-          have = s.real.model_free_slices[cand.model];
-        }
-        ok = have < per * aj.replicas;
-      }
-      if (ok) {
-        hostable_dirty();
-        for (const auto& r : orig) {
-          if (!std::binary_search(only.begin(), only.end(), r.node)) {
-            only.insert(std::lower_bound(only.begin(), only.end(), r.node), r.node);
-          }
-        }
-        gang_restricted =
-            try_place(s, j, aj.value, false, false, false, scratch, nullptr, true, &only) &&
-            (greedy_evictions_[pos].empty() || same_placement(scratch, orig));
-      }
-    }
-    if (gang_restricted) {
-      commit_win(s, j, scratch);
-      won = true;
-    } else if (fast && via_runner) {
-      hostable_dirty();
-      only.insert(std::lower_bound(only.begin(), only.end(), runner), runner);
-      won = try_place(s, j, aj.value, false, false, true, scratch, nullptr, true, &only);
-    } else if (fast) {
-      hostable_dirty();
-      if (orig_won_here) {
-        for (const auto& r : greedy_.placements[bj]) {
-          if (!std::binary_search(only.begin(), only.end(), r.node)) {
-            only.insert(std::lower_bound(only.begin(), only.end(), r.node), r.node);
-          }
-        }
-      }
-      // Free resources only: the eviction search minimises over all nodes, so a miss here
-      // falls back to the full search when something could be evicted.
-      if (!only.empty()) {
-        won = try_place(s, j, aj.value, false, false, true, scratch, nullptr, true, &only);
-      }
-      if (!won && any_preemptible_) {
-        won = try_place(s, j, aj.value, true, false, true, scratch);
-      }
-    } else {
-      won = try_place(s, j, aj.value, true, false, true, scratch);
-    }
-    for (std::size_t e = log_before; e < s.evict_log.size(); ++e) {
-      const int i = s.evict_log[e];
-      if (!s.evicted[i]) continue;
-      mark_incumbent(i);
-      for (const auto& r : p_.incumbents[i].placements) touch(r.node);
-    }
-    if (won) {
-      for (const auto& r : scratch) touch(r.node);
-      if (wj == w) cached_nodes.clear();
-    }
-    if (won != orig_won_here || (won && !same_placement(scratch, greedy_.placements[bj]))) {
-      if (won) mark_replicas(scratch);
-      if (orig_won_here) {
-        mark_replicas(greedy_.placements[bj]);
-        for (int i : greedy_evictions_[pos]) mark_incumbent(i);
-      }
-      wallet_dirty[wj] = 1;
-      bid_dirty[bj] = 1;
-    }
+  }
+  last_score_ = std::min(last_score_, e_.score_[j]);
+  return false;
+}
+
+double Engine::PaymentReplay::run() {
+  for (std::size_t pos = first_; pos < e_.order_.size(); ++pos) {
+    if (step(pos)) break;
   }
   // After every other item: the bid sits last, down to zero.
-  if (!decided) {
-    const double high = std::min(a.value, last_score * size_factor);
+  if (!decided_) {
+    const double high = std::min(a_.value, last_score_ * size_factor_);
     const double v = least_winning(0.0, high, true);
-    threshold = std::isfinite(v) && v <= high ? v : high;
+    threshold_ = std::isfinite(v) && v <= high ? v : high;
   }
-  return std::min(a.value, std::max(floor, threshold));
+  return std::min(a_.value, std::max(floor_, threshold_));
+}
+
+bool Engine::PaymentReplay::step(std::size_t pos) {
+  const int j = e_.order_[pos];
+  const int bj = p_.alternatives[j].bid;
+  const bool orig_won_here = e_.greedy_rank_of_bid_[bj] == static_cast<int>(pos);
+  if (bj == b_) {
+    // The original run placed the bid here; the replay does not.
+    if (orig_won_here) mark_original_win(pos, b_);
+    return false;
+  }
+  if (pos >= scan_from_ && decides_at(j)) return true;
+  if (s_.alt_of_bid[bj] >= 0) {
+    if (orig_won_here) {  // won earlier in the replay, here in the original: they differ
+      mark_original_win(pos, bj);
+      bid_dirty_[bj] = 1;
+    }
+    return false;
+  }
+  // The original run searched here (its bid had not won, its wallet covered it): that
+  // search's outcome is known, and the replay reaches the same point with the same bid state.
+  const Item it{
+      pos, j, bj, p_.bids[bj], &p_.alternatives[j], orig_won_here, e_.greedy_searched_[pos] != 0};
+  replay_item(it);
+  return false;
+}
+
+// Every node it could use is as in the original run, and so is everything its search reads
+// (the per-model counters of its pools included): it decides as it did there.
+void Engine::PaymentReplay::repeat_original(const Item& it) {
+  for (int i : e_.greedy_evictions_[it.pos]) {
+    if (s_.evicted[i]) continue;
+    e_.evict(s_, i);
+    for (const auto& r : p_.incumbents[i].placements) touch(r.node);
+  }
+  e_.commit_win(s_, it.j, e_.greedy_.placements[it.bj]);
+  for (const auto& r : e_.greedy_.placements[it.bj]) touch(r.node);
+  if (it.wj == w_) cached_nodes_.clear();
+}
+
+// The original choice's node is dirty: its search then picks the best of the dirty nodes
+// and the best clean node, which is the first clean runner-up of the original search
+// (clean nodes are as there and ranked the same). Without a clean runner-up the original
+// candidate may fit nowhere, and later candidates were never searched there: full search.
+// Returns whether the node-scoped search stays exact.
+bool Engine::PaymentReplay::runner_keeps_fast(const Item& it, bool& via_runner, int& runner) const {
+  bool orig_clean = true;
+  for (const auto& r : e_.greedy_.placements[it.bj])
+    orig_clean = orig_clean && !node_dirty_[r.node];
+  if (orig_clean) return true;
+  const int count = e_.runner_count_[it.pos];
+  if (count < 0) return false;
+  const int* list = e_.runners_.data() + it.pos * Packer::kRunners;
+  for (int i = 0; i < count && runner < 0; ++i) {
+    if (!node_dirty_[list[i]]) runner = list[i];
+  }
+  via_runner = true;
+  return runner >= 0;
+}
+
+// The dirty nodes that may hold one of its replicas (the others take no part in a node-scoped
+// search: it is a minimum over per-node outcomes, and they have none).
+void Engine::PaymentReplay::hostable_dirty(const Item& it) {
+  only_.clear();
+  for (int n : dirty_nodes_) {
+    if ((e_.node_pools_[n] & e_.alt_pools_[it.j]) != 0 && e_.may_host(s_.real, n, *it.aj)) {
+      only_.push_back(n);
+    }
+  }
+}
+
+// Whether the original placement's nodes are clean and every model before its own lacks the
+// free capacity for the gang (see place_gang_restricted).
+bool Engine::PaymentReplay::gang_models_hopeless(const Item& it,
+                                                 const std::vector<Replica>& orig) const {
+  const auto& aj = *it.aj;
+  bool ok = !orig.empty() && !orig[0].gpus.empty();
+  for (const auto& r : orig) ok = ok && !node_dirty_[r.node];
+  const int model_o = ok ? p_.gpus[orig[0].gpus[0]].model : -1;
+  for (const auto& cand : e_.cands_[it.j]) {
+    if (!ok || cand.model == model_o) break;
+    if (aj.value + 1e-9 * std::max(1.0, aj.value) < cand.reserve_cost) continue;
+    std::int64_t per = aj.gpus, have = s_.real.model_free_whole[cand.model];
+    if (aj.kind == UnitKind::Share) {
+      per = aj.milli;
+      have = s_.real.model_free_milli[cand.model];
+    } else if (aj.kind == UnitKind::Mig) {
+      per = cand.profile >= 0 ? p_.models[cand.model].profiles[cand.profile].size : 0;
+      have = s_.real.model_free_slices[cand.model];
+    }
+    ok = have < per * aj.replicas;
+  }
+  return ok;
+}
+
+// A gang with locality any places its replicas one by one, each on the best node of the
+// whole model. If the original placement's nodes are clean, every clean node outside them
+// scores as in the original search. The original run took its nodes in an order o_1..o_r,
+// each the best of all nodes at its step; in the replay, the best clean node at any step is
+// the first o_i not yet taken (clean nodes are as they were at that step of the original,
+// when o_i beat them all, ties included), so a search over the dirty nodes and the
+// original ones chooses as the full search does, whether or not it returns the original
+// placement, and never fails (the original nodes alone hold the gang). Earlier models must
+// be hopeless (too little free capacity in the model), since a gang there could mix clean
+// and dirty nodes. If the original evicted, only a search that returns the original
+// placement is taken. Anything else falls back to the full search.
+bool Engine::PaymentReplay::place_gang_restricted(const Item& it) {
+  const auto& orig = e_.greedy_.placements[it.bj];
+  if (!gang_models_hopeless(it, orig)) return false;
+  hostable_dirty(it);
+  for (const auto& r : orig) insert_sorted(only_, r.node);
+  return e_.try_place(s_, it.j, it.aj->value, false, false, false, scratch_, nullptr, true,
+                      &only_) &&
+         (e_.greedy_evictions_[it.pos].empty() || same_placement(scratch_, orig));
+}
+
+bool Engine::PaymentReplay::search_fast(const Item& it, bool via_runner, int runner) {
+  const double value = it.aj->value;
+  hostable_dirty(it);
+  if (via_runner) {
+    only_.insert(std::lower_bound(only_.begin(), only_.end(), runner), runner);
+    return e_.try_place(s_, it.j, value, false, false, true, scratch_, nullptr, true, &only_);
+  }
+  if (it.orig_won_here) {
+    for (const auto& r : e_.greedy_.placements[it.bj]) insert_sorted(only_, r.node);
+  }
+  // Free resources only: the eviction search minimises over all nodes, so a miss here
+  // falls back to the full search when something could be evicted.
+  bool won = false;
+  if (!only_.empty()) {
+    won = e_.try_place(s_, it.j, value, false, false, true, scratch_, nullptr, true, &only_);
+  }
+  if (!won && e_.any_preemptible_) {
+    won = e_.try_place(s_, it.j, value, true, false, true, scratch_);
+  }
+  return won;
+}
+
+void Engine::PaymentReplay::replay_item(const Item& it) {
+  const auto& aj = *it.aj;
+  const bool pools_clean = (e_.alt_pools_[it.j] & dirty_pools_) == 0;
+  if (it.searched && !it.orig_won_here && pools_clean) {
+    return;  // every node it could use is as in the original run, where nothing fitted
+  }
+  if (it.searched && it.orig_won_here && pools_clean && e_.wallet_covers(s_, it.j, aj.value)) {
+    repeat_original(it);
+    return;
+  }
+  // Exact only if the original choice itself is unchanged (a dirty original node may have
+  // become worse than clean nodes that lost to it).
+  bool fast = it.searched && Packer::node_scoped(aj);
+  bool via_runner = false;
+  int runner = -1;
+  if (fast && it.orig_won_here) fast = runner_keeps_fast(it, via_runner, runner);
+  const std::size_t log_before = s_.evict_log.size();
+  bool won = false;
+  if (it.searched && it.orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
+      e_.wallet_covers(s_, it.j, aj.value) && place_gang_restricted(it)) {
+    e_.commit_win(s_, it.j, scratch_);
+    won = true;
+  } else if (fast) {
+    won = search_fast(it, via_runner, runner);
+  } else {
+    won = e_.try_place(s_, it.j, aj.value, true, false, true, scratch_);
+  }
+  record_outcome(it, won, log_before);
+}
+
+void Engine::PaymentReplay::record_outcome(const Item& it, bool won, std::size_t log_before) {
+  for (std::size_t e = log_before; e < s_.evict_log.size(); ++e) {
+    const int i = s_.evict_log[e];
+    if (!s_.evicted[i]) continue;
+    mark_incumbent(i);
+    for (const auto& r : p_.incumbents[i].placements) touch(r.node);
+  }
+  if (won) {
+    for (const auto& r : scratch_) touch(r.node);
+    if (it.wj == w_) cached_nodes_.clear();
+  }
+  const auto& orig = e_.greedy_.placements[it.bj];
+  if (won != it.orig_won_here || (won && !same_placement(scratch_, orig))) {
+    if (won) mark_replicas(scratch_);
+    if (it.orig_won_here) {
+      mark_replicas(orig);
+      for (int i : e_.greedy_evictions_[it.pos]) mark_incumbent(i);
+    }
+    wallet_dirty_[it.wj] = 1;
+    bid_dirty_[it.bj] = 1;
+  }
+}
+
+double Engine::critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch) {
+  const int k = sol.alt_of_bid[b];
+  if (rank_[k] < 0) return p_.alternatives[k].value;  // never rankable: first price
+  return PaymentReplay(*this, sol, b, scratch).run();
 }
 
 }  // namespace gpualloc

@@ -21,11 +21,31 @@ void index_in(const std::string& field, long long x, std::size_t n) {
   }
 }
 
-}  // namespace
+// The GPU's outside MIG instances: legal starts, no overlap, per-profile and +me limits.
+void validate_outside_mig(const std::string& path, const GpuData& gd, const ModelData& md) {
+  std::uint32_t mask = 0;
+  int counts[kMaxProfiles] = {};
+  int media = 0;
+  for (const auto& h : gd.outside) {
+    index_in(path + ".mig_instances.profile", h.profile, md.profiles.size());
+    const auto& pr = md.profiles[h.profile];
+    if (h.start < 0 || h.start >= 32 || !((pr.starts_mask >> h.start) & 1u)) {
+      throw InputError(path + ".mig_instances.start", "illegal start slot");
+    }
+    const std::uint32_t bits = ((1u << pr.size) - 1u) << h.start;
+    if (mask & bits) throw InputError(path + ".mig_instances", "instances overlap");
+    mask |= bits;
+    if (++counts[h.profile] > pr.max_count) {
+      throw InputError(path + ".mig_instances", "too many instances of one profile");
+    }
+    media += pr.media ? 1 : 0;
+    if (media > 1) throw InputError(path + ".mig_instances", "at most one +me instance");
+  }
+}
 
-void ProblemData::validate() const {
-  for (std::size_t m = 0; m < models.size(); ++m) {
-    const auto& md = models[m];
+void validate_models(const ProblemData& p) {
+  for (std::size_t m = 0; m < p.models.size(); ++m) {
+    const auto& md = p.models[m];
     const std::string path = at("models", m);
     if (!(std::isfinite(md.memory_gb) && md.memory_gb > 0)) {
       throw InputError(path + ".memory_gb", "must be positive");
@@ -62,15 +82,18 @@ void ProblemData::validate() const {
       }
     }
   }
-  for (std::size_t n = 0; n < nodes.size(); ++n) {
-    if (nodes[n].cpu_milli < 0) throw InputError(at("nodes", n) + ".cpu_milli", "must be >= 0");
-    if (nodes[n].memory_mib < 0) throw InputError(at("nodes", n) + ".memory_mib", "must be >= 0");
+}
+
+void validate_nodes_and_gpus(const ProblemData& p) {
+  for (std::size_t n = 0; n < p.nodes.size(); ++n) {
+    if (p.nodes[n].cpu_milli < 0) throw InputError(at("nodes", n) + ".cpu_milli", "must be >= 0");
+    if (p.nodes[n].memory_mib < 0) throw InputError(at("nodes", n) + ".memory_mib", "must be >= 0");
   }
-  for (std::size_t g = 0; g < gpus.size(); ++g) {
-    const auto& gd = gpus[g];
+  for (std::size_t g = 0; g < p.gpus.size(); ++g) {
+    const auto& gd = p.gpus[g];
     const std::string path = at("gpus", g);
-    index_in(path + ".node", gd.node, nodes.size());
-    index_in(path + ".model", gd.model, models.size());
+    index_in(path + ".node", gd.node, p.nodes.size());
+    index_in(path + ".model", gd.model, p.models.size());
     if (gd.nvlink < 0) throw InputError(path + ".nvlink", "must be >= 0");
     if (gd.used_milli < 0 || gd.used_milli > 1000) {
       throw InputError(path + ".used_milli", "must be in [0, 1000]");
@@ -78,40 +101,27 @@ void ProblemData::validate() const {
     if (gd.used_milli && gd.mode != GpuMode::Shared) {
       throw InputError(path + ".used_milli", "only a shared GPU can have used_milli");
     }
-    const auto& md = models[gd.model];
+    const auto& md = p.models[gd.model];
     if (gd.mode == GpuMode::Mig && md.mig_units == 0) {
       throw InputError(path + ".mode", "model is not MIG-capable");
     }
     if (!gd.outside.empty() && gd.mode != GpuMode::Mig) {
       throw InputError(path + ".mig_instances", "only a MIG GPU holds MIG instances");
     }
-    std::uint32_t mask = 0;
-    int counts[kMaxProfiles] = {};
-    int media = 0;
-    for (const auto& h : gd.outside) {
-      index_in(path + ".mig_instances.profile", h.profile, md.profiles.size());
-      const auto& pr = md.profiles[h.profile];
-      if (h.start < 0 || h.start >= 32 || !((pr.starts_mask >> h.start) & 1u)) {
-        throw InputError(path + ".mig_instances.start", "illegal start slot");
-      }
-      const std::uint32_t bits = ((1u << pr.size) - 1u) << h.start;
-      if (mask & bits) throw InputError(path + ".mig_instances", "instances overlap");
-      mask |= bits;
-      if (++counts[h.profile] > pr.max_count) {
-        throw InputError(path + ".mig_instances", "too many instances of one profile");
-      }
-      media += pr.media ? 1 : 0;
-      if (media > 1) throw InputError(path + ".mig_instances", "at most one +me instance");
-    }
+    validate_outside_mig(path, gd, md);
   }
-  for (std::size_t w = 0; w < wallets.size(); ++w) finite_nonneg(at("wallets", w), wallets[w]);
-  for (std::size_t b = 0; b < bids.size(); ++b)
-    index_in(at("bids", b) + ".wallet", bids[b], wallets.size());
+}
+
+// Wallets, bids and alternatives.
+void validate_bids(const ProblemData& p) {
+  for (std::size_t w = 0; w < p.wallets.size(); ++w) finite_nonneg(at("wallets", w), p.wallets[w]);
+  for (std::size_t b = 0; b < p.bids.size(); ++b)
+    index_in(at("bids", b) + ".wallet", p.bids[b], p.wallets.size());
   int last_bid = -1;
-  for (std::size_t k = 0; k < alternatives.size(); ++k) {
-    const auto& a = alternatives[k];
+  for (std::size_t k = 0; k < p.alternatives.size(); ++k) {
+    const auto& a = p.alternatives[k];
     const std::string path = at("alternatives", k);
-    index_in(path + ".bid", a.bid, bids.size());
+    index_in(path + ".bid", a.bid, p.bids.size());
     if (a.bid < last_bid) throw InputError(path + ".bid", "alternatives must be grouped by bid");
     last_bid = a.bid;
     finite_nonneg(path + ".value", a.value);
@@ -142,14 +152,17 @@ void ProblemData::validate() const {
         throw InputError(path + ".unit.kind", "unknown unit kind");
     }
     for (std::size_t i = 0; i < a.models.size(); ++i) {
-      index_in(path + ".models", a.models[i], models.size());
+      index_in(path + ".models", a.models[i], p.models.size());
       if (a.kind == UnitKind::Mig && a.profiles[i] >= 0) {
-        index_in(path + ".unit.profile", a.profiles[i], models[a.models[i]].profiles.size());
+        index_in(path + ".unit.profile", a.profiles[i], p.models[a.models[i]].profiles.size());
       }
     }
   }
-  for (std::size_t i = 0; i < incumbents.size(); ++i) {
-    const auto& inc = incumbents[i];
+}
+
+void validate_incumbents(const ProblemData& p) {
+  for (std::size_t i = 0; i < p.incumbents.size(); ++i) {
+    const auto& inc = p.incumbents[i];
     const std::string path = at("incumbents", i);
     finite_nonneg(path + ".value", inc.value);
     finite_nonneg(path + ".preemption_cost", inc.preemption_cost);
@@ -159,21 +172,30 @@ void ProblemData::validate() const {
     for (std::size_t j = 0; j < inc.placements.size(); ++j) {
       const auto& r = inc.placements[j];
       const std::string pp = path + "." + at("placements", j);
-      index_in(pp + ".node", r.node, nodes.size());
+      index_in(pp + ".node", r.node, p.nodes.size());
       if (r.gpus.empty()) throw InputError(pp + ".gpus", "at least one GPU");
       for (int g : r.gpus) {
-        index_in(pp + ".gpus", g, gpus.size());
-        if (gpus[g].node != r.node) throw InputError(pp + ".gpus", "GPU is not on that node");
+        index_in(pp + ".gpus", g, p.gpus.size());
+        if (p.gpus[g].node != r.node) throw InputError(pp + ".gpus", "GPU is not on that node");
       }
       if (r.kind == UnitKind::Mig) {
         if (r.gpus.size() != 1) throw InputError(pp + ".gpus", "a MIG instance is on one GPU");
-        index_in(pp + ".mig_profile", r.profile, models[gpus[r.gpus[0]].model].profiles.size());
+        index_in(pp + ".mig_profile", r.profile, p.models[p.gpus[r.gpus[0]].model].profiles.size());
       }
       if (r.kind == UnitKind::Share && (r.milli < 1 || r.milli >= 1000 || r.gpus.size() != 1)) {
         throw InputError(pp + ".milli", "a share is 1..999 milli on one GPU");
       }
     }
   }
+}
+
+}  // namespace
+
+void ProblemData::validate() const {
+  validate_models(*this);
+  validate_nodes_and_gpus(*this);
+  validate_bids(*this);
+  validate_incumbents(*this);
 }
 
 double replica_equivalent(const ProblemData& p, const AlternativeData& alt, int model,

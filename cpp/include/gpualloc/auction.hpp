@@ -48,6 +48,7 @@
 // quadratic on large rounds.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <random>
@@ -168,9 +169,32 @@ class Engine {
                  bool commit, std::vector<Replica>& out, double* least_value = nullptr,
                  bool check_wallet = true, const std::vector<int>* only_nodes = nullptr,
                  std::vector<int>* runners = nullptr);
+  /// try_place's search with a workload (node-level packing, several models): every usable
+  /// model competes, the least reserve cost first, then the best packing score.
+  bool place_by_score(Solution& sol, int alt, double value, bool commit, std::vector<Replica>& out,
+                      double* least_value, const std::vector<int>* only_nodes);
+  /// try_place's search with evictions: the placement (over `sol.pot`, minimising the penalty)
+  /// whose evictions destroy the least, if less than `value`.
+  bool place_evicting(Solution& sol, int alt, double value, bool first_fit, bool commit,
+                      std::vector<Replica>& out, double* least_value,
+                      const std::vector<int>* only_nodes);
+  /// The constructor's steps: first alternative per bid, usable candidates and the item
+  /// order (find_candidates: those of alternative k), pool masks, incumbent indexes and
+  /// legality.
+  void index_bids();
+  void rank_alternatives();
+  void find_candidates(int k, const std::vector<std::array<bool, 3>>& has);
+  void index_pools();
+  void index_incumbents();
+  /// load()'s checks and occupancy of one winner's replicas (errors name `path`).
+  void load_replicas(Solution& sol, const std::string& path, const AlternativeData& a,
+                     const std::vector<Replica>& reps) const;
   /// Critical payment of winner `b` of `sol` (after greedy() and record_runners(); reads the
   /// engine's tables only, so calls for different winners may run in parallel).
   double critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch);
+  /// One winner's payment replay and its state (dirty nodes, cached placement, witness);
+  /// defined in payments.cpp. Each call of critical_payment_of builds its own.
+  class PaymentReplay;
   /// Replays the greedy run once more (for payments) to record, per position, the runners-up
   /// of the item's free-resource search (Packer::find) when it won there that way, and the
   /// checkpoints (so that greedy() itself copies no state).
@@ -186,6 +210,9 @@ class Engine {
   /// Penalty of GPU g in `sol` (value + cost of its kept preemptible incumbents), recomputed.
   [[nodiscard]] double gpu_penalty(const Solution& sol, int g) const;
   void restore(Solution& sol, int inc) const;
+  /// The incumbent make_room evicts first for GPU-level room for `r` (-1: none left):
+  /// overlapping claims first, then the cheapest co-tenant.
+  [[nodiscard]] int gpu_victim(const Solution& sol, const Replica& r) const;
   bool make_room(Solution& sol, const std::vector<Replica>& reps, const AlternativeData& a,
                  std::vector<int>& evicted) const;
   /// Re-insert `items` greedily, in score order perturbed by `noise` (each score times a factor
@@ -196,6 +223,10 @@ class Engine {
               const std::chrono::steady_clock::time_point* deadline = nullptr);
   [[nodiscard]] bool touches(const std::vector<Replica>& a, const std::vector<Replica>& b,
                              bool node_level) const;
+  /// One run of local(): its state and its moves (ruin, recreate, accept); auction.cpp.
+  class LocalSearch;
+  /// The loss reasons of one allocation (explain()): its states and memos; explain.cpp.
+  class LossExplainer;
 
   ProblemData p_;
   EngineOptions opt_;

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "gpualloc/fragmentation.hpp"
@@ -103,10 +104,41 @@ class Packer {
   bool best_on_node(const State& s, const AlternativeData& alt, int model, int profile, int node,
                     int nvlink, int only_gpu, const std::vector<double>* penalty, Replica& out,
                     Score& score, Scratch& tmp) const;
+  // The best replica on one node, by unit kind (best_on_node's cases; `best` is the score).
+  bool whole_on_node(const State& s, const AlternativeData& alt, int model, int node, int nvlink,
+                     const std::vector<double>* penalty, Replica& out, Score& best,
+                     Scratch& tmp) const;
+  // Whole GPUs inside one NVLink domain of the node, the tightest that fits (from tmp.cands).
+  bool whole_in_domain(const State& s, const AlternativeData& alt, int node, double node_free,
+                       Replica& out, Score& best, Scratch& tmp) const;
+  bool share_on_node(const State& s, const AlternativeData& alt, int model, int node, int nvlink,
+                     int only_gpu, const std::vector<double>* penalty, Replica& out,
+                     Score& best) const;
+  bool mig_on_node(const State& s, int model, int profile, int node, int nvlink, int only_gpu,
+                   const std::vector<double>* penalty, Replica& out, Score& best) const;
+  struct Query;  // one search of find(): arguments and best so far (packing.cpp)
+  // The steps of find(): the candidate nodes, a replica's need in the unit's measure, then the
+  // search by locality (gpu; nvlink or node domains; any; rack or zone groups).
+  const std::vector<int>& candidate_nodes(Query& q) const;
+  [[nodiscard]] std::int64_t replica_need(const AlternativeData& alt, int model, int profile) const;
+  void find_per_gpu(Query& q) const;
+  void find_in_domains(Query& q, Locality loc, std::vector<int>* runners) const;
+  void find_anywhere(Query& q, std::vector<int>* runners) const;
+  void find_in_groups(Query& q, Locality loc) const;
   bool gang_in(State& s, const AlternativeData& alt, int model, int profile,
                const std::vector<int>& nodes, int nvlink, int only_gpu,
                const std::vector<double>* penalty, std::vector<Replica>& out, double* total_penalty,
                double* total_primary, Scratch& tmp, std::vector<int>* runners = nullptr) const;
+  // Runners-up of gang_in: inserts (sc, n) into `top` (best first, at most kRunners + 1;
+  // on equal scores the earlier node stays ahead).
+  static void keep_top(std::vector<std::pair<Score, int>>& top, const Score& sc, int n);
+  // The constructor's steps: node preference order, topology indexes, rack/zone groups, the
+  // scoring tables (share fragmentation, MIG potential of one model).
+  void rank_nodes(const std::vector<int>* node_order);
+  void index_topology();
+  void group_nodes();
+  void tabulate_policies();
+  void tabulate_mig_potential(std::size_t m, const std::vector<double>& demand);
   [[nodiscard]] std::int64_t capacity_on(const State& s, UnitKind kind, int model, int node,
                                          int nvlink) const;
 
