@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from allocator.sim.bound import bound_at_arrived
 from allocator.sim.replay import PLACEMENT_POLICIES, Curve, curve_points, run_replay, summarize
@@ -36,6 +36,9 @@ from allocator.sim.traces import (
     load_openb_pods,
     resolve_trace,
 )
+
+if TYPE_CHECKING:
+    from allocator.solvers.params import SolveParams
 
 __all__ = ["POLICIES", "RunSpec", "expand_policies", "expand_traces", "simulate"]
 
@@ -56,6 +59,7 @@ class RunSpec:
     mode: str
     seed: int
     batch: int
+    params: SolveParams | None = None  # the auction's solve options (None: run_replay's)
 
     @property
     def label(self) -> str:
@@ -92,6 +96,22 @@ def expand_traces(names: Sequence[str]) -> list[str]:
     return out
 
 
+def _auction_options(params: SolveParams | None) -> dict[str, Any]:
+    """``run_replay``'s auction options from ``params`` (its solver: greedy, or local search
+    for ``local`` and ``auto``: the simulator's rounds do not run CP-SAT)."""
+    if params is None:
+        return {}
+    if params.solver not in ("greedy", "local", "auto"):
+        msg = f"the simulator's auction runs greedy or local, not {params.solver!r}"
+        raise ValueError(f"solver: {msg}")
+    return {
+        "local_search": params.solver != "greedy",
+        "time_limit": params.time_limit,
+        "alpha": params.alpha,
+        "fragment_scale": params.fragment_scale,
+    }
+
+
 def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]]:
     cluster = load_openb_nodes(spec.nodes)
     pods = load_openb_pods(spec.pods, cluster)
@@ -103,6 +123,7 @@ def _run(spec: RunSpec) -> tuple[RunSpec, dict[str, Any], list[dict[str, float]]
         spec.seed,
         mode=spec.mode,
         batch=spec.batch,
+        **_auction_options(spec.params),
     )
     seconds = time.perf_counter() - t0
     record: dict[str, Any] = {
@@ -146,13 +167,17 @@ def simulate(
     nodes: str | Path | None = None,
     pods: str | Path | None = None,
     progress: bool | Callable[[int, int], None] = False,
+    params: SolveParams | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and return the summary (also written under ``out_dir`` if given).
 
     ``seeds`` is a count (seeds 42, 43, ... as in the paper) or a list. ``nodes``/``pods`` give
     trace files by path instead of short names (the trace is then called ``custom``).
+    ``params`` (None: run_replay's defaults) gives the auction's solver, time limit, alpha and
+    fragment scale.
     """
     names = expand_policies(policies, modes)
+    _auction_options(params)  # fail fast on a solver the simulator does not run
     seed_list = list(range(42, 42 + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("seeds: need at least one")
@@ -177,7 +202,7 @@ def simulate(
         cluster = load_openb_nodes(n)
         loaded[t] = (cluster, load_openb_pods(p, cluster))
     specs = [
-        RunSpec(t, n, p, pol, mode, seed, batch)
+        RunSpec(t, n, p, pol, mode, seed, batch, params)
         for t, n, p in files
         for pol in names
         for mode in (modes if pol == "auction" else ("online",))

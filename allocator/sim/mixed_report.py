@@ -18,9 +18,12 @@ import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from allocator.sim.mixed import CLASSES, DEFAULT_SPREAD, MIXED_POLICIES, MixedRun, run_mixed
+
+if TYPE_CHECKING:
+    from allocator.solvers.params import SolveParams
 
 __all__ = ["simulate_mixed"]
 
@@ -34,9 +37,12 @@ def simulate_mixed(
     spread: float = DEFAULT_SPREAD,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    params: SolveParams | None = None,
 ) -> dict[str, Any]:
     """Run the mixed-priority scenario; ``seeds`` is a count (1, 2, ...) or a list; ``spread``
-    as in :func:`allocator.sim.mixed.run_mixed` (0: research gangs keep strict locality)."""
+    as in :func:`allocator.sim.mixed.run_mixed` (0: research gangs keep strict locality);
+    ``params`` (None: run_mixed's defaults) gives the auction's solver (``auto``: local) and
+    time limit."""
     names = [p.strip() for p in policies if p.strip()]
     for p in names:
         if p not in MIXED_POLICIES:
@@ -46,11 +52,15 @@ def simulate_mixed(
     seed_list = list(range(1, 1 + seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise ValueError("seeds: need at least one")
+    solve: dict[str, Any] = {}
+    if params is not None:
+        solver = "local" if params.solver == "auto" else params.solver  # no CP-SAT here
+        solve = {"solver": solver, "time_limit": params.time_limit}
     runs: list[MixedRun] = []
     total = len(names) * len(seed_list)
     for p in names:
         for s in seed_list:
-            runs.append(run_mixed(p, seed=s, gpus=gpus, rounds=rounds, spread=spread))
+            runs.append(run_mixed(p, seed=s, gpus=gpus, rounds=rounds, spread=spread, **solve))
             if progress:
                 sys.stderr.write(f"\rmixed scenario: {len(runs)}/{total} runs")
                 sys.stderr.flush()
