@@ -468,7 +468,8 @@ def _run(args: argparse.Namespace) -> int:
     options = _round_options(args)
     api = connect(args.kubeconfig, connections=args.apply_workers)
     if args.once:
-        _print_round(run_once(api, config, options.replace(round_id=args.round_id)), full=True)
+        once = options.replace(round_id=args.round_id or None)  # "": a fresh id, as left out
+        _print_round(run_once(api, config, once), full=True)
         return EXIT_OK
     return _run_loop(api, config, options, args, debounce, max_delay)
 
