@@ -26,13 +26,16 @@ from allocator.model import (
     load_result,
     result_to_dict,
 )
+from allocator.solvers.params import SolveParams
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from allocator.cluster.agents import AgentSpec, CreateReport
+    from allocator.cluster.config import ClusterConfig
     from allocator.cluster.loop import RoundOutcome
+    from allocator.cluster.options import RoundOptions
     from allocator.sim.progress import ProgressEvent
-    from allocator.solvers import SolveParams
 
 __all__ = ["format_result", "main"]
 
@@ -149,39 +152,91 @@ def _non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+#: SolveParams fields that have a flag of their own, as the command line names them.
+_SOLVE_FLAGS = {
+    "solver": "--solver",
+    "payments": "--payments",
+    "time_limit": "--time-limit",
+    "seed": "--seed",
+    "threads": "--threads",
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gpu-allocator",
         description="Clear a combinatorial GPU auction round (wallets, bids, MIG-aware packing).",
     )
     sub = p.add_subparsers(dest="command", required=True)
-
-    def solver_args(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--solver", choices=SOLVERS, default="auto")
-        sp.add_argument("--payments", choices=PAYMENT_RULES, default="critical")
-        sp.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS")
-        sp.add_argument("--seed", type=int, default=0)
-        sp.add_argument(
-            "--threads",
-            type=_non_negative_int,
-            default=1,
-            metavar="N",
-            help="threads for critical payments (0: one per CPU; same payments for any N)",
-        )
-        sp.add_argument("--json", action="store_true", help="print the result as JSON")
-        sp.add_argument("--out", type=Path, help="write the result JSON here")
-
     s = sub.add_parser("solve", help="solve a problem JSON file")
     s.add_argument("problem", type=Path)
-    solver_args(s)
+    _solver_args(s)
     v = sub.add_parser("verify", help="check a result against its problem")
     v.add_argument("problem", type=Path)
     v.add_argument("result", type=Path)
     d = sub.add_parser("demo", help="solve the built-in example and print who won what")
-    solver_args(d)
+    _solver_args(d)
     d.add_argument("--dump-problem", type=Path, help="also write the example problem JSON here")
     sc = sub.add_parser("schema", help="print the JSON Schema of the problem or result file")
     sc.add_argument("which", choices=("problem", "result"))
+    _run_parser(sub)
+    _simulate_parser(sub)
+    _agent_parser(sub)
+    return p
+
+
+def _params_arg(sp: argparse.ArgumentParser, *, flags: bool) -> None:
+    more = "; the flags below override single fields of it" if flags else ""
+    sp.add_argument(
+        "--params",
+        type=Path,
+        metavar="FILE",
+        help="solve parameters from a TOML file (any field of SolveParams: solver, payments, "
+        f"time_limit, local_iterations, cpsat_work, ...; see examples/params.toml){more}",
+    )
+
+
+def _solver_args(sp: argparse.ArgumentParser) -> None:
+    """The solve's flags; left out, each is --params' value, else SolveParams' default."""
+    d = SolveParams()
+    _params_arg(sp, flags=True)
+    sp.add_argument("--solver", choices=SOLVERS, help=f"default: {d.solver}")
+    sp.add_argument("--payments", choices=PAYMENT_RULES, help=f"default: {d.payments}")
+    sp.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help=f"wall-time limit of local search and of CP-SAT, each (default: {d.time_limit:g})",
+    )
+    sp.add_argument("--seed", type=int, help=f"default: {d.seed}")
+    sp.add_argument(
+        "--threads",
+        type=_non_negative_int,
+        metavar="N",
+        help="threads for critical payments (0: one per CPU; same payments for any N; "
+        f"default: {d.threads})",
+    )
+    sp.add_argument("--json", action="store_true", help="print the result as JSON")
+    sp.add_argument("--out", type=Path, help="write the result JSON here")
+
+
+def _solve_params(args: argparse.Namespace) -> SolveParams:
+    """The solve's parameters: SolveParams' defaults, then the --params file, then the flags
+    given (errors name the flag, or the field and the file)."""
+    base = _load_params(args.params) if args.params is not None else SolveParams()
+    given = {
+        name: getattr(args, name) for name in _SOLVE_FLAGS if getattr(args, name, None) is not None
+    }
+    try:
+        return base.replace(**given)
+    except ProblemError as e:
+        if e.path not in given:
+            raise
+        message = e.message.removeprefix(f"{base.source}: ") if base.source else e.message
+        raise ProblemError(_SOLVE_FLAGS[e.path], message) from None
+
+
+def _run_parser(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="clear rounds on a Kubernetes cluster: read, solve, bind, evict, debit wallets",
@@ -259,7 +314,10 @@ def _parser() -> argparse.ArgumentParser:
         "rounds are then recorded as AllocationRounds in its namespace and a round left "
         "unfinished by a crash is completed first",
     )
-    solver_args(run)
+    _solver_args(run)
+
+
+def _simulate_parser(sub: Any) -> None:
     sim = sub.add_parser(
         "simulate",
         help="replay a trace under placement policies and the auction (the FGD experiment)",
@@ -313,8 +371,6 @@ def _parser() -> argparse.ArgumentParser:
         "time_limit, alpha, seed; openb also fragment_scale, workload_hint); fields left out "
         "keep the scenario's defaults (greedy; local search 1 s per round on openb, 0.2 s mixed)",
     )
-    _agent_parser(sub)
-    return p
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -377,18 +433,22 @@ def _simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _load_params(path: Path, base: SolveParams | None = None) -> SolveParams:
+    """SolveParams from a --params file (its fields over ``base``, default SolveParams'
+    defaults); errors name the field and the file (or --params)."""
+    try:
+        return SolveParams.from_toml(path, base=base)
+    except ProblemError as e:
+        if e.path == "params":  # the file itself: unreadable, or not TOML
+            raise ProblemError("--params", e.message) from None
+        raise
+
+
 def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) -> int:
     from allocator.solvers import solve
     from allocator.verify import verify
 
-    result = solve(
-        problem,
-        solver=args.solver,
-        payments=args.payments,
-        time_limit=args.time_limit,
-        seed=args.seed,
-        threads=args.threads,
-    )
+    result = solve(problem, params=_solve_params(args))
     data = result_to_dict(result)
     if args.out is not None:
         try:
@@ -406,6 +466,26 @@ def _solve_and_print(problem: Problem, args: argparse.Namespace, out: TextIO) ->
 
 
 def _run(args: argparse.Namespace) -> int:
+    debounce, max_delay = _run_timing(args)
+    from allocator.cluster import ClusterConfig
+    from allocator.cluster.api import connect
+    from allocator.cluster.loop import run_once
+
+    try:
+        config = ClusterConfig(scheduler_name=args.scheduler_name)
+    except ValueError as e:
+        raise ProblemError("--scheduler-name", str(e)) from None
+    options = _round_options(args)
+    api = connect(args.kubeconfig, connections=args.apply_workers)
+    if args.once:
+        once = options.replace(round_id=args.round_id or None)  # "": a fresh id, as left out
+        _print_round(run_once(api, config, once), full=True)
+        return EXIT_OK
+    return _run_loop(api, config, options, args, debounce, max_delay)
+
+
+def _run_timing(args: argparse.Namespace) -> tuple[float, float]:
+    """Check how `run`'s mode options combine; the watch's debounce and maximum delay."""
     if args.max_rounds is not None and args.interval is None:
         raise ProblemError("--max-rounds", "only with --interval")
     if args.round_id is not None and args.interval is not None:
@@ -421,14 +501,25 @@ def _run(args: argparse.Namespace) -> int:
         raise ProblemError(
             "--max-delay", f"must be >= --debounce ({debounce:g}), got {max_delay:g}"
         )
-    from allocator.cluster import ClusterConfig
-    from allocator.cluster.api import connect
-    from allocator.cluster.loop import run_once, run_rounds, watch_rounds
+    return debounce, max_delay
 
-    try:
-        config = ClusterConfig(scheduler_name=args.scheduler_name)
-    except ValueError as e:
-        raise ProblemError("--scheduler-name", str(e)) from None
+
+#: RoundOptions fields as `run` names them.
+_ROUND_FLAGS = {
+    "round_id": "--round-id",
+    "dump_snapshot": "--dump-snapshot",
+    "lease": "--lease",
+    "record_namespace": "--lease",
+    "apply_workers": "--apply-workers",
+    "keep_rounds": "--keep-rounds",
+    "eviction_wait": "--eviction-wait",
+}
+
+
+def _round_options(args: argparse.Namespace) -> RoundOptions:
+    """`run`'s RoundOptions (no round id: --once adds --round-id, loops make their own)."""
+    from allocator.cluster.options import RoundOptions
+
     lease = None
     if args.lease:
         ns, _, name = args.lease.partition("/")
@@ -438,26 +529,36 @@ def _run(args: argparse.Namespace) -> int:
         import socket
 
         lease = (ns, name, f"{socket.gethostname()}-{os.getpid()}")
-    round_args: dict[str, Any] = {
-        "solver": args.solver,
-        "payments": args.payments,
-        "time_limit": args.time_limit,
-        "threads": args.threads,
-        "dry_run": args.dry_run,
-        "dump_snapshot": args.dump_snapshot,
-        "lease": lease,
-        "record_namespace": lease[0] if lease else None,
-        "apply_workers": args.apply_workers,
-        "keep_rounds": args.keep_rounds,
-        "eviction_wait": args.eviction_wait,
-    }
-    api = connect(args.kubeconfig, connections=args.apply_workers)
-    if args.once:
-        _print_round(run_once(api, config, round_id=args.round_id, **round_args), full=True)
-        return EXIT_OK
+    try:
+        return RoundOptions(
+            solve=_solve_params(args),
+            dry_run=args.dry_run,
+            dump_snapshot=args.dump_snapshot,
+            lease=lease,
+            record_namespace=lease[0] if lease else None,
+            apply_workers=args.apply_workers,
+            keep_rounds=args.keep_rounds,
+            eviction_wait=args.eviction_wait,
+        )
+    except ProblemError as e:
+        raise ProblemError(_ROUND_FLAGS.get(e.path, e.path), e.message) from None
+
+
+def _run_loop(
+    api: Any,
+    config: ClusterConfig,
+    options: RoundOptions,
+    args: argparse.Namespace,
+    debounce: float,
+    max_delay: float,
+) -> int:
+    """`run --interval` (with or without --watch): rounds until SIGTERM or SIGINT."""
     import logging
     import signal
     import threading
+
+    from allocator.cluster.loop import run_rounds, watch_rounds
+    from allocator.cluster.publish import AgentClusters
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
@@ -470,25 +571,20 @@ def _run(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    loop_args: dict[str, Any] = {}
-    if args.watch:
-        loop_args = {"debounce": debounce, "max_delay": max_delay}
-    from allocator.cluster.publish import AgentClusters
-
     # One set of clients to the agents' own clusters for all rounds (kept while their exported
     # kubeconfigs are unchanged), instead of one per round.
-    loop_args["agent_clusters"] = agent_clusters = AgentClusters(api)
+    agent_clusters = AgentClusters(api)
+    loop: dict[str, Any] = {
+        "interval": args.interval,
+        "max_rounds": args.max_rounds,
+        "stop": stop,
+        "on_round": lambda outcome: _print_round(outcome, full=False),
+    }
+    if args.watch:
+        loop |= {"debounce": debounce, "max_delay": max_delay}
     try:
-        summary = (watch_rounds if args.watch else run_rounds)(
-            api,
-            config,
-            interval=args.interval,
-            max_rounds=args.max_rounds,
-            stop=stop,
-            on_round=lambda outcome: _print_round(outcome, full=False),
-            **loop_args,
-            **round_args,
-        )
+        options = options.replace(agent_clusters=agent_clusters)
+        summary = (watch_rounds if args.watch else run_rounds)(api, config, options, **loop)
     finally:
         agent_clusters.close()
         for sig, handler in previous.items():
@@ -529,21 +625,7 @@ def _show_progress(args: argparse.Namespace) -> bool:
 
 def _simulate_params(path: Path | None, defaults: SolveParams) -> SolveParams | None:
     """``--params FILE`` over the scenario's defaults (None without the option)."""
-    if path is None:
-        return None
-    import tomllib
-
-    from allocator.solvers import SolveParams
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ProblemError("--params", f"cannot read {path}: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ProblemError("--params", f"{path}: not valid TOML: {e}") from None
-    return SolveParams.from_mapping({**defaults.to_dict(), **data}, source=str(path))
+    return None if path is None else _load_params(path, base=defaults)
 
 
 class _ProgressBar:
@@ -701,85 +783,18 @@ _AGENT_OPTIONS = {
 
 
 def _agent(args: argparse.Namespace) -> int:
-    from allocator.cluster.agents import (
-        AgentError,
-        AgentSpec,
-        create_agent,
-        delete_agent,
-        list_agents,
-    )
-    from allocator.cluster.config import agent_namespace, check_agent_name
+    from allocator.cluster.agents import AgentError, create_agent
 
     try:
-        if args.agent_command == "create":
-            sa_ns, _, sa_name = args.allocator_serviceaccount.partition("/")
-            if not sa_ns or not sa_name:
-                raise ProblemError(
-                    "allocator_account",
-                    f"expected NAMESPACE/NAME, got {args.allocator_serviceaccount!r}",
-                )
-            spec = AgentSpec(
-                name=args.name,
-                balance=args.balance,
-                income=args.income,
-                period=args.period,
-                priority=args.priority,
-                scheduler_name=args.scheduler_name,
-                allocator_account=(sa_ns, sa_name),
-            )
-        elif args.agent_command == "delete":
-            try:
-                check_agent_name(args.name)
-            except ValueError as e:
-                raise ProblemError("name", str(e)) from None
+        spec = _agent_check(args)
         from allocator.cluster.api import connect
 
         api = connect(args.kubeconfig, connections=4)
         if args.agent_command == "list":
-            agents = list_agents(api)
-            if args.json:
-                sys.stdout.write(json.dumps([a.to_dict() for a in agents], indent=2) + "\n")
-                return EXIT_OK
-            if not agents:
-                sys.stdout.write("no agents\n")
-                return EXIT_OK
-
-            def money(x: float | None) -> str:
-                return "-" if x is None else f"{x:,.2f}"
-
-            rows = [
-                [
-                    a.name,
-                    a.namespace,
-                    money(a.balance),
-                    money(a.available),
-                    "-" if a.priority is None else str(a.priority),
-                    str(a.pending),
-                    str(a.running),
-                    {True: "yes", False: "no", None: "?"}[a.kubeconfig],
-                    "deleting" if a.deleting else (a.wallet_error or "ok"),
-                ]
-                for a in agents
-            ]
-            heads = ["agent", "namespace", "balance", "available", "priority", "pending"]
-            heads += ["running", "kubeconfig", "status"]
-            sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
-            return EXIT_OK
+            return _agent_list(api, args)
         if args.agent_command == "delete":
-            report = delete_agent(api, args.name, wait=args.wait, timeout=args.timeout)
-            print(
-                f"agent {args.name}: deleting namespace {report.namespace} (its Wallet, "
-                "ServiceAccounts, Roles, Service and pods go with it)"
-            )
-            if args.wait and not report.gone:
-                print(
-                    f"error: namespace {report.namespace} still there after {args.timeout:g} s",
-                    file=sys.stderr,
-                )
-                return EXIT_VIOLATIONS
-            if args.wait:
-                print(f"namespace {report.namespace} is gone")
-            return EXIT_OK
+            return _agent_delete(api, args)
+        assert spec is not None
         created = create_agent(
             api, spec, exist_ok=args.exist_ok, admission_timeout=args.admission_timeout
         )
@@ -794,6 +809,95 @@ def _agent(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_VIOLATIONS
+    _agent_created(spec, created)
+    return EXIT_OK
+
+
+def _agent_check(args: argparse.Namespace) -> AgentSpec | None:
+    """Check `agent`'s input before any API call: the spec of `create`, the name of `delete`."""
+    from allocator.cluster.agents import AgentSpec
+    from allocator.cluster.config import check_agent_name
+
+    if args.agent_command == "create":
+        sa_ns, _, sa_name = args.allocator_serviceaccount.partition("/")
+        if not sa_ns or not sa_name:
+            raise ProblemError(
+                "allocator_account",
+                f"expected NAMESPACE/NAME, got {args.allocator_serviceaccount!r}",
+            )
+        return AgentSpec(
+            name=args.name,
+            balance=args.balance,
+            income=args.income,
+            period=args.period,
+            priority=args.priority,
+            scheduler_name=args.scheduler_name,
+            allocator_account=(sa_ns, sa_name),
+        )
+    if args.agent_command == "delete":
+        try:
+            check_agent_name(args.name)
+        except ValueError as e:
+            raise ProblemError("name", str(e)) from None
+    return None
+
+
+def _agent_list(api: Any, args: argparse.Namespace) -> int:
+    from allocator.cluster.agents import list_agents
+
+    agents = list_agents(api)
+    if args.json:
+        sys.stdout.write(json.dumps([a.to_dict() for a in agents], indent=2) + "\n")
+        return EXIT_OK
+    if not agents:
+        sys.stdout.write("no agents\n")
+        return EXIT_OK
+
+    def money(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.2f}"
+
+    rows = [
+        [
+            a.name,
+            a.namespace,
+            money(a.balance),
+            money(a.available),
+            "-" if a.priority is None else str(a.priority),
+            str(a.pending),
+            str(a.running),
+            {True: "yes", False: "no", None: "?"}[a.kubeconfig],
+            "deleting" if a.deleting else (a.wallet_error or "ok"),
+        ]
+        for a in agents
+    ]
+    heads = ["agent", "namespace", "balance", "available", "priority", "pending"]
+    heads += ["running", "kubeconfig", "status"]
+    sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+    return EXIT_OK
+
+
+def _agent_delete(api: Any, args: argparse.Namespace) -> int:
+    from allocator.cluster.agents import delete_agent
+
+    report = delete_agent(api, args.name, wait=args.wait, timeout=args.timeout)
+    print(
+        f"agent {args.name}: deleting namespace {report.namespace} (its Wallet, "
+        "ServiceAccounts, Roles, Service and pods go with it)"
+    )
+    if args.wait and not report.gone:
+        print(
+            f"error: namespace {report.namespace} still there after {args.timeout:g} s",
+            file=sys.stderr,
+        )
+        return EXIT_VIOLATIONS
+    if args.wait:
+        print(f"namespace {report.namespace} is gone")
+    return EXIT_OK
+
+
+def _agent_created(spec: AgentSpec, created: CreateReport) -> None:
+    from allocator.cluster.config import agent_namespace
+
     ns = agent_namespace(spec.name)
     print(f"agent {spec.name}: host namespace {ns}")
     if created.created:
@@ -805,7 +909,6 @@ def _agent(args: argparse.Namespace) -> int:
         f"next: vcluster create {spec.name} -n {ns} -f deploy/vcluster/agent-values.yaml "
         f"--set exportKubeConfig.server=https://{spec.name}.{ns}:443"
     )
-    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:

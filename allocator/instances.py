@@ -174,6 +174,23 @@ def random_problem(
     some MIG GPUs carry an outside instance. Incumbents hold whole GPUs, MIG slices or shares.
     """
     rng = random.Random(seed)
+    nodes, modes_present = _random_nodes(rng, gpus)
+    bid_list, wallet_list = random_bids(
+        rng, bids, wallets, modes_present, alternatives=alternatives
+    )
+    incs = _random_incumbents(rng, nodes, incumbents, wallets)
+    return Problem(
+        nodes=tuple(nodes),
+        wallets=wallet_list,
+        bids=bid_list,
+        incumbents=tuple(incs),
+        reserve_prices={"A100-SXM4-80GB": 10.0},
+        round_id=f"random-{seed}",
+    )
+
+
+def _random_nodes(rng: random.Random, gpus: int) -> tuple[list[Node], set[str]]:
+    """About ``gpus`` GPUs in nodes of 8, each node in one mode; the modes present."""
     nodes: list[Node] = []
     n_nodes = max(1, gpus // 8)
     modes_present: set[str] = set()
@@ -206,9 +223,14 @@ def random_problem(
                 zone="z0",
             )
         )
-    bid_list, wallet_list = random_bids(
-        rng, bids, wallets, modes_present, alternatives=alternatives
-    )
+    return nodes, modes_present
+
+
+def _random_incumbents(
+    rng: random.Random, nodes: list[Node], incumbents: int, wallets: int
+) -> list[Incumbent]:
+    """Up to ``incumbents`` running workloads on free GPUs (a whole GPU, a MIG slice or a
+    share), 80% of them preemptible."""
     incs: list[Incumbent] = []
     for i in range(incumbents):
         node = nodes[rng.randrange(len(nodes))]
@@ -235,14 +257,7 @@ def random_problem(
                 wallet=f"wallet{i % wallets}",
             )
         )
-    return Problem(
-        nodes=tuple(nodes),
-        wallets=wallet_list,
-        bids=bid_list,
-        incumbents=tuple(incs),
-        reserve_prices={"A100-SXM4-80GB": 10.0},
-        round_id=f"random-{seed}",
-    )
+    return incs
 
 
 def extra_models_for(nodes: tuple[Node, ...]) -> tuple[GpuModel, ...]:

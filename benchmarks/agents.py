@@ -60,7 +60,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from allocator.agent import AgentClient
     from allocator.cluster.agents import AgentSpec, create_agent
     from allocator.cluster.loop import watch_rounds
+    from allocator.cluster.options import RoundOptions
     from allocator.cluster.publish import AgentClusters
+    from allocator.solvers import SolveParams
 
     bin_dir, vcluster, kwok, missing = agentlab.binaries()
     if missing:
@@ -98,16 +100,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stop = threading.Event()
             clusters = AgentClusters(host)
             rounds: list[Any] = []
+            options = RoundOptions(
+                solve=SolveParams(),  # the defaults, as `gpu-allocator run` without flags
+                record_namespace="gpualloc-system",
+                agent_clusters=clusters,
+            )
             loop = threading.Thread(
                 target=watch_rounds,
-                args=(host,),
-                kwargs={
-                    "interval": args.interval,
-                    "stop": stop,
-                    "on_round": rounds.append,
-                    "record_namespace": "gpualloc-system",
-                    "agent_clusters": clusters,
-                },
+                args=(host, None, options),
+                kwargs={"interval": args.interval, "stop": stop, "on_round": rounds.append},
                 daemon=True,
             )
             loop.start()

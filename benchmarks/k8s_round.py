@@ -58,10 +58,18 @@ def main(argv: list[str] | None = None) -> int:
 
     from allocator.cluster import snapshot
     from allocator.cluster.api import APPLY_WORKERS, apply_plan, create_wallet, fetch
+    from allocator.cluster.options import RoundOptions
     from allocator.cluster.plan import plan_round
-    from allocator.solvers import solve
+    from allocator.solvers import SolveParams, solve
 
-    workers = args.apply_workers or APPLY_WORKERS
+    # The round's options as `gpu-allocator run --once --solver greedy` makes them; the phases
+    # below are run_once's, one by one.
+    options = RoundOptions(
+        solve=SolveParams(solver="greedy"),
+        round_id="r-bench",
+        apply_workers=args.apply_workers or APPLY_WORKERS,
+    )
+    workers = options.apply_workers
     cp = _launcher()
     bin_dir = cp._bin_dir()
     cp._require_binaries(bin_dir)
@@ -148,19 +156,19 @@ def main(argv: list[str] | None = None) -> int:
         nodes, pod_objs, wallets = fetch(api)
         times["read_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        snap = snapshot(nodes, pod_objs, wallets, round_id="r-bench")
+        snap = snapshot(nodes, pod_objs, wallets, round_id=options.round_id)
         times["snapshot_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        result = solve(snap.problem, solver="greedy", payments="first-price")
+        result = solve(snap.problem, params=options.solve.replace(payments="first-price"))
         times["solve_first_price_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        critical = solve(snap.problem, solver="greedy", payments="critical")
+        critical = solve(snap.problem, params=options.solve)  # critical payments
         times["solve_critical_s"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_round(snap, critical)
         times["plan_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        report = apply_plan(api, plan, workers)
+        report = apply_plan(api, plan, options.apply_workers, options.eviction_wait)
         times["apply_s"] = time.perf_counter() - t
         out = {
             "nodes": args.nodes,

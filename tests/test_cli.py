@@ -91,7 +91,7 @@ def test_bad_arguments_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     """A non-positive time limit, vcg with a heuristic solver, or a missing file exit with 2."""
     problem = _write(tmp_path / "p.json", problem_to_dict(demo_problem()))
     assert main(["solve", str(problem), "--time-limit", "-1"]) == 2
-    assert "time_limit" in capsys.readouterr().err
+    assert "error: --time-limit: " in capsys.readouterr().err
     assert main(["solve", str(problem), "--solver", "greedy", "--payments", "vcg"]) == 2
     assert "vcg" in capsys.readouterr().err
     assert main(["solve", str(tmp_path / "missing.json")]) == 2
@@ -137,3 +137,159 @@ def test_run_mode_arguments_exit_2_naming_the_option(
         code = int(str(e.code))
     assert code == 2
     assert needle in capsys.readouterr().err
+
+
+def _params_file(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_solve_reads_a_params_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`solve --params FILE` solves with the file's fields; the result says so."""
+    problem = _write(tmp_path / "p.json", problem_to_dict(demo_problem()))
+    params = _params_file(
+        tmp_path, 'solver = "local"\npayments = "first-price"\nlocal_iterations = 5\n'
+    )
+    assert main(["solve", str(problem), "--params", str(params), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["solver"] == "local" and result["payment_rule"] == "first-price"
+    assert result["stats"]["local_iterations"] <= 5
+
+
+def test_flags_override_the_params_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Defaults < file < flags: a flag given wins over the file, a flag left out does not
+    reset the file's value to its default."""
+    problem = _write(tmp_path / "p.json", problem_to_dict(demo_problem()))
+    params = _params_file(tmp_path, 'solver = "local"\npayments = "first-price"\n')
+    argv = ["solve", str(problem), "--params", str(params), "--json"]
+    assert main([*argv, "--solver", "greedy"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["solver"] == "greedy" and result["payment_rule"] == "first-price"
+    assert main(["demo", "--params", str(params), "--payments", "critical", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["solver"] == "local" and result["payment_rule"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ('solver = "fastest"\n', "error: solver: {file}: must be one of"),
+        ("time_limit = -2\n", "error: time_limit: {file}: "),
+        ("cpsat_work = 0\n", "error: cpsat_work: {file}: must be a positive number"),
+        ("colour = 1\n", "error: colour: {file}: not a solve parameter"),
+        ("solver = \n", "error: --params: {file}: not valid TOML"),
+    ],
+    ids=["solver", "time-limit", "cpsat-work", "unknown", "not-toml"],
+)
+@pytest.mark.parametrize("command", ["solve", "demo", "run", "simulate"])
+def test_a_bad_params_file_exits_2_naming_the_field_and_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, needle: str, command: str
+) -> None:
+    """Every command with --params rejects a bad file before doing anything (for `run`: before
+    connecting to a cluster), with exit code 2 and an error naming the field and the file."""
+    params = _params_file(tmp_path, text)
+    argv = {
+        "solve": ["solve", str(_write(tmp_path / "p.json", problem_to_dict(demo_problem())))],
+        "demo": ["demo"],
+        "run": ["run", "--once", "--kubeconfig", "/nonexistent/kubeconfig"],
+        "simulate": ["simulate", "--no-progress"],
+    }[command]
+    assert main([*argv, "--params", str(params)]) == 2
+    assert needle.format(file=params) in capsys.readouterr().err
+
+
+def test_a_missing_params_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--params", str(tmp_path / "nope.toml")]) == 2
+    assert "error: --params: cannot read" in capsys.readouterr().err
+
+
+def test_a_flag_that_breaks_the_file_names_the_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A flag whose value is bad, or that does not fit the file, is named as the flag."""
+    params = _params_file(tmp_path, 'solver = "local"\n')
+    assert main(["demo", "--params", str(params), "--payments", "vcg"]) == 2
+    assert "error: --payments: vcg needs the exact solver" in capsys.readouterr().err
+    assert main(["demo", "--params", str(params), "--time-limit", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --time-limit: " in err and str(params) not in err
+
+
+def test_help_shows_the_effective_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["solve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--params FILE" in out
+    for default in ("default: auto", "default: critical", "(default: 10)", "default: 0"):
+        assert default in out
+
+
+def test_the_example_params_file_is_valid_and_complete() -> None:
+    """examples/params.toml loads, names every field of SolveParams, and keeps the defaults
+    except where it says otherwise."""
+    from allocator.solvers import SolveParams
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "params.toml"
+    params = SolveParams.from_toml(path)
+    text = path.read_text(encoding="utf-8")
+    for name in SolveParams().to_dict():
+        assert f"{name} =" in text, name
+    assert params.solver in ("auto", "local", "greedy", "cpsat")
+
+
+def test_run_gets_its_round_options_from_flags_and_params(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`run --once` hands run_once one RoundOptions: the --params file's solve with the flags
+    on top, and the round's own flags."""
+    pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
+    import allocator.cluster.api as cluster_api
+    import allocator.cluster.loop as loop
+    from allocator.cluster.options import RoundOptions
+
+    seen: list[RoundOptions] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_once(api: object, config: object, options: RoundOptions) -> None:
+        seen.append(options)
+        raise Stop
+
+    monkeypatch.setattr(cluster_api, "connect", lambda *a, **k: object())
+    monkeypatch.setattr(loop, "run_once", fake_run_once)
+    params = _params_file(tmp_path, 'solver = "local"\ntime_limit = 3.0\ncpsat_work = 5.0\n')
+    argv = ["run", "--once", "--params", str(params), "--time-limit", "2", "--round-id", "r-x"]
+    with pytest.raises(Stop):
+        main([*argv, "--lease", "ns/lease", "--keep-rounds", "7", "--dry-run"])
+    (options,) = seen
+    assert options.solve.solver == "local" and options.solve.cpsat_work == 5.0
+    assert options.solve.time_limit == 2.0
+    assert options.round_id == "r-x" and options.dry_run and options.keep_rounds == 7
+    assert options.lease is not None and options.lease[:2] == ("ns", "lease")
+    assert options.record_namespace == "ns"
+
+
+@pytest.mark.parametrize("scenario", ["openb", "mixed"])
+def test_simulate_passes_the_params_file_to_the_simulator(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scenario: str
+) -> None:
+    """`simulate --params FILE` hands the simulator the file's SolveParams (None without it)."""
+    import allocator.sim.experiment as experiment
+    import allocator.sim.mixed_report as mixed_report
+    from allocator.solvers import SolveParams
+
+    seen: list[object] = []
+
+    def fake(*args: object, **kwargs: object) -> dict[str, object]:
+        seen.append(kwargs["params"])
+        return {"seeds": [], "traces": {}, "policies": {}}
+
+    monkeypatch.setattr(experiment, "simulate", fake)
+    monkeypatch.setattr(mixed_report, "simulate_mixed", fake)
+    params = _params_file(tmp_path, 'solver = "local"\ntime_limit = 0.5\n')
+    base = ["simulate", "--scenario", scenario, "--no-progress", "--json"]
+    assert main(base) == 0
+    assert main([*base, "--params", str(params)]) == 0
+    assert seen == [None, SolveParams(solver="local", time_limit=0.5)]

@@ -18,6 +18,7 @@ from allocator.cluster import ClusterConfig
 from allocator.cluster import watch as watch_module
 from allocator.cluster.api import ApplyReport, _bind
 from allocator.cluster.loop import watch_rounds
+from allocator.cluster.options import RoundOptions
 from allocator.cluster.plan import Binding
 from allocator.cluster.watch import (
     DELETED,
@@ -455,7 +456,7 @@ def test_wait_returns_when_due_by_the_injected_clock_and_none_on_stop() -> None:
         ({"interval": 5, "max_delay": 0}, "max_delay"),
         ({"interval": 5, "debounce": 2.0, "max_delay": 1.0}, "max_delay"),
         ({"interval": 5, "max_rounds": 0}, "max_rounds"),
-        ({"interval": 5, "round_id": "r-1"}, "round_id"),
+        ({"interval": 5, "options": RoundOptions(round_id="r-1")}, "round_id"),
         ({"interval": 5, "sync_timeout": -1}, "sync_timeout"),
     ],
 )

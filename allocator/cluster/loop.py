@@ -1,7 +1,9 @@
 """Rounds against a live cluster: read -> solve -> plan -> apply.
 
 ``run_once`` (the CronJob's whole body) fetches nodes, pods and wallets, builds the Problem,
-solves it, turns the Result into a Plan and applies it (unless ``dry_run``). ``dump_snapshot``
+solves it, turns the Result into a Plan and applies it (unless ``dry_run``), as its
+:class:`~allocator.cluster.options.RoundOptions` say (the solve's own options are one
+:class:`~allocator.solvers.params.SolveParams` in them). ``dump_snapshot``
 writes the Problem as the JSON that ``gpu-allocator solve`` reads, so any round can be replayed
 offline. ``run_rounds`` (the Deployment's body) calls ``run_once`` every ``interval`` seconds
 until told to stop; a failing round is logged and the next one reads the cluster afresh.
@@ -24,8 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from allocator.cluster.api import (
-    APPLY_WORKERS,
-    EVICTION_WAIT,
     ApplyReport,
     acquire_lease,
     apply_plan,
@@ -37,17 +37,19 @@ from allocator.cluster.api import (
     unfinished_rounds,
 )
 from allocator.cluster.config import ClusterConfig
+from allocator.cluster.options import KEEP_ROUNDS, RoundOptions
 from allocator.cluster.plan import Plan, plan_round
 from allocator.cluster.publish import AgentClusters, PublishReport, publish_round
 from allocator.cluster.read import Snapshot, snapshot
 from allocator.cluster.watch import ClusterWatch, Debouncer, RoundTrigger
-from allocator.model import Result, problem_to_dict
+from allocator.model import ProblemError, Result, problem_to_dict
 from allocator.solvers import solve
 
 __all__ = [
     "DEBOUNCE",
     "KEEP_ROUNDS",
     "MAX_DELAY",
+    "RoundOptions",
     "RoundOutcome",
     "RoundsSummary",
     "new_round_id",
@@ -58,8 +60,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Applied AllocationRounds kept in the lease's namespace (older ones are deleted; 0: all kept).
-KEEP_ROUNDS = 200
 #: Watch mode: a round starts once changes have paused this many seconds ...
 DEBOUNCE = 0.2
 #: ... but at most this many seconds after the first change it answers.
@@ -98,35 +98,21 @@ def new_round_id(now: datetime | None = None) -> str:
 
 
 def run_once(
-    api: Any,
-    config: ClusterConfig | None = None,
-    *,
-    solver: str = "auto",
-    payments: str = "critical",
-    time_limit: float = 10.0,
-    threads: int = 1,
-    round_id: str | None = None,
-    dry_run: bool = False,
-    dump_snapshot: str | Path | None = None,
-    lease: tuple[str, str, str] | None = None,
-    lease_seconds: int = 300,
-    record_namespace: str | None = None,
-    apply_workers: int = APPLY_WORKERS,
-    keep_rounds: int = KEEP_ROUNDS,
-    eviction_wait: float = EVICTION_WAIT,
-    agent_clusters: AgentClusters | None = None,
+    api: Any, config: ClusterConfig | None = None, options: RoundOptions | None = None
 ) -> RoundOutcome:
-    """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``).
+    """Clear one round on the cluster behind ``api`` (a ``kubernetes.client.ApiClient``) as
+    ``options`` say (default: :class:`RoundOptions`'s defaults).
 
-    With ``lease`` = (namespace, name, holder) the round writes only if this run holds the Lease
-    (one writer at a time) and gives it up when the round is applied; otherwise it plans and
-    reports ``leader=False``. With ``record_namespace`` every applied round that binds, evicts
-    or charges is first recorded there as an AllocationRound in phase Applying with its plan,
-    and marked Applied at the end (a round of events only is not recorded); a run first
-    completes the rounds an earlier run left Applying (idempotent writes: nothing is bound or
-    charged twice), before reading the cluster for its own. ``apply_workers`` API calls of an
-    apply are in flight at once (see :func:`allocator.cluster.api.apply_plan`); ``threads``
-    compute the critical payments (see :func:`allocator.solvers.solve`). After a recorded round,
+    With ``options.lease`` = (namespace, name, holder) the round writes only if this run holds
+    the Lease (one writer at a time) and gives it up when the round is applied; otherwise it
+    plans and reports ``leader=False``. With ``options.record_namespace`` every applied round
+    that binds, evicts or charges is first recorded there as an AllocationRound in phase
+    Applying with its plan, and marked Applied at the end (a round of events only is not
+    recorded); a run first completes the rounds an earlier run left Applying (idempotent
+    writes: nothing is bound or charged twice), before reading the cluster for its own.
+    ``apply_workers`` API calls of an apply are in flight at once (see
+    :func:`allocator.cluster.api.apply_plan`); ``options.solve`` is the solve (its ``threads``
+    compute the critical payments; see :func:`allocator.solvers.solve`). After a recorded round,
     Applied rounds beyond the newest ``keep_rounds`` are deleted (0: keep them all). Bindings
     into the room of evicted pods wait up to ``eviction_wait`` seconds for them to be gone (see
     :func:`allocator.cluster.api.apply_plan`). After an applied round, every agent (a Wallet
@@ -134,56 +120,79 @@ def run_once(
     :mod:`allocator.cluster.publish`) through ``agent_clusters`` (made for this round when
     None); an agent that cannot be reached is reported in ``published``, never raised.
     """
+    opts = options if options is not None else RoundOptions()
+    if not isinstance(opts, RoundOptions):
+        raise ProblemError("options", f"must be a RoundOptions, got {type(opts).__name__}")
     cfg = config or ClusterConfig()
+    writes = not opts.dry_run
     leader = True
-    if lease is not None and not dry_run:
-        leader = acquire_lease(api, *lease, duration_s=lease_seconds)
-    repaired: list[str] = []
-    if record_namespace is not None and leader and not dry_run:
-        for old in unfinished_rounds(api, record_namespace):
-            repair = apply_plan(api, old, apply_workers, eviction_wait)
-            finish_round(api, record_namespace, old.round_id, repair)
-            repaired.append(old.round_id)
+    if opts.lease is not None and writes:
+        leader = acquire_lease(api, *opts.lease, duration_s=opts.lease_seconds)
+    repaired = _complete_unfinished(api, opts) if leader and writes else ()
     nodes, pods, wallets = fetch(api, cfg)
-    snap = snapshot(nodes, pods, wallets, cfg, round_id=round_id or new_round_id())
-    if dump_snapshot is not None:
-        Path(dump_snapshot).write_text(json.dumps(problem_to_dict(snap.problem), indent=2) + "\n")
-    result = solve(
-        snap.problem, solver=solver, payments=payments, time_limit=time_limit, threads=threads
-    )
+    snap = snapshot(nodes, pods, wallets, cfg, round_id=opts.round_id or new_round_id())
+    if opts.dump_snapshot is not None:
+        text = json.dumps(problem_to_dict(snap.problem), indent=2) + "\n"
+        Path(opts.dump_snapshot).write_text(text)
+    result = solve(snap.problem, params=opts.solve)
     plan = plan_round(snap, result)
-    report = None
-    if leader and not dry_run:
-        # A round that binds, evicts and charges nothing has nothing to complete after a crash:
-        # no record (a Deployment would otherwise leave one per interval).
-        record_in = None if plan.only_events else record_namespace
-        if record_in is not None:
-            record_round(
-                api,
-                record_in,
-                plan,
-                solver=solver,
-                payments=payments,
-                time_limit=time_limit,
-                welfare=result.welfare,
-                revenue=result.revenue,
-            )
-        report = apply_plan(api, plan, apply_workers, eviction_wait)
-        if record_in is not None:
-            finish_round(api, record_in, plan.round_id, report)
-            if keep_rounds > 0:
-                prune_rounds(api, record_in, keep_rounds)
-        if lease is not None:
-            release_lease(api, *lease)  # the next run need not wait for it to expire
-    published = None
-    if leader and not dry_run and snap.agent_wallets:
-        clusters = agent_clusters or AgentClusters(api)
-        try:
-            published = publish_round(clusters, snap, result, plan)
-        finally:
-            if agent_clusters is None:
-                clusters.close()
-    return RoundOutcome(snap, result, plan, report, leader, tuple(repaired), published=published)
+    report = published = None
+    if leader and writes:
+        report = _apply(api, plan, result, opts)
+        if snap.agent_wallets:
+            published = _publish(api, snap, result, plan, opts)
+    return RoundOutcome(snap, result, plan, report, leader, repaired, published=published)
+
+
+def _complete_unfinished(api: Any, opts: RoundOptions) -> tuple[str, ...]:
+    """Apply (again) the rounds an earlier run left recorded as Applying; their ids."""
+    if opts.record_namespace is None:
+        return ()
+    repaired = []
+    for old in unfinished_rounds(api, opts.record_namespace):
+        repair = apply_plan(api, old, opts.apply_workers, opts.eviction_wait)
+        finish_round(api, opts.record_namespace, old.round_id, repair)
+        repaired.append(old.round_id)
+    return tuple(repaired)
+
+
+def _apply(api: Any, plan: Plan, result: Result, opts: RoundOptions) -> ApplyReport:
+    """Record (where asked), apply and mark applied the round's plan; prune the ledger; give
+    up the Lease."""
+    # A round that binds, evicts and charges nothing has nothing to complete after a crash:
+    # no record (a Deployment would otherwise leave one per interval).
+    record_in = None if plan.only_events else opts.record_namespace
+    if record_in is not None:
+        record_round(
+            api,
+            record_in,
+            plan,
+            solver=opts.solve.solver,
+            payments=opts.solve.payments,
+            time_limit=opts.solve.time_limit,
+            welfare=result.welfare,
+            revenue=result.revenue,
+        )
+    report = apply_plan(api, plan, opts.apply_workers, opts.eviction_wait)
+    if record_in is not None:
+        finish_round(api, record_in, plan.round_id, report)
+        if opts.keep_rounds > 0:
+            prune_rounds(api, record_in, opts.keep_rounds)
+    if opts.lease is not None:
+        release_lease(api, *opts.lease)  # the next run need not wait for it to expire
+    return report
+
+
+def _publish(
+    api: Any, snap: Snapshot, result: Result, plan: Plan, opts: RoundOptions
+) -> PublishReport:
+    """Tell every agent the round's view, through the loop's clients or this round's own."""
+    clusters = opts.agent_clusters or AgentClusters(api)
+    try:
+        return publish_round(clusters, snap, result, plan)
+    finally:
+        if opts.agent_clusters is None:
+            clusters.close()
 
 
 @dataclass(frozen=True)
@@ -197,17 +206,17 @@ class RoundsSummary:
 def run_rounds(
     api: Any,
     config: ClusterConfig | None = None,
+    options: RoundOptions | None = None,
     *,
     interval: float,
     max_rounds: int | None = None,
     stop: threading.Event | None = None,
     on_round: Callable[[RoundOutcome], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
-    **round_args: Any,
 ) -> RoundsSummary:
     """Clear a round every ``interval`` seconds (start to start) until ``stop`` is set or
-    ``max_rounds`` rounds have run; ``round_args`` go to :func:`run_once` (not ``round_id``:
-    every round gets a fresh, unique one).
+    ``max_rounds`` rounds have run; each is :func:`run_once` with ``options`` (which must leave
+    ``round_id`` unset: every round gets a fresh, unique one).
 
     A round that raises (the API server unreachable, a solver error, ...) is logged with its
     traceback and the loop goes on: the next round reads the cluster afresh, and a round left
@@ -216,7 +225,7 @@ def run_rounds(
     nothing here waits on it while holding its lock). ``on_round`` sees every completed round
     (its ``trigger``: ``start``, then ``interval``).
     """
-    _check_loop(interval, max_rounds, round_args, "run_rounds")
+    opts = _check_loop(interval, max_rounds, options, "run_rounds")
     stop = stop or threading.Event()
     rounds = failed = 0
     previous_id = ""
@@ -226,7 +235,7 @@ def run_rounds(
         previous_id = round_id
         rounds += 1
         trigger = RoundTrigger("start" if rounds == 1 else "interval")
-        if not _clear_round(api, config, round_id, trigger, on_round, round_args):
+        if not _clear_round(api, config, opts.replace(round_id=round_id), trigger, on_round):
             failed += 1
         if max_rounds is not None and rounds >= max_rounds:
             break
@@ -239,6 +248,7 @@ def run_rounds(
 def watch_rounds(
     api: Any,
     config: ClusterConfig | None = None,
+    options: RoundOptions | None = None,
     *,
     interval: float,
     debounce: float = DEBOUNCE,
@@ -249,12 +259,11 @@ def watch_rounds(
     clock: Callable[[], float] = time.monotonic,
     sync_timeout: float = SYNC_TIMEOUT,
     watch_seconds: int = 1,
-    **round_args: Any,
 ) -> RoundsSummary:
     """Clear a round whenever the bids change, and at least every ``interval`` seconds (start
-    to start), until ``stop`` is set or ``max_rounds`` rounds have run; ``round_args`` go to
-    :func:`run_once` (not ``round_id``), so every round is one ``run_once``: the same Lease, the
-    same crash-safe ledger.
+    to start), until ``stop`` is set or ``max_rounds`` rounds have run; each round is one
+    :func:`run_once` with ``options`` (not ``round_id``): the same Lease, the same crash-safe
+    ledger.
 
     Watch streams (pods, Wallets, nodes; see :mod:`allocator.cluster.watch`) report the changes
     that can move a round's answer; a round starts once they have paused for ``debounce``
@@ -270,7 +279,7 @@ def watch_rounds(
     in :func:`run_rounds`; ``stop`` is seen within 0.2 s between rounds, and the watch threads
     end within about ``watch_seconds`` after it.
     """
-    _check_loop(interval, max_rounds, round_args, "watch_rounds")
+    opts = _check_loop(interval, max_rounds, options, "watch_rounds")
     _check_seconds("debounce", debounce, zero=True)
     _check_seconds("max_delay", max_delay, zero=False)
     if max_delay < debounce:
@@ -280,8 +289,6 @@ def watch_rounds(
     stop = stop or threading.Event()
     timer = Debouncer(debounce=debounce, max_delay=max_delay, interval=interval, clock=clock)
     watch = ClusterWatch(api, cfg, timer.notify, watch_seconds=watch_seconds)
-    rounds = failed = 0
-    previous_id = ""
     watch.start()
     try:
         if not watch.wait_synced(sync_timeout, stop) and not stop.is_set():
@@ -290,18 +297,33 @@ def watch_rounds(
                 sync_timeout,
                 interval,
             )
-        while (trigger := timer.wait(stop)) is not None:
-            round_id = _next_round_id(previous_id)
-            previous_id = round_id
-            rounds += 1
-            log.info("round %s started by %s", round_id, trigger)
-            if not _clear_round(api, cfg, round_id, trigger, on_round, round_args):
-                failed += 1
-            if max_rounds is not None and rounds >= max_rounds:
-                break
+        return _watched_rounds(api, cfg, opts, timer, stop, max_rounds, on_round)
     finally:
         if not watch.close():
             log.warning("a watch thread did not end in time (it is a daemon thread)")
+
+
+def _watched_rounds(
+    api: Any,
+    cfg: ClusterConfig,
+    opts: RoundOptions,
+    timer: Debouncer,
+    stop: threading.Event,
+    max_rounds: int | None,
+    on_round: Callable[[RoundOutcome], None] | None,
+) -> RoundsSummary:
+    """The rounds of :func:`watch_rounds`: one each time ``timer`` fires, until ``stop``."""
+    rounds = failed = 0
+    previous_id = ""
+    while (trigger := timer.wait(stop)) is not None:
+        round_id = _next_round_id(previous_id)
+        previous_id = round_id
+        rounds += 1
+        log.info("round %s started by %s", round_id, trigger)
+        if not _clear_round(api, cfg, opts.replace(round_id=round_id), trigger, on_round):
+            failed += 1
+        if max_rounds is not None and rounds >= max_rounds:
+            break
     return RoundsSummary(rounds, failed)
 
 
@@ -312,8 +334,10 @@ def _check_seconds(name: str, value: Any, *, zero: bool) -> None:
         raise ValueError(f"{name}: must be {'>=' if zero else '>'} 0 seconds, got {value!r}")
 
 
-def _check_loop(interval: Any, max_rounds: Any, round_args: dict[str, Any], caller: str) -> None:
-    """Validate the arguments both loops share (ValueError naming the field)."""
+def _check_loop(
+    interval: Any, max_rounds: Any, options: RoundOptions | None, caller: str
+) -> RoundOptions:
+    """Validate the arguments both loops share (ValueError naming the field); the options."""
     if isinstance(interval, bool) or not isinstance(interval, int | float):
         raise ValueError(f"interval: must be a number of seconds, got {interval!r}")
     if not math.isfinite(interval) or interval <= 0:
@@ -322,24 +346,27 @@ def _check_loop(interval: Any, max_rounds: Any, round_args: dict[str, Any], call
         isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1
     ):
         raise ValueError(f"max_rounds: must be an integer >= 1, got {max_rounds!r}")
-    if "round_id" in round_args:
+    opts = options if options is not None else RoundOptions()
+    if not isinstance(opts, RoundOptions):
+        raise ValueError(f"options: must be a RoundOptions, got {type(opts).__name__}")
+    if opts.round_id is not None:
         raise ValueError(f"round_id: every round of {caller} gets its own id")
+    return opts
 
 
 def _clear_round(
     api: Any,
     config: ClusterConfig | None,
-    round_id: str,
+    options: RoundOptions,
     trigger: RoundTrigger,
     on_round: Callable[[RoundOutcome], None] | None,
-    round_args: dict[str, Any],
 ) -> bool:
     """One round of a loop: :func:`run_once`, its outcome (with ``trigger``) to ``on_round``;
     False if it raised (logged with its traceback: the loop outlives it)."""
     try:
-        outcome = run_once(api, config, round_id=round_id, **round_args)
+        outcome = run_once(api, config, options)
     except Exception:  # any failure of one round; the loop outlives it
-        log.exception("round %s failed; the next round starts afresh", round_id)
+        log.exception("round %s failed; the next round starts afresh", options.round_id)
         return False
     if on_round is not None:
         on_round(replace(outcome, trigger=trigger))

@@ -96,42 +96,9 @@ def build_result(
     to (reason, detail).
     """
     nodes = {n.name: n for n in problem.nodes}
-    winners = []
-    used: dict[str, float] = {}
-    price: dict[str, float] = {}
-    for b in sorted(allocation.winners):
-        a, placements = allocation.winners[b]
-        bid = problem.bids[b]
-        pay = float(payments[b])
-        winners.append(Winner(bid.id, a, bid.alternatives[a].value, pay, placements))
-        eq_by_model: dict[str, float] = {}
-        for p in placements:
-            m = _model_of(problem, p, nodes)
-            eq = gpu_equivalent(problem, p.node, p, nodes)
-            used[m] = used.get(m, 0.0) + eq
-            eq_by_model[m] = eq_by_model.get(m, 0.0) + eq
-        total_eq = sum(eq_by_model.values())
-        for m in eq_by_model:
-            if total_eq > 0:
-                price[m] = min(price.get(m, float("inf")), pay / total_eq)
-    for i, inc in enumerate(problem.incumbents):
-        if i in allocation.evicted:
-            continue
-        for p in inc.placements:
-            m = _model_of(problem, p, nodes)
-            used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p, nodes)
-    capacity: dict[str, float] = {}
-    for n in problem.nodes:
-        for g in n.gpus:
-            gm = problem.model(g.model)
-            capacity[gm.name] = capacity.get(gm.name, 0.0) + gm.whole_equivalent
-            outside = g.used_milli / 1000.0
-            for inst in g.mig_instances:
-                prof = gm.profile(inst.profile)
-                assert prof is not None  # validated by Problem
-                outside += gm.gpu_equivalent(prof)
-            if outside:
-                used[gm.name] = used.get(gm.name, 0.0) + outside
+    winners, used, price = _winners(problem, allocation, payments, nodes)
+    _add_incumbents(problem, allocation, nodes, used)
+    capacity = _capacity(problem, used)
     losers = [
         Loss(problem.bids[b].id, reasons[b][0], reasons[b][1])
         for b in range(len(problem.bids))
@@ -153,3 +120,61 @@ def build_result(
         clearing_prices=dict(sorted(price.items())),
         stats=merged,
     )
+
+
+def _winners(
+    problem: Problem,
+    allocation: Allocation,
+    payments: Mapping[int, float],
+    nodes: Mapping[str, Node],
+) -> tuple[list[Winner], dict[str, float], dict[str, float]]:
+    """The winners in bid order; GPU-equivalents they use per model; the clearing price per
+    model (the lowest payment per GPU-equivalent of a winner on it)."""
+    winners = []
+    used: dict[str, float] = {}
+    price: dict[str, float] = {}
+    for b in sorted(allocation.winners):
+        a, placements = allocation.winners[b]
+        bid = problem.bids[b]
+        pay = float(payments[b])
+        winners.append(Winner(bid.id, a, bid.alternatives[a].value, pay, placements))
+        eq_by_model: dict[str, float] = {}
+        for p in placements:
+            m = _model_of(problem, p, nodes)
+            eq = gpu_equivalent(problem, p.node, p, nodes)
+            used[m] = used.get(m, 0.0) + eq
+            eq_by_model[m] = eq_by_model.get(m, 0.0) + eq
+        total_eq = sum(eq_by_model.values())
+        for m in eq_by_model:
+            if total_eq > 0:
+                price[m] = min(price.get(m, float("inf")), pay / total_eq)
+    return winners, used, price
+
+
+def _add_incumbents(
+    problem: Problem, allocation: Allocation, nodes: Mapping[str, Node], used: dict[str, float]
+) -> None:
+    """Add the GPU-equivalents of the incumbents kept (not evicted) to ``used``."""
+    for i, inc in enumerate(problem.incumbents):
+        if i in allocation.evicted:
+            continue
+        for p in inc.placements:
+            m = _model_of(problem, p, nodes)
+            used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p, nodes)
+
+
+def _capacity(problem: Problem, used: dict[str, float]) -> dict[str, float]:
+    """GPU-equivalents per model; adds what work outside the market holds to ``used``."""
+    capacity: dict[str, float] = {}
+    for n in problem.nodes:
+        for g in n.gpus:
+            gm = problem.model(g.model)
+            capacity[gm.name] = capacity.get(gm.name, 0.0) + gm.whole_equivalent
+            outside = g.used_milli / 1000.0
+            for inst in g.mig_instances:
+                prof = gm.profile(inst.profile)
+                assert prof is not None  # validated by Problem
+                outside += gm.gpu_equivalent(prof)
+            if outside:
+                used[gm.name] = used.get(gm.name, 0.0) + outside
+    return capacity

@@ -1121,6 +1121,7 @@ def _run(
     bound = math.inf
     proven = False
     phases = 0
+    work_total = 0.0  # deterministic time of every phase (``work`` is the last phase's)
     stats: dict[str, Any] = {}
     while True:
         left = _Limit(max(1e-3, deadline - time.perf_counter()), work_left)
@@ -1128,6 +1129,7 @@ def _run(
             problem, relaxed, best, left.share(_RELAXED_SHARE) if relaxed else left, seed, workers
         )
         phases += 1
+        work_total += float(phase.stats["work"])
         if work_left is not None:
             work_left = max(0.0, work_left - float(phase.stats["work"]))
         stats = phase.stats
@@ -1155,6 +1157,7 @@ def _run(
         # without any solution in time: the hint (or nothing); every phase's bound still holds
         bound = max(objective, bound / SCALE) if math.isfinite(bound) else objective
     stats["phases"] = phases
+    stats["work_total"] = work_total
     stats["objective"] = float(objective)
     stats["bound"] = bound
     stats["gap"] = (bound - objective) / max(1.0, abs(bound))

@@ -151,9 +151,12 @@ class SolveParams:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], source: str = "") -> SolveParams:
+    def from_mapping(
+        cls, data: Mapping[str, Any], source: str = "", base: SolveParams | None = None
+    ) -> SolveParams:
         """Parameters from a mapping of field names (e.g. a parsed TOML file); fields left out
-        keep their defaults, unknown names raise ProblemError naming them."""
+        keep ``base``'s values (default: the defaults), unknown names raise ProblemError naming
+        them."""
         known = set(_names())
         for name in data:
             if name not in known:
@@ -161,11 +164,13 @@ class SolveParams:
                 raise ProblemError(
                     name, f"{where}not a solve parameter (known: {', '.join(_names())})"
                 )
-        return cls(**dict(data), source=source)
+        start = {} if base is None else base.to_dict()
+        return cls(**{**start, **dict(data)}, source=source)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> SolveParams:
-        """Parameters from a TOML file of ``name = value`` lines (see the module docstring)."""
+    def from_toml(cls, path: str | Path, base: SolveParams | None = None) -> SolveParams:
+        """Parameters from a TOML file of ``name = value`` lines (see the module docstring);
+        fields the file leaves out keep ``base``'s values (default: the defaults)."""
         p = Path(path)
         try:
             text = p.read_text(encoding="utf-8")
@@ -175,7 +180,7 @@ class SolveParams:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ProblemError("params", f"{p}: not valid TOML: {e}") from None
-        return cls.from_mapping(data, source=str(p))
+        return cls.from_mapping(data, source=str(p), base=base)
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain values (what a TOML file or a Result's stats would hold)."""

@@ -785,16 +785,21 @@ class MarketLoop:
 
     def _run(self) -> None:
         from allocator.cluster.loop import watch_rounds
+        from allocator.cluster.options import RoundOptions
 
+        options = RoundOptions(
+            record_namespace=self.record_namespace,
+            agent_clusters=self.clusters,
+            eviction_wait=self.eviction_wait,
+        )
         try:
             watch_rounds(
                 self.host,
+                None,
+                options,
                 interval=self.interval,
                 stop=self.stop,
                 on_round=self.rounds.append,
-                record_namespace=self.record_namespace,
-                agent_clusters=self.clusters,
-                eviction_wait=self.eviction_wait,
             )
         except BaseException as e:  # reported by the test
             self.error = e

@@ -26,6 +26,8 @@ from kubernetes.dynamic import DynamicClient  # noqa: E402
 from allocator.cli import main  # noqa: E402
 from allocator.cluster import ClusterConfig  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
+from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -293,10 +295,12 @@ def test_service_account_runs_a_round_and_nothing_more(
     out = run_once(
         sa,
         ClusterConfig(scheduler_name="gpu-allocator"),
-        solver="greedy",
-        round_id="r-chart",
-        lease=(ns, lease_name, "chart-test"),
-        record_namespace=ns,
+        RoundOptions(
+            solve=SolveParams(solver="greedy"),
+            round_id="r-chart",
+            lease=(ns, lease_name, "chart-test"),
+            record_namespace=ns,
+        ),
     )
     assert out.leader and out.report is not None
     assert out.report.problems == []

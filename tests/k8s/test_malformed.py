@@ -16,10 +16,17 @@ from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi  #
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 import allocator.cluster.loop as loop  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
+from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 G, V = "gpualloc.io", "v1alpha1"
 WALLETS = "wallets.gpualloc.io"
+
+
+def _greedy(**options: Any) -> RoundOptions:
+    """A round's options, solved by greedy (fast, and the same answer every time)."""
+    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def _schema_takes(custom: Any, ns: str, spec: dict[str, Any]) -> bool:
@@ -106,7 +113,7 @@ def test_malformed_wallet_and_bids_become_events_on_them(
     gpu_world.pod(core, ns, "no-wallet", 1, "5", wallet="nope")
     gpu_world.pod(core, ns, "broke-wallet", 1, "5", wallet="broke")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    out = loop.run_once(admin, solver="greedy", round_id="r-malformed")
+    out = loop.run_once(admin, options=_greedy(round_id="r-malformed"))
     assert out.report is not None and out.report.bound == 1 and out.report.problems == []
     assert core.read_namespaced_pod("good", ns).spec.node_name == node
 

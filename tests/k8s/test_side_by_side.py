@@ -19,11 +19,18 @@ from kubernetes.client import CoreV1Api  # noqa: E402
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.cluster.api import create_wallet  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
+from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 GPU = "nvidia.com/gpu"
 NODES, GPUS_PER_NODE = 2, 4
 RESEARCH, RESEARCH_GPUS, INFERENCE = 4, 2, 4
+
+
+def _greedy(**options: Any) -> RoundOptions:
+    """A round's options, solved by greedy (fast, and the same answer every time)."""
+    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def _ready_gpu_node(core: CoreV1Api, name: str, copy: str) -> None:
@@ -140,7 +147,7 @@ def test_default_scheduler_and_allocator_side_by_side(
         core.create_namespaced_pod(
             ns, _pod(f"research-{i}", RESEARCH_GPUS, "gpu-allocator", ns, research_bid)
         )
-    first = loop.run_once(admin, solver="greedy", round_id=f"r1-{tag}")
+    first = loop.run_once(admin, options=_greedy(round_id=f"r1-{tag}"))
     assert first.report is not None and first.report.bound == RESEARCH, first.report
     inference_bid = {"gpualloc.io/bid": "10", "gpualloc.io/wallet": "inference"}
     for i in range(INFERENCE):
@@ -148,7 +155,7 @@ def test_default_scheduler_and_allocator_side_by_side(
             ns, _pod(f"inference-{i}", 1, "gpu-allocator", ns, inference_bid)
         )
     with gpu_world.kubelet(admin, ns) as kubelet:  # finishes evicted pods, as a kubelet would
-        second = loop.run_once(admin, solver="greedy", round_id=f"r2-{tag}")
+        second = loop.run_once(admin, options=_greedy(round_id=f"r2-{tag}"))
     assert second.report is not None and second.report.problems == [], (
         second.report.problems,
         kubelet.finished,

@@ -30,7 +30,9 @@ from allocator.cli import main  # noqa: E402
 from allocator.cluster import ClusterConfig  # noqa: E402
 from allocator.cluster.api import create_wallet  # noqa: E402
 from allocator.cluster.loop import RoundOutcome, RoundsSummary, watch_rounds  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
 from allocator.cluster.watch import POD, WALLET, Change  # noqa: E402
+from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -66,20 +68,19 @@ class Loop:
         self.summary: RoundsSummary | None = None
         self._lock = threading.Lock()
         self._outcomes: list[tuple[float, RoundOutcome]] = []
-        args: dict[str, Any] = {
-            "interval": CEILING,
-            "solver": "greedy",
-            "time_limit": 5,
-            "lease": (ns, "allocator", f"watch-test-{uuid.uuid4().hex[:4]}"),
-            "record_namespace": ns,
-            **kwargs,
-        }
+        options = RoundOptions(
+            solve=SolveParams(solver="greedy", time_limit=5),
+            lease=(ns, "allocator", f"watch-test-{uuid.uuid4().hex[:4]}"),
+            record_namespace=ns,
+        )
+        args: dict[str, Any] = {"interval": CEILING, **kwargs}
 
         def run() -> None:
             try:
                 self.summary = watch_rounds(
                     api,
                     ClusterConfig(scheduler_name=scheduler),
+                    options,
                     stop=self.stop,
                     on_round=self._record,
                     **args,

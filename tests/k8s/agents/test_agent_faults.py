@@ -20,6 +20,7 @@ from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.agent import AgentClient  # noqa: E402
 from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
 from allocator.cluster.publish import AgentClusters  # noqa: E402
 
 
@@ -156,7 +157,9 @@ def test_a_stopped_control_plane_keeps_its_pods_and_the_market_goes_on(
     a.stop_control_plane()
     b.sdk.submit("newcomer", bid=1.0, gpus=2)
     _synced(host, b.host_namespace, 1)
-    outcome = loop.run_once(host, agent_clusters=AgentClusters(host, timeout=2.0))
+    outcome = loop.run_once(
+        host, options=RoundOptions(agent_clusters=AgentClusters(host, timeout=2.0))
+    )
     (host_pod,) = CoreV1Api(host).list_namespaced_pod(a.host_namespace).items
     assert host_pod.spec.node_name == node and host_pod.status.phase == "Running"
     assert [i.id for i in outcome.snapshot.problem.incumbents] == [

@@ -20,6 +20,7 @@ from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 from allocator.agent import AgentClient  # noqa: E402
 from allocator.cluster.agents import AgentSpec, create_agent, delete_agent  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
+from allocator.cluster.options import RoundOptions  # noqa: E402
 
 WAIT_S = 60.0
 
@@ -66,7 +67,7 @@ def test_a_bid_from_the_agents_cluster_wins_runs_and_is_reported_back(
         "batch",
     }
     monkeypatch.setattr("allocator.cluster.loop.fetch", limited_fetch({host_ns}, {node}))
-    outcome = run_once(host, round_id=f"r-{agent.name}-1")
+    outcome = run_once(host, options=RoundOptions(round_id=f"r-{agent.name}-1"))
     (winner,) = outcome.result.winners
     assert winner.payment == pytest.approx(5.0)  # the critical value: the loser's bid
     assert outcome.published is not None and outcome.published.written == [agent.name]
@@ -173,7 +174,7 @@ def test_raising_a_bid_in_the_agents_cluster_wins_the_next_round(
         lambda: len(CoreV1Api(host).list_namespaced_pod(host_ns).items) == 2,
     )
     monkeypatch.setattr("allocator.cluster.loop.fetch", limited_fetch({host_ns}, {node}))
-    first = run_once(host, round_id=f"r-{agent.name}-1", dry_run=True)
+    first = run_once(host, options=RoundOptions(round_id=f"r-{agent.name}-1", dry_run=True))
     assert [w.bid_id.endswith("rival-x-team1-x-" + agent.name) for w in first.result.winners] == [
         True
     ]
@@ -192,7 +193,7 @@ def test_raising_a_bid_in_the_agents_cluster_wins_the_next_round(
     except AssertionError as e:
         virtual = CoreV1Api(agent.client()).read_namespaced_pod("eager", "team1")
         raise AssertionError(f"{e}: host {seen}, agent's {virtual.metadata.annotations}") from None
-    second = run_once(host, round_id=f"r-{agent.name}-2")
+    second = run_once(host, options=RoundOptions(round_id=f"r-{agent.name}-2"))
     (winner,) = second.result.winners
     assert winner.bid_id.startswith(f"{host_ns}/eager-")
     assert winner.payment == pytest.approx(3.0)
