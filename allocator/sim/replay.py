@@ -239,11 +239,12 @@ def run_replay(
                 got = sim.auction_round(
                     np.array(pending, dtype=np.int64),
                     values[pending],
-                    local_search=local_search,
-                    time_limit=time_limit,
-                    seed=seed + curve.rounds,
-                    fragment_scale=fragment_scale,
-                    alpha=alpha,
+                    _core.SimAuctionOptions(
+                        engine=_core.EngineOptions(alpha=alpha, fragment_scale=fragment_scale),
+                        local_search=local_search,
+                        time_limit_s=time_limit,
+                        seed=seed + curve.rounds,
+                    ),
                 )
                 curve.solver_seconds += time.perf_counter() - t0
                 curve.rounds += 1
