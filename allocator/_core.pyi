@@ -1,10 +1,14 @@
 """Type stubs for the C++ core (cpp/bindings): greedy, local search, payments, loss reasons.
 
-Bulk data crosses as dicts of one-dimensional numpy arrays; allocator.solvers.native builds them
-(see its ``_lower`` and ``_alloc_to_arrays``). Bad input raises ValueError naming the field.
+A problem and allocations cross as structs of named one-dimensional numpy columns
+(cpp/bindings/columns.hpp lists them; allocator.solvers.native builds them). Each struct is
+constructed with keyword arguments only, one per attribute below (those with a default may be
+left out); its ``FIELDS`` maps every attribute to its type and tests/test_native.py holds this
+file to it. Bad input raises ValueError naming the field, an unknown keyword TypeError.
 """
 
-from typing import Any
+from collections.abc import Sequence
+from typing import ClassVar, dataclass_transform
 
 import numpy as np
 import numpy.typing as npt
@@ -12,39 +16,228 @@ import numpy.typing as npt
 MAX_MIG_UNITS: int
 MAX_PROFILES: int
 
-ProblemArrays = dict[str, npt.NDArray[Any]]
-AllocationArrays = dict[str, Any]
+# ---------------------------------------------------------------- enums (cpp/bindings/enums.hpp)
 
-def validate_problem(data: ProblemArrays) -> None:
-    """Lower and validate a problem dict; raises ValueError naming the bad field."""
+class _Enum:
+    """A pybind11 enum: members as class attributes, ``name`` and ``value`` on each."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+    def __int__(self) -> int: ...
+    def __index__(self) -> int: ...
+    def __hash__(self) -> int: ...
+
+class GpuMode(_Enum):
+    """How a GPU is offered (gpu_mode column)."""
+
+    __members__: ClassVar[dict[str, GpuMode]]
+    Whole: ClassVar[GpuMode]
+    Shared: ClassVar[GpuMode]
+    Mig: ClassVar[GpuMode]
+
+class UnitKind(_Enum):
+    """What one replica needs (alt_kind and placement kind columns)."""
+
+    __members__: ClassVar[dict[str, UnitKind]]
+    Whole: ClassVar[UnitKind]
+    Mig: ClassVar[UnitKind]
+    Share: ClassVar[UnitKind]
+
+class Locality(_Enum):
+    """Locality of a gang, tightest first (alt_locality column)."""
+
+    __members__: ClassVar[dict[str, Locality]]
+    Gpu: ClassVar[Locality]
+    Nvlink: ClassVar[Locality]
+    Node: ClassVar[Locality]
+    Rack: ClassVar[Locality]
+    Zone: ClassVar[Locality]
+    Any: ClassVar[Locality]
+
+class LossReason(_Enum):
+    """Why a bid lost (Engine.explain)."""
+
+    __members__: ClassVar[dict[str, LossReason]]
+    Outbid: ClassVar[LossReason]
+    DoesNotFit: ClassVar[LossReason]
+    OverBudget: ClassVar[LossReason]
+    BelowReserve: ClassVar[LossReason]
+
+# ---------------------------------------------------------------- columns (columns.hpp)
+
+@dataclass_transform(kw_only_default=True, eq_default=False)
+class _Columns:
+    """Keyword-constructed: one argument per annotated attribute."""
+
+    FIELDS: ClassVar[dict[str, str]]
+
+class PlacementColumns(_Columns):
+    """Replicas: node, kind (UnitKind values), MIG profile and start (-1: none), milli; the GPUs
+    of replica r are gpus[gpu_offsets[r]:gpu_offsets[r + 1]] (global GPU indices)."""
+
+    node: npt.NDArray[np.int64]
+    kind: npt.NDArray[np.int64]
+    profile: npt.NDArray[np.int64]
+    start: npt.NDArray[np.int64]
+    milli: npt.NDArray[np.int64]
+    gpu_offsets: npt.NDArray[np.int64]
+    gpus: npt.NDArray[np.int64]
+
+class ProblemColumns(_Columns):
+    """A lowered round: per model, MIG profile, node, GPU, outside MIG hold, wallet, bid,
+    alternative and incumbent (see allocator.solvers.native and gpualloc/problem.hpp)."""
+
+    model_memory_gb: npt.NDArray[np.float64]
+    model_mig_units: npt.NDArray[np.int64]
+    model_compute_units: npt.NDArray[np.int64]
+    model_reserve: npt.NDArray[np.float64]
+    model_whole_equivalent: npt.NDArray[np.float64]
+    profile_model: npt.NDArray[np.int64]
+    profile_compute: npt.NDArray[np.int64]
+    profile_size: npt.NDArray[np.int64]
+    profile_starts_mask: npt.NDArray[np.int64]
+    profile_max_count: npt.NDArray[np.int64]
+    profile_media: npt.NDArray[np.int64]
+    node_cpu_milli: npt.NDArray[np.int64]
+    node_memory_mib: npt.NDArray[np.int64]
+    node_rack: npt.NDArray[np.int64]
+    node_zone: npt.NDArray[np.int64]
+    gpu_node: npt.NDArray[np.int64]
+    gpu_device: npt.NDArray[np.int64]
+    gpu_model: npt.NDArray[np.int64]
+    gpu_mode: npt.NDArray[np.int64]
+    gpu_nvlink: npt.NDArray[np.int64]
+    gpu_used_milli: npt.NDArray[np.int64]
+    hold_gpu: npt.NDArray[np.int64]
+    hold_profile: npt.NDArray[np.int64]
+    hold_start: npt.NDArray[np.int64]
+    wallet_balance: npt.NDArray[np.float64]
+    bid_wallet: npt.NDArray[np.int64]
+    alt_bid: npt.NDArray[np.int64]
+    alt_value: npt.NDArray[np.float64]
+    alt_kind: npt.NDArray[np.int64]
+    alt_gpus: npt.NDArray[np.int64]
+    alt_milli: npt.NDArray[np.int64]
+    alt_replicas: npt.NDArray[np.int64]
+    alt_cpu_milli: npt.NDArray[np.int64]
+    alt_memory_mib: npt.NDArray[np.int64]
+    alt_min_gpu_memory_gb: npt.NDArray[np.float64]
+    alt_locality: npt.NDArray[np.int64]
+    alt_model_offsets: npt.NDArray[np.int64]
+    alt_models: npt.NDArray[np.int64]
+    alt_profiles: npt.NDArray[np.int64]
+    inc_value: npt.NDArray[np.float64]
+    inc_preemption_cost: npt.NDArray[np.float64]
+    inc_preemptible: npt.NDArray[np.int64]
+    inc_cpu_milli: npt.NDArray[np.int64]
+    inc_memory_mib: npt.NDArray[np.int64]
+    inc_placement_offsets: npt.NDArray[np.int64]
+    inc_placements: PlacementColumns
+
+class AllocationColumns(_Columns):
+    """Winners in bid order (win_alt: alternative within the bid; replicas
+    placements[win_replica_offsets[w]:win_replica_offsets[w + 1]]), evicted incumbents, and the
+    engine's figures (welfare; the local search's moves, gains and seconds)."""
+
+    win_bid: npt.NDArray[np.int64]
+    win_alt: npt.NDArray[np.int64]
+    win_replica_offsets: npt.NDArray[np.int64]
+    placements: PlacementColumns
+    evicted: npt.NDArray[np.int64]
+    welfare: float = ...
+    iterations: int = ...
+    improvements: int = ...
+    seconds: float = ...
+
+def validate_problem(problem: ProblemColumns) -> None:
+    """Lower and validate a problem; raises ValueError naming the bad field."""
+
+# ---------------------------------------------------------------- engine (auction.cpp)
+
+class Workload:
+    """FGD's target workload: task shapes and their weights (normalised)."""
+
+    def __init__(
+        self,
+        *,
+        cpu_milli: npt.ArrayLike,
+        gpus: npt.ArrayLike,
+        milli: npt.ArrayLike,
+        models: npt.ArrayLike,
+        weight: npt.ArrayLike,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+
+class EngineOptions:
+    """Parameters of the engine (gpualloc::EngineOptions, defaults from there)."""
+
+    alpha: float
+    fragment_scale: float
+    node_order: list[int]
+    workload: Workload
+    def __init__(
+        self,
+        *,
+        alpha: float = ...,
+        fragment_scale: float = ...,
+        node_order: Sequence[int] = ...,
+        workload: Workload = ...,
+    ) -> None: ...
 
 class Engine:
-    """One lowered problem. ``alpha`` is the size exponent of the ranking score."""
+    """One lowered problem."""
 
-    def __init__(self, data: ProblemArrays, alpha: float = 0.75) -> None: ...
-    def greedy(self) -> AllocationArrays:
-        """Greedy allocation: win_bid, win_alt, win_replica_offsets, pl_*, evicted, welfare."""
+    def __init__(self, problem: ProblemColumns, options: EngineOptions = ...) -> None: ...
+    def greedy(self) -> AllocationColumns:
+        """The greedy allocation (with its welfare)."""
     def local(
         self,
-        start: AllocationArrays,
+        start: AllocationColumns,
         time_limit: float,
         seed: int,
         max_iterations: int = -1,
         patience: int = 0,
-    ) -> AllocationArrays:
-        """Local search from ``start``; adds iterations, improvements and seconds."""
+    ) -> AllocationColumns:
+        """Local search from ``start``; the result carries iterations, improvements, seconds."""
     def critical_payments(
-        self, alloc: AllocationArrays, threads: int = 1
+        self, alloc: AllocationColumns, threads: int = 1
     ) -> npt.NDArray[np.float64]:
         """Payment per bid (0 for losers) of any feasible allocation."""
-    def explain(self, alloc: AllocationArrays) -> list[tuple[int, str, dict[str, float], int]]:
+    def explain(
+        self, alloc: AllocationColumns
+    ) -> list[tuple[int, LossReason, dict[str, float], int]]:
         """(bid, reason, detail, model index or -1) for every losing bid."""
     def score(self, alt: int) -> float:
         """Ranking score of a global alternative index."""
-    def welfare(self, alloc: AllocationArrays) -> float:
+    def welfare(self, alloc: AllocationColumns) -> float:
         """Welfare of an allocation after loading (and checking) it."""
 
+# ---------------------------------------------------------------- simulator (sim.cpp)
+
 Placed = tuple[int, list[int]] | None
+
+class SimAuctionOptions:
+    """Options of SimCluster.auction_round (gpualloc::SimAuctionOptions, defaults from there).
+    ``engine``'s node order and (with ``workload_hint``) workload are the cluster's."""
+
+    engine: EngineOptions
+    workload_hint: bool
+    local_search: bool
+    time_limit_s: float
+    max_iterations: int
+    seed: int
+    def __init__(
+        self,
+        *,
+        engine: EngineOptions = ...,
+        workload_hint: bool = ...,
+        local_search: bool = ...,
+        time_limit_s: float = ...,
+        max_iterations: int = ...,
+        seed: int = ...,
+    ) -> None: ...
 
 class SimCluster:
     """The simulator's cluster (nodes with CPU, memory, GPUs in milli) and its policies."""
@@ -84,15 +277,7 @@ class SimCluster:
     def release(self, pod: int) -> None:
         """Give back what pod ``pod`` holds."""
     def auction_round(
-        self,
-        pods: npt.ArrayLike,
-        values: npt.ArrayLike,
-        local_search: bool = False,
-        time_limit: float = 1.0,
-        seed: int = 0,
-        alpha: float = 0.75,
-        workload_hint: bool = True,
-        fragment_scale: float = 1000.0,
+        self, pods: npt.ArrayLike, values: npt.ArrayLike, options: SimAuctionOptions = ...
     ) -> list[Placed]:
         """Clear one round of the auction engine over ``pods``; one placement or None each."""
     def set_exact_scores(self, exact: bool) -> None: ...

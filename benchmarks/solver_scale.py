@@ -86,14 +86,14 @@ def measure(
         t = time.perf_counter()
         engine = NativeEngine(problem)
         phases["lower_ms"].append(_ms(t))
-        core = engine._engine  # the raw C++ engine: time it without the Python wrapping
+        core = engine.core  # the raw C++ engine: time it without the Python wrapping
         t = time.perf_counter()
         raw = core.greedy()
         phases["greedy_ms"].append(_ms(t))
         t = time.perf_counter()
-        alloc = engine._arrays_to_alloc(raw, {})
+        alloc = engine.to_allocation(raw)
         phases["decode_ms"].append(_ms(t))
-        arrays = engine._alloc_to_arrays(alloc)
+        arrays = engine.to_columns(alloc)
         if payments:
             t = time.perf_counter()
             serial = core.critical_payments(arrays, 1)
@@ -123,8 +123,8 @@ def measure(
             status="feasible",
         )
         phases["assemble_ms"].append(_ms(t))
-        out["welfare_greedy"] = float(raw["welfare"])
-        out["welfare_local"] = float(improved["welfare"])
+        out["welfare_greedy"] = raw.welfare
+        out["welfare_local"] = improved.welfare
         out["winners"] = len(alloc.winners)
     med = {k: statistics.median(v) if v else float("nan") for k, v in phases.items()}
     return {

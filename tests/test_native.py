@@ -237,24 +237,151 @@ def test_infeasible_allocation_is_a_value_error() -> None:
         eng.explain(Allocation({0: (0, (Placement("nowhere", (0,)),))}))
 
 
-def test_core_rejects_bad_arrays_with_value_error() -> None:
-    """Malformed arrays handed straight to _core raise ValueError naming the field, no crash."""
+def _with(columns: object, **changes: object) -> dict[str, object]:
+    """The keyword arguments that rebuild ``columns`` (a core columns struct), with changes."""
+    fields = type(columns).FIELDS  # type: ignore[attr-defined]
+    kw = {name: getattr(columns, name) for name in fields}
+    kw.update(changes)
+    return kw
+
+
+def test_core_rejects_bad_columns_with_value_error() -> None:
+    """Malformed columns handed straight to _core raise ValueError naming the field, no crash."""
     pb = _problem((_whole_node("n1", 1),), (_bid(0, 1, Unit("whole")),))
     data = NativeEngine(pb)._lower()
-    broken = dict(data)
-    broken["gpu_model"] = np.array([7], dtype=np.int64)
+    broken = _core.ProblemColumns(**_with(data, gpu_model=np.array([7], dtype=np.int64)))
     with pytest.raises(ValueError, match="gpu"):
         _core.Engine(broken)
-    missing = dict(data)
+    missing = _with(data)
     del missing["alt_value"]
     with pytest.raises(ValueError, match="alt_value"):
-        _core.Engine(missing)
-    negative = dict(data)
-    negative["alt_value"] = np.array([-1.0])
+        _core.ProblemColumns(**missing)
+    with pytest.raises(ValueError, match="alt_value"):
+        _core.ProblemColumns(**_with(data, alt_value=np.zeros((1, 1))))
+    with pytest.raises(ValueError, match="alt_value"):
+        _core.ProblemColumns(**_with(data, alt_value="many"))
+    with pytest.raises(ValueError, match="inc_placements"):
+        _core.ProblemColumns(**_with(data, inc_placements=np.zeros(0)))
+    with pytest.raises(TypeError, match="alt_valu"):
+        _core.ProblemColumns(**_with(data, alt_valu=np.zeros(1)))
+    with pytest.raises(ValueError, match="alt_value"):
+        data.alt_value = np.zeros((2, 2))
+    data.alt_value = np.array([-1.0])
     with pytest.raises(ValueError, match=r"alternatives\[0\].value"):
-        _core.Engine(negative)
+        _core.Engine(data)
+    data.alt_value = np.array([1.0])
+    data.alt_kind = np.array([len(_core.UnitKind.__members__)], dtype=np.int64)
+    with pytest.raises(ValueError, match="alt_kind: must be a value of UnitKind"):
+        _core.Engine(data)
+    data.alt_kind = np.array([_core.UnitKind.Whole.value], dtype=np.int64)
     with pytest.raises(ValueError, match="alpha"):
-        _core.Engine(data, float("nan"))
+        _core.Engine(data, _core.EngineOptions(alpha=float("nan")))
+    _core.validate_problem(data)
+
+
+def test_core_rejects_bad_allocation_columns() -> None:
+    """Allocation columns are checked by field too, placements by their column's path."""
+    pb = _problem((_whole_node("n1", 2),), (_bid(0, 1, Unit("whole")),))
+    eng = NativeEngine(pb)
+    good = eng.core.greedy()
+    assert eng.core.welfare(good) == good.welfare == 1.0
+    cols = eng.to_columns(eng.greedy())
+    placements = _core.PlacementColumns(**_with(cols.placements, kind=np.array([9])))
+    with pytest.raises(ValueError, match=r"placements\.kind"):
+        eng.core.welfare(_core.AllocationColumns(**_with(cols, placements=placements)))
+    with pytest.raises(ValueError, match="evicted"):
+        eng.core.welfare(_core.AllocationColumns(**_with(cols, evicted=np.array([0]))))
+    with pytest.raises(ValueError, match="win_replica_offsets"):
+        eng.core.welfare(
+            _core.AllocationColumns(**_with(cols, win_replica_offsets=np.array([0, 2])))
+        )
+    with pytest.raises(ValueError, match="placements"):
+        cols.placements = "nowhere"  # type: ignore[assignment]
+
+
+def test_model_words_and_core_enums_name_the_same_things() -> None:
+    """Every GPU mode, unit kind, locality and loss reason of the model is a member of the core's
+    enum of that name and the other way round (a word added on one side only fails here)."""
+    from allocator.model import GPU_MODES, LOCALITIES, LOSS_REASONS, UNIT_KINDS
+    from allocator.solvers.native import enum_name
+
+    pairs = [
+        (GPU_MODES, _core.GpuMode),
+        (UNIT_KINDS, _core.UnitKind),
+        (LOCALITIES, _core.Locality),
+        (LOSS_REASONS, _core.LossReason),
+    ]
+    for words, enum in pairs:
+        assert sorted(enum_name(w) for w in words) == sorted(enum.__members__), enum
+        assert len({enum_name(w) for w in words}) == len(words)
+    assert enum_name("does_not_fit") == "DoesNotFit"
+
+
+def _stub_classes() -> dict[str, dict[str, str]]:
+    """Class name -> annotated attribute -> annotation text, from allocator/_core.pyi."""
+    import ast
+    from pathlib import Path
+
+    import allocator
+
+    tree = ast.parse((Path(allocator.__file__).parent / "_core.pyi").read_text())
+    out: dict[str, dict[str, str]] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            out[node.name] = {
+                item.target.id: ast.unparse(item.annotation)
+                for item in node.body
+                if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
+            }
+    return out
+
+
+def test_stub_states_every_column_with_its_type() -> None:
+    """allocator/_core.pyi names every field of every columns struct, in order, with its type."""
+    stub_type = {
+        "int64": "npt.NDArray[np.int64]",
+        "float64": "npt.NDArray[np.float64]",
+        "int": "int",
+        "float": "float",
+        "PlacementColumns": "PlacementColumns",
+    }
+    classes = _stub_classes()
+    for cls in (_core.PlacementColumns, _core.ProblemColumns, _core.AllocationColumns):
+        stub = classes[cls.__name__]
+        assert list(stub) == list(cls.FIELDS), cls.__name__
+        assert stub == {name: stub_type[t] for name, t in cls.FIELDS.items()}, cls.__name__
+
+
+def test_options_mirror_the_core_defaults() -> None:
+    """EngineOptions and SimAuctionOptions carry the C++ defaults; alpha reaches the engine."""
+    opts = _core.EngineOptions()
+    assert (opts.alpha, opts.fragment_scale, opts.node_order, len(opts.workload)) == (
+        0.75,
+        1000.0,
+        [],
+        0,
+    )
+    sim = _core.SimAuctionOptions()
+    assert sim.engine.alpha == 0.75 and sim.max_iterations == -1 and not sim.local_search
+    pb = _problem(
+        (_whole_node("n1", 4),), (_bid(0, 8, Unit("whole", gpus=4)), _bid(1, 3, Unit("whole")))
+    )
+    flat = NativeEngine(pb, alpha=0.0)
+    steep = NativeEngine(pb, alpha=1.0)
+    assert flat.core.score(0) == 8 and steep.core.score(0) == 2
+    assert flat.greedy().winners.keys() == {0} and steep.greedy().winners.keys() == {1}
+    workload = _core.Workload(
+        cpu_milli=np.array([0]),
+        gpus=np.array([1]),
+        milli=np.array([500]),
+        models=np.array([0], dtype=np.uint64),
+        weight=np.array([1.0]),
+    )
+    assert len(_core.EngineOptions(workload=workload).workload) == 1
+    with pytest.raises(ValueError, match="weight"):
+        _core.Workload(
+            cpu_milli=[0], gpus=[1], milli=[500], models=np.array([0], np.uint64), weight=[-1.0]
+        )
 
 
 def test_results_pass_the_independent_checker() -> None:
@@ -264,3 +391,36 @@ def test_results_pass_the_independent_checker() -> None:
         for solver in ("greedy", "local"):
             result = solve(pb, solver=solver, time_limit=2.0, seed=seed)
             assert verify(pb, result) == [], (seed, solver)
+
+
+def test_sim_auction_round_takes_its_options() -> None:
+    """SimCluster.auction_round clears a round by its options; a local search limited by moves
+    (max_iterations) under a time limit that never binds is deterministic, and with no moves it
+    is the greedy round."""
+    rng = np.random.default_rng(3)
+    n_pods = 60
+    gpus = rng.integers(1, 3, n_pods)
+    milli = np.where(rng.random(n_pods) < 0.5, rng.integers(1, 10, n_pods) * 100, 1000)
+    gpus = np.where(milli < 1000, 1, gpus)
+    values = rng.random(n_pods) * 4
+
+    def run(options: _core.SimAuctionOptions) -> list[_core.Placed]:
+        sim = _core.SimCluster(
+            np.full(8, 64000), np.full(8, 1 << 20), np.zeros(8), np.full(8, 4), [16.0]
+        )
+        sim.set_pods(
+            np.full(n_pods, 1000), np.zeros(n_pods), gpus, milli, np.zeros(n_pods, np.uint64)
+        )
+        return sim.auction_round(np.arange(n_pods), values, options)
+
+    greedy = run(_core.SimAuctionOptions())
+    assert greedy == run(_core.SimAuctionOptions(local_search=True, max_iterations=0))
+    limited = _core.SimAuctionOptions(
+        local_search=True, max_iterations=50, time_limit_s=1e6, seed=7
+    )
+    assert run(limited) == run(limited)
+    assert sum(p is not None for p in greedy) > 0
+    steep = _core.SimAuctionOptions(engine=_core.EngineOptions(alpha=2.0))
+    assert steep.engine.alpha == 2.0 and run(steep) != greedy
+    with pytest.raises(ValueError, match="alpha"):
+        run(_core.SimAuctionOptions(engine=_core.EngineOptions(alpha=-1.0)))

@@ -1,36 +1,66 @@
 """The C++ engine (``allocator._core``) behind the ``greedy`` and ``local`` solvers.
 
-:class:`NativeEngine` lowers a :class:`~allocator.model.Problem` once into flat numpy arrays
-(names become indices: models present in the cluster, their MIG profiles, nodes, GPUs, NVLink
-domains, racks, zones, wallets, bids, alternatives, incumbents) and keeps the C++ engine. An
-:class:`~allocator.solvers.assemble.Allocation` crosses the boundary the same way, so payments and
-loss reasons can be computed for any allocation, including one found by CP-SAT.
+:class:`NativeEngine` lowers a :class:`~allocator.model.Problem` once into named numpy columns
+(:class:`allocator._core.ProblemColumns`; names become indices: models present in the cluster,
+their MIG profiles, nodes, GPUs, NVLink domains, racks, zones, wallets, bids, alternatives,
+incumbents) and keeps the C++ engine. An :class:`~allocator.solvers.assemble.Allocation` crosses
+the boundary the same way (:class:`allocator._core.AllocationColumns`), so payments and loss
+reasons can be computed for any allocation, including one found by CP-SAT. GPU modes, unit kinds,
+localities and loss reasons cross as the core's bound enums, matched to the model's words by name.
 This module holds no allocation logic of its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 import allocator._core as _core
-from allocator.model import LOCALITIES, GpuModel, Placement, Problem, ProblemError
+from allocator.model import (
+    GPU_MODES,
+    LOCALITIES,
+    LOSS_REASONS,
+    UNIT_KINDS,
+    GpuModel,
+    Placement,
+    Problem,
+    ProblemError,
+)
 from allocator.solvers.assemble import Allocation
 
-__all__ = ["NativeEngine"]
+__all__ = ["NativeEngine", "enum_name"]
 
-_MODE = {"whole": 0, "shared": 1, "mig": 2}
-_KIND = {"whole": 0, "mig": 1, "share": 2}
-_LOCALITY = {name: i for i, name in enumerate(LOCALITIES)}
+_E = TypeVar("_E")
 
 
-def _i64(values: list[int]) -> np.ndarray:
+def enum_name(word: str) -> str:
+    """The core's enum member name for a word of the model: ``does_not_fit`` -> ``DoesNotFit``."""
+    return "".join(part.capitalize() for part in word.split("_"))
+
+
+def _members(members: Mapping[str, _E], words: Sequence[str]) -> dict[str, _E]:
+    """Word -> enum member, every word of the model's vocabulary by its member name."""
+    missing = [w for w in words if enum_name(w) not in members]
+    if missing:
+        raise ImportError(f"allocator._core lacks enum members for {missing}")
+    return {w: members[enum_name(w)] for w in words}
+
+
+# Codes written into the enum columns (gpu_mode, alt_kind, alt_locality, placement kind).
+_MODE = {w: e.value for w, e in _members(_core.GpuMode.__members__, GPU_MODES).items()}
+_KIND = {w: e.value for w, e in _members(_core.UnitKind.__members__, UNIT_KINDS).items()}
+_LOCALITY = {w: e.value for w, e in _members(_core.Locality.__members__, LOCALITIES).items()}
+_REASON = {e: w for w, e in _members(_core.LossReason.__members__, LOSS_REASONS).items()}
+
+
+def _i64(values: list[int]) -> npt.NDArray[np.int64]:
     return np.asarray(values, dtype=np.int64)
 
 
-def _f64(values: list[float]) -> np.ndarray:
+def _f64(values: list[float]) -> npt.NDArray[np.float64]:
     return np.asarray(values, dtype=np.float64)
 
 
@@ -43,6 +73,9 @@ class NativeEngine:
         The validated round.
     alpha
         Exponent of size in the greedy ranking score ``value / size**alpha``.
+
+    ``core`` is the C++ engine itself; :meth:`to_columns` and :meth:`to_allocation` convert
+    allocations for it (the solver methods below do both around each call).
     """
 
     def __init__(self, problem: Problem, *, alpha: float = 0.75) -> None:
@@ -53,9 +86,9 @@ class NativeEngine:
         self._gpu_index: dict[tuple[int, int], int] = {}
         self._gpu_key: list[tuple[str, int, int]] = []  # node name, device index, model index
         self._profile_indices: dict[tuple[int, str], int] = {}
-        data = self._lower()
+        columns = self._lower()
         try:
-            self._engine = _core.Engine(data, alpha)
+            self.core = _core.Engine(columns, _core.EngineOptions(alpha=alpha))
         except ValueError as e:
             raise ProblemError("problem", f"the C++ engine rejected the problem: {e}") from e
 
@@ -67,7 +100,7 @@ class NativeEngine:
             self._models.append(self.problem.model(name))
         return self._model_index[canonical]
 
-    def _lower(self) -> dict[str, np.ndarray]:
+    def _lower(self) -> _core.ProblemColumns:
         pb = self.problem
         racks: dict[str, int] = {}
         zones: dict[str, int] = {}
@@ -174,55 +207,54 @@ class NativeEngine:
             i_mem.append(inc.memory_mib)
             placements.extend(inc.placements)
             i_off.append(len(placements))
-        data: dict[str, np.ndarray] = {
-            "model_memory_gb": _f64([m.memory_gb for m in self._models]),
-            "model_mig_units": _i64([m.mig_units for m in self._models]),
-            "model_compute_units": _i64([m.compute_units for m in self._models]),
-            "model_reserve": _f64(reserve),
-            "model_whole_equivalent": _f64([m.whole_equivalent for m in self._models]),
-            "profile_model": _i64(p_model),
-            "profile_compute": _i64(p_comp),
-            "profile_size": _i64(p_size),
-            "profile_starts_mask": _i64(p_starts),
-            "profile_max_count": _i64(p_max),
-            "profile_media": _i64(p_media),
-            "node_cpu_milli": _i64(node_cpu),
-            "node_memory_mib": _i64(node_mem),
-            "node_rack": _i64(node_rack),
-            "node_zone": _i64(node_zone),
-            "gpu_node": _i64(g_node),
-            "gpu_device": _i64(g_dev),
-            "gpu_model": _i64(g_model),
-            "gpu_mode": _i64(g_mode),
-            "gpu_nvlink": _i64(g_nv),
-            "gpu_used_milli": _i64(g_used),
-            "hold_gpu": _i64(h_gpu),
-            "hold_profile": _i64(h_prof),
-            "hold_start": _i64(h_start),
-            "wallet_balance": _f64([float(w.balance) for w in pb.wallets]),
-            "bid_wallet": _i64([wallet_index[b.wallet] for b in pb.bids]),
-            "alt_bid": _i64(a_bid),
-            "alt_value": _f64(a_val),
-            "alt_kind": _i64(a_kind),
-            "alt_gpus": _i64(a_gpus),
-            "alt_milli": _i64(a_milli),
-            "alt_replicas": _i64(a_rep),
-            "alt_cpu_milli": _i64(a_cpu),
-            "alt_memory_mib": _i64(a_mem),
-            "alt_min_gpu_memory_gb": _f64(a_minmem),
-            "alt_locality": _i64(a_loc),
-            "alt_model_offsets": _i64(a_off),
-            "alt_models": _i64(a_models),
-            "alt_profiles": _i64(a_profs),
-            "inc_value": _f64(i_val),
-            "inc_preemption_cost": _f64(i_cost),
-            "inc_preemptible": _i64(i_pre),
-            "inc_cpu_milli": _i64(i_cpu),
-            "inc_memory_mib": _i64(i_mem),
-            "inc_placement_offsets": _i64(i_off),
-        }
-        data.update(self._placements_to_arrays("inc_pl_", placements))
-        return data
+        return _core.ProblemColumns(
+            model_memory_gb=_f64([m.memory_gb for m in self._models]),
+            model_mig_units=_i64([m.mig_units for m in self._models]),
+            model_compute_units=_i64([m.compute_units for m in self._models]),
+            model_reserve=_f64(reserve),
+            model_whole_equivalent=_f64([m.whole_equivalent for m in self._models]),
+            profile_model=_i64(p_model),
+            profile_compute=_i64(p_comp),
+            profile_size=_i64(p_size),
+            profile_starts_mask=_i64(p_starts),
+            profile_max_count=_i64(p_max),
+            profile_media=_i64(p_media),
+            node_cpu_milli=_i64(node_cpu),
+            node_memory_mib=_i64(node_mem),
+            node_rack=_i64(node_rack),
+            node_zone=_i64(node_zone),
+            gpu_node=_i64(g_node),
+            gpu_device=_i64(g_dev),
+            gpu_model=_i64(g_model),
+            gpu_mode=_i64(g_mode),
+            gpu_nvlink=_i64(g_nv),
+            gpu_used_milli=_i64(g_used),
+            hold_gpu=_i64(h_gpu),
+            hold_profile=_i64(h_prof),
+            hold_start=_i64(h_start),
+            wallet_balance=_f64([float(w.balance) for w in pb.wallets]),
+            bid_wallet=_i64([wallet_index[b.wallet] for b in pb.bids]),
+            alt_bid=_i64(a_bid),
+            alt_value=_f64(a_val),
+            alt_kind=_i64(a_kind),
+            alt_gpus=_i64(a_gpus),
+            alt_milli=_i64(a_milli),
+            alt_replicas=_i64(a_rep),
+            alt_cpu_milli=_i64(a_cpu),
+            alt_memory_mib=_i64(a_mem),
+            alt_min_gpu_memory_gb=_f64(a_minmem),
+            alt_locality=_i64(a_loc),
+            alt_model_offsets=_i64(a_off),
+            alt_models=_i64(a_models),
+            alt_profiles=_i64(a_profs),
+            inc_value=_f64(i_val),
+            inc_preemption_cost=_f64(i_cost),
+            inc_preemptible=_i64(i_pre),
+            inc_cpu_milli=_i64(i_cpu),
+            inc_memory_mib=_i64(i_mem),
+            inc_placement_offsets=_i64(i_off),
+            inc_placements=self._placements_to_columns(placements),
+        )
 
     def _profile_index(self, model: int, name: str) -> int:
         """Index of profile ``name`` in model ``model``'s table, or -1 (memoised: hot path)."""
@@ -234,9 +266,7 @@ class NativeEngine:
             self._profile_indices[key] = index
         return index
 
-    def _placements_to_arrays(
-        self, prefix: str, placements: list[Placement]
-    ) -> dict[str, np.ndarray]:
+    def _placements_to_columns(self, placements: list[Placement]) -> _core.PlacementColumns:
         node, kind, prof, start, milli, goff, gl = [], [], [], [], [], [0], []
         for p in placements:
             ni = self._node_index.get(p.node)
@@ -259,18 +289,20 @@ class NativeEngine:
             milli.append(p.milli)
             gl.extend(gis)
             goff.append(len(gl))
-        return {
-            f"{prefix}node": _i64(node),
-            f"{prefix}kind": _i64(kind),
-            f"{prefix}profile": _i64(prof),
-            f"{prefix}start": _i64(start),
-            f"{prefix}milli": _i64(milli),
-            f"{prefix}gpu_offsets": _i64(goff),
-            f"{prefix}gpus": _i64(gl),
-        }
+        return _core.PlacementColumns(
+            node=_i64(node),
+            kind=_i64(kind),
+            profile=_i64(prof),
+            start=_i64(start),
+            milli=_i64(milli),
+            gpu_offsets=_i64(goff),
+            gpus=_i64(gl),
+        )
 
     # ------------------------------------------------------------------ allocations
-    def _alloc_to_arrays(self, alloc: Allocation) -> dict[str, Any]:
+    def to_columns(self, alloc: Allocation) -> _core.AllocationColumns:
+        """``alloc`` as the core takes it (:class:`ProblemError` on an unknown bid, incumbent,
+        node or GPU; the core checks the rest when it loads it)."""
         win_bid, win_alt, roff = [], [], [0]
         placements: list[Placement] = []
         for b in sorted(alloc.winners):
@@ -284,60 +316,56 @@ class NativeEngine:
         for i in alloc.evicted:
             if not 0 <= i < len(self.problem.incumbents):
                 raise ProblemError("evicted", f"no incumbent with index {i}")
-        data: dict[str, Any] = {
-            "win_bid": _i64(win_bid),
-            "win_alt": _i64(win_alt),
-            "win_replica_offsets": _i64(roff),
-            "evicted": _i64(sorted(alloc.evicted)),
-        }
-        data.update(self._placements_to_arrays("pl_", placements))
-        return data
+        return _core.AllocationColumns(
+            win_bid=_i64(win_bid),
+            win_alt=_i64(win_alt),
+            win_replica_offsets=_i64(roff),
+            placements=self._placements_to_columns(placements),
+            evicted=_i64(sorted(alloc.evicted)),
+        )
 
-    def _arrays_to_alloc(self, d: Mapping[str, Any], stats: dict[str, Any]) -> Allocation:
+    def to_allocation(
+        self, columns: _core.AllocationColumns, stats: dict[str, Any] | None = None
+    ) -> Allocation:
+        """An allocation the core returned, in the model's names (``stats`` attached as is)."""
         node_names = [n.name for n in self.problem.nodes]
-
-        def as_list(key: str) -> list[int]:
-            # Plain ints up front: indexing a NumPy array element by element is far slower.
-            x = d[key]
-            return x.tolist() if hasattr(x, "tolist") else list(x)
-
-        win_bid, win_alt = as_list("win_bid"), as_list("win_alt")
-        roff = as_list("win_replica_offsets")
-        pl_node, pl_kind, pl_prof = as_list("pl_node"), as_list("pl_kind"), as_list("pl_profile")
-        pl_start, pl_milli = as_list("pl_start"), as_list("pl_milli")
-        goff, gl = as_list("pl_gpu_offsets"), as_list("pl_gpus")
+        # Plain ints up front: indexing a NumPy array element by element is far slower.
+        win_bid, win_alt = columns.win_bid.tolist(), columns.win_alt.tolist()
+        roff = columns.win_replica_offsets.tolist()
+        pl = columns.placements
+        pl_node, pl_kind, pl_prof = pl.node.tolist(), pl.kind.tolist(), pl.profile.tolist()
+        pl_start, pl_milli = pl.start.tolist(), pl.milli.tolist()
+        goff, gl = pl.gpu_offsets.tolist(), pl.gpus.tolist()
         winners: dict[int, tuple[int, tuple[Placement, ...]]] = {}
         for w in range(len(win_bid)):
             reps = []
-            for r in range(int(roff[w]), int(roff[w + 1])):
-                gis = [int(g) for g in gl[int(goff[r]) : int(goff[r + 1])]]
+            for r in range(roff[w], roff[w + 1]):
+                gis = gl[goff[r] : goff[r + 1]]
                 devices = tuple(sorted(self._gpu_key[g][1] for g in gis))
-                kind = int(pl_kind[r])
+                kind = pl_kind[r]
                 if kind == _KIND["mig"]:
                     model = self._models[self._gpu_key[gis[0]][2]]
                     reps.append(
                         Placement(
-                            node_names[int(pl_node[r])],
+                            node_names[pl_node[r]],
                             devices,
-                            mig_profile=model.profiles[int(pl_prof[r])].name,
-                            mig_start=int(pl_start[r]),
+                            mig_profile=model.profiles[pl_prof[r]].name,
+                            mig_start=pl_start[r],
                         )
                     )
                 elif kind == _KIND["share"]:
-                    reps.append(
-                        Placement(node_names[int(pl_node[r])], devices, milli=int(pl_milli[r]))
-                    )
+                    reps.append(Placement(node_names[pl_node[r]], devices, milli=pl_milli[r]))
                 else:
-                    reps.append(Placement(node_names[int(pl_node[r])], devices))
-            winners[int(win_bid[w])] = (int(win_alt[w]), tuple(reps))
-        evicted = frozenset(int(i) for i in d["evicted"])
-        return Allocation(winners, evicted, stats)
+                    reps.append(Placement(node_names[pl_node[r]], devices))
+            winners[win_bid[w]] = (win_alt[w], tuple(reps))
+        evicted = frozenset(columns.evicted.tolist())
+        return Allocation(winners, evicted, {} if stats is None else stats)
 
     # ------------------------------------------------------------------ solvers
     def greedy(self) -> Allocation:
         """The greedy allocation (value-density order, topology/fragmentation-aware packing)."""
-        d = self._engine.greedy()
-        return self._arrays_to_alloc(d, {"objective": float(d["welfare"])})
+        got = self.core.greedy()
+        return self.to_allocation(got, {"objective": got.welfare})
 
     def local(
         self,
@@ -353,33 +381,34 @@ class NativeEngine:
         Stops at ``time_limit`` seconds, after ``max_iterations`` moves (if >= 0), or after
         ``patience`` moves without a gain (0: a default from the instance size).
         """
-        d = self._engine.local(
-            self._alloc_to_arrays(start),
+        got = self.core.local(
+            self.to_columns(start),
             float(time_limit),
             int(seed),
             int(max_iterations),
             int(patience),
         )
-        stats = {
-            "objective": float(d["welfare"]),
-            "local_iterations": int(d["iterations"]),
-            "local_improvements": int(d["improvements"]),
-            "local_seconds": float(d["seconds"]),
+        stats: dict[str, Any] = {
+            "objective": got.welfare,
+            "local_iterations": got.iterations,
+            "local_improvements": got.improvements,
+            "local_seconds": got.seconds,
         }
-        return self._arrays_to_alloc(d, stats)
+        return self.to_allocation(got, stats)
 
     def critical_payments(self, alloc: Allocation, threads: int = 1) -> dict[int, float]:
         """Bid index -> critical payment for every winner of ``alloc`` (any feasible allocation),
         the winners' replays spread over ``threads`` threads (0: one per CPU)."""
-        pay = self._engine.critical_payments(self._alloc_to_arrays(alloc), threads)
+        pay = self.core.critical_payments(self.to_columns(alloc), threads)
         return {b: float(pay[b]) for b in alloc.winners}
 
     def explain(self, alloc: Allocation) -> dict[int, tuple[str, dict[str, Any]]]:
         """Losing bid index -> (reason, detail numbers) for every loser of ``alloc``."""
         out: dict[int, tuple[str, dict[str, Any]]] = {}
-        for b, reason, detail, model in self._engine.explain(self._alloc_to_arrays(alloc)):
+        for b, reason, detail, model in self.core.explain(self.to_columns(alloc)):
+            word = _REASON[reason]
             info: dict[str, Any] = dict(detail)
-            if reason == "outbid" and model >= 0:
+            if word == "outbid" and model >= 0:
                 info["model"] = self._models[model].name
-            out[int(b)] = (str(reason), info)
+            out[b] = (word, info)
         return out

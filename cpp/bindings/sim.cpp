@@ -12,13 +12,13 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "bindings.hpp"
 
 namespace py = pybind11;
-using namespace gpualloc;
+
+namespace gpualloc::bindings {
 
 namespace {
-
-using bindings::as_vector;
 
 std::vector<SimPod> pods_from(const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
                               const py::handle& milli, const py::handle& models) {
@@ -71,125 +71,150 @@ struct Session {
   }
 };
 
+Session* session_new(const py::handle& cpu, const py::handle& mem, const py::handle& model,
+                     const py::handle& gpus, const py::handle& model_memory_gb,
+                     std::uint64_t seed) {
+  auto g = as_vector<std::int64_t>(gpus, "gpus");
+  auto md = as_vector<std::int64_t>(model, "model");
+  std::vector<int> gi(g.begin(), g.end()), mi(md.begin(), md.end());
+  for (std::size_t i = 0; i < g.size(); ++i) {
+    if (g[i] < 0 || g[i] > 64 || md[i] < -1 || md[i] > 63) {
+      throw InputError("nodes[" + std::to_string(i) + "]", "gpus or model out of range");
+    }
+  }
+  return new Session{SimCluster(as_vector<std::int64_t>(cpu, "cpu_milli"),
+                                as_vector<std::int64_t>(mem, "memory_mib"), mi, gi,
+                                as_vector<double>(model_memory_gb, "model_memory_gb")),
+                     {},
+                     {},
+                     std::mt19937_64(seed)};
+}
+
+void set_workload(Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
+                  const py::handle& milli, const py::handle& models, const py::handle& weight) {
+  const auto pods = pods_from(cpu, mem, gpus, milli, models);
+  const auto w = as_vector<double>(weight, "weight");
+  if (w.size() != pods.size()) throw InputError("weight", "one weight per task");
+  std::vector<Workload::Task> tasks;
+  for (std::size_t i = 0; i < pods.size(); ++i) {
+    tasks.push_back({pods[i].cpu_milli, pods[i].gpus, pods[i].milli, pods[i].models, w[i]});
+  }
+  s.cluster.set_workload(Workload(std::move(tasks)));
+}
+
+void set_pods(Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
+              const py::handle& milli, const py::handle& models) {
+  s.pods = pods_from(cpu, mem, gpus, milli, models);
+  s.where.assign(s.pods.size(), SimPlacement{});
+}
+
+py::object place(Session& s, std::int64_t i, const std::string& policy) {
+  const SimPod& pod = s.pod(i);
+  if (s.where[i].node >= 0) throw InputError("pod", "already placed");
+  SimPlacement pl;
+  if (!s.cluster.choose(pod, policy_from(policy), s.rng, pl)) return py::none();
+  s.cluster.apply(pod, pl, +1);
+  s.where[i] = pl;
+  return placement_to(pl);
+}
+
+void assign(Session& s, std::int64_t i, int node, const std::vector<int>& gpus) {
+  const SimPod& pod = s.pod(i);
+  if (s.where[i].node >= 0) throw InputError("pod", "already placed");
+  SimPlacement pl{node, pod.milli, gpus};
+  s.cluster.apply(pod, pl, +1);
+  s.where[i] = pl;
+}
+
+void release(Session& s, std::int64_t i) {
+  const SimPod& pod = s.pod(i);
+  if (s.where[i].node < 0) throw InputError("pod", "not placed");
+  s.cluster.apply(pod, s.where[i], -1);
+  s.where[i] = SimPlacement{};
+}
+
+py::list auction_round(Session& s, const py::handle& pods, const py::handle& values,
+                       const SimAuctionOptions& options) {
+  const auto idx = as_vector<std::int64_t>(pods, "pods");
+  const auto val = as_vector<double>(values, "values");
+  std::vector<SimPod> round;
+  for (auto i : idx) {
+    const SimPod& pod = s.pod(i);  // checks the index first
+    if (s.where[static_cast<std::size_t>(i)].node >= 0) {
+      throw InputError("pods", "pod " + std::to_string(i) + " is already placed");
+    }
+    round.push_back(pod);
+  }
+  std::vector<SimPlacement> got;
+  {
+    py::gil_scoped_release release;
+    got = s.cluster.auction_round(round, val, options);
+  }
+  py::list out;
+  for (std::size_t k = 0; k < idx.size(); ++k) {
+    s.where[idx[k]] = got[k];
+    out.append(placement_to(got[k]));
+  }
+  return out;
+}
+
+SimAuctionOptions auction_options_from(const EngineOptions& engine, bool workload_hint,
+                                       bool local_search, double time_limit_s,
+                                       std::int64_t max_iterations, std::uint64_t seed) {
+  return SimAuctionOptions{engine, workload_hint, local_search, time_limit_s, max_iterations, seed};
+}
+
+py::array_t<std::int64_t> gpu_free_milli(const Session& s) {
+  std::vector<std::int64_t> v(static_cast<std::size_t>(s.cluster.gpus()));
+  for (int g = 0; g < s.cluster.gpus(); ++g) v[g] = s.cluster.free_milli(g);
+  return py::array_t<std::int64_t>(static_cast<py::ssize_t>(v.size()), v.data());
+}
+
+py::tuple node_free(const Session& s) {
+  std::vector<std::int64_t> cpu, mem;
+  for (int n = 0; n < s.cluster.nodes(); ++n) {
+    cpu.push_back(s.cluster.cpu_free(n));
+    mem.push_back(s.cluster.memory_free(n));
+  }
+  return py::make_tuple(
+      py::array_t<std::int64_t>(static_cast<py::ssize_t>(cpu.size()), cpu.data()),
+      py::array_t<std::int64_t>(static_cast<py::ssize_t>(mem.size()), mem.data()));
+}
+
+void bind_auction_options(py::module_& m) {
+  const SimAuctionOptions d;
+  py::class_<SimAuctionOptions>(m, "SimAuctionOptions", "Options of SimCluster.auction_round.")
+      .def(py::init(&auction_options_from), py::kw_only(), py::arg("engine") = d.engine,
+           py::arg("workload_hint") = d.workload_hint, py::arg("local_search") = d.local_search,
+           py::arg("time_limit_s") = d.time_limit_s, py::arg("max_iterations") = d.max_iterations,
+           py::arg("seed") = d.seed)
+      .def_readwrite("engine", &SimAuctionOptions::engine)
+      .def_readwrite("workload_hint", &SimAuctionOptions::workload_hint)
+      .def_readwrite("local_search", &SimAuctionOptions::local_search)
+      .def_readwrite("time_limit_s", &SimAuctionOptions::time_limit_s)
+      .def_readwrite("max_iterations", &SimAuctionOptions::max_iterations)
+      .def_readwrite("seed", &SimAuctionOptions::seed);
+}
+
 }  // namespace
 
 void register_sim(py::module_& m) {
+  bind_auction_options(m);
   py::class_<Session>(m, "SimCluster")
-      .def(py::init([](const py::handle& cpu, const py::handle& mem, const py::handle& model,
-                       const py::handle& gpus, const py::handle& model_memory_gb,
-                       std::uint64_t seed) {
-             auto g = as_vector<std::int64_t>(gpus, "gpus");
-             auto md = as_vector<std::int64_t>(model, "model");
-             std::vector<int> gi(g.begin(), g.end()), mi(md.begin(), md.end());
-             for (std::size_t i = 0; i < g.size(); ++i) {
-               if (g[i] < 0 || g[i] > 64 || md[i] < -1 || md[i] > 63) {
-                 throw InputError("nodes[" + std::to_string(i) + "]", "gpus or model out of range");
-               }
-             }
-             return new Session{SimCluster(as_vector<std::int64_t>(cpu, "cpu_milli"),
-                                           as_vector<std::int64_t>(mem, "memory_mib"), mi, gi,
-                                           as_vector<double>(model_memory_gb, "model_memory_gb")),
-                                {},
-                                {},
-                                std::mt19937_64(seed)};
-           }),
-           py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("model"), py::arg("gpus"),
-           py::arg("model_memory_gb"), py::arg("seed") = 0)
-      .def(
-          "set_workload",
-          [](Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
-             const py::handle& milli, const py::handle& models, const py::handle& weight) {
-            const auto pods = pods_from(cpu, mem, gpus, milli, models);
-            const auto w = as_vector<double>(weight, "weight");
-            if (w.size() != pods.size()) throw InputError("weight", "one weight per task");
-            std::vector<Workload::Task> tasks;
-            for (std::size_t i = 0; i < pods.size(); ++i) {
-              tasks.push_back(
-                  {pods[i].cpu_milli, pods[i].gpus, pods[i].milli, pods[i].models, w[i]});
-            }
-            s.cluster.set_workload(Workload(std::move(tasks)));
-          },
-          py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"), py::arg("milli"),
-          py::arg("models"), py::arg("weight"))
-      .def(
-          "set_pods",
-          [](Session& s, const py::handle& cpu, const py::handle& mem, const py::handle& gpus,
-             const py::handle& milli, const py::handle& models) {
-            s.pods = pods_from(cpu, mem, gpus, milli, models);
-            s.where.assign(s.pods.size(), SimPlacement{});
-          },
-          py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"), py::arg("milli"),
-          py::arg("models"))
-      .def(
-          "place",
-          [](Session& s, std::int64_t i, const std::string& policy) -> py::object {
-            const SimPod& pod = s.pod(i);
-            if (s.where[i].node >= 0) throw InputError("pod", "already placed");
-            SimPlacement pl;
-            if (!s.cluster.choose(pod, policy_from(policy), s.rng, pl)) return py::none();
-            s.cluster.apply(pod, pl, +1);
-            s.where[i] = pl;
-            return placement_to(pl);
-          },
-          py::arg("pod"), py::arg("policy"),
-          "Place pod i by `policy` and apply it; (node, [gpu, ...]) or None if it fits nowhere.")
-      .def(
-          "assign",
-          [](Session& s, std::int64_t i, int node, const std::vector<int>& gpus) {
-            const SimPod& pod = s.pod(i);
-            if (s.where[i].node >= 0) throw InputError("pod", "already placed");
-            SimPlacement pl{node, pod.milli, gpus};
-            s.cluster.apply(pod, pl, +1);
-            s.where[i] = pl;
-          },
-          py::arg("pod"), py::arg("node"), py::arg("gpus"),
-          "Apply a placement chosen elsewhere (ValueError if it does not fit).")
-      .def(
-          "release",
-          [](Session& s, std::int64_t i) {
-            const SimPod& pod = s.pod(i);
-            if (s.where[i].node < 0) throw InputError("pod", "not placed");
-            s.cluster.apply(pod, s.where[i], -1);
-            s.where[i] = SimPlacement{};
-          },
-          py::arg("pod"))
-      .def(
-          "auction_round",
-          [](Session& s, const py::handle& pods, const py::handle& values, bool local_search,
-             double time_limit, std::uint64_t seed, double alpha, bool workload_hint,
-             double fragment_scale) {
-            const auto idx = as_vector<std::int64_t>(pods, "pods");
-            const auto val = as_vector<double>(values, "values");
-            std::vector<SimPod> round;
-            for (auto i : idx) {
-              if (s.where[static_cast<std::size_t>(i)].node >= 0) {
-                throw InputError("pods", "pod " + std::to_string(i) + " is already placed");
-              }
-              round.push_back(s.pod(i));
-            }
-            SimAuctionOptions o;
-            o.local_search = local_search;
-            o.time_limit_s = time_limit;
-            o.seed = seed;
-            o.alpha = alpha;
-            o.workload_hint = workload_hint;
-            o.fragment_scale = fragment_scale;
-            std::vector<SimPlacement> got;
-            {
-              py::gil_scoped_release release;
-              got = s.cluster.auction_round(round, val, o);
-            }
-            py::list out;
-            for (std::size_t k = 0; k < idx.size(); ++k) {
-              s.where[idx[k]] = got[k];
-              out.append(placement_to(got[k]));
-            }
-            return out;
-          },
-          py::arg("pods"), py::arg("values"), py::arg("local_search") = false,
-          py::arg("time_limit") = 1.0, py::arg("seed") = 0, py::arg("alpha") = 0.75,
-          py::arg("workload_hint") = true, py::arg("fragment_scale") = 1000.0,
-          "Clear one round of the auction engine over the given pods; one placement or None each.")
+      .def(py::init(&session_new), py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("model"),
+           py::arg("gpus"), py::arg("model_memory_gb"), py::arg("seed") = 0)
+      .def("set_workload", &set_workload, py::arg("cpu_milli"), py::arg("memory_mib"),
+           py::arg("gpus"), py::arg("milli"), py::arg("models"), py::arg("weight"))
+      .def("set_pods", &set_pods, py::arg("cpu_milli"), py::arg("memory_mib"), py::arg("gpus"),
+           py::arg("milli"), py::arg("models"))
+      .def("place", &place, py::arg("pod"), py::arg("policy"),
+           "Place pod i by `policy` and apply it; (node, [gpu, ...]) or None if it fits nowhere.")
+      .def("assign", &assign, py::arg("pod"), py::arg("node"), py::arg("gpus"),
+           "Apply a placement chosen elsewhere (ValueError if it does not fit).")
+      .def("release", &release, py::arg("pod"))
+      .def("auction_round", &auction_round, py::arg("pods"), py::arg("values"),
+           py::arg("options") = SimAuctionOptions(),
+           "Clear one round of the auction engine over the given pods; one placement or None each.")
       .def(
           "set_exact_scores", [](Session& s, bool exact) { s.cluster.set_exact_scores(exact); },
           py::arg("exact"))
@@ -208,20 +233,8 @@ void register_sim(py::module_& m) {
       .def_property_readonly("used_milli", [](const Session& s) { return s.cluster.used_milli(); })
       .def_property_readonly("total_milli",
                              [](const Session& s) { return s.cluster.total_milli(); })
-      .def("gpu_free_milli",
-           [](const Session& s) {
-             std::vector<std::int64_t> v(static_cast<std::size_t>(s.cluster.gpus()));
-             for (int g = 0; g < s.cluster.gpus(); ++g) v[g] = s.cluster.free_milli(g);
-             return py::array_t<std::int64_t>(static_cast<py::ssize_t>(v.size()), v.data());
-           })
-      .def("node_free", [](const Session& s) {
-        std::vector<std::int64_t> cpu, mem;
-        for (int n = 0; n < s.cluster.nodes(); ++n) {
-          cpu.push_back(s.cluster.cpu_free(n));
-          mem.push_back(s.cluster.memory_free(n));
-        }
-        return py::make_tuple(
-            py::array_t<std::int64_t>(static_cast<py::ssize_t>(cpu.size()), cpu.data()),
-            py::array_t<std::int64_t>(static_cast<py::ssize_t>(mem.size()), mem.data()));
-      });
+      .def("gpu_free_milli", &gpu_free_milli)
+      .def("node_free", &node_free);
 }
+
+}  // namespace gpualloc::bindings

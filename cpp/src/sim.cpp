@@ -414,15 +414,13 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
   }
   pd.wallets.push_back(value_total);  // one wallet that covers every bid
   if (!bid_pod.empty()) {
-    EngineOptions eo;
-    eo.alpha = options.alpha;
+    EngineOptions eo = options.engine;
     if (options.workload_hint) eo.workload = workload_;
-    eo.fragment_scale = options.fragment_scale;
     eo.node_order = node_order_;
     Engine engine(std::move(pd), eo);
     Solution sol = engine.greedy();
     if (options.local_search) {
-      sol = engine.local(sol, options.time_limit_s, options.seed);
+      sol = engine.local(sol, options.time_limit_s, options.seed, options.max_iterations);
     }
     for (std::size_t b = 0; b < bid_pod.size(); ++b) {
       if (sol.alt_of_bid[b] < 0) continue;

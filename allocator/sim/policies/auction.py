@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from allocator import _core
 from allocator.model import Bid, GpuModel, Incumbent, Node, Problem, Wallet
 from allocator.sim.baselines import Decision
 from allocator.sim.mixed import (
@@ -33,9 +33,6 @@ from allocator.sim.mixed import (
 )
 from allocator.sim.policies.registry import MixedSetup, OpenbSetup, SimPlacement, register
 from allocator.solvers import SolveParams, solve
-
-if TYPE_CHECKING:
-    from allocator import _core
 
 __all__ = ["SIM_SOLVERS", "AuctionPolicy", "OpenbAuction"]
 
@@ -60,12 +57,16 @@ def _auction_round(
         sim.auction_round(
             np.array(pods, dtype=np.int64),
             values,
-            local_search=params.solver == "local",
-            time_limit=params.time_limit,
-            seed=seed,
-            fragment_scale=params.fragment_scale,
-            alpha=params.alpha,
-            workload_hint=params.workload_hint,
+            _core.SimAuctionOptions(
+                engine=_core.EngineOptions(
+                    alpha=params.alpha, fragment_scale=params.fragment_scale
+                ),
+                workload_hint=params.workload_hint,
+                local_search=params.solver == "local",
+                time_limit_s=params.time_limit,
+                max_iterations=-1 if params.local_iterations is None else params.local_iterations,
+                seed=seed,
+            ),
         )
     )
 

@@ -64,13 +64,19 @@ struct SimPlacement {
 
 /// Options of an auction round (see SimCluster::auction_round).
 struct SimAuctionOptions {
+  /// The engine's options (alpha, fragment_scale). Its node order is the cluster's
+  /// (set_node_order) and, with `workload_hint`, its workload the cluster's (set_workload).
+  EngineOptions engine;
+  /// Give the engine the target workload for its packing (otherwise `engine.workload`, by
+  /// default empty: the round's own bids).
+  bool workload_hint = true;
+  /// Improve the greedy allocation by local search, seeded by `seed`, until `time_limit_s`
+  /// seconds or `max_iterations` moves (-1: no limit; with a limit and a time limit that does
+  /// not bind, the round is deterministic).
   bool local_search = false;
   double time_limit_s = 1.0;
+  std::int64_t max_iterations = -1;
   std::uint64_t seed = 0;
-  double alpha = 0.75;
-  /// Give the engine the target workload for its packing (otherwise the round's own bids).
-  bool workload_hint = true;
-  double fragment_scale = 1000.0;
 };
 
 class SimCluster {
