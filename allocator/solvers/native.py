@@ -13,7 +13,7 @@ This module holds no allocation logic of its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,7 @@ from allocator.model import (
     Problem,
     ProblemError,
 )
+from allocator.model.occupancy import starts_mask
 from allocator.solvers.assemble import Allocation
 
 __all__ = ["NativeEngine", "enum_name"]
@@ -62,6 +63,82 @@ def _i64(values: list[int]) -> npt.NDArray[np.int64]:
 
 def _f64(values: list[float]) -> npt.NDArray[np.float64]:
     return np.asarray(values, dtype=np.float64)
+
+
+class _Columns:
+    """Lists filled row by row, turned into typed arrays by name (absent: empty)."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, list[Any]] = {}
+
+    def add(self, name: str, value: Any) -> None:
+        self.lists.setdefault(name, []).append(value)
+
+    def i64(self, name: str) -> npt.NDArray[np.int64]:
+        return _i64(self.lists.get(name, []))
+
+    def f64(self, name: str) -> npt.NDArray[np.float64]:
+        return _f64(self.lists.get(name, []))
+
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+
+
+class _Nodes(NamedTuple):
+    cpu_milli: I64
+    memory_mib: I64
+    rack: I64
+    zone: I64
+    gpu_node: I64
+    gpu_device: I64
+    gpu_model: I64
+    gpu_mode: I64
+    gpu_nvlink: I64
+    gpu_used_milli: I64
+    hold_gpu: I64
+    hold_profile: I64
+    hold_start: I64
+
+
+class _Models(NamedTuple):
+    memory_gb: F64
+    mig_units: I64
+    compute_units: I64
+    reserve: F64
+    whole_equivalent: F64
+    profile_model: I64
+    profile_compute: I64
+    profile_size: I64
+    profile_starts_mask: I64
+    profile_max_count: I64
+    profile_media: I64
+
+
+class _Alternatives(NamedTuple):
+    bid: I64
+    value: F64
+    kind: I64
+    gpus: I64
+    milli: I64
+    replicas: I64
+    cpu_milli: I64
+    memory_mib: I64
+    min_gpu_memory_gb: F64
+    locality: I64
+    models: I64
+    profiles: I64
+    model_offsets: I64
+
+
+class _Incumbents(NamedTuple):
+    value: F64
+    preemption_cost: F64
+    preemptible: I64
+    cpu_milli: I64
+    memory_mib: I64
+    placement_offsets: I64
+    placements: list[Placement]
 
 
 class NativeEngine:
@@ -102,158 +179,183 @@ class NativeEngine:
 
     def _lower(self) -> _core.ProblemColumns:
         pb = self.problem
+        n = self._lower_nodes()  # first: it numbers the models present
+        m = self._lower_models()
+        a = self._lower_alternatives()
+        i = self._lower_incumbents()
+        wallet_index = {w.name: k for k, w in enumerate(pb.wallets)}
+        return _core.ProblemColumns(
+            model_memory_gb=m.memory_gb,
+            model_mig_units=m.mig_units,
+            model_compute_units=m.compute_units,
+            model_reserve=m.reserve,
+            model_whole_equivalent=m.whole_equivalent,
+            profile_model=m.profile_model,
+            profile_compute=m.profile_compute,
+            profile_size=m.profile_size,
+            profile_starts_mask=m.profile_starts_mask,
+            profile_max_count=m.profile_max_count,
+            profile_media=m.profile_media,
+            node_cpu_milli=n.cpu_milli,
+            node_memory_mib=n.memory_mib,
+            node_rack=n.rack,
+            node_zone=n.zone,
+            gpu_node=n.gpu_node,
+            gpu_device=n.gpu_device,
+            gpu_model=n.gpu_model,
+            gpu_mode=n.gpu_mode,
+            gpu_nvlink=n.gpu_nvlink,
+            gpu_used_milli=n.gpu_used_milli,
+            hold_gpu=n.hold_gpu,
+            hold_profile=n.hold_profile,
+            hold_start=n.hold_start,
+            wallet_balance=_f64([float(w.balance) for w in pb.wallets]),
+            bid_wallet=_i64([wallet_index[b.wallet] for b in pb.bids]),
+            alt_bid=a.bid,
+            alt_value=a.value,
+            alt_kind=a.kind,
+            alt_gpus=a.gpus,
+            alt_milli=a.milli,
+            alt_replicas=a.replicas,
+            alt_cpu_milli=a.cpu_milli,
+            alt_memory_mib=a.memory_mib,
+            alt_min_gpu_memory_gb=a.min_gpu_memory_gb,
+            alt_locality=a.locality,
+            alt_model_offsets=a.model_offsets,
+            alt_models=a.models,
+            alt_profiles=a.profiles,
+            inc_value=i.value,
+            inc_preemption_cost=i.preemption_cost,
+            inc_preemptible=i.preemptible,
+            inc_cpu_milli=i.cpu_milli,
+            inc_memory_mib=i.memory_mib,
+            inc_placement_offsets=i.placement_offsets,
+            inc_placements=self._placements_to_columns(i.placements),
+        )
+
+    def _lower_nodes(self) -> _Nodes:
+        """Nodes, their GPUs (numbering the models met) and the MIG instances held outside."""
         racks: dict[str, int] = {}
         zones: dict[str, int] = {}
         nvlinks: dict[tuple[int, str | None], int] = {}
-        node_cpu: list[int] = []
-        node_mem: list[int] = []
-        node_rack: list[int] = []
-        node_zone: list[int] = []
-        g_node: list[int] = []
-        g_dev: list[int] = []
-        g_model: list[int] = []
-        g_mode: list[int] = []
-        g_nv: list[int] = []
-        g_used: list[int] = []
-        h_gpu: list[int] = []
-        h_prof: list[int] = []
-        h_start: list[int] = []
-        for ni, n in enumerate(pb.nodes):
-            node_cpu.append(n.cpu_milli)
-            node_mem.append(n.memory_mib)
-            node_rack.append(-1 if n.rack is None else racks.setdefault(n.rack, len(racks)))
-            node_zone.append(-1 if n.zone is None else zones.setdefault(n.zone, len(zones)))
+        c = _Columns()
+        for ni, n in enumerate(self.problem.nodes):
+            c.add("cpu_milli", n.cpu_milli)
+            c.add("memory_mib", n.memory_mib)
+            c.add("rack", -1 if n.rack is None else racks.setdefault(n.rack, len(racks)))
+            c.add("zone", -1 if n.zone is None else zones.setdefault(n.zone, len(zones)))
             for g in n.gpus:
-                gi = len(g_node)
+                gi = len(self._gpu_key)
                 m = self._model_of(g.model)
                 self._gpu_index[(ni, g.index)] = gi
                 self._gpu_key.append((n.name, g.index, m))
-                g_node.append(ni)
-                g_dev.append(g.index)
-                g_model.append(m)
-                g_mode.append(_MODE[g.mode])
-                g_nv.append(nvlinks.setdefault((ni, g.nvlink), len(nvlinks)))
-                g_used.append(g.used_milli)
+                c.add("gpu_node", ni)
+                c.add("gpu_device", g.index)
+                c.add("gpu_model", m)
+                c.add("gpu_mode", _MODE[g.mode])
+                c.add("gpu_nvlink", nvlinks.setdefault((ni, g.nvlink), len(nvlinks)))
+                c.add("gpu_used_milli", g.used_milli)
                 for inst in g.mig_instances:
-                    h_gpu.append(gi)
-                    h_prof.append(self._profile_index(m, inst.profile))
-                    h_start.append(inst.start)
+                    c.add("hold_gpu", gi)
+                    c.add("hold_profile", self._profile_index(m, inst.profile))
+                    c.add("hold_start", inst.start)
+        return _Nodes(*(c.i64(name) for name in _Nodes._fields))
+
+    def _lower_models(self) -> _Models:
+        """The models present (numbered by :meth:`_lower_nodes`), reserves and MIG profiles."""
+        pb = self.problem
         reserve = [0.0] * len(self._models)
         for key, price in pb.reserve_prices.items():
             canonical = pb.model(key).name
             if canonical in self._model_index:
                 i = self._model_index[canonical]
                 reserve[i] = max(reserve[i], float(price))
-        p_model, p_comp, p_size, p_starts, p_max, p_media = [], [], [], [], [], []
+        c = _Columns()
         for mi, gm in enumerate(self._models):
             for prof in gm.profiles:
-                p_model.append(mi)
-                p_comp.append(prof.compute)
-                p_size.append(prof.size)
-                p_starts.append(sum(1 << s for s in prof.starts))
-                p_max.append(prof.max_count)
-                p_media.append(int(prof.media))
-        wallet_index = {w.name: i for i, w in enumerate(pb.wallets)}
-        a_bid, a_val, a_kind, a_gpus, a_milli, a_rep, a_cpu, a_mem, a_minmem, a_loc = (
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
+                c.add("profile_model", mi)
+                c.add("profile_compute", prof.compute)
+                c.add("profile_size", prof.size)
+                c.add("profile_starts_mask", starts_mask(prof))
+                c.add("profile_max_count", prof.max_count)
+                c.add("profile_media", int(prof.media))
+        return _Models(
+            _f64([m.memory_gb for m in self._models]),
+            _i64([m.mig_units for m in self._models]),
+            _i64([m.compute_units for m in self._models]),
+            _f64(reserve),
+            _f64([m.whole_equivalent for m in self._models]),
+            *(c.i64(name) for name in _Models._fields[5:]),
         )
-        a_off, a_models, a_profs = [0], [], []
+
+    def _lower_alternatives(self) -> _Alternatives:
+        """Every alternative of every bid, with the models (and MIG profiles) it may use."""
+        pb = self.problem
+        c = _Columns()
+        offsets = [0]
         all_models = list(range(len(self._models)))
         for bi, b in enumerate(pb.bids):
             for a in b.alternatives:
-                a_bid.append(bi)
-                a_val.append(float(a.value))
-                a_kind.append(_KIND[a.unit.kind])
-                a_gpus.append(a.unit.gpus if a.unit.kind == "whole" else 1)
-                a_milli.append(a.unit.milli)
-                a_rep.append(a.replicas)
-                a_cpu.append(a.cpu_milli)
-                a_mem.append(a.memory_mib)
-                a_minmem.append(float(a.min_gpu_memory_gb))
-                a_loc.append(_LOCALITY[a.locality])
-                if a.models:
-                    allowed = []
-                    for name in a.models:
-                        canonical = pb.model(name).name
-                        known = self._model_index.get(canonical)
-                        if known is not None and known not in allowed:
-                            allowed.append(known)
-                else:
-                    allowed = all_models
-                for mi in allowed:
-                    a_models.append(mi)
-                    a_profs.append(
-                        self._profile_index(mi, a.unit.profile or "")
-                        if a.unit.kind == "mig"
-                        else -1
-                    )
-                a_off.append(len(a_models))
-        i_val, i_cost, i_pre, i_cpu, i_mem, i_off = [], [], [], [], [], [0]
+                c.add("bid", bi)
+                c.add("value", float(a.value))
+                c.add("kind", _KIND[a.unit.kind])
+                c.add("gpus", a.unit.gpus if a.unit.kind == "whole" else 1)
+                c.add("milli", a.unit.milli)
+                c.add("replicas", a.replicas)
+                c.add("cpu_milli", a.cpu_milli)
+                c.add("memory_mib", a.memory_mib)
+                c.add("min_gpu_memory_gb", float(a.min_gpu_memory_gb))
+                c.add("locality", _LOCALITY[a.locality])
+                for mi in self._allowed_models(a.models) if a.models else all_models:
+                    c.add("models", mi)
+                    mig = a.unit.kind == "mig"
+                    c.add("profiles", self._profile_index(mi, a.unit.profile or "") if mig else -1)
+                offsets.append(len(c.lists.get("models", ())))
+        return _Alternatives(
+            c.i64("bid"),
+            c.f64("value"),
+            c.i64("kind"),
+            c.i64("gpus"),
+            c.i64("milli"),
+            c.i64("replicas"),
+            c.i64("cpu_milli"),
+            c.i64("memory_mib"),
+            c.f64("min_gpu_memory_gb"),
+            c.i64("locality"),
+            c.i64("models"),
+            c.i64("profiles"),
+            _i64(offsets),
+        )
+
+    def _allowed_models(self, names: Sequence[str]) -> list[int]:
+        """Indices of the models present among ``names`` (aliases resolved), each once."""
+        allowed: list[int] = []
+        for name in names:
+            known = self._model_index.get(self.problem.model(name).name)
+            if known is not None and known not in allowed:
+                allowed.append(known)
+        return allowed
+
+    def _lower_incumbents(self) -> _Incumbents:
+        c = _Columns()
+        offsets = [0]
         placements: list[Placement] = []
-        for inc in pb.incumbents:
-            i_val.append(float(inc.value))
-            i_cost.append(float(inc.preemption_cost))
-            i_pre.append(int(inc.preemptible))
-            i_cpu.append(inc.cpu_milli)
-            i_mem.append(inc.memory_mib)
+        for inc in self.problem.incumbents:
+            c.add("value", float(inc.value))
+            c.add("preemption_cost", float(inc.preemption_cost))
+            c.add("preemptible", int(inc.preemptible))
+            c.add("cpu_milli", inc.cpu_milli)
+            c.add("memory_mib", inc.memory_mib)
             placements.extend(inc.placements)
-            i_off.append(len(placements))
-        return _core.ProblemColumns(
-            model_memory_gb=_f64([m.memory_gb for m in self._models]),
-            model_mig_units=_i64([m.mig_units for m in self._models]),
-            model_compute_units=_i64([m.compute_units for m in self._models]),
-            model_reserve=_f64(reserve),
-            model_whole_equivalent=_f64([m.whole_equivalent for m in self._models]),
-            profile_model=_i64(p_model),
-            profile_compute=_i64(p_comp),
-            profile_size=_i64(p_size),
-            profile_starts_mask=_i64(p_starts),
-            profile_max_count=_i64(p_max),
-            profile_media=_i64(p_media),
-            node_cpu_milli=_i64(node_cpu),
-            node_memory_mib=_i64(node_mem),
-            node_rack=_i64(node_rack),
-            node_zone=_i64(node_zone),
-            gpu_node=_i64(g_node),
-            gpu_device=_i64(g_dev),
-            gpu_model=_i64(g_model),
-            gpu_mode=_i64(g_mode),
-            gpu_nvlink=_i64(g_nv),
-            gpu_used_milli=_i64(g_used),
-            hold_gpu=_i64(h_gpu),
-            hold_profile=_i64(h_prof),
-            hold_start=_i64(h_start),
-            wallet_balance=_f64([float(w.balance) for w in pb.wallets]),
-            bid_wallet=_i64([wallet_index[b.wallet] for b in pb.bids]),
-            alt_bid=_i64(a_bid),
-            alt_value=_f64(a_val),
-            alt_kind=_i64(a_kind),
-            alt_gpus=_i64(a_gpus),
-            alt_milli=_i64(a_milli),
-            alt_replicas=_i64(a_rep),
-            alt_cpu_milli=_i64(a_cpu),
-            alt_memory_mib=_i64(a_mem),
-            alt_min_gpu_memory_gb=_f64(a_minmem),
-            alt_locality=_i64(a_loc),
-            alt_model_offsets=_i64(a_off),
-            alt_models=_i64(a_models),
-            alt_profiles=_i64(a_profs),
-            inc_value=_f64(i_val),
-            inc_preemption_cost=_f64(i_cost),
-            inc_preemptible=_i64(i_pre),
-            inc_cpu_milli=_i64(i_cpu),
-            inc_memory_mib=_i64(i_mem),
-            inc_placement_offsets=_i64(i_off),
-            inc_placements=self._placements_to_columns(placements),
+            offsets.append(len(placements))
+        return _Incumbents(
+            c.f64("value"),
+            c.f64("preemption_cost"),
+            c.i64("preemptible"),
+            c.i64("cpu_milli"),
+            c.i64("memory_mib"),
+            _i64(offsets),
+            placements,
         )
 
     def _profile_index(self, model: int, name: str) -> int:
