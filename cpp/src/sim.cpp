@@ -352,19 +352,7 @@ void SimCluster::apply(const SimPod& pod, const SimPlacement& pl, int sign) {
   refresh_fragment(pl.node);
 }
 
-std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& pods,
-                                                    const std::vector<double>& values,
-                                                    const SimAuctionOptions& options) {
-  if (values.size() != pods.size()) throw InputError("values", "one value per pod");
-  for (std::size_t i = 0; i < pods.size(); ++i) {
-    check_pod(pods[i]);
-    if (!(std::isfinite(values[i]) && values[i] >= 0)) {
-      throw InputError(at("values", i), "must be finite and >= 0");
-    }
-  }
-  std::vector<SimPlacement> out(pods.size());
-  // The round as the engine sees it: every GPU shared (a whole-GPU unit takes a free one), its
-  // used milli as outside usage, the nodes' free CPU and memory as what is left to sell.
+ProblemData SimCluster::round_cluster() const {
   ProblemData pd;
   for (double mem : model_memory_gb_) {
     ModelData md;
@@ -387,6 +375,11 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
       pd.gpus.push_back(gd);
     }
   }
+  return pd;
+}
+
+std::vector<int> SimCluster::add_round_bids(ProblemData& pd, const std::vector<SimPod>& pods,
+                                            const std::vector<double>& values) const {
   std::vector<int> bid_pod;
   double value_total = 1.0;
   for (std::size_t i = 0; i < pods.size(); ++i) {
@@ -413,6 +406,22 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
     value_total += values[i];
   }
   pd.wallets.push_back(value_total);  // one wallet that covers every bid
+  return bid_pod;
+}
+
+std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& pods,
+                                                    const std::vector<double>& values,
+                                                    const SimAuctionOptions& options) {
+  if (values.size() != pods.size()) throw InputError("values", "one value per pod");
+  for (std::size_t i = 0; i < pods.size(); ++i) {
+    check_pod(pods[i]);
+    if (!(std::isfinite(values[i]) && values[i] >= 0)) {
+      throw InputError(at("values", i), "must be finite and >= 0");
+    }
+  }
+  std::vector<SimPlacement> out(pods.size());
+  ProblemData pd = round_cluster();
+  const std::vector<int> bid_pod = add_round_bids(pd, pods, values);
   if (!bid_pod.empty()) {
     EngineOptions eo = options.engine;
     if (options.workload_hint) eo.workload = workload_;
@@ -434,7 +443,7 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
       out[i] = std::move(pl);
     }
   }
-  std::mt19937_64 rng(options.seed);
+  std::mt19937_64 rng(options.seed);  // CPU-only pods: FGD's score
   for (std::size_t i = 0; i < pods.size(); ++i) {
     if (pods[i].gpus != 0) continue;
     SimPlacement pl;

@@ -129,6 +129,13 @@ class SimCluster {
 
  private:
   void check_pod(const SimPod& pod) const;
+  /// The cluster as an auction round sees it: every GPU shared (a whole-GPU unit takes a free
+  /// one), its used milli as outside usage, the nodes' free CPU and memory left to sell.
+  [[nodiscard]] ProblemData round_cluster() const;
+  /// One bid per GPU pod of the round that some model allows (all in one wallet covering every
+  /// bid); returns the pod index (into `pods`) of each bid.
+  std::vector<int> add_round_bids(ProblemData& pd, const std::vector<SimPod>& pods,
+                                  const std::vector<double>& values) const;
   void refresh_fragment(int n);
   /// Node-level filter: CPU, memory, model and enough GPUs with `milli` free.
   [[nodiscard]] bool node_fits(const SimPod& pod, int n) const;
