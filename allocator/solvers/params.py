@@ -61,7 +61,9 @@ class SolveParams:
     #: Give the engine the expected workload for its packing of whole and shared GPUs (FGD's
     #: target workload); used where one is known (the trace simulator), else the round's bids.
     workload_hint: bool = True
-    #: Milli-GPU steps in which fragmentation growths are compared (0: exactly).
+    #: Milli-GPU steps in which fragmentation growths are compared (0: exactly). Like
+    #: ``workload_hint`` and ``node_order``, read by the trace simulator's auction rounds;
+    #: :func:`allocator.solve` ranks with ``alpha`` and packs with the engine's defaults.
     fragment_scale: float = 1000.0
     #: Order in which nodes are preferred between equally good placements (a permutation of
     #: the node indices; empty: a fixed hash order). Only used with a workload hint.
