@@ -327,13 +327,14 @@ def _simulate_parser(sub: Any) -> None:
     )
     sim.add_argument(
         "--scenario",
-        choices=("openb", "mixed"),
+        choices=("openb", "mixed", "mig-day"),
         default="openb",
         help="openb: the FGD experiment on a trace; mixed: inference and research agents on "
-        "the spot-gpu fleet with departures (policies auction, fifo, kai)",
+        "the spot-gpu fleet with departures (policies auction, fifo, kai); mig-day: dynamic MIG "
+        "over a day on the fleet's MIG-capable GPUs (fixed layouts against planned re-carving)",
     )
-    sim.add_argument("--gpus", type=int, default=512, help="mixed: GPUs of the fleet cut")
-    sim.add_argument("--rounds", type=int, default=60, help="mixed: rounds of 60 s")
+    sim.add_argument("--gpus", type=int, default=None, help="mixed: GPUs of the fleet cut (512)")
+    sim.add_argument("--rounds", type=int, default=None, help="mixed: rounds of 60 s (60)")
     sim.add_argument(
         "--spread",
         type=float,
@@ -357,7 +358,13 @@ def _simulate_parser(sub: Any) -> None:
         "fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
-    sim.add_argument("--seeds", type=int, default=10, help="number of seeds (42, 43, ...)")
+    sim.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="number of seeds (openb: 42, 43, ..., default 10; mixed: 1, 2, ..., default 10; "
+        "mig-day: 1, 2, ..., default 1)",
+    )
     sim.add_argument("--batch", type=int, default=20, help="pods per round in batch mode")
     sim.add_argument("--jobs", type=int, default=0, help="processes (0: one per CPU)")
     sim.add_argument("--out", type=Path, help="results folder (CSV, JSON, PNG)")
@@ -371,6 +378,54 @@ def _simulate_parser(sub: Any) -> None:
         "time_limit, alpha, seed; openb also fragment_scale, workload_hint); fields left out "
         "keep the scenario's defaults (greedy; local search 1 s per round on openb, 0.2 s mixed)",
     )
+    _mig_day_args(sim)
+
+
+def _mig_day_args(sim: Any) -> None:
+    """The options of ``--scenario mig-day``."""
+    mig = sim.add_argument_group("mig-day")
+    mig.add_argument(
+        "--nodes-sample",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="mig-day: MIG-capable nodes of the spot-gpu list, evenly spaced (default 8 nodes, "
+        "64 GPUs)",
+    )
+    mig.add_argument(
+        "--full-fleet",
+        action="store_true",
+        help="mig-day: all 673 MIG-capable nodes (5,384 GPUs; slow)",
+    )
+    mig.add_argument("--day-hours", type=float, default=24.0, help="mig-day: hours simulated")
+    mig.add_argument(
+        "--round-seconds", type=float, default=60.0, help="mig-day: seconds between rounds"
+    )
+    mig.add_argument(
+        "--recarve-delay",
+        type=float,
+        default=60.0,
+        help="mig-day: seconds a re-carved GPU is unavailable",
+    )
+    mig.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=1800.0,
+        help="mig-day: seconds a GPU keeps a new layout before it may be re-carved again",
+    )
+    mig.add_argument(
+        "--reconfigure-cost",
+        type=float,
+        default=0.3,
+        help="mig-day: welfare one re-carving costs planned (value per GPU-eq-hour units)",
+    )
+    mig.add_argument(
+        "--search-seed",
+        type=int,
+        default=None,
+        help="mig-day: fixed-best searches its mix on this seed's day (default: the run's own)",
+    )
+    mig.add_argument("--plot", type=Path, metavar="FILE.png", help="mig-day: draw the day")
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -383,8 +438,16 @@ def _simulate(args: argparse.Namespace) -> int:
 
     if args.scenario == "mixed":
         return _simulate_mixed(args)
-    if args.spread is not None:
-        raise ProblemError("--spread", "applies to --scenario mixed only")
+    if args.scenario == "mig-day":
+        return _simulate_mig_day(args)
+    for flag, value in (
+        ("--spread", args.spread),
+        ("--gpus", args.gpus),
+        ("--rounds", args.rounds),
+    ):
+        if value is not None:
+            raise ProblemError(flag, "applies to --scenario mixed only")
+    _no_mig_day_args(args)
     params = _simulate_params(args.params, DEFAULT_PARAMS)
     policies = args.policies.split(",") if args.policies else list(names("openb"))
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
@@ -395,7 +458,7 @@ def _simulate(args: argparse.Namespace) -> int:
             summary = simulate(
                 traces,
                 policies,
-                args.seeds,
+                10 if args.seeds is None else args.seeds,
                 modes=[m for m in args.modes.split(",") if m.strip()],
                 batch=args.batch,
                 out_dir=args.out,
@@ -631,12 +694,12 @@ def _simulate_params(path: Path | None, defaults: SolveParams) -> SolveParams | 
 class _ProgressBar:
     """A tqdm bar on stderr fed by the simulator's progress events (none when not shown)."""
 
-    def __init__(self, show: bool, desc: str) -> None:
+    def __init__(self, show: bool, desc: str, unit: str = "run") -> None:
         self.bar: Any = None
         if show:
             from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
-            self.bar = tqdm(desc=desc, unit="run", file=sys.stderr, dynamic_ncols=True)
+            self.bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     @property
     def callback(self) -> Callable[[ProgressEvent], None] | None:
@@ -661,15 +724,16 @@ def _simulate_mixed(args: argparse.Namespace) -> int:
     from allocator.sim.mixed_report import simulate_mixed
     from allocator.sim.policies import names
 
+    _no_mig_day_args(args)
     params = _simulate_params(args.params, DEFAULT_PARAMS)
     policies = args.policies.split(",") if args.policies else list(names("mixed"))
     try:
         with _ProgressBar(_show_progress(args), "mixed") as bar:
             summary = simulate_mixed(
                 policies,
-                args.seeds,
-                gpus=args.gpus,
-                rounds=args.rounds,
+                10 if args.seeds is None else args.seeds,
+                gpus=512 if args.gpus is None else args.gpus,
+                rounds=60 if args.rounds is None else args.rounds,
                 spread=DEFAULT_SPREAD if args.spread is None else args.spread,
                 out_dir=args.out,
                 params=params,
@@ -695,6 +759,101 @@ def _simulate_mixed(args: argparse.Namespace) -> int:
     ]
     sys.stdout.write(f"mixed scenario ({len(summary['seeds'])} seeds)\n")
     sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+    return EXIT_OK
+
+
+def _no_mig_day_args(args: argparse.Namespace) -> None:
+    """Refuse the mig-day options outside --scenario mig-day."""
+    given = {
+        "--nodes-sample": args.nodes_sample is not None,
+        "--full-fleet": args.full_fleet,
+        "--day-hours": args.day_hours != 24.0,
+        "--round-seconds": args.round_seconds != 60.0,
+        "--recarve-delay": args.recarve_delay != 60.0,
+        "--hold-seconds": args.hold_seconds != 1800.0,
+        "--reconfigure-cost": args.reconfigure_cost != 0.3,
+        "--search-seed": args.search_seed is not None,
+        "--plot": args.plot is not None,
+    }
+    for flag, used in given.items():
+        if used:
+            raise ProblemError(flag, "applies to --scenario mig-day only")
+
+
+def _simulate_mig_day(args: argparse.Namespace) -> int:
+    from allocator.sim.migday import DEFAULT_NODES, DEFAULT_PARAMS, MigDayConfig
+    from allocator.sim.migday_report import simulate_mig_day
+    from allocator.sim.policies import names
+
+    for flag, value in (
+        ("--spread", args.spread),
+        ("--gpus", args.gpus),
+        ("--rounds", args.rounds),
+    ):
+        if value is not None:
+            raise ProblemError(flag, "applies to --scenario mixed only")
+    if args.full_fleet and args.nodes_sample is not None:
+        raise ProblemError("--full-fleet", "give either --full-fleet or --nodes-sample")
+    params = _simulate_params(args.params, DEFAULT_PARAMS)
+    policies = args.policies.split(",") if args.policies else list(names("mig-day"))
+    try:
+        config = MigDayConfig(
+            nodes=None if args.full_fleet else (args.nodes_sample or DEFAULT_NODES),
+            day_seconds=args.day_hours * 3600.0,
+            round_seconds=args.round_seconds,
+            recarve_delay=args.recarve_delay,
+            hold_seconds=args.hold_seconds,
+            reconfigure_cost=args.reconfigure_cost,
+            search_seed=args.search_seed,
+        )
+        with _ProgressBar(_show_progress(args), "mig-day", unit="round") as bar:
+            summary = simulate_mig_day(
+                policies,
+                1 if args.seeds is None else args.seeds,
+                config=config,
+                params=params,
+                out_dir=args.out,
+                plot=args.plot,
+                progress=bar.callback,
+            )
+    except ValueError as e:
+        raise ProblemError("simulate", str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return EXIT_OK
+    heads = [
+        "policy",
+        "alloc %",
+        "reconf/GPU-h",
+        "inf wait p95 s",
+        "inf left",
+        "train left",
+        "value/h",
+        "s/round",
+    ]
+    rows = [
+        [
+            p,
+            f"{e['alloc_gpu_eq_mean']:.1f}",
+            f"{e['reconfigs_per_gpu_hour']:.3f}",
+            f"{e['inference_wait_p95_s']:.0f}",
+            f"{e['inference_abandoned']:.0f}",
+            f"{e['training_abandoned']:.0f}",
+            f"{e['value_per_hour_mean']:.1f}",
+            f"{e['decision_mean_s']:.3f}",
+        ]
+        for p, e in summary["policies"].items()
+    ]
+    sys.stdout.write(
+        f"mig-day ({summary['gpus']} GPUs, {len(summary['seeds'])} seed(s); allocation in % of "
+        "the fleet's GPU-equivalents)\n"
+    )
+    sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
+    if "planned_minus_best_fixed" in summary:
+        sys.stdout.write(
+            f"planned - best fixed ({summary['best_fixed']}): "
+            f"{summary['planned_minus_best_fixed']:+.1f} points\n"
+        )
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""The simulator's policies, one registry for both scenarios (openb replay and mixed).
+"""The simulator's policies, one registry for all scenarios (openb replay, mixed, mig-day).
 
 Built-in policies, one module per family:
 
@@ -7,7 +7,10 @@ Built-in policies, one module per family:
 * :mod:`.auction`: the project's engine (``auction``), openb (online or batch rounds on the
   simulator's state) and mixed (a market with wallets and preemption);
 * :mod:`.schedulers`: the Kubernetes schedulers of the mixed scenario (``fifo``: kube-scheduler's
-  arrival order; ``kai``: the KAI Scheduler's queues), placing through the engine.
+  arrival order; ``kai``: the KAI Scheduler's queues), placing through the engine;
+* :mod:`.migday`: the MIG layouts of the ``mig-day`` scenario (``fixed-all-1g``,
+  ``fixed-balanced``, ``fixed-all-7g``, ``fixed-best``: layouts kept all day; ``planned``: the
+  engine re-carves idle GPUs when that pays).
 
 A new policy is one more module here calling :func:`register` (see :mod:`.registry` and
 docs/simulator.md, "Adding a policy").
@@ -15,6 +18,8 @@ docs/simulator.md, "Adding a policy").
 
 from allocator.sim.policies.registry import (
     SCENARIOS,
+    MigDayPolicy,
+    MigDaySetup,
     MixedPolicy,
     MixedSetup,
     OpenbPolicy,
@@ -29,6 +34,8 @@ from allocator.sim.policies.registry import (
 
 __all__ = [
     "SCENARIOS",
+    "MigDayPolicy",
+    "MigDaySetup",
     "MixedPolicy",
     "MixedSetup",
     "OpenbPolicy",

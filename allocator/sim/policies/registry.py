@@ -1,8 +1,9 @@
 """One registry for the policies of both simulator scenarios, and what a policy is.
 
 A policy is registered under a name for a scenario: ``openb`` (the FGD experiment on a trace,
-:func:`allocator.sim.replay.run_replay`) or ``mixed`` (the mixed-priority scenario,
-:func:`allocator.sim.mixed.run_mixed`). One name may have an implementation for each scenario
+:func:`allocator.sim.replay.run_replay`), ``mixed`` (the mixed-priority scenario,
+:func:`allocator.sim.mixed.run_mixed`) or ``mig-day`` (dynamic MIG over a day,
+:func:`allocator.sim.migday.run_mig_day`). One name may have an implementation for each scenario
 (``auction``, ``fifo`` and ``kai`` do). What is registered is a *factory*: given the run's setup
 (its :class:`~allocator.solvers.SolveParams`, its seed, and what the scenario knows), it returns
 the policy object for that run, which then decides round after round:
@@ -12,6 +13,10 @@ the policy object for that run, which then decides round after round:
   placement) and returns one placement ``(node, [global GPU indices])`` or ``None`` per pod.
 * :class:`MixedPolicy`: given the fleet, the pending and the running jobs of a round, it returns
   a :class:`~allocator.sim.baselines.Decision` (jobs started and where, jobs evicted).
+* :class:`MigDayPolicy`: gives every GPU of the fleet its layout at the start of the day, then
+  before each round says which GPUs the engine may re-carve, which free instances it does not
+  offer, and what a re-carving costs (a :class:`~allocator.sim.migday.MigPlan`); the scenario
+  builds the round's Problem and calls the engine.
 
 The built-in policies are the modules of this package (every module but this one), imported the
 first time the registry is read; a new policy is one more module there that calls
@@ -33,12 +38,22 @@ from allocator.solvers import SolveParams
 
 if TYPE_CHECKING:
     from allocator import _core
-    from allocator.model import GpuModel, Node
+    from allocator.model import GpuModel, MigInstance, Node
     from allocator.sim.baselines import Decision
+    from allocator.sim.migday import (
+        MigDayConfig,
+        MigDayWorkload,
+        MigGpu,
+        MigPlan,
+        MigView,
+    )
     from allocator.sim.mixed import MixedPod, Workload
+    from allocator.sim.progress import ProgressEvent
 
 __all__ = [
     "SCENARIOS",
+    "MigDayPolicy",
+    "MigDaySetup",
     "MixedPolicy",
     "MixedSetup",
     "OpenbPolicy",
@@ -52,7 +67,7 @@ __all__ = [
 ]
 
 #: The simulator's scenarios, as ``gpu-allocator simulate --scenario`` names them.
-SCENARIOS = ("openb", "mixed")
+SCENARIOS = ("openb", "mixed", "mig-day")
 
 #: Where the openb simulator put a pod: node index and global GPU indices (empty: CPU only).
 SimPlacement = tuple[int, list[int]]
@@ -128,8 +143,41 @@ class MixedPolicy(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class MigDaySetup:
+    """What a ``mig-day`` policy is made with, once per run (policy, seed)."""
+
+    #: The scenario's knobs (fleet sample, round length, re-carving delay, hold time, cost).
+    config: MigDayConfig
+    #: The day's pods (the same for every policy of one seed).
+    workload: MigDayWorkload
+    #: The fleet (every GPU in MIG mode, no layout yet).
+    nodes: tuple[Node, ...]
+    #: The engine's options.
+    params: SolveParams
+    #: The run's seed (the workload's, and added to each round's solve seed).
+    seed: int
+    #: Check every solved round with the independent checker.
+    verify: bool = False
+    #: The run's progress callback (a policy that simulates candidates may report them too).
+    progress: Callable[[ProgressEvent], None] | None = None
+
+
+class MigDayPolicy(Protocol):
+    """A policy of the ``mig-day`` scenario, for one run."""
+
+    def initial_layouts(self, gpus: Sequence[MigGpu]) -> list[tuple[MigInstance, ...]]:
+        """Each GPU's MIG layout at the start of the day (fleet order)."""
+        ...
+
+    def plan(self, view: MigView) -> MigPlan:
+        """Before round ``view.index``: what the engine may re-carve and what it is offered."""
+        ...
+
+
 OpenbFactory = Callable[[OpenbSetup], OpenbPolicy]
 MixedFactory = Callable[[MixedSetup], MixedPolicy]
+MigDayFactory = Callable[[MigDaySetup], MigDayPolicy]
 
 
 @dataclass(frozen=True)
@@ -172,6 +220,18 @@ def register(
     name: str,
     scenario: Literal["mixed"],
     factory: MixedFactory,
+    *,
+    per_mode: bool = False,
+    summary: str = "",
+    replace: bool = False,
+) -> PolicyEntry: ...
+
+
+@overload
+def register(
+    name: str,
+    scenario: Literal["mig-day"],
+    factory: MigDayFactory,
     *,
     per_mode: bool = False,
     summary: str = "",
