@@ -8,7 +8,7 @@
 * ``planned``: layouts re-planned every round through the engine: every idle GPU past its hold
   time is offered re-carvable at ``MigDayConfig.reconfigure_cost``, and the engine re-carves it
   when the waiting pods it can then take are worth more than that; when waiting pods need more
-  than the idle GPUs can give, the least busy GPUs whose layout serves none of them are drained
+  than the idle GPUs can give, GPUs carved mostly into profiles nobody lacks are drained
   (their free instances not offered) until they are idle.
 """
 
@@ -51,6 +51,9 @@ SEARCH_STEP = 8
 SEARCH_TOP = 3
 #: Most of the fleet ``planned`` drains at once.
 MAX_DRAIN_SHARE = 0.25
+#: ``planned`` drains a GPU only if at least this share of it is carved into profiles that no
+#: waiting pod lacks.
+DRAIN_SURPLUS = 3 / 7
 
 
 def mix_layouts(mix: Mapping[str, float], gpus: int) -> list[tuple[MigInstance, ...]]:
@@ -180,19 +183,26 @@ def _fixed_best(setup: MigDaySetup) -> FixedLayouts:
 class PlannedLayouts:
     """Layouts re-planned every round through the engine (see the module's description).
 
-    Starts from ``initial`` everywhere. Each round: every GPU that holds no pod and is past its
-    hold time is offered re-carvable; if the waiting pods' GPU-equivalents beyond the free
-    instances of their profiles exceed what those idle GPUs hold by one GPU or more, GPUs
-    are drained (their free instances hidden) until they are idle: GPUs past their hold time
-    whose layout has no instance of a short profile, the ones that empty soonest first, at most
-    :data:`MAX_DRAIN_SHARE` of the fleet at a time. Draining stops when no waiting pod lacks an
-    instance.
+    Starts from ``initial`` everywhere. Each round:
+
+    * every GPU that holds no pod and is past its hold time (*idle*) is offered re-carvable;
+    * the *shortfall* is the GPU-equivalents of waiting pods beyond the free instances of
+      their profiles; for every whole GPU of it, one GPU is chosen to be *converted*: among
+      GPUs carved for :data:`DRAIN_SURPLUS` or more into profiles no waiting pod lacks, the ones
+      that may be re-carved soonest (idle ones first, then by their last pod's end and hold
+      time), at most :data:`MAX_DRAIN_SHARE` of the fleet;
+    * a converted GPU's free instances are not offered: while pods run on it, it drains (it
+      takes no new pods); once idle, the engine may only re-carve it (it re-carves when the
+      waiting pods it can then take are worth more than the re-carving cost).
+
+    The choice is made afresh every round (a draining GPU takes no new pods, so it stays first
+    until it is idle; when the shortfall goes, so do the drains).
     """
 
     def __init__(self, setup: MigDaySetup, initial: str = "balanced") -> None:
         self.cost = setup.config.reconfigure_cost
         self.initial = LAYOUTS[initial]
-        self.draining: set[int] = set()
+        self.converting: frozenset[int] = frozenset()
         self.info: dict[str, Any] = {"initial": initial}
 
     def initial_layouts(self, gpus: Sequence[MigGpu]) -> list[tuple[MigInstance, ...]]:
@@ -200,47 +210,46 @@ class PlannedLayouts:
 
     def plan(self, view: MigView) -> MigPlan:
         idle = {g for g in range(len(view.gpus)) if not view.occupied[g] and not view.held(g)}
-        self.draining -= idle
-        short = self._shortfall(view, idle)
-        if not short:
-            self.draining.clear()
-        else:
-            need = sum(short.values()) - len(idle) - len(self.draining)
-            if need >= 1.0:
-                self._drain(view, idle, set(short), math.floor(need))
-        hidden = {
-            g: frozenset(i.start for i in view.free_instances(g)) for g in sorted(self.draining)
-        }
+        short = _shortfall(view)
+        need = math.floor(sum(short.values()) + 1e-9)
+        self.converting = self._convert(view, idle, set(short), need)
+        hidden = {g: frozenset(i.start for i in view.free_instances(g)) for g in self.converting}
         return MigPlan(frozenset(idle), hidden, self.cost)
 
-    def _shortfall(self, view: MigView, idle: set[int]) -> dict[str, float]:
-        """GPU-equivalents of waiting pods per profile beyond the free instances of it offered
-        on GPUs that are neither idle nor draining."""
-        free: Counter[str] = Counter()
-        for g in range(len(view.gpus)):
-            if g not in idle and g not in self.draining:
-                free.update(i.profile for i in view.free_instances(g))
-        waiting = Counter(p.profile for p in view.pending)
-        return {
-            p: (n - free[p]) * profile_equivalents(p) for p, n in waiting.items() if n > free[p]
-        }
-
-    def _drain(self, view: MigView, idle: set[int], short: set[str], count: int) -> None:
-        room = int(MAX_DRAIN_SHARE * len(view.gpus)) - len(self.draining)
-        if room <= 0:
-            return
+    def _convert(
+        self, view: MigView, idle: set[int], short: set[str], count: int
+    ) -> frozenset[int]:
+        """Up to ``count`` GPUs to convert: those carved mostly (:data:`DRAIN_SURPLUS` or more
+        of their GPU-equivalents) into profiles no waiting pod lacks, the ones that may be
+        re-carved soonest first."""
+        count = min(count, int(MAX_DRAIN_SHARE * len(view.gpus)))
+        if count < 1:
+            return frozenset()
         ends = {p.id: p.end for p in view.running}
-        candidates = [
-            g
-            for g in range(len(view.gpus))
-            if g not in idle
-            and g not in self.draining
-            and view.occupied[g]
-            and not view.held(g)
-            and not any(i.profile in short for i in view.layouts[g])
-        ]
-        candidates.sort(key=lambda g: (max(ends[pid] for pid in view.occupied[g].values()), g))
-        self.draining.update(candidates[: min(count, room)])
+        candidates = []
+        for g in range(len(view.gpus)):
+            surplus = sum(
+                profile_equivalents(i.profile) for i in view.layouts[g] if i.profile not in short
+            )
+            if surplus < DRAIN_SURPLUS - 1e-9:
+                continue
+            free_at = max(
+                max((ends[pid] for pid in view.occupied[g].values()), default=view.now),
+                view.changed_at[g] + view.config.hold_seconds,
+                view.ready_at[g],
+            )
+            candidates.append((g not in idle, free_at, -surplus, g))
+        candidates.sort()
+        return frozenset(c[-1] for c in candidates[:count])
+
+
+def _shortfall(view: MigView) -> dict[str, float]:
+    """GPU-equivalents of waiting pods per profile beyond the free instances of it."""
+    free: Counter[str] = Counter()
+    for g in range(len(view.gpus)):
+        free.update(i.profile for i in view.free_instances(g))
+    waiting = Counter(p.profile for p in view.pending)
+    return {p: (n - free[p]) * profile_equivalents(p) for p, n in waiting.items() if n > free[p]}
 
 
 def _fixed(name: str) -> Any:
