@@ -5,9 +5,10 @@ experiment (arrival order, inflation to 130%, allocation and fragmentation metri
 one-pod-at-a-time policies of the C++ core and for the auction engine, online or in rounds;
 ``experiment`` runs policies x seeds x traces and writes results. ``mixed`` is the
 mixed-priority scenario (inference and research agents, departures) under auction, fifo and kai
-(``baselines``), and ``mixed_report`` its benchmark. ``policies`` is the one registry of both
-scenarios' policies (a new policy is one module there); ``progress`` the event their runs report
-progress with (the package writes nothing to the terminal). ``bound`` is a proven ceiling on the
+(``baselines``), and ``mixed_report`` its benchmark. ``migday`` is dynamic MIG over a day
+(fixed layouts against layouts the engine re-carves) and ``migday_report`` its benchmark and
+plot. ``policies`` is the one registry of every scenario's policies (a new policy is one module
+there); ``progress`` the event their runs report progress with (the package writes nothing to the terminal). ``bound`` is a proven ceiling on the
 allocation any policy reaches on a set of arrived pods. ``rounds`` rebuilds an auction round as
 Problem/Result for ``verify``. This package reads files and calls the engine; it never talks to
 Kubernetes.

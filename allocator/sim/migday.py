@@ -245,7 +245,7 @@ class MigDayWorkload:
 
     def inference_share(self, t: float | np.ndarray) -> Any:
         """Inference's share of the offered GPU-equivalents at time ``t`` (seconds)."""
-        return _share(t, self.inference_low, self.inference_high, self.peak_hour, self.day_seconds)
+        return _share(t, self.inference_low, self.inference_high, self.peak_hour)
 
     def offered(self, times: Sequence[float] | np.ndarray) -> dict[str, np.ndarray]:
         """GPU-equivalents of each profile that would run at each of ``times`` if every pod
@@ -258,8 +258,9 @@ class MigDayWorkload:
         return out
 
 
-def _share(t: Any, low: float, high: float, peak_hour: float, day: float) -> Any:
-    phase = 2.0 * np.pi * (np.asarray(t) - peak_hour * 3600.0) / day
+def _share(t: Any, low: float, high: float, peak_hour: float) -> Any:
+    """Inference's share at ``t``: a raised cosine of period 24 h, ``high`` at ``peak_hour``."""
+    phase = 2.0 * np.pi * (np.asarray(t) - peak_hour * 3600.0) / DAY_SECONDS
     return low + (high - low) * (1.0 + np.cos(phase)) / 2.0
 
 
@@ -277,9 +278,9 @@ def generate_mig_day(
     """A seeded day of MIG demand for a fleet of ``gpus`` GPUs.
 
     The offered load is ``load`` x ``gpus`` GPU-equivalents at every moment; inference's share
-    of it follows a raised cosine from ``inference_low`` (at ``peak_hour`` - 12 h) to
-    ``inference_high`` (at ``peak_hour``, in hours after the run's start, which is midnight),
-    training has the rest. Each class arrives as a non-homogeneous Poisson process whose rate
+    of it follows a raised cosine of period 24 h from ``inference_low`` (at ``peak_hour`` - 12
+    h) to ``inference_high`` (at ``peak_hour``, in hours after the run's start at midnight;
+    ``day_seconds`` may be shorter or longer than a day), training has the rest. Each class arrives as a non-homogeneous Poisson process whose rate
     is its offered GPU-equivalents over its mean pod size and duration (drawn by thinning);
     a pod's profile, duration (log-uniform) and value (its class's median x lognormal(0,
     :data:`VALUE_SIGMA`), per GPU-equivalent-hour) are drawn on arrival. With ``warm_start`` the
@@ -296,7 +297,7 @@ def generate_mig_day(
     offered = load * gpus
 
     def share(klass: PodClass, t: float) -> float:
-        s = float(_share(t, inference_low, inference_high, peak_hour, day_seconds))
+        s = float(_share(t, inference_low, inference_high, peak_hour))
         return s if klass is INFERENCE else 1.0 - s
 
     pods: list[MigPod] = []
@@ -310,7 +311,7 @@ def generate_mig_day(
                 pod = _draw(rng, klass, 0.0)
                 pod.duration = max(pod.duration * rng.random(), 1.0)
                 pods.append(pod)
-        top = rate * max(share(klass, t) for t in np.linspace(0.0, day_seconds, 97))
+        top = rate * (inference_high if klass is INFERENCE else 1.0 - inference_low)
         t = 0.0
         while top > 0:
             t += rng.expovariate(top)
