@@ -8,10 +8,10 @@ mixed-priority scenario (inference and research agents, departures) under auctio
 (``baselines``), and ``mixed_report`` its benchmark. ``migday`` is dynamic MIG over a day
 (fixed layouts against layouts the engine re-carves) and ``migday_report`` its benchmark and
 plot. ``policies`` is the one registry of every scenario's policies (a new policy is one module
-there); ``progress`` the event their runs report progress with (the package writes nothing to the terminal). ``bound`` is a proven ceiling on the
-allocation any policy reaches on a set of arrived pods. ``rounds`` rebuilds an auction round as
-Problem/Result for ``verify``. This package reads files and calls the engine; it never talks to
-Kubernetes.
+there); ``progress`` the event their runs report progress with (the package writes nothing to
+the terminal). ``bound`` is a proven ceiling on the allocation any policy reaches on a set of
+arrived pods. ``rounds`` rebuilds an auction round as Problem/Result for ``verify``. This
+package reads files and calls the engine; it never talks to Kubernetes.
 """
 
 from allocator.sim.progress import ProgressEvent
