@@ -280,12 +280,13 @@ def generate_mig_day(
     The offered load is ``load`` x ``gpus`` GPU-equivalents at every moment; inference's share
     of it follows a raised cosine of period 24 h from ``inference_low`` (at ``peak_hour`` - 12
     h) to ``inference_high`` (at ``peak_hour``, in hours after the run's start at midnight;
-    ``day_seconds`` may be shorter or longer than a day), training has the rest. Each class arrives as a non-homogeneous Poisson process whose rate
-    is its offered GPU-equivalents over its mean pod size and duration (drawn by thinning);
-    a pod's profile, duration (log-uniform) and value (its class's median x lognormal(0,
-    :data:`VALUE_SIGMA`), per GPU-equivalent-hour) are drawn on arrival. With ``warm_start`` the
-    pods the offered load holds at time 0 arrive at 0 with a uniform fraction of their duration
-    left. Everything is synthetic: only the fleet comes from the trace.
+    ``day_seconds`` may be shorter or longer than a day), training has the rest. Each class
+    arrives as a non-homogeneous Poisson process whose rate is its offered GPU-equivalents over
+    its mean pod size and duration (drawn by thinning); a pod's profile, duration
+    (log-uniform) and value (its class's median x lognormal(0, :data:`VALUE_SIGMA`), per
+    GPU-equivalent-hour) are drawn on arrival. With ``warm_start`` the pods the offered load
+    holds at time 0 arrive at 0 with a uniform fraction of their duration left. Everything is
+    synthetic: only the fleet comes from the trace.
     """
     if gpus < 1:
         raise ValueError(f"gpus: must be >= 1, got {gpus}")
