@@ -7,7 +7,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +17,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.mig import NodePatch
 from allocator.cluster.plan import WON, Binding, Charge, Eviction, Notice, Plan
 
 __all__ = [
@@ -768,3 +769,57 @@ def _replace_lease(coord: Any, lease: Any, spec: dict[str, Any]) -> bool:
         if e.status == 409:
             return False
         raise
+
+
+def patch_node_metadata(api: Any, patch: NodePatch) -> None:
+    """Set (a None value: remove) ``patch``'s labels and annotations on its node (a JSON merge
+    patch: other keys stay)."""
+    meta: dict[str, Any] = {}
+    if patch.labels:
+        meta["labels"] = dict(patch.labels)
+    if patch.annotations:
+        meta["annotations"] = dict(patch.annotations)
+    if meta:
+        k8s.CoreV1Api(api).patch_node(patch.node, {"metadata": meta})
+
+
+def add_mig_configs(
+    api: Any, namespace: str, name: str, configs: Mapping[str, Sequence[Mapping[str, Any]]]
+) -> None:
+    """Add ``configs`` (name -> mig-parted entries) to the MIG manager's ConfigMap (key
+    ``config.yaml``, ``version: v1``), creating it if missing; configurations already there
+    stay (a name is content-addressed, so an existing one is the same). Retries on a conflict."""
+    import yaml
+
+    core = k8s.CoreV1Api(api)
+    for _ in range(5):
+        try:
+            cm: dict[str, Any] | None = json.loads(
+                _raw(core.read_namespaced_config_map, name, namespace)
+            )
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            cm = None
+        text = ((cm or {}).get("data") or {}).get("config.yaml") or ""
+        doc = yaml.safe_load(text) or {}
+        if not isinstance(doc, dict):
+            raise ValueError(f"ConfigMap {namespace}/{name}: config.yaml is not a mapping")
+        doc.setdefault("version", "v1")
+        known = doc.setdefault("mig-configs", {})
+        if all(k in known for k in configs):
+            return
+        known.update({k: [dict(e) for e in v] for k, v in configs.items()})
+        meta: dict[str, Any] = {"name": name, "namespace": namespace}
+        body = {"metadata": meta, "data": {"config.yaml": yaml.safe_dump(doc, sort_keys=True)}}
+        try:
+            if cm is None:
+                _raw(core.create_namespaced_config_map, namespace, body)
+            else:
+                meta["resourceVersion"] = cm["metadata"]["resourceVersion"]
+                _raw(core.replace_namespaced_config_map, name, namespace, body)
+            return
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+    raise RuntimeError(f"ConfigMap {namespace}/{name}: kept conflicting, not written")

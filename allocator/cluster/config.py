@@ -52,23 +52,61 @@ class ClusterConfig:
     share_resource
         The extended resource a fractional-share pod requests (the device plugin's renamed
         time-slicing resource); its milli-GPU come from the ``gpualloc.io/gpu-milli`` annotation.
+    mig_planning
+        Plan MIG layouts from demand (see :mod:`allocator.cluster.mig`): idle MIG nodes may be
+        re-carved through the GPU Operator's MIG manager. Off by default.
+    mig_config_namespace, mig_config_map
+        The ConfigMap (key ``config.yaml``, mig-parted's format) the MIG manager reads, where the
+        allocator adds the configurations it needs (the GPU Operator's ``migManager.config.name``).
+    reconfigure_cost
+        Welfare one GPU's re-carving costs (it is unavailable meanwhile, about a minute).
+    mig_hold_s
+        Seconds a node's layout is kept after it changed (or a change failed): no flapping.
     """
 
     scheduler_name: str = "gpu-allocator"
     rack_label: str = "topology.gpualloc.io/rack"
     zone_label: str = "topology.kubernetes.io/zone"
     share_resource: str = "nvidia.com/gpu.shared"
+    mig_planning: bool = False
+    mig_config_namespace: str = "gpu-operator"
+    mig_config_map: str = "gpu-allocator-mig-parted-config"
+    reconfigure_cost: float = 1.0
+    mig_hold_s: float = 1800.0
 
     def __post_init__(self) -> None:
-        for name in ("scheduler_name", "rack_label", "zone_label", "share_resource"):
+        for name in (
+            "scheduler_name",
+            "rack_label",
+            "zone_label",
+            "share_resource",
+            "mig_config_namespace",
+            "mig_config_map",
+        ):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{name}: must be a non-empty string, got {value!r}")
+        if not isinstance(self.mig_planning, bool):
+            raise ValueError(f"mig_planning: must be true or false, got {self.mig_planning!r}")
+        for name in ("reconfigure_cost", "mig_hold_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise ValueError(f"{name}: must be a number >= 0, got {value!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClusterConfig:
         """From a TOML table or dict with the same keys; unknown keys are an error."""
-        known = {"scheduler_name", "rack_label", "zone_label", "share_resource"}
+        known = {
+            "scheduler_name",
+            "rack_label",
+            "zone_label",
+            "share_resource",
+            "mig_planning",
+            "mig_config_namespace",
+            "mig_config_map",
+            "reconfigure_cost",
+            "mig_hold_s",
+        }
         extra = set(data) - known
         if extra:
             raise ValueError(f"{sorted(extra)[0]}: unknown setting (known: {sorted(known)})")

@@ -19,7 +19,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +28,20 @@ from typing import Any
 from allocator.cluster.api import (
     ApplyReport,
     acquire_lease,
+    add_mig_configs,
     apply_plan,
     fetch,
     finish_round,
+    patch_node_metadata,
     prune_rounds,
     record_round,
     release_lease,
     unfinished_rounds,
 )
 from allocator.cluster.config import ClusterConfig
+from allocator.cluster.mig import layout_changes, settle, to_instances
 from allocator.cluster.options import KEEP_ROUNDS, RoundOptions
-from allocator.cluster.plan import Plan, plan_round
+from allocator.cluster.plan import Notice, Plan, plan_round
 from allocator.cluster.publish import AgentClusters, PublishReport, publish_round
 from allocator.cluster.read import Snapshot, snapshot
 from allocator.cluster.watch import ClusterWatch, Debouncer, RoundTrigger
@@ -130,18 +133,76 @@ def run_once(
         leader = acquire_lease(api, *opts.lease, duration_s=opts.lease_seconds)
     repaired = _complete_unfinished(api, opts) if leader and writes else ()
     nodes, pods, wallets = fetch(api, cfg)
-    snap = snapshot(nodes, pods, wallets, cfg, round_id=opts.round_id or new_round_id())
+    now = datetime.now(UTC)
+    settled: list[Notice] = []
+    if cfg.mig_planning and leader and writes:
+        nodes, settled = _settle_layouts(api, nodes, now)
+    snap = snapshot(nodes, pods, wallets, cfg, round_id=opts.round_id or new_round_id(), now=now)
     if opts.dump_snapshot is not None:
         text = json.dumps(problem_to_dict(snap.problem), indent=2) + "\n"
         Path(opts.dump_snapshot).write_text(text)
     result = solve(snap.problem, params=opts.solve)
-    plan = plan_round(snap, result)
+    applied, held = to_instances(result, snap.mig_nodes)
+    changes = layout_changes(snap.mig_nodes, result.layouts, now)
+    plan = plan_round(snap, applied)
+    notices = settled + _held_notices(snap, held, changes)
+    if notices:
+        plan = replace(plan, notices=plan.notices + tuple(notices))
     report = published = None
     if leader and writes:
+        for change in changes:  # the MIG manager's configuration first, then the label
+            add_mig_configs(
+                api, cfg.mig_config_namespace, cfg.mig_config_map, {change.config: change.entries}
+            )
+            patch_node_metadata(api, change.patch)
         report = _apply(api, plan, result, opts)
         if snap.agent_wallets:
             published = _publish(api, snap, result, plan, opts)
     return RoundOutcome(snap, result, plan, report, leader, repaired, published=published)
+
+
+def _settle_layouts(
+    api: Any, nodes: list[Mapping[str, Any]], now: datetime
+) -> tuple[list[Mapping[str, Any]], list[Notice]]:
+    """End the pending MIG layout changes the MIG manager is done with (see
+    :func:`allocator.cluster.mig.settle`): patch those nodes and read them as patched."""
+    out: list[Mapping[str, Any]] = []
+    notices: list[Notice] = []
+    for node in nodes:
+        patch = settle(node, now)
+        if patch is None:
+            out.append(node)
+            continue
+        patch_node_metadata(api, patch)
+        meta = dict(node.get("metadata") or {})
+        ann = {**(meta.get("annotations") or {}), **patch.annotations}
+        meta["annotations"] = {k: v for k, v in ann.items() if v is not None}
+        out.append({**node, "metadata": meta})
+        if patch.event is not None:
+            reason, message, warning = patch.event
+            notices.append(Notice(patch.node, reason, message, warning, "Node"))
+    return out, notices
+
+
+def _held_notices(snap: Snapshot, held: tuple[str, ...], changes: tuple[Any, ...]) -> list[Notice]:
+    """An event per pod won on a node being re-carved (it is bound once the new instances are
+    advertised), and one per node asked to change."""
+    out = [
+        Notice(
+            pod,
+            "WaitingForMigLayout",
+            f"round {snap.problem.round_id}: won instances of a MIG layout being applied; "
+            "bound once the node advertises them",
+            uid=snap.pod_uids.get(pod),
+        )
+        for bid in held
+        for pod in snap.pods_of_bid.get(bid, ())
+    ]
+    for change in changes:
+        if change.patch.event is not None:
+            reason, message, warning = change.patch.event
+            out.append(Notice(change.node, reason, message, warning, "Node"))
+    return out
 
 
 def _complete_unfinished(api: Any, opts: RoundOptions) -> tuple[str, ...]:

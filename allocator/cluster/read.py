@@ -50,6 +50,7 @@ the field path and the reason, which the round reports as a Warning Event on the
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections import defaultdict
@@ -63,6 +64,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity as _untyped_quantity
 
 from allocator.cluster.config import AGENT_LABEL, ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.mig import MigNode, read_mig_node
 from allocator.model import (
     CATALOG,
     Alternative,
@@ -145,6 +147,8 @@ class Snapshot:
     origins: Mapping[str, PodOrigin] = field(default_factory=dict)
     agents: Mapping[str, str] = field(default_factory=dict)
     agent_wallets: Mapping[str, WalletView] = field(default_factory=dict)
+    #: MIG nodes under layout planning (pending or plannable), by name.
+    mig_nodes: Mapping[str, MigNode] = field(default_factory=dict)
 
     def display_name(self, pod: str) -> str:
         """How events and round records name ``pod``: an agent's pod by its agent and its name
@@ -661,6 +665,8 @@ class _RoundReader:
         self.pools: dict[str, dict[str | None, list[int]]] = {}  # node -> profile -> indices
         self.offered: dict[str | None, set[str]] = defaultdict(set)  # profile -> models
         self.free: dict[str, dict[str | None, list[int]]] = {}
+        self.mig_nodes: dict[str, MigNode] = {}  # MIG nodes under planning
+        self.planned_profiles: dict[str, set[str]] = {}  # profile -> models of plannable nodes
         # What becomes of the pods.
         self.incumbents: list[Incumbent] = []
         self.pods_of_incumbent: dict[str, tuple[str, ...]] = {}
@@ -727,6 +733,8 @@ class _RoundReader:
                 cpu = _cpu_milli(alloc.get("cpu", 0)) - self.other_cpu[name]
                 mem = _memory_mib(alloc.get("memory", 0)) - self.other_mem[name]
                 offer = _node_gpus(labels, alloc)
+                if self.cfg.mig_planning:
+                    offer = self._planned(n, offer)
                 self.nodes.append(
                     Node(
                         name=name,
@@ -748,6 +756,25 @@ class _RoundReader:
         self.free = {
             node: {k: list(v) for k, v in pool.items()} for node, pool in self.pools.items()
         }
+
+    def _planned(self, node: Mapping[str, Any], offer: _NodeOffer) -> _NodeOffer:
+        """A MIG node under planning: a change pending offers nothing; a plannable node offers
+        its GPUs as MIG GPUs with their layout, re-carvable (see allocator.cluster.mig)."""
+        name = str(_meta(node).get("name"))
+        mig = read_mig_node(
+            node, busy=bool(self.running.get(name)), now=self.now, hold_s=self.cfg.mig_hold_s
+        )
+        if mig is None or mig.status == "static":
+            return offer
+        self.mig_nodes[name] = mig
+        if mig.status == "pending" or mig.model is None:
+            return _NodeOffer()
+        planned = _NodeOffer()
+        for i, layout in enumerate(mig.gpus):
+            planned.gpus.append(Gpu(index=i, model=mig.model.name, mode="mig", layout=layout))
+        for p in mig.model.profiles:
+            self.planned_profiles.setdefault(p.name, set()).add(mig.model.name)
+        return planned
 
     def read_incumbents(self) -> None:
         """Running GPU pods become incumbents at their GPUs (on the nodes read)."""
@@ -879,8 +906,17 @@ class _RoundReader:
             models=_allowed_models(u0, self.offered, self.extra),
             locality=locality,
         )
+        alts = [alt]
+        planned = self.planned_profiles.get(u0.profile or "")
+        if planned and u0.unit.kind == "whole" and u0.unit.gpus == 1:
+            # The same pods on MIG GPUs whose layout the round may plan (one instance each).
+            mig_unit = Unit("mig", profile=u0.profile)
+            alts.append(dataclasses.replace(alt, unit=mig_unit, models=tuple(sorted(planned))))
         return Bid(
-            id=bid_id, bidder=_bidder(members[0], self.agents), wallet=wallet, alternatives=(alt,)
+            id=bid_id,
+            bidder=_bidder(members[0], self.agents),
+            wallet=wallet,
+            alternatives=tuple(alts),
         )
 
     def snapshot(self, pods: Sequence[Mapping[str, Any]], round_id: str) -> Snapshot:
@@ -892,6 +928,7 @@ class _RoundReader:
             incumbents=tuple(self.incumbents),
             extra_models=tuple(self.extra.values()),
             round_id=round_id,
+            reconfigure_cost=self.cfg.reconfigure_cost if self.mig_nodes else 0.0,
         )
         uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
         return Snapshot(
@@ -903,6 +940,7 @@ class _RoundReader:
             self.origins,
             MappingProxyType(self.agents),
             MappingProxyType(self.agent_wallets),
+            MappingProxyType(self.mig_nodes),
         )
 
 

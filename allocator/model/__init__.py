@@ -21,7 +21,15 @@ from allocator.model.problem import (
     Unit,
     Wallet,
 )
-from allocator.model.result import LOSS_REASONS, PAYMENT_RULES, SOLVERS, Loss, Result, Winner
+from allocator.model.result import (
+    LOSS_REASONS,
+    PAYMENT_RULES,
+    SOLVERS,
+    GpuLayout,
+    Loss,
+    Result,
+    Winner,
+)
 from allocator.model.serialize import (
     load_problem,
     load_result,
@@ -56,6 +64,7 @@ __all__ = [
     "Placement",
     "Problem",
     "ProblemError",
+    "GpuLayout",
     "Result",
     "Unit",
     "Wallet",

@@ -105,6 +105,9 @@ class GpuOccupancy:
         ``(profile, start)`` of MIG instances already on the GPU (held by work outside the
         market); taken in order with :meth:`take_mig`, so an illegal layout raises
         :class:`OccupancyError` here.
+    layout
+        ``(profile, start)`` of the MIG instances that exist on the GPU, when only those may be
+        used (a GPU whose layout is kept); None: any legal instance may be carved.
     """
 
     model: GpuModel
@@ -122,6 +125,8 @@ class GpuOccupancy:
     media: int
     #: MIG instances as ``(profile, start)``, in the order taken.
     instances: tuple[tuple[str, int], ...]
+    #: The only instances that may be taken (the GPU's kept layout), or None.
+    layout: frozenset[tuple[str, int]] | None
 
     def __init__(
         self,
@@ -131,8 +136,10 @@ class GpuOccupancy:
         index: int = 0,
         used_milli: int = 0,
         mig_instances: Iterable[tuple[str, int]] = (),
+        layout: Iterable[tuple[str, int]] | None = None,
     ) -> None:
         self.model = model
+        self.layout = None if layout is None else frozenset(layout)
         self.mode = mode
         self.node = node
         self.index = index
@@ -148,8 +155,11 @@ class GpuOccupancy:
     @classmethod
     def of(cls, gpu: Gpu, model: GpuModel, node: str = "") -> GpuOccupancy:
         """The occupancy of ``gpu`` (a :class:`~allocator.model.problem.Gpu` of ``model`` on
-        ``node``) as offered: its ``used_milli`` and outside MIG instances."""
-        occ = cls(model, gpu.mode, node, gpu.index, gpu.used_milli)
+        ``node``) as offered: its ``used_milli`` and outside MIG instances; with a ``layout``,
+        only the instances of that layout can be taken (running work sits on instances that
+        exist)."""
+        layout = None if gpu.layout is None else [(x.profile, x.start) for x in gpu.layout]
+        occ = cls(model, gpu.mode, node, gpu.index, gpu.used_milli, layout=layout)
         if gpu.mig_instances:
             for x in gpu.mig_instances:
                 occ.take_mig(x.profile, x.start)
@@ -158,6 +168,7 @@ class GpuOccupancy:
     def copy(self) -> GpuOccupancy:
         """An independent copy of the state (the model is shared)."""
         out = GpuOccupancy(self.model, self.mode, self.node, self.index, self.used_milli)
+        out.layout = self.layout
         out.owner = self.owner
         out.milli = self.milli
         out.slices = self.slices
@@ -223,6 +234,11 @@ class GpuOccupancy:
         if err is not None:
             raise err
         self._apply("mig", 0, profile, start, "")
+
+    def take_all(self, instances: Iterable[tuple[str, int]]) -> None:
+        """:meth:`take_mig` each ``(profile, start)`` in turn."""
+        for name, start in instances:
+            self.take_mig(name, start)
 
     def _apply(self, kind: str, milli: int, profile: str, start: int, owner: str) -> None:
         """Record a replica that fits (checked by the caller)."""
@@ -305,6 +321,10 @@ class GpuOccupancy:
             return OccupancyError(
                 "",
                 f"{profile} cannot start at slot {start} on {model.name} (legal: {list(p.starts)})",
+            )
+        if self.layout is not None and (p.name, start) not in self.layout:
+            return OccupancyError(
+                "", f"{profile}@{start} is not an instance of {self._name()}'s MIG layout"
             )
         if self.slices & slice_mask(p, start):
             return OccupancyError("", f"{profile}@{start} overlaps another instance")

@@ -111,6 +111,14 @@ class Gpu:
         may be carved into any legal profile by the allocator.
     used_milli
         Milli-GPU already used by work outside this market (``shared`` mode only).
+    layout
+        The MIG instances that exist on the GPU now (``mig`` mode only), free or held by
+        ``mig_instances`` and incumbents. ``None`` (the default): the GPU's free slices may be
+        carved into any legal profile at no cost. With a layout, work goes on its free instances,
+        or, if ``recarvable``, the round may re-carve the GPU (see :class:`Problem`).
+    recarvable
+        Whether the round may change ``layout`` (False: within its minimum hold time, a change
+        still being applied, outside work on it, or re-carving turned off).
     """
 
     index: int
@@ -119,6 +127,8 @@ class Gpu:
     nvlink: str | None = None
     mig_instances: tuple[MigInstance, ...] = ()
     used_milli: int = 0
+    layout: tuple[MigInstance, ...] | None = None
+    recarvable: bool = True
 
     def __post_init__(self) -> None:
         _int_at_least("index", self.index, 0)
@@ -134,6 +144,12 @@ class Gpu:
         if self.mig_instances and self.mode != "mig":
             raise ProblemError("mig_instances", "only a GPU in mig mode can hold MIG instances")
         object.__setattr__(self, "mig_instances", tuple(self.mig_instances))
+        if self.layout is not None:
+            if self.mode != "mig":
+                raise ProblemError("layout", "only a GPU in mig mode has a MIG layout")
+            object.__setattr__(self, "layout", tuple(self.layout))
+        if not isinstance(self.recarvable, bool):
+            raise ProblemError("recarvable", f"must be true or false, got {self.recarvable!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +373,10 @@ class Problem:
 
     ``reserve_prices`` maps a GPU model name to the least value per GPU-equivalent at which its
     capacity is sold. ``extra_models`` adds whole-GPU models the catalog does not know.
+
+    ``reconfigure_cost`` is the welfare lost by re-carving one GPU that has a ``layout`` (it is
+    unavailable while the MIG manager applies the change): a round re-carves a GPU only when the
+    work it places there is worth more than that, and only if no work is kept on it.
     """
 
     nodes: tuple[Node, ...]
@@ -366,12 +386,14 @@ class Problem:
     reserve_prices: Mapping[str, float] = field(default_factory=dict)
     extra_models: tuple[GpuModel, ...] = ()
     round_id: str = "round"
+    reconfigure_cost: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("nodes", "wallets", "bids", "incumbents", "extra_models"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "reserve_prices", MappingProxyType(dict(self.reserve_prices)))
         _name("round_id", self.round_id)
+        _finite_nonneg("reconfigure_cost", self.reconfigure_cost)
         models = self._check_models()
         self._check_nodes(models)
         self._check_market(models)
@@ -437,6 +459,13 @@ class Problem:
                     )
                 if g.mode == "mig" and not m.mig_capable:
                     raise ProblemError(f"{path}.mode", f"{m.name} is not MIG-capable")
+                if g.layout is not None:
+                    try:  # the layout itself obeys the MIG rules
+                        GpuOccupancy(m, "mig", n.name, g.index).take_all(
+                            (x.profile, x.start) for x in g.layout
+                        )
+                    except OccupancyError as e:
+                        raise ProblemError(f"{path}.layout", e.message) from None
                 if g.mig_instances:
                     try:
                         GpuOccupancy.of(g, m, n.name)  # takes the instances: MIG rules

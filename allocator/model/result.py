@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from allocator.model.problem import Placement
+from allocator.model.problem import MigInstance, Placement
 
-__all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "Loss", "Result", "Winner"]
+__all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "GpuLayout", "Loss", "Result", "Winner"]
 
 #: Why a bid lost. ``outbid``: it fit the cluster but others were worth more;
 #: ``does_not_fit``: no alternative fits even the cluster with everything preemptible evicted;
@@ -51,6 +51,21 @@ class Loss:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuLayout:
+    """The MIG layout a GPU with a ``layout`` in the problem is to have after the round:
+    ``instances`` (profile, start), and whether that is a change (``recarved``: the MIG manager
+    must re-carve the GPU before the work placed there can start)."""
+
+    node: str
+    gpu: int
+    instances: tuple[MigInstance, ...]
+    recarved: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "instances", tuple(self.instances))
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What a solver decided for one round.
 
@@ -59,6 +74,8 @@ class Result:
     GPU-equivalents in use after the round (incumbents kept plus winners). ``clearing_prices``
     maps a model to the lowest payment per GPU-equivalent among its winners. ``stats`` holds
     solver figures (``time_ms``, ``objective``, ``bound``, ``gap``, ``status``, ...).
+    ``layouts`` gives, for every GPU that has a MIG ``layout`` in the problem, the layout it is to
+    have; ``welfare`` already counts the problem's ``reconfigure_cost`` of those re-carved.
     """
 
     round_id: str
@@ -73,9 +90,10 @@ class Result:
     utilisation: Mapping[str, float] = field(default_factory=dict)
     clearing_prices: Mapping[str, float] = field(default_factory=dict)
     stats: Mapping[str, Any] = field(default_factory=dict)
+    layouts: tuple[GpuLayout, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("winners", "evicted", "losers"):
+        for name in ("winners", "evicted", "losers", "layouts"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("utilisation", "clearing_prices", "stats"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))

@@ -31,7 +31,7 @@ from allocator.model.problem import (
     Unit,
     Wallet,
 )
-from allocator.model.result import Loss, Result, Winner
+from allocator.model.result import GpuLayout, Loss, Result, Winner
 
 __all__ = [
     "load_problem",
@@ -185,7 +185,10 @@ def _mig_instance(path: str, d: dict[str, Any]) -> MigInstance:
 
 def _gpu(path: str, d: dict[str, Any]) -> Gpu:
     mig = _each(f"{path}.mig_instances", d.get("mig_instances", []), _mig_instance)
-    return _build(path, Gpu, **{**d, "mig_instances": mig})
+    layout = d.get("layout")
+    if layout is not None:
+        layout = _each(f"{path}.layout", layout, _mig_instance)
+    return _build(path, Gpu, **{**d, "mig_instances": mig, "layout": layout})
 
 
 def _node(path: str, d: dict[str, Any]) -> Node:
@@ -244,6 +247,7 @@ def problem_from_dict(data: Any) -> Problem:
         reserve_prices=dict(data.get("reserve_prices", {})),
         extra_models=_each("extra_models", data.get("extra_models", []), _extra_model),
         round_id=data.get("round_id", "round"),
+        reconfigure_cost=data.get("reconfigure_cost", 0.0),
     )
 
 
@@ -271,6 +275,10 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
             ]
         if g.used_milli:
             out["used_milli"] = g.used_milli
+        if g.layout is not None:
+            out["layout"] = [{"profile": x.profile, "start": x.start} for x in g.layout]
+        if not g.recarvable:
+            out["recarvable"] = False
         return out
 
     def node(n: Node) -> dict[str, Any]:
@@ -344,7 +352,7 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
             | ({"whole_equivalent": m.whole_equivalent} if m.whole_equivalent != 1.0 else {})
             for m in problem.extra_models
         ],
-    }
+    } | ({"reconfigure_cost": problem.reconfigure_cost} if problem.reconfigure_cost else {})
 
 
 def result_to_dict(result: Result) -> dict[str, Any]:
@@ -374,6 +382,15 @@ def result_to_dict(result: Result) -> dict[str, Any]:
         "utilisation": dict(result.utilisation),
         "clearing_prices": dict(result.clearing_prices),
         "stats": dict(result.stats),
+    } | ({"layouts": [_layout_to_dict(x) for x in result.layouts]} if result.layouts else {})
+
+
+def _layout_to_dict(x: GpuLayout) -> dict[str, Any]:
+    return {
+        "node": x.node,
+        "gpu": x.gpu,
+        "instances": [{"profile": i.profile, "start": i.start} for i in x.instances],
+        "recarved": x.recarved,
     }
 
 
@@ -393,7 +410,7 @@ def result_from_dict(data: Any) -> Result:
             "welfare",
             "revenue",
         ),
-        ("utilisation", "clearing_prices", "stats", "$schema"),
+        ("utilisation", "clearing_prices", "stats", "layouts", "$schema"),
     )
 
     def winner(path: str, w: Any) -> Winner:
@@ -403,6 +420,11 @@ def result_from_dict(data: Any) -> Result:
 
     def loss(path: str, x: Any) -> Loss:
         return _build(path, Loss, **_obj(path, x, ("bid_id", "reason"), ("detail",)))
+
+    def layout(path: str, x: Any) -> GpuLayout:
+        x = _obj(path, x, ("node", "gpu", "instances", "recarved"), ())
+        x["instances"] = _list(f"{path}.instances", x["instances"], _mig_instance)
+        return _build(path, GpuLayout, **x)
 
     if not isinstance(d["evicted"], list):
         raise ProblemError("evicted", "must be a list of incumbent ids")
@@ -419,6 +441,7 @@ def result_from_dict(data: Any) -> Result:
         utilisation=d.get("utilisation", {}),
         clearing_prices=d.get("clearing_prices", {}),
         stats=d.get("stats", {}),
+        layouts=_list("layouts", d.get("layouts", []), layout),
     )
 
 

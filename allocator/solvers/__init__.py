@@ -8,11 +8,13 @@ Payments and loss reasons are computed the same way whichever solver allocated.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import TYPE_CHECKING, Any
 
 from allocator.model import Problem, ProblemError, Result
 from allocator.solvers.assemble import Allocation, build_result, welfare
+from allocator.solvers.layouts import has_layouts, plan_layouts
 from allocator.solvers.params import SolveParams
 
 if TYPE_CHECKING:
@@ -71,16 +73,29 @@ def solve(
     from allocator.solvers.native import NativeEngine
 
     t0 = time.perf_counter()
-    engine = NativeEngine(problem, alpha=p.alpha)
-    alloc, chosen, status = _allocate(problem, engine, p)
+    runs: dict[int, tuple[NativeEngine, str, str]] = {}
+
+    def run(pb: Problem) -> Allocation:
+        engine = NativeEngine(pb, alpha=p.alpha)
+        alloc, chosen, status = _allocate(pb, engine, p)
+        runs[id(pb)] = (engine, chosen, status)
+        return alloc
+
+    plan = plan_layouts(problem, run) if has_layouts(problem) else None
+    solved = plan.problem if plan is not None else problem
+    alloc = plan.allocation if plan is not None else run(problem)
+    engine, chosen, status = runs[id(solved)]
     stats: dict[str, Any] = {"solve_ms": (time.perf_counter() - t0) * 1000.0}
     t1 = time.perf_counter()
-    pay = _payments(problem, engine, alloc, p)
+    pay = _payments(solved, engine, alloc, p)
     stats["payments_ms"] = (time.perf_counter() - t1) * 1000.0
     reasons = engine.explain(alloc)
     stats["solver_used"] = chosen
-    return build_result(
-        problem,
+    if plan is not None:
+        stats["recarved"] = len(plan.recarved)
+        stats["layout_solves"] = plan.solves
+    result = build_result(
+        solved,
         alloc,
         solver=chosen,
         payment_rule=p.payments,
@@ -88,6 +103,13 @@ def solve(
         reasons=reasons,
         status=status,
         stats=stats,
+    )
+    if plan is None:
+        return result
+    # The problem as given (GPUs pinned by the planner were recarvable there) and the
+    # re-carvings' cost in welfare.
+    return dataclasses.replace(
+        result, welfare=plan.net_welfare, layouts=plan.layouts, round_id=problem.round_id
     )
 
 
@@ -103,8 +125,21 @@ def allocate(problem: Problem, params: SolveParams | None = None) -> Allocation:
     p = params if params is not None else SolveParams()
     if not isinstance(p, SolveParams):
         raise ProblemError("params", f"must be a SolveParams, got {type(p).__name__}")
-    alloc, _, _ = _allocate(problem, NativeEngine(problem, alpha=p.alpha), p)
-    return alloc
+
+    def run(pb: Problem) -> Allocation:
+        return _allocate(pb, NativeEngine(pb, alpha=p.alpha), p)[0]
+
+    if has_layouts(problem):
+        plan = plan_layouts(problem, run)
+        return dataclasses.replace(
+            plan.allocation,
+            stats={
+                **plan.allocation.stats,
+                "layouts": plan.layouts,
+                "recarved": len(plan.recarved),
+            },
+        )
+    return run(problem)
 
 
 def _allocate(

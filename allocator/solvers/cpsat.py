@@ -135,15 +135,19 @@ def _outside_units(gpu: Gpu, model: GpuModel) -> int:
 
 
 def _profile_layouts(
-    model: GpuModel, fixed: Iterable[tuple[str, int]], names: Sequence[str]
+    model: GpuModel,
+    fixed: Iterable[tuple[str, int]],
+    names: Sequence[str],
+    allowed: Iterable[tuple[str, int]] | None = None,
 ) -> dict[tuple[int, ...], tuple[tuple[str, int], ...]]:
     """Pareto-maximal instance counts of profiles ``names`` next to ``fixed``, each realised.
 
     A depth-first walk over the memory slices, lowest first: at each free slot, every profile
     that may start there under the MIG rules (:mod:`allocator.model.occupancy`), or none.
+    ``allowed``: the only instances that may be used (a GPU's kept layout), or None.
     """
     units = model.mig_units
-    occ = GpuOccupancy(model, "mig", mig_instances=fixed)
+    occ = GpuOccupancy(model, "mig", mig_instances=fixed, layout=allowed)
     profiles = [p for p in (model.profile(n) for n in names) if p is not None]
     best: dict[tuple[int, ...], tuple[tuple[str, int], ...]] = {}
     placed: list[tuple[str, int]] = []
@@ -223,9 +227,13 @@ def share_patterns(capacity: int, types: Sequence[MigType], limit: int) -> list[
 
 
 def mig_layouts(
-    model: GpuModel, fixed: Iterable[tuple[str, int]], types: Sequence[MigType]
+    model: GpuModel,
+    fixed: Iterable[tuple[str, int]],
+    types: Sequence[MigType],
+    allowed: Iterable[tuple[str, int]] | None = None,
 ) -> list[Layout]:
-    """Pareto-maximal layouts of new instances of the demanded ``types`` next to ``fixed`` ones.
+    """Pareto-maximal layouts of new instances of the demanded ``types`` next to ``fixed`` ones
+    (using only the ``allowed`` instances, when given: a GPU's kept layout).
 
     A type is (profile, bundle): ``bundle`` instances of the profile on the same GPU. Every subset
     of a legal layout is legal (disjoint slices, max counts, one ``+me``), so the maximal count
@@ -233,7 +241,7 @@ def mig_layouts(
     """
     names = sorted({name for name, _ in types})
     out: dict[tuple[int, ...], tuple[tuple[int, tuple[tuple[str, int], ...]], ...]] = {}
-    for counts, instances in _profile_layouts(model, fixed, names).items():
+    for counts, instances in _profile_layouts(model, fixed, names, allowed).items():
         per_profile: list[list[dict[int, int]]] = []
         for name, have in zip(names, counts, strict=True):
             sizes = [(t, b) for t, (n, b) in enumerate(types) if n == name]
@@ -255,6 +263,14 @@ def mig_layouts(
                     del pools[name][:b]
             out[key] = tuple(bundles)
     return [(v, out[v]) for v in _pareto(out)]
+
+
+def _kept_layout(gpu: Gpu) -> tuple[tuple[str, int], ...] | None:
+    """The instances a GPU whose layout is kept may use (None: any legal instance; a GPU the
+    round may re-carve is offered free, allocator.solvers.layouts decides what that costs)."""
+    if gpu.layout is None or gpu.recarvable:
+        return None
+    return tuple(sorted((x.profile, x.start) for x in gpu.layout))
 
 
 # --------------------------------------------------------------------------- model building
@@ -464,7 +480,7 @@ class _Builder:
                     continue
                 incs = held.get((node.name, g.index), [])
                 outside = tuple(sorted((x.profile, x.start) for x in g.mig_instances))
-                key = (g.mode, model.name, g.nvlink, g.used_milli, outside)
+                key = (g.mode, model.name, g.nvlink, g.used_milli, outside, _kept_layout(g))
                 alone = bool(incs)
                 if not alone and key in groups:
                     groups[key].gpus.append(g.index)
@@ -495,8 +511,8 @@ class _Builder:
         for ri, r in enumerate(self.resources):
             if r.symmetry_key is None or (r.kind != "whole" and not r.layouts):
                 continue  # incumbents' GPUs, and shared GPUs modelled one by one
-            mode, model, _, used, outside = r.symmetry_key
-            groups.setdefault((r.node, mode, model, used, outside), []).append(ri)
+            mode, model, _, used, outside, kept = r.symmetry_key
+            groups.setdefault((r.node, mode, model, used, outside, kept), []).append(ri)
         for parts in groups.values():
             first = self.resources[parts[0]]
             if len(parts) < 2 or any(self.resources[q].demanded != first.demanded for q in parts):
@@ -553,9 +569,10 @@ class _Builder:
                 for i in r.incumbents:
                     if i not in gone:
                         fixed += own[i]
-                key = (r.model.name, tuple(sorted(fixed)), tuple(demanded))
+                allowed = _kept_layout(gpu)
+                key = (r.model.name, tuple(sorted(fixed)), tuple(demanded), allowed)
                 if key not in self._layout_cache:
-                    self._layout_cache[key] = mig_layouts(r.model, fixed, demanded)
+                    self._layout_cache[key] = mig_layouts(r.model, fixed, demanded, allowed)
                 for lay in self._layout_cache[key]:
                     var = self.m.new_int_var(0, len(r.gpus), f"layout[{len(choices)}]")
                     for i in gone:

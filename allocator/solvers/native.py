@@ -99,6 +99,10 @@ class _Nodes(NamedTuple):
     hold_gpu: I64
     hold_profile: I64
     hold_start: I64
+    gpu_fixed_layout: I64
+    layout_gpu: I64
+    layout_profile: I64
+    layout_start: I64
 
 
 class _Models(NamedTuple):
@@ -209,6 +213,10 @@ class NativeEngine:
             hold_gpu=n.hold_gpu,
             hold_profile=n.hold_profile,
             hold_start=n.hold_start,
+            gpu_fixed_layout=n.gpu_fixed_layout,
+            layout_gpu=n.layout_gpu,
+            layout_profile=n.layout_profile,
+            layout_start=n.layout_start,
             wallet_balance=_f64([float(w.balance) for w in pb.wallets]),
             bid_wallet=_i64([wallet_index[b.wallet] for b in pb.bids]),
             alt_bid=a.bid,
@@ -259,6 +267,14 @@ class NativeEngine:
                     c.add("hold_gpu", gi)
                     c.add("hold_profile", self._profile_index(m, inst.profile))
                     c.add("hold_start", inst.start)
+                # A kept layout (not recarvable) limits MIG units to its instances; a GPU the
+                # round may re-carve is offered free (allocator.solvers.layouts decides).
+                fixed = g.layout is not None and not g.recarvable
+                c.add("gpu_fixed_layout", int(fixed))
+                for inst in (g.layout or ()) if fixed else ():
+                    c.add("layout_gpu", gi)
+                    c.add("layout_profile", self._profile_index(m, inst.profile))
+                    c.add("layout_start", inst.start)
         return _Nodes(*(c.i64(name) for name in _Nodes._fields))
 
     def _lower_models(self) -> _Models:

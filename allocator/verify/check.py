@@ -323,10 +323,75 @@ def verify(problem: Problem, result: Result) -> list[Violation]:
             _keep_incumbent(cluster, inc, f"incumbents[{i}]")
     winning = _check_winners(problem, result, cluster, out)
     _check_node_resources(problem, cluster, out)
+    recarved = _check_layouts(problem, result, cluster, out)
     _check_wallets(problem, winning, out)
-    _check_money(problem, result, evicted, out)
+    _check_money(problem, result, evicted, recarved, out)
     _check_losers(problem, result, out)
     return out
+
+
+def _check_layouts(
+    problem: Problem, result: Result, cluster: _Cluster, out: list[Violation]
+) -> int:
+    """Every GPU with a MIG layout in the problem gets exactly one target layout. A kept one is
+    the layout as it was, and everything on the GPU sits on its instances; a re-carved one is
+    on a recarvable GPU with nothing kept on it (no outside work, no kept incumbent), is a legal
+    layout, and holds every winner's instance there. Returns the number re-carved."""
+    given = {(n.name, g.index): g for n in problem.nodes for g in n.gpus if g.layout is not None}
+    seen: set[tuple[str, int]] = set()
+    recarved = 0
+    for k, lay in enumerate(result.layouts):
+        path = f"layouts[{k}]"
+        key = (lay.node, lay.gpu)
+        gpu = given.get(key)
+        if gpu is None:
+            out.append(
+                Violation("layout.unknown", path, f"GPU {lay.gpu} of {lay.node!r} has no layout")
+            )
+            continue
+        if key in seen:
+            out.append(Violation("layout.duplicate", path, f"GPU {key} has two layouts"))
+            continue
+        seen.add(key)
+        state = cluster.gpus[key]
+        held = {(h.profile.name, h.start): h.owner for h in state.mig}
+        target = {(x.profile, x.start) for x in lay.instances}
+        if not lay.recarved:
+            if target != {(x.profile, x.start) for x in gpu.layout or ()}:
+                out.append(
+                    Violation("layout.changed", path, f"GPU {key}'s layout changed unmarked")
+                )
+            for (name, start), owner in held.items():
+                if (name, start) not in target:
+                    out.append(
+                        Violation(
+                            "layout.instance",
+                            path,
+                            f"{owner} holds {name}@{start} on GPU {key}, not an instance of "
+                            "its layout",
+                        )
+                    )
+            continue
+        recarved += 1
+        if not gpu.recarvable:
+            out.append(Violation("layout.kept", path, f"GPU {key} may not be re-carved"))
+        busy = [o for o in held.values() if o == "outside work" or o.startswith("incumbent ")]
+        if busy:
+            out.append(Violation("layout.busy", path, f"GPU {key} is re-carved under {busy[0]}"))
+        missing = [f"{n}@{s}" for (n, s) in held if (n, s) not in target]
+        if missing:
+            out.append(
+                Violation(
+                    "layout.instance", path, f"GPU {key}'s new layout lacks {', '.join(missing)}"
+                )
+            )
+        fresh = _GpuState(state.node, state.gpu, state.model)
+        for j, x in enumerate(lay.instances):
+            pl = Placement(lay.node, (lay.gpu,), mig_profile=x.profile, mig_start=x.start)
+            out += _place_mig(fresh, pl, "the new layout", f"{path}.instances[{j}]")
+    for key in given.keys() - seen:
+        out.append(Violation("layout.missing", "layouts", f"GPU {key} has no target layout"))
+    return recarved
 
 
 def _check_evictions(problem: Problem, result: Result, out: list[Violation]) -> set[str]:
@@ -647,8 +712,11 @@ def _check_wallets(problem: Problem, won: list[_Won], out: list[Violation]) -> N
             )
 
 
-def _check_money(problem: Problem, result: Result, evicted: set[str], out: list[Violation]) -> None:
-    """Revenue is the sum of payments; welfare is won value minus what evictions destroy."""
+def _check_money(
+    problem: Problem, result: Result, evicted: set[str], recarved: int, out: list[Violation]
+) -> None:
+    """Revenue is the sum of payments; welfare is won value minus what evictions destroy and
+    the re-carvings' cost."""
     revenue = sum(w.payment for w in result.winners)
     if not _close(result.revenue, revenue, REL_TOL * max(1.0, abs(revenue))):
         out.append(
@@ -656,13 +724,15 @@ def _check_money(problem: Problem, result: Result, evicted: set[str], out: list[
         )
     won = sum(w.value for w in result.winners)
     lost = sum(inc.value + inc.preemption_cost for inc in problem.incumbents if inc.id in evicted)
-    welfare = won - lost
+    carving = recarved * problem.reconfigure_cost
+    welfare = won - lost - carving
     if not _close(result.welfare, welfare, REL_TOL * max(1.0, abs(welfare))):
         out.append(
             Violation(
                 "welfare",
                 "welfare",
-                f"reported {result.welfare}, winners {won} - evictions {lost} = {welfare}",
+                f"reported {result.welfare}, winners {won} - evictions {lost} - "
+                f"{recarved} re-carvings {carving} = {welfare}",
             )
         )
 

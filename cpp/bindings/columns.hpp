@@ -87,9 +87,11 @@ GPUALLOC_COLUMNS_STRUCT(PlacementColumns, GPUALLOC_PLACEMENT_FIELDS, GPUALLOC_NO
 /// The lowered round (see allocator/solvers/native.py and gpualloc/problem.hpp). Per model; per
 /// MIG profile (profile_model: its model; starts as a bit mask); per node (rack and zone ids, -1:
 /// none); per GPU (gpu_mode: GpuMode; gpu_nvlink: cluster-wide domain id); per MIG instance held
-/// outside the market; per wallet; per bid (its wallet); per alternative (alt_kind: UnitKind,
-/// alt_locality: Locality, its models alt_models[alt_model_offsets[k]:alt_model_offsets[k + 1]]
-/// and, for MIG units, the profile on each in alt_profiles); per incumbent (its placements
+/// outside the market; per GPU whether its layout is fixed (0/1) and per instance of those
+/// layouts (layout_gpu, layout_profile, layout_start); per wallet; per bid (its wallet); per
+/// alternative (alt_kind: UnitKind, alt_locality: Locality, its models
+/// alt_models[alt_model_offsets[k]:alt_model_offsets[k + 1]] and, for MIG units, the profile on
+/// each in alt_profiles); per incumbent (its placements
 /// inc_placements[inc_placement_offsets[i]:inc_placement_offsets[i + 1]]).
 #define GPUALLOC_PROBLEM_FIELDS(X) \
   X(F64, model_memory_gb)          \
@@ -116,6 +118,10 @@ GPUALLOC_COLUMNS_STRUCT(PlacementColumns, GPUALLOC_PLACEMENT_FIELDS, GPUALLOC_NO
   X(I64, hold_gpu)                 \
   X(I64, hold_profile)             \
   X(I64, hold_start)               \
+  X(I64, gpu_fixed_layout)         \
+  X(I64, layout_gpu)               \
+  X(I64, layout_profile)           \
+  X(I64, layout_start)             \
   X(F64, wallet_balance)           \
   X(I64, bid_wallet)               \
   X(I64, alt_bid)                  \

@@ -126,6 +126,19 @@ void gpus_from(const ProblemColumns& c, ProblemData& p) {
     }
     p.gpus[hg[i]].outside.push_back({as_int("hold_profile", hp[i]), as_int("hold_start", hs[i])});
   }
+  const auto fixed = view(c.gpu_fixed_layout);
+  need_len("gpu_fixed_layout", fixed.size(), n_gpus);
+  for (std::size_t g = 0; g < n_gpus; ++g) p.gpus[g].fixed_layout = fixed[g] != 0;
+  const auto lg = view(c.layout_gpu), lp = view(c.layout_profile), ls = view(c.layout_start);
+  need_len("layout_profile", lp.size(), lg.size());
+  need_len("layout_start", ls.size(), lg.size());
+  for (std::size_t i = 0; i < lg.size(); ++i) {
+    if (lg[i] < 0 || static_cast<std::size_t>(lg[i]) >= n_gpus) {
+      throw InputError("layout_gpu", "out of range");
+    }
+    p.gpus[lg[i]].layout.push_back(
+        {as_int("layout_profile", lp[i]), as_int("layout_start", ls[i])});
+  }
 }
 
 void alternatives_from(const ProblemColumns& c, ProblemData& p) {

@@ -471,7 +471,7 @@ bool Packer::mig_on_node(const State& s, int model, int profile, int node, int n
     node_free += md.mig_units - std::popcount(static_cast<std::uint32_t>(gs.mig_mask));
     if (gs.counts[profile] >= pr.max_count || (pr.media && gs.media >= 1)) continue;
     for (int st = 0; st + pr.size <= md.mig_units; ++st) {
-      if (!((pr.starts_mask >> st) & 1u)) continue;
+      if (!((pr.starts_mask >> st) & 1u) || !gd.layout_allows(profile, st)) continue;
       const std::uint32_t bits = slice_bits(st, pr.size);
       if (gs.mig_mask & bits) continue;
       const double loss = pot[gs.mig_mask] - pot[gs.mig_mask | bits];

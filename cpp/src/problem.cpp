@@ -21,25 +21,27 @@ void index_in(const std::string& field, long long x, std::size_t n) {
   }
 }
 
-// The GPU's outside MIG instances: legal starts, no overlap, per-profile and +me limits.
-void validate_outside_mig(const std::string& path, const GpuData& gd, const ModelData& md) {
+// A set of MIG instances of one GPU (those held outside, or its layout): legal starts, no
+// overlap, per-profile and +me limits.
+void validate_mig_set(const std::string& path, const std::vector<MigHold>& holds,
+                      const ModelData& md) {
   std::uint32_t mask = 0;
   int counts[kMaxProfiles] = {};
   int media = 0;
-  for (const auto& h : gd.outside) {
-    index_in(path + ".mig_instances.profile", h.profile, md.profiles.size());
+  for (const auto& h : holds) {
+    index_in(path + ".profile", h.profile, md.profiles.size());
     const auto& pr = md.profiles[h.profile];
     if (h.start < 0 || h.start >= 32 || !((pr.starts_mask >> h.start) & 1u)) {
-      throw InputError(path + ".mig_instances.start", "illegal start slot");
+      throw InputError(path + ".start", "illegal start slot");
     }
     const std::uint32_t bits = ((1u << pr.size) - 1u) << h.start;
-    if (mask & bits) throw InputError(path + ".mig_instances", "instances overlap");
+    if (mask & bits) throw InputError(path, "instances overlap");
     mask |= bits;
     if (++counts[h.profile] > pr.max_count) {
-      throw InputError(path + ".mig_instances", "too many instances of one profile");
+      throw InputError(path, "too many instances of one profile");
     }
     media += pr.media ? 1 : 0;
-    if (media > 1) throw InputError(path + ".mig_instances", "at most one +me instance");
+    if (media > 1) throw InputError(path, "at most one +me instance");
   }
 }
 
@@ -108,7 +110,16 @@ void validate_nodes_and_gpus(const ProblemData& p) {
     if (!gd.outside.empty() && gd.mode != GpuMode::Mig) {
       throw InputError(path + ".mig_instances", "only a MIG GPU holds MIG instances");
     }
-    validate_outside_mig(path, gd, md);
+    validate_mig_set(path + ".mig_instances", gd.outside, md);
+    if ((gd.fixed_layout || !gd.layout.empty()) && gd.mode != GpuMode::Mig) {
+      throw InputError(path + ".layout", "only a MIG GPU has a MIG layout");
+    }
+    validate_mig_set(path + ".layout", gd.layout, md);
+    for (const auto& h : gd.outside) {
+      if (!gd.layout_allows(h.profile, h.start)) {
+        throw InputError(path + ".mig_instances", "an instance held outside is not in the layout");
+      }
+    }
   }
 }
 

@@ -55,6 +55,7 @@ bool mig_fits(const ProblemData& p, int gpu, const GpuState& g, int profile, int
   if (profile < 0 || profile >= static_cast<int>(md.profiles.size())) return false;
   const auto& pr = md.profiles[profile];
   if (start < 0 || start >= 32 || !((pr.starts_mask >> start) & 1u)) return false;
+  if (!gd.layout_allows(profile, start)) return false;
   if (g.mig_mask & slice_bits(start, pr.size)) return false;
   if (g.counts[profile] >= pr.max_count) return false;
   if (pr.media && g.media >= 1) return false;

@@ -150,3 +150,30 @@ TEST(Mig, GpuLocalityPutsAllReplicasOnOneGpu) {
   ASSERT_GE(g.alt_of_bid[0], 0);
   for (const auto& r : g.placements[0]) EXPECT_EQ(r.gpus[0], 1);
 }
+
+TEST(Mig, AFixedLayoutOffersOnlyItsInstances) {
+  // The GPU keeps a layout of one 3g at slot 4 (and nothing else): a 1g fits nowhere, the 3g
+  // only at 4, though slots 0-3 are free.
+  auto p = one_mig_gpu();
+  p.gpus[0].fixed_layout = true;
+  p.gpus[0].layout = {{P3g, 4}};
+  p.validate();
+  State s = State::outside_only(p);
+  EXPECT_FALSE(replica_fits(p, s, mig(0, P1g, 0), 0, 0));
+  EXPECT_FALSE(replica_fits(p, s, mig(0, P3g, 0), 0, 0));
+  EXPECT_TRUE(replica_fits(p, s, mig(0, P3g, 4), 0, 0));
+  add_bid(p, 9, UnitKind::Mig, 1, 1, 0, P1g);
+  add_bid(p, 5, UnitKind::Mig, 1, 1, 0, P3g);
+  Engine e(p);
+  const auto& g = e.greedy();
+  EXPECT_EQ(g.alt_of_bid[0], -1);
+  ASSERT_GE(g.alt_of_bid[1], 0);
+  EXPECT_EQ(g.placements[1][0].start, 4);
+}
+
+TEST(Mig, ALayoutMustObeyTheTables) {
+  auto p = one_mig_gpu();
+  p.gpus[0].fixed_layout = true;
+  p.gpus[0].layout = {{P3g, 0}, {P4g, 0}};
+  EXPECT_THROW(p.validate(), InputError);
+}

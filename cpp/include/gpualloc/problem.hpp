@@ -81,7 +81,9 @@ struct MigHold {
 
 /// One physical GPU. `nvlink` is a cluster-wide NVLink domain id (GPUs of one node with the
 /// same id; a node whose GPUs have no id forms one domain). `outside` are MIG instances held by
-/// work outside the market; `used_milli` the milli-GPU used outside (shared GPUs only).
+/// work outside the market; `used_milli` the milli-GPU used outside (shared GPUs only). With
+/// `fixed_layout`, MIG units may only take the instances listed in `layout` (the ones that exist
+/// on a GPU whose layout is kept); otherwise any legal instance may be carved.
 struct GpuData {
   int node = 0;
   int device = 0;
@@ -90,6 +92,17 @@ struct GpuData {
   int nvlink = 0;
   int used_milli = 0;
   std::vector<MigHold> outside;
+  bool fixed_layout = false;
+  std::vector<MigHold> layout;
+
+  /// Whether an instance of `profile` at `start` may exist on this GPU (its fixed layout's).
+  [[nodiscard]] bool layout_allows(int profile, int start) const {
+    if (!fixed_layout) return true;
+    for (const auto& h : layout) {
+      if (h.profile == profile && h.start == start) return true;
+    }
+    return false;
+  }
 };
 
 /// A node: CPU (milli) and memory (MiB) left for this market; rack and zone ids (-1: none).
