@@ -235,8 +235,6 @@ def _read_back(problem: Problem, alloc: Allocation) -> _Reading:
                     )
                 elif pl.mig_profile is not None and pl.mig_start is not None:
                     kept[key].append((pl.mig_profile, pl.mig_start))
-                else:
-                    kept[key].append(("", -1))  # not a MIG instance: the GPU is not free
     won: dict[GpuKey, list[tuple[int, int]]] = {}
     for b, (_, placements) in sorted(alloc.winners.items()):
         for r, pl in enumerate(placements):
