@@ -307,6 +307,32 @@ def _run_parser(sub: Any) -> None:
     run.add_argument("--round-id", help="round id (default: r-<UTC time>-<process tag>)")
     run.add_argument("--scheduler-name", default="gpu-allocator")
     run.add_argument(
+        "--mig-planning",
+        action="store_true",
+        help="plan MIG layouts from demand: re-carve idle MIG nodes through the GPU Operator's "
+        "MIG manager (nvidia.com/mig.config; see docs/kubernetes.md)",
+    )
+    run.add_argument(
+        "--mig-config-map",
+        default="gpu-operator/gpu-allocator-mig-parted-config",
+        metavar="NAMESPACE/NAME",
+        help="with --mig-planning: the MIG manager's ConfigMap the configurations are added to "
+        "(default: %(default)s)",
+    )
+    run.add_argument(
+        "--reconfigure-cost",
+        type=float,
+        default=1.0,
+        help="with --mig-planning: welfare one GPU's re-carving costs (default 1)",
+    )
+    run.add_argument(
+        "--mig-hold",
+        type=float,
+        default=1800.0,
+        metavar="SECONDS",
+        help="with --mig-planning: keep a node's layout this long after it changed (default 1800)",
+    )
+    run.add_argument(
         "--lease",
         default="",
         metavar="NAMESPACE/NAME",
@@ -534,10 +560,29 @@ def _run(args: argparse.Namespace) -> int:
     from allocator.cluster.api import connect
     from allocator.cluster.loop import run_once
 
+    cm_namespace, _, cm_name = args.mig_config_map.partition("/")
+    if not cm_namespace or not cm_name:
+        raise ProblemError(
+            "--mig-config-map", f"must be NAMESPACE/NAME, got {args.mig_config_map!r}"
+        )
+    flags = {
+        "scheduler_name": "--scheduler-name",
+        "mig_config_map": "--mig-config-map",
+        "reconfigure_cost": "--reconfigure-cost",
+        "mig_hold_s": "--mig-hold",
+    }
     try:
-        config = ClusterConfig(scheduler_name=args.scheduler_name)
+        config = ClusterConfig(
+            scheduler_name=args.scheduler_name,
+            mig_planning=args.mig_planning,
+            mig_config_namespace=cm_namespace,
+            mig_config_map=cm_name,
+            reconfigure_cost=args.reconfigure_cost,
+            mig_hold_s=args.mig_hold,
+        )
     except ValueError as e:
-        raise ProblemError("--scheduler-name", str(e)) from None
+        field = str(e).partition(":")[0]
+        raise ProblemError(flags.get(field, "--scheduler-name"), str(e)) from None
     options = _round_options(args)
     api = connect(args.kubeconfig, connections=args.apply_workers)
     if args.once:

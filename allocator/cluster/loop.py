@@ -39,7 +39,7 @@ from allocator.cluster.api import (
     unfinished_rounds,
 )
 from allocator.cluster.config import ClusterConfig
-from allocator.cluster.mig import layout_changes, settle, to_instances
+from allocator.cluster.mig import LayoutChange, layout_changes, settle, to_instances
 from allocator.cluster.options import KEEP_ROUNDS, RoundOptions
 from allocator.cluster.plan import Notice, Plan, plan_round
 from allocator.cluster.publish import AgentClusters, PublishReport, publish_round
@@ -85,6 +85,8 @@ class RoundOutcome:
     published: PublishReport | None = None
     # Last, so that positional construction of the fields above is unaffected.
     trigger: RoundTrigger | None = None
+    #: MIG layout changes the round asked for (with --mig-planning).
+    layout_changes: tuple[LayoutChange, ...] = ()
 
 
 #: Tells this process's round ids from another's started in the same second (a CronJob run and
@@ -158,7 +160,16 @@ def run_once(
         report = _apply(api, plan, result, opts)
         if snap.agent_wallets:
             published = _publish(api, snap, result, plan, opts)
-    return RoundOutcome(snap, result, plan, report, leader, repaired, published=published)
+    return RoundOutcome(
+        snap,
+        result,
+        plan,
+        report,
+        leader,
+        repaired,
+        published=published,
+        layout_changes=changes,
+    )
 
 
 def _settle_layouts(
@@ -184,7 +195,9 @@ def _settle_layouts(
     return out, notices
 
 
-def _held_notices(snap: Snapshot, held: tuple[str, ...], changes: tuple[Any, ...]) -> list[Notice]:
+def _held_notices(
+    snap: Snapshot, held: tuple[str, ...], changes: tuple[LayoutChange, ...]
+) -> list[Notice]:
     """An event per pod won on a node being re-carved (it is bound once the new instances are
     advertised), and one per node asked to change."""
     out = [

@@ -36,6 +36,7 @@ profile, never by start.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -363,8 +364,6 @@ def to_instances(result: Result, nodes: Mapping[str, MigNode]) -> tuple[Result, 
         winners.append(Winner(w.bid_id, w.alternative, w.value, w.payment, tuple(placements)))
     if not held and winners == list(result.winners):
         return result, ()
-    import dataclasses
-
     kept = dataclasses.replace(
         result,
         winners=tuple(winners),

@@ -73,18 +73,20 @@ def solve(
     from allocator.solvers.native import NativeEngine
 
     t0 = time.perf_counter()
-    runs: dict[int, tuple[NativeEngine, str, str]] = {}
+    # Each problem solved (the planner pins GPUs and solves again), kept alive with its engine
+    # so that ids stay unique.
+    runs: dict[int, tuple[Problem, NativeEngine, str, str]] = {}
 
     def run(pb: Problem) -> Allocation:
         engine = NativeEngine(pb, alpha=p.alpha)
         alloc, chosen, status = _allocate(pb, engine, p)
-        runs[id(pb)] = (engine, chosen, status)
+        runs[id(pb)] = (pb, engine, chosen, status)
         return alloc
 
     plan = plan_layouts(problem, run) if has_layouts(problem) else None
     solved = plan.problem if plan is not None else problem
     alloc = plan.allocation if plan is not None else run(problem)
-    engine, chosen, status = runs[id(solved)]
+    _, engine, chosen, status = runs[id(solved)]
     stats: dict[str, Any] = {"solve_ms": (time.perf_counter() - t0) * 1000.0}
     t1 = time.perf_counter()
     pay = _payments(solved, engine, alloc, p)

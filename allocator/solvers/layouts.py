@@ -78,12 +78,27 @@ class LayoutPlan:
 
 
 def plan_layouts(problem: Problem, allocate: Callable[[Problem], Allocation]) -> LayoutPlan:
-    """Plan the round's layouts around ``allocate`` (the engine: problem -> allocation)."""
+    """Plan the round's layouts around ``allocate`` (the engine: problem -> allocation).
+
+    First every layout is kept. The recarvable GPUs that plan leaves without work of its own
+    (no winner, nothing kept but preemptible incumbents) are the candidates: offered free, with
+    every other GPU kept, the engine fills them; re-carvings that keep work on a GPU or bring
+    less than the cost are refused (that GPU kept) and the round solved again; then keeping the
+    re-carvings that pay least is tried one by one. The plan with the most welfare net of the
+    re-carving costs wins, the one that keeps every layout included.
+    """
     cost = problem.reconfigure_cost
-    current = problem
-    solves = 0
+    recarvable = _recarvable_keys(problem)
+    kept = pin(problem, recarvable)
+    alloc = allocate(kept)
+    plain = _read_back(kept, alloc).plan(kept, alloc, cost, 1)
+    candidates = recarvable - _working(kept, alloc)
+    if not candidates or len(alloc.winners) == len(problem.bids):
+        return plain
+    current = pin(problem, recarvable - candidates)
+    solves = 1
     best: LayoutPlan | None = None
-    for _ in range(MAX_ROUNDS + 1):
+    for _ in range(MAX_ROUNDS):
         alloc = allocate(current)
         solves += 1
         reading = _read_back(current, alloc)
@@ -92,16 +107,8 @@ def plan_layouts(problem: Problem, allocate: Callable[[Problem], Allocation]) ->
             best = reading.plan(current, alloc, cost, solves)
             break
         current = pin(current, refused)
-    if best is None:  # still refusing after MAX_ROUNDS: keep every layout
-        current = pin(problem, _recarvable_keys(problem))
-        alloc = allocate(current)
-        solves += 1
-        return _read_back(current, alloc).plan(current, alloc, cost, solves)
-    if not best.recarved:
-        return best
-    # The engine does not see the cost: try keeping the re-carvings that pay least, one by one,
-    # and finally every layout; keep whichever plan has the most welfare net of the costs.
-    solves = best.solves
+    if best is None or not best.recarved:
+        return dataclasses.replace(plain, solves=solves)
     for key in best.margins()[:MAX_TRIES]:
         trial = pin(best.problem, [key])
         alloc = allocate(trial)
@@ -109,12 +116,19 @@ def plan_layouts(problem: Problem, allocate: Callable[[Problem], Allocation]) ->
         other = _read_back(trial, alloc).plan(trial, alloc, cost, solves)
         if other.net_welfare > best.net_welfare + 1e-9 and not other.refused(cost):
             best = other
-    kept = pin(problem, _recarvable_keys(problem))
-    alloc = allocate(kept)
-    plain = _read_back(kept, alloc).plan(kept, alloc, cost, solves + 1)
-    if plain.net_welfare >= best.net_welfare - 1e-9:
-        return plain
-    return dataclasses.replace(best, solves=plain.solves)
+    winner = plain if plain.net_welfare >= best.net_welfare - 1e-9 else best
+    return dataclasses.replace(winner, solves=solves)
+
+
+def _working(problem: Problem, alloc: Allocation) -> set[GpuKey]:
+    """GPUs with a winner of ``alloc``, a kept non-preemptible incumbent or outside work."""
+    out = {(n.name, g.index) for n in problem.nodes for g in n.gpus if g.mig_instances}
+    for _, placements in alloc.winners.values():
+        out.update((pl.node, i) for pl in placements for i in pl.gpus)
+    for inc in problem.incumbents:
+        if not inc.preemptible:
+            out.update((pl.node, i) for pl in inc.placements for i in pl.gpus)
+    return out
 
 
 def pin(problem: Problem, keys: Iterable[GpuKey]) -> Problem:
@@ -235,8 +249,6 @@ def _read_back(problem: Problem, alloc: Allocation) -> _Reading:
                     )
                 elif pl.mig_profile is not None and pl.mig_start is not None:
                     kept[key].append((pl.mig_profile, pl.mig_start))
-                else:
-                    kept[key].append(("", -1))  # not a MIG instance: the GPU is not free
     won: dict[GpuKey, list[tuple[int, int]]] = {}
     for b, (_, placements) in sorted(alloc.winners.items()):
         for r, pl in enumerate(placements):

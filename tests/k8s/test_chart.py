@@ -433,3 +433,51 @@ def test_deployment_mode_runs_rounds_with_its_service_account(
     assert [(r["status"]["phase"], r["status"]["winners"]) for r in rounds] == [("Applied", 1)]
     lease = CoordinationV1Api(admin).read_namespaced_lease(name, ns)
     assert lease.spec.holder_identity is None
+
+
+def test_mig_planning_values_render_the_flags_the_config_map_and_its_rights(
+    helm: Path, api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
+) -> None:
+    """migPlanning.enabled: the round runs with --mig-planning and its settings, the MIG
+    manager's ConfigMap is created in the operator's namespace (mig-parted's format), the
+    ClusterRole may patch nodes (their labels and annotations), and a Role there covers only
+    that ConfigMap; the API server accepts every object. Off by default: none of it."""
+    assert "--mig-planning" not in yaml.safe_dump(_render(helm, "plain", "ops"))
+    admin = api_client(control_plane.admin_token)
+    ns, operator = _namespace(admin, "chart"), _namespace(admin, "gpu-operator")
+    release = f"m{uuid.uuid4().hex[:6]}"
+    docs = _render(
+        helm,
+        release,
+        ns,
+        "--set",
+        f"migPlanning.enabled=true,migPlanning.configMap.namespace={operator}",
+        "--set",
+        "migPlanning.reconfigureCost=2.5,migPlanning.holdSeconds=600",
+    )
+    args = _container(next(d for d in docs if d["kind"] == "CronJob"))["args"]
+    at = args.index("--mig-planning")
+    assert args[at : at + 7] == [
+        "--mig-planning",
+        "--mig-config-map",
+        f"{operator}/gpu-allocator-mig-parted-config",
+        "--reconfigure-cost",
+        "2.5",
+        "--mig-hold",
+        "600",
+    ]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert cm["metadata"]["namespace"] == operator
+    config = yaml.safe_load(cm["data"]["config.yaml"])
+    assert config["version"] == "v1" and "all-disabled" in config["mig-configs"]
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["namespace"] == operator)
+    assert {tuple(r["resources"]) for r in role["rules"]} == {("configmaps",)}
+    rules = next(d for d in docs if d["kind"] == "ClusterRole")["rules"]
+    nodes = next(r for r in rules if r["resources"] == ["nodes"])
+    assert nodes["verbs"] == ["get", "list", "patch"]
+    for doc in docs:
+        ns_of = doc["metadata"].get("namespace", ns)
+        resource = DynamicClient(admin).resources.get(
+            api_version=doc["apiVersion"], kind=doc["kind"]
+        )
+        resource.create(body=doc, namespace=ns_of if resource.namespaced else None)

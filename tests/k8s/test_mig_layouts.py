@@ -149,6 +149,10 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
         meta = core.read_node(node).metadata
         config = meta.labels[CONFIG_LABEL]
         assert config.startswith("gpualloc-") and PENDING_ANNOTATION in meta.annotations
+        assert [(c.node, c.config) for c in first.layout_changes] == [(node, config)]
+        (entry,) = first.layout_changes[0].entries  # both GPUs alike: one mig-parted entry
+        assert entry["devices"] == [0, 1] and entry["mig-enabled"] is True
+        assert sum(entry["mig-devices"].values()) == 7 and "1g.10gb" in entry["mig-devices"]
         waiting = [n for n in first.plan.notices if n.reason == "WaitingForMigLayout"]
         assert len(waiting) == 10
         _wait(

@@ -59,6 +59,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - {{ .Values.threads | toString | quote }}
 - --scheduler-name
 - {{ .Values.schedulerName | quote }}
+{{- if .Values.migPlanning.enabled }}
+- --mig-planning
+- --mig-config-map
+- {{ printf "%s/%s" .Values.migPlanning.configMap.namespace .Values.migPlanning.configMap.name | quote }}
+- --reconfigure-cost
+- {{ .Values.migPlanning.reconfigureCost | toString | quote }}
+- --mig-hold
+- {{ .Values.migPlanning.holdSeconds | toString | quote }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
