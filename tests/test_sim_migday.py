@@ -242,9 +242,12 @@ def test_planned_recarves_idle_gpus_for_the_shift_and_holds() -> None:
     assert all(layout == LAYOUTS["all-7g"] for layout in planned.final_layouts)
     fixed = {
         p: run_mig_day(p, seed=1, config=cfg, workload=day).summary()["alloc_gpu_eq_mean"]
-        for p in ("fixed-all-1g", "fixed-all-7g", "fixed-balanced")
+        for p in ("fixed-all-1g", "fixed-all-7g", "fixed-balanced", "fixed-best")
     }
-    assert planned.summary()["alloc_gpu_eq_mean"] > max(fixed.values()) + 10.0
+    # fixed-best searches its mix on this very day (in hindsight), and still loses by 10 points:
+    # no fixed partition serves both halves of the shift.
+    assert fixed["fixed-best"] >= max(fixed.values()) - 1e-9
+    assert planned.summary()["alloc_gpu_eq_mean"] > fixed["fixed-best"] + 10.0
 
 
 @needs_fleet

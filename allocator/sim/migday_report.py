@@ -254,7 +254,9 @@ def _plot(path: Path, cfg: MigDayConfig, runs: list[MigDayRun], names: list[str]
         )
     axes[1].set_ylabel("allocated (%)")
     axes[1].set_ylim(0, 105)
-    axes[1].set_title("allocated GPU-equivalents, % of the fleet (mean over the day in the legend)")
+    axes[1].set_title(
+        "allocated GPU-equivalents, % of the fleet (mean over the day in the legend)", fontsize=9
+    )
     axes[1].legend(fontsize=7, ncol=2, loc="lower left")
     axes[1].grid(alpha=0.3)
     if planned is not None:
