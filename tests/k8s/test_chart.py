@@ -485,6 +485,7 @@ def test_mig_planning_values_render_the_flags_the_config_map_and_its_rights(
         )
         resource.create(body=doc, namespace=ns_of if resource.namespaced else None)
 
+
 def _inventory_objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The inventory's objects of a render, by kind (named ``<fullname>-inventory``)."""
     return {d["kind"]: d for d in docs if d["metadata"]["name"].endswith("-inventory")}
