@@ -17,10 +17,12 @@ COPY allocator ./allocator
 RUN pip install --no-cache-dir --upgrade pip \
  && pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
-# Runtime stage: the wheel with the 'k8s' extra (the kubernetes client), no compiler.
+# Runtime stage: the wheel with the 'k8s' extra (the kubernetes client) and the 'nvml' extra
+# (nvidia-ml-py, for `gpu-allocator inventory`; the NVML library itself comes from the driver
+# through the NVIDIA container runtime), no compiler.
 FROM python:3.11-slim
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir "$(ls /wheels/gpu_allocator-*.whl)[k8s]" \
+RUN pip install --no-cache-dir "$(ls /wheels/gpu_allocator-*.whl)[k8s,nvml]" \
  && rm -rf /wheels
 # A numeric non-root user, so that the chart's runAsNonRoot can be verified by the kubelet.
 RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin gpu-allocator

@@ -1,4 +1,5 @@
-"""Command line: ``gpu-allocator solve | verify | demo | schema | run | simulate | agent``.
+"""Command line: ``gpu-allocator solve | verify | demo | schema | run | simulate | agent |
+inventory``.
 
 Exit codes: 0 success; 1 the checker found violations; 2 bad input (the message names the field).
 Only argument parsing and output formatting live here.
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
     from allocator.cluster.agents import AgentSpec, CreateReport
     from allocator.cluster.config import ClusterConfig
+    from allocator.cluster.inventory import NodeInventory
     from allocator.cluster.loop import RoundOutcome
     from allocator.cluster.options import RoundOptions
     from allocator.sim.progress import ProgressEvent
@@ -182,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _simulate_parser(sub)
     _agent_parser(sub)
+    _inventory_parser(sub)
     return p
 
 
@@ -1115,6 +1118,149 @@ def _agent_created(spec: AgentSpec, created: CreateReport) -> None:
     )
 
 
+def _inventory_parser(sub: Any) -> None:
+    inv = sub.add_parser(
+        "inventory",
+        help="this machine's GPUs through NVML (read-only): identity, memory, MIG mode and "
+        "instances, NVLink domains; --publish writes them to the Node's annotation",
+    )
+    inv.add_argument("--json", action="store_true", help="the annotation's JSON document")
+    inv.add_argument(
+        "--publish",
+        action="store_true",
+        help="write the inventory to the Node's gpualloc.io/inventory annotation",
+    )
+    inv.add_argument(
+        "--node",
+        help="with --publish: the Node (default: the NODE_NAME environment variable, which the "
+        "DaemonSet sets from spec.nodeName)",
+    )
+    inv.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="with --publish: read and publish every SECONDS until SIGTERM or SIGINT (the "
+        "DaemonSet); a failing run after the first is logged and the next one reads afresh",
+    )
+    inv.add_argument("--max-runs", type=_positive_int, metavar="N", help="with --interval")
+    inv.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+
+
+def _inventory(args: argparse.Namespace) -> int:
+    """`inventory`: print this machine's GPUs, or publish them (once or every --interval)."""
+    import os
+
+    from allocator.cluster.inventory import InventoryError
+    from allocator.cluster.nvml import load_nvml, read_inventory
+
+    if not args.publish:
+        for flag in ("node", "interval", "max_runs", "kubeconfig"):
+            if getattr(args, flag) is not None:
+                raise ProblemError(f"--{flag.replace('_', '-')}", "only with --publish")
+    if args.max_runs is not None and args.interval is None:
+        raise ProblemError("--max-runs", "only with --interval")
+    node = args.node or os.environ.get("NODE_NAME", "")
+    if args.publish and not node:
+        raise ProblemError("--node", "--publish needs the Node's name (--node or NODE_NAME)")
+    try:
+        nvml = load_nvml()
+        if not args.publish:
+            _print_inventory(read_inventory(nvml), as_json=args.json)
+            return EXIT_OK
+        runs = _publish_inventory(args, node, lambda: read_inventory(nvml))
+    except InventoryError as e:  # NVML or the API server refused: say why, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_VIOLATIONS
+    if args.interval is not None:
+        print(f"stopped after {runs} runs", file=sys.stderr)
+    return EXIT_OK
+
+
+def _publish_inventory(
+    args: argparse.Namespace, node: str, read: Callable[[], NodeInventory]
+) -> int:
+    """Publish once, or every --interval until SIGTERM or SIGINT; the number of runs."""
+    import logging
+    import signal
+    import threading
+
+    from allocator.cluster.api import connect, publish_inventory
+    from allocator.cluster.nvml import publish_every
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    api = connect(args.kubeconfig, connections=1)
+    stop = threading.Event()
+
+    def publish(inv: NodeInventory) -> None:
+        publish_inventory(api, node, inv)
+        print(f"node {node}: {_inventory_summary(inv)}", file=sys.stderr, flush=True)
+
+    def request_stop(signum: int, frame: Any) -> None:
+        del frame
+        print(f"{signal.Signals(signum).name}: stopping", file=sys.stderr)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return publish_every(
+            read, publish, interval=args.interval, max_runs=args.max_runs, stop=stop
+        )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _inventory_summary(inv: NodeInventory) -> str:
+    mig = [g.index for g in inv.gpus if g.mig_current]
+    domains = " ".join("{" + ",".join(map(str, d)) + "}" for d in inv.nvlink_domains())
+    return (
+        f"published {len(inv.gpus)} GPUs, MIG on {mig or 'none'}, NVLink domains "
+        f"{domains or 'none'}"
+    )
+
+
+def _print_inventory(inv: NodeInventory, *, as_json: bool) -> None:
+    """The inventory as the annotation's JSON document, or as a table."""
+    from allocator.cluster.inventory import inventory_to_dict
+
+    if as_json:
+        sys.stdout.write(json.dumps(inventory_to_dict(inv), indent=2) + "\n")
+        return
+    if not inv.gpus:
+        sys.stdout.write("no GPUs\n")
+        return
+    domain_of = inv.nvlink_domain_of()
+
+    def mig(current: bool | None, pending: bool | None) -> str:
+        if current is None:
+            return "-"
+        text = "on" if current else "off"
+        return text if pending == current else f"{text} (pending {'on' if pending else 'off'})"
+
+    rows = [
+        [
+            str(g.index),
+            g.pci_bus_id,
+            g.product,
+            g.model or "?",
+            f"{g.memory_mib}",
+            mig(g.mig_current, g.mig_pending),
+            " ".join(f"{i.profile}@{i.start}" for i in g.mig_instances) or "-",
+            ",".join(map(str, g.nvlink_peers)) or "-",
+            str(domain_of[g.index]),
+            g.uuid,
+        ]
+        for g in inv.gpus
+    ]
+    heads = ["gpu", "pci", "product", "model", "MiB", "mig", "instances", "nvlink"]
+    heads += ["domain", "uuid"]
+    lines = _table(heads, rows)
+    lines.append(f"driver {inv.driver or '?'}, read at {inv.read_at.isoformat()}")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gpu-allocator`` command."""
     args = _parser().parse_args(argv)
@@ -1145,6 +1291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "agent":
             return _agent(args)
+        if args.command == "inventory":
+            return _inventory(args)
         from allocator.verify import verify
 
         problem = load_problem(args.problem)

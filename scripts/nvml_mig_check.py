@@ -1,8 +1,10 @@
 """Read-only NVML check of the MIG catalog against a real GPU.
 
 Prints JSON: the device name, memory, MIG mode, and for every GPU-instance profile NVML reports
-(only when MIG mode is on) its slice count, instance count and possible placements, compared to
-``allocator.CATALOG``. It never changes MIG mode or creates instances.
+its slice count, instance count, name and possible placements, compared to ``allocator.CATALOG``.
+It never changes MIG mode or creates instances. The NVML queries it shares with
+``gpu-allocator inventory`` (profiles, name, memory, MIG mode) are in
+``allocator.cluster.nvml``; it needs the ``k8s`` and ``nvml`` extras.
 
     python scripts/nvml_mig_check.py > mig_check.json
 """
@@ -16,36 +18,31 @@ from typing import Any
 
 import pynvml
 
-from allocator.model import CATALOG
+from allocator.cluster.nvml import ProfileRow, device_basics, gpu_instance_profiles
+from allocator.model import find_model
 
 
-def _profile_rows(handle: Any) -> list[dict[str, Any]]:
-    rows = []
-    for pid in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
-        try:
-            info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, pid)
-        except pynvml.NVMLError as e:
-            rows.append({"profile_index": pid, "error": str(e)})
-            continue
-        row: dict[str, Any] = {
-            "profile_index": pid,
-            "id": info.id,
-            "slice_count": info.sliceCount,
-            "instance_count": info.instanceCount,
-            "memory_mb": info.memorySizeMB,
-            "multiprocessors": info.multiprocessorCount,
-        }
-        try:
-            arr = (pynvml.c_nvmlGpuInstancePlacement_t * 32)()
-            count = ctypes.c_uint(len(arr))
-            pynvml.nvmlDeviceGetGpuInstancePossiblePlacements(
-                handle, info.id, arr, ctypes.byref(count)
-            )
-            row["placements"] = [[arr[k].start, arr[k].size] for k in range(count.value)]
-        except pynvml.NVMLError as e:
-            row["placements_error"] = str(e)
-        rows.append(row)
-    return rows
+def _profile_row(handle: Any, row: ProfileRow) -> dict[str, Any]:
+    if row.info is None:
+        return {"profile_index": row.index, "error": row.error}
+    info = row.info
+    out: dict[str, Any] = {
+        "profile_index": row.index,
+        "id": info.id,
+        "slice_count": info.sliceCount,
+        "instance_count": info.instanceCount,
+        "memory_mb": info.memorySizeMB,
+        "multiprocessors": info.multiprocessorCount,
+        "name": bytes(getattr(info, "name", b"")).decode(errors="replace"),
+    }
+    try:
+        arr = (pynvml.c_nvmlGpuInstancePlacement_t * 32)()
+        count = ctypes.c_uint(len(arr))
+        pynvml.nvmlDeviceGetGpuInstancePossiblePlacements(handle, info.id, arr, ctypes.byref(count))
+        out["placements"] = [[arr[k].start, arr[k].size] for k in range(count.value)]
+    except pynvml.NVMLError as e:
+        out["placements_error"] = str(e)
+    return out
 
 
 def main() -> int:
@@ -53,19 +50,15 @@ def main() -> int:
     out: dict[str, Any] = {"driver": pynvml.nvmlSystemGetDriverVersion(), "devices": []}
     for i in range(pynvml.nvmlDeviceGetCount()):
         h = pynvml.nvmlDeviceGetHandleByIndex(i)
-        dev: dict[str, Any] = {
-            "index": i,
-            "name": pynvml.nvmlDeviceGetName(h),
-            "memory_mib": pynvml.nvmlDeviceGetMemoryInfo(h).total // (1024 * 1024),
-        }
-        try:
-            current, pending = pynvml.nvmlDeviceGetMigMode(h)
-            dev["mig_mode"] = {"current": current, "pending": pending}
-        except pynvml.NVMLError as e:
-            dev["mig_mode_error"] = str(e)
-        dev["profiles"] = _profile_rows(h)
-        name = str(dev["name"]).replace("NVIDIA ", "")
-        model = CATALOG.get(name) or CATALOG.get(name.replace(" ", "-"))
+        basics = device_basics(pynvml, h)
+        dev: dict[str, Any] = {"index": i, "name": basics.name, "memory_mib": basics.memory_mib}
+        if basics.mig_current is not None:
+            dev["mig_mode"] = {
+                "current": int(basics.mig_current),
+                "pending": int(basics.mig_pending),
+            }
+        dev["profiles"] = [_profile_row(h, row) for row in gpu_instance_profiles(pynvml, h)]
+        model = find_model(basics.name)
         if model is not None:
             dev["catalog_model"] = model.name
             # Every NVML profile must have a catalog profile with the same size, count and starts.

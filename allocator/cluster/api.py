@@ -1,5 +1,6 @@
 """Talk to a live API server through the official client: fetch what the reader
-needs, and apply a plan (bindings, evictions, wallet ledger, events)."""
+needs, apply a plan (bindings, evictions, wallet ledger, events), and publish a node's GPU
+inventory."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
 from allocator.cluster.config import ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.inventory import (
+    INVENTORY_ANNOTATION,
+    InventoryError,
+    NodeInventory,
+    inventory_to_dict,
+)
 from allocator.cluster.mig import NodePatch
 from allocator.cluster.plan import WON, Binding, Charge, Eviction, Notice, Plan
 
@@ -33,6 +40,7 @@ __all__ = [
     "fetch",
     "finish_round",
     "prune_rounds",
+    "publish_inventory",
     "record_round",
     "release_lease",
     "unfinished_rounds",
@@ -120,6 +128,18 @@ def connect(kubeconfig: str | None = None, connections: int = APPLY_WORKERS) -> 
         )
     k8s_config.load_incluster_config(client_configuration=settings)
     return k8s.ApiClient(settings)
+
+
+def publish_inventory(api: Any, node: str, inventory: NodeInventory) -> None:
+    """Write ``inventory`` to the Node's ``gpualloc.io/inventory`` annotation (a merge patch of
+    that one annotation: the node's other metadata is left as it is); InventoryError when the
+    API server refuses (404: no such Node; 403: no ``patch`` on nodes)."""
+    text = json.dumps(inventory_to_dict(inventory), separators=(",", ":"))
+    patch = {"metadata": {"annotations": {INVENTORY_ANNOTATION: text}}}
+    try:
+        k8s.CoreV1Api(api).patch_node(node, patch)
+    except ApiException as e:
+        raise InventoryError(f"patching Node {node}: {e.status} {e.reason}") from None
 
 
 def _split(name: str) -> tuple[str, str]:

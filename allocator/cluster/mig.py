@@ -14,9 +14,12 @@ demand"):
 
 1. A node is **plannable** when MIG planning is on, it is MIG-capable under the mixed strategy
    with every GPU MIG-enabled, of a catalog model with MIG profiles, no pod holds or is bound to
-   its GPUs, its layout is known, no change of ours is pending, and its last change (or failure)
-   is older than the hold time. The reader then offers its GPUs as MIG GPUs with their layout,
-   re-carvable, instead of as the instances the device plugin advertises.
+   its GPUs, its layout is known (NVML's placements from its inventory annotation unless the
+   layout we recorded is newer, then that recorded layout, else the advertised instances spread
+   evenly over its GPUs; each only when it agrees with what the node advertises), no change of
+   ours is pending, and its last change (or failure) is older than the hold time. The reader
+   then offers its GPUs as MIG GPUs with their layout, re-carvable, instead of as the instances
+   the device plugin advertises.
 2. The round decides (``allocator.solvers.layouts``). Winners on a node the round re-carves are
    not bound: the allocator adds the node's configuration to the ConfigMap, labels the node,
    and records the change as pending (annotation ``gpualloc.io/mig-pending``). Winners on
@@ -42,10 +45,12 @@ import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from allocator.cluster.inventory import node_inventory
 from allocator.model import CATALOG, GpuLayout, GpuModel, MigInstance, Placement, Result, Winner
+from allocator.model.occupancy import GpuOccupancy, OccupancyError
 from allocator.solvers.layouts import realisable_order
 
 __all__ = [
@@ -148,6 +153,60 @@ def _uniform_layout(model: GpuModel, counts: Counter[str], n_gpus: int) -> tuple
     return found[1] if found is not None else ()
 
 
+def _inventory_layout(
+    node: Mapping[str, Any], model: GpuModel, counts: Counter[str], n_gpus: int
+) -> tuple[tuple[tuple[MigInstance, ...], ...], datetime | None]:
+    """Each GPU's instances as NVML reports them (the node's inventory annotation) and when it
+    read them, if that inventory covers every GPU, agrees with what the device plugin advertises
+    and obeys the model's placement rules; ``((), None)`` otherwise (a stale or malformed
+    inventory is not used)."""
+    try:
+        inventory = node_inventory(node)
+    except ValueError:
+        return (), None
+    if inventory is None or len(inventory.gpus) != n_gpus:
+        return (), None
+    layouts = inventory.mig_layouts()
+    if len(layouts) != n_gpus:
+        return (), None
+    gpus = tuple(layouts[i] for i in sorted(layouts))
+    if _totals(gpus) != counts:
+        return (), None
+    for instances in gpus:
+        try:
+            GpuOccupancy(model, "mig").take_all((x.profile, x.start) for x in instances)
+        except OccupancyError:
+            return (), None
+    return gpus, inventory.read_at
+
+
+def _known_layout(
+    node: Mapping[str, Any], model: GpuModel, counts: Counter[str], n_gpus: int, config: str
+) -> tuple[tuple[MigInstance, ...], ...]:
+    """The node's layout per GPU, from the best source that agrees with the advertised
+    instances: NVML's placements (the inventory) unless the layout we recorded is newer, then
+    that recorded layout, then the instances spread evenly; empty when none is known."""
+    ann = (node.get("metadata") or {}).get("annotations") or {}
+    recorded: tuple[tuple[MigInstance, ...], ...] = ()
+    recorded_at: datetime | None = None
+    if LAYOUT_ANNOTATION in ann:
+        try:
+            mine, gpus, at = _read_doc(ann[LAYOUT_ANNOTATION], LAYOUT_ANNOTATION)
+            if mine == config and len(gpus) == n_gpus and _totals(gpus) == counts:
+                recorded, recorded_at = gpus, datetime.fromisoformat(at)
+                if recorded_at.tzinfo is None:
+                    recorded_at = recorded_at.replace(tzinfo=UTC)
+        except ValueError:
+            pass
+    read, read_at = _inventory_layout(node, model, counts, n_gpus)
+    if read and (recorded_at is None or read_at is None or read_at >= recorded_at):
+        return read
+    if recorded:
+        return recorded
+    per = _uniform_layout(model, counts, n_gpus)
+    return tuple(per for _ in range(n_gpus)) if per else ()
+
+
 def read_mig_node(
     node: Mapping[str, Any], *, busy: bool, now: datetime, hold_s: float
 ) -> MigNode | None:
@@ -180,20 +239,8 @@ def read_mig_node(
     last = _last_change(ann)
     if last is not None and (now - last).total_seconds() < hold_s:
         return MigNode(name, "static", "within the hold time of its last change")
-    counts = _counts(alloc)
-    gpus: tuple[tuple[MigInstance, ...], ...] = ()
     config = labels.get(CONFIG_LABEL, "")
-    if LAYOUT_ANNOTATION in ann:
-        try:
-            mine, recorded, _ = _read_doc(ann[LAYOUT_ANNOTATION], LAYOUT_ANNOTATION)
-        except ValueError:
-            mine, recorded = "", ()
-        if mine == config and len(recorded) == n_gpus and _totals(recorded) == counts:
-            gpus = recorded
-    if not gpus:
-        per = _uniform_layout(model, counts, n_gpus)
-        if per:
-            gpus = tuple(per for _ in range(n_gpus))
+    gpus = _known_layout(node, model, _counts(alloc), n_gpus, config)
     if not gpus:
         return MigNode(name, "static", "its layout is not known")
     return MigNode(name, "plannable", model=model, gpus=gpus, config=config)

@@ -55,7 +55,8 @@ class Notice:
     Wallet or Node; ``uid`` when known): reason ``Won``, ``Outbid``, ``DoesNotFit``,
     ``OverBudget``, ``BelowReserve``, ``Skipped`` (a malformed object left out of the round,
     the field named) or ``Malformed`` (a running pod with a bad annotation, kept holding its
-    GPUs), with a message carrying the numbers."""
+    GPUs; a node whose inventory annotation does not match its GPUs, kept without NVLink
+    domains), with a message carrying the numbers."""
 
     name: str
     reason: str
@@ -163,8 +164,8 @@ def _skipped_notices(snap: Snapshot, round_id: str) -> list[Notice]:
     """A warning per object the reader left out, or kept despite a malformed annotation."""
     notices = []
     for s in snap.skipped:
-        if s.kept:  # a running pod still in the round, holding its GPUs
-            what = "kept as running, not preemptible, despite"
+        if s.kept:  # a running pod still in the round, holding its GPUs; a node without NVLink
+            what = "kept as running, not preemptible, despite" if s.kind == "Pod" else "kept"
             reason = "Malformed"
         else:
             what, reason = "left out", "Skipped"

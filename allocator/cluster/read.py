@@ -22,6 +22,13 @@ Input is what the API server returns (camelCase JSON): ``Node`` objects, ``Pod``
   ones first (0, 1, ...), then the mixed strategy's instances, by profile name, then instance.
   A profile the catalog does not know for the product, or a count that is not a whole number
   >= 0, leaves the node out naming the field.
+- **NVLink**: from the node's ``gpualloc.io/inventory`` annotation (NVML, written by
+  ``gpu-allocator inventory --publish``; :mod:`allocator.cluster.inventory`): the k-th
+  ``nvidia.com/gpu`` GPU is the k-th GPU with MIG off there, by NVML index, and gets the NVLink
+  domain (``nvlink<n>``) NVML's links put it in. A node without the annotation keeps its GPUs in
+  one domain; a malformed annotation leaves the node out naming the field; a count that
+  disagrees with the allocatable ``nvidia.com/gpu`` (a GPU the device plugin found unhealthy)
+  keeps the node in one domain and reports it. MIG instances are not affected.
 - **Pending pods** of ``spec.schedulerName`` == the allocator's name, not yet bound: bids. A pod
   requests ``nvidia.com/gpu: n`` (n whole GPUs on one node), ``nvidia.com/mig-<profile>: n`` (n
   instances of one profile on one node: n whole pseudo-GPUs restricted to the models
@@ -64,6 +71,7 @@ from typing import Any
 from kubernetes.utils.quantity import parse_quantity as _untyped_quantity
 
 from allocator.cluster.config import AGENT_LABEL, ANNOTATION_PREFIX, ClusterConfig
+from allocator.cluster.inventory import INVENTORY_ANNOTATION, NodeInventory, node_inventory
 from allocator.cluster.mig import MigNode, read_mig_node
 from allocator.model import (
     CATALOG,
@@ -118,7 +126,8 @@ _SUFFIXES = frozenset(
 class Skipped:
     """An object left out of the round: its kind, ``namespace/name`` (a node: its name), the
     field and why, and its uid (which the Event about it names). ``kept``: a running pod with a
-    bad annotation, reported but still in the round, holding its GPUs."""
+    bad annotation, reported but still in the round, holding its GPUs; a node whose inventory
+    annotation does not match its GPUs, in the round without NVLink domains."""
 
     kind: str
     name: str
@@ -380,12 +389,14 @@ def _pod_unit(pod: Mapping[str, Any], cfg: ClusterConfig) -> _PodUnit | None:
 @dataclass
 class _NodeOffer:
     """A node's GPUs, the indices each resource draws from (``pools``: MIG profile, or None for
-    ``nvidia.com/gpu``), and the models it needs that the catalog lacks (name -> memory GB and
-    GPU-equivalents per device)."""
+    ``nvidia.com/gpu``), the models it needs that the catalog lacks (name -> memory GB and
+    GPU-equivalents per device), and whether ``nvidia.com/gpu`` counts MIG instances (the
+    single strategy)."""
 
     gpus: list[Gpu] = field(default_factory=list)
     pools: dict[str | None, list[int]] = field(default_factory=dict)
     models: dict[str, tuple[float, float]] = field(default_factory=dict)
+    single: bool = False
 
     def add(self, count: int, model: str, mode: str, profile: str | None) -> None:
         for _ in range(count):
@@ -410,6 +421,7 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
         raise ValueError(f"{product_field}: missing on a GPU node")
     product = product.removesuffix("-SHARED")
     single = _MIG_PRODUCT.match(product)
+    offer.single = single is not None
     parent = single.group(1) if single else product
     known = find_model(parent)
     sharing = labels.get("nvidia.com/gpu.sharing-strategy", "none")
@@ -441,6 +453,24 @@ def _node_gpus(labels: Mapping[str, str], alloc: Mapping[str, Any]) -> _NodeOffe
             path = f"status.allocatable[{mig_resource(profile)}]"
             offer.add(n, instance_model(profile, path, single=False), "whole", profile)
     return offer
+
+
+def _with_nvlink(offer: _NodeOffer, inventory: NodeInventory | None) -> str | None:
+    """Set the NVLink domains of the inventory on the node's ``nvidia.com/gpu`` GPUs (the k-th
+    is the inventory's k-th GPU with MIG off); why not, when the counts disagree."""
+    pool = offer.pools.get(None, [])
+    if inventory is None or offer.single or not pool:
+        return None
+    whole = inventory.whole_gpus()
+    if len(whole) != len(pool):
+        return (
+            f"metadata.annotations[{INVENTORY_ANNOTATION}].gpus: {len(whole)} GPU(s) with MIG "
+            f"off, but status.allocatable[{GPU_RESOURCE}] is {len(pool)}: NVLink domains unknown"
+        )
+    domain_of = inventory.nvlink_domain_of()
+    for k, g in zip(pool, whole, strict=True):
+        offer.gpus[k] = dataclasses.replace(offer.gpus[k], nvlink=f"nvlink{domain_of[g.index]}")
+    return None
 
 
 def _add_model(
@@ -723,7 +753,8 @@ class _RoundReader:
                 self.running[node].append(p)
 
     def read_nodes(self, nodes: Sequence[Mapping[str, Any]]) -> None:
-        """The nodes, less what running pods that are not GPU work take, and their GPUs."""
+        """The nodes, less what running pods that are not GPU work take, and their GPUs (with
+        the NVLink domains of their inventory annotation)."""
         for n in nodes:
             meta = _meta(n)
             name = str(meta.get("name"))
@@ -735,6 +766,7 @@ class _RoundReader:
                 offer = _node_gpus(labels, alloc)
                 if self.cfg.mig_planning:
                     offer = self._planned(n, offer)
+                unmatched = _with_nvlink(offer, node_inventory(n))
                 self.nodes.append(
                     Node(
                         name=name,
@@ -748,6 +780,8 @@ class _RoundReader:
             except (ValueError, ProblemError) as e:
                 self.skip("Node", n, str(e))
                 continue
+            if unmatched:
+                self.skip("Node", n, unmatched, kept=True)
             for model, (memory_gb, equivalent) in offer.models.items():
                 _add_model(self.extra, model, memory_gb, equivalent)
             self.pools[name] = offer.pools

@@ -4,7 +4,9 @@ is refused everything else (least-privilege RBAC); the Deployment's own argument
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 import yaml  # noqa: E402
+from fake_nvml import FakeNvml, h200  # noqa: E402  (tests/harness, on sys.path from conftest)
 from kubernetes.client import (  # noqa: E402
     AuthorizationV1Api,
     CoordinationV1Api,
@@ -481,3 +484,99 @@ def test_mig_planning_values_render_the_flags_the_config_map_and_its_rights(
             api_version=doc["apiVersion"], kind=doc["kind"]
         )
         resource.create(body=doc, namespace=ns_of if resource.namespaced else None)
+
+
+def _inventory_objects(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The inventory's objects of a render, by kind (named ``<fullname>-inventory``)."""
+    return {d["kind"]: d for d in docs if d["metadata"]["name"].endswith("-inventory")}
+
+
+def test_inventory_daemonset_is_off_by_default_and_renders_when_enabled(
+    helm: Path, api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
+) -> None:
+    """By default nothing of the inventory renders. Enabled, a DaemonSet, its ServiceAccount, a
+    ClusterRole of get and patch on nodes and its binding are created for real; the DaemonSet
+    runs `inventory --publish --interval 300` on nodes with nvidia.com/gpu.present, under the
+    nvidia RuntimeClass, NODE_NAME from spec.nodeName, small requests, no GPU requested, and its
+    pods are not the Deployment's (another app name); runtimeClassName "" leaves it unset."""
+    assert _inventory_objects(_render(helm, "off", "default")) == {}
+    admin = api_client(control_plane.admin_token)
+    ns = _namespace(admin, "chart-inv")
+    release = f"i{uuid.uuid4().hex[:6]}"
+    docs = _render(helm, release, ns, "--set", "inventory.enabled=true,deployment.enabled=true")
+    objs = _inventory_objects(docs)
+    assert set(objs) == {"DaemonSet", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    _create_all(admin, docs, ns)
+    name = f"{release}-gpu-allocator-inventory"
+    ds = admin.sanitize_for_serialization(
+        kubernetes.client.AppsV1Api(admin).read_namespaced_daemon_set(name, ns)
+    )
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["gpu-allocator"]
+    assert container["args"] == ["inventory", "--publish", "--interval", "300"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["NODE_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["NVIDIA_VISIBLE_DEVICES"]["value"] == "all"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["serviceAccountName"] == name
+    assert container["resources"]["requests"] == {"cpu": "10m", "memory": "64Mi"}
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    assert any(labels.get(k) != v for k, v in selector.items())
+    rules = admin.sanitize_for_serialization(
+        kubernetes.client.RbacAuthorizationV1Api(admin).read_cluster_role(name)
+    )["rules"]
+    assert rules == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "patch"]}]
+    unset = _render(helm, "u", ns, "--set", "inventory.enabled=true,inventory.runtimeClassName=")
+    daemonset = _inventory_objects(unset)["DaemonSet"]
+    assert "runtimeClassName" not in daemonset["spec"]["template"]["spec"]
+
+
+def test_inventory_service_account_publishes_and_nothing_more(
+    helm: Path,
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A token of the inventory's ServiceAccount runs the DaemonSet's own arguments (with
+    --max-runs 1; NVML faked, no GPU here: tests/harness/fake_nvml.py) and writes the node's
+    annotation; it may not list nodes, touch pods or Secrets, or delete or update a node."""
+    admin = api_client(control_plane.admin_token)
+    core = CoreV1Api(admin)
+    ns = _namespace(admin, "chart-invsa")
+    release = f"s{uuid.uuid4().hex[:6]}"
+    docs = _render(helm, release, ns, "--set", "inventory.enabled=true,inventory.interval=1")
+    _create_all(admin, docs, ns)
+    name = f"{release}-gpu-allocator-inventory"
+    node = f"inv-{uuid.uuid4().hex[:6]}"
+    core.create_node({"metadata": {"name": node}})
+    token = core.create_namespaced_service_account_token(
+        name, ns, {"spec": {"expirationSeconds": 600}}
+    ).status.token
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "inventory.kubeconfig", token)
+    ds = next(d for d in docs if d["kind"] == "DaemonSet")
+    args = ds["spec"]["template"]["spec"]["containers"][0]["args"]
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml([h200(0), h200(1)]))
+    monkeypatch.setenv("NODE_NAME", node)
+    assert main([*args, "--max-runs", "1", "--kubeconfig", str(kubeconfig)]) == 0
+    annotations = core.read_node(node).metadata.annotations
+    assert len(json.loads(annotations["gpualloc.io/inventory"])["gpus"]) == 2
+
+    sa = api_client(token)
+    assert _allowed(sa, None, "get", "nodes") and _allowed(sa, None, "patch", "nodes")
+    for ns_, verb, resource in [
+        (None, "list", "nodes"),
+        (None, "watch", "nodes"),
+        (None, "update", "nodes"),
+        (None, "delete", "nodes"),
+        ("default", "list", "pods"),
+        ("default", "get", "secrets"),
+        (ns, "create", "events"),
+    ]:
+        assert not _allowed(sa, ns_, verb, resource), (ns_, verb, resource)

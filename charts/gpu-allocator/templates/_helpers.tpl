@@ -121,3 +121,23 @@ tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{- define "gpu-allocator.inventoryName" -}}
+{{- printf "%s-inventory" (include "gpu-allocator.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "gpu-allocator.inventoryServiceAccountName" -}}
+{{- if .Values.inventory.serviceAccount.create -}}
+{{- default (include "gpu-allocator.inventoryName" .) .Values.inventory.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.inventory.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The inventory's pods carry a name of their own, so that the Deployment's selector (name and
+     instance) never matches them. */}}
+{{- define "gpu-allocator.inventorySelectorLabels" -}}
+app.kubernetes.io/name: {{ printf "%s-inventory" (include "gpu-allocator.name" .) | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: inventory
+{{- end -}}
