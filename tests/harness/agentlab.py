@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kwok import kwok_node as kwok_node  # the lab's GPU nodes (re-exported for the tests)
+from kwok import server as kwok_server
 from network import Bridge, Namespace
 from pki import CertificateAuthority, KeyPair, new_key, public_key
 from processes import Server, free_port, https_ok, wait_until
+from tools import agent_tool, module_dir
 
 # The host's service range; an agent's API server must use the same one. A /16: the syncer makes
 # the agent's `kubernetes` Service take the host IP of the Service NAME, which fails (and stops
@@ -40,7 +43,6 @@ SERVICE_RANGE = "10.0.0.0/16"
 AGENT_API_PORT = 6443
 AGENT_PROXY_PORT = 8443
 ADMIN_USER = "lab-admin"
-KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 CRD_DIR = Path(__file__).resolve().parents[2] / "charts" / "gpu-allocator" / "crds"
 AGENT_VALUES = Path(__file__).resolve().parents[2] / "deploy" / "vcluster" / "agent-values.yaml"
 
@@ -204,21 +206,8 @@ class Host:
 
     def start_kwok(self) -> None:
         """kwok, managing the nodes annotated ``kwok.x-k8s.io/node=fake`` and their pods."""
-        stages = module_dir("kwok", "sigs.k8s.io/kwok") / "kustomize" / "stage"
-        self.kwok = Server(
-            "kwok",
-            [
-                str(self.lab.kwok),
-                *[f"--config={stages / stage}" for stage in KWOK_STAGES],
-                f"--kubeconfig={self.kubeconfig}",
-                "--manage-all-nodes=false",
-                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
-                "--node-lease-duration-seconds=40",
-                "--server-address=",
-                f"--node-ip={self.lab.bridge.gateway}",
-            ],
-            self.work / "logs" / "kwok.log",
-            env={**os.environ, "HOME": str(self.work)},
+        self.kwok = kwok_server(
+            self.lab.kwok, self.kubeconfig, self.work, node_ip=self.lab.bridge.gateway
         )
         self.kwok.start()
 
@@ -576,32 +565,6 @@ def shipped_apiserver_settings() -> tuple[list[str], dict[str, str]]:
     return args, env
 
 
-def module_dir(pinning: str, module: str) -> Path:
-    """Where the Go module cache holds ``module`` at the release tests/<pinning>/go.mod pins
-    (scripts/build-agent-tools downloads it)."""
-    found = subprocess.run(
-        ["go", "list", "-m", "-f", "{{.Dir}}", module],
-        cwd=Path(__file__).resolve().parents[1] / pinning,
-        capture_output=True,
-        text=True,
-    )
-    if found.returncode != 0 or not found.stdout.strip():
-        raise RuntimeError(
-            f"{module} is not in the Go module cache (run scripts/build-agent-tools): "
-            + found.stderr.strip()
-        )
-    return Path(found.stdout.strip())
-
-
-#: kwok's own stages (its kustomize/stage folder, read from the module cache): nodes become
-#: Ready, pods bound to them Running, pods being deleted are removed, as kubelets would do.
-KWOK_STAGES = (
-    "node/fast/node-initialize.yaml",
-    "pod/fast/pod-ready.yaml",
-    "pod/fast/pod-delete.yaml",
-)
-
-
 def _merged(base: Any, override: Any) -> Any:
     """``override`` deep-merged over ``base`` (mappings merged key by key, the rest replaced)."""
     if isinstance(base, dict) and isinstance(override, dict):
@@ -644,49 +607,6 @@ def wait_for(what: str, probe: Any, timeout: float = 60.0, every: float = 0.2) -
     raise AssertionError(f"no {what} after {timeout:.0f} s (last: {last!r})")
 
 
-def kwok_node(
-    api: Any,
-    name: str,
-    gpus: int,
-    product: str = "H100-80GB",
-    *,
-    mig: dict[str, int] | None = None,
-    shared: bool = False,
-    labels: dict[str, str] | None = None,
-) -> str:
-    """A GPU node that kwok plays the kubelet of (it reports the node Ready and runs the pods
-    bound there), advertising what NVIDIA's device plugin and GPU Feature Discovery would:
-    ``gpus`` GPUs of ``product`` (``nvidia.com/gpu``), or with ``mig`` = {profile: count} the
-    mixed strategy's ``nvidia.com/mig-<profile>`` instances instead, or with ``shared`` the GPUs
-    time-sliced (``nvidia.com/gpu.shared``)."""
-    from kubernetes.client import CoreV1Api
-
-    node_labels = {"nvidia.com/gpu.product": product, "type": "kwok", **(labels or {})}
-    res = {"cpu": "128", "memory": "1024Gi", "pods": "250"}
-    if mig:
-        node_labels["nvidia.com/mig.strategy"] = "mixed"
-        node_labels["nvidia.com/mig.capable"] = "true"
-        res["nvidia.com/gpu"] = "0"
-        res.update({f"nvidia.com/mig-{profile}": str(n) for profile, n in mig.items()})
-    else:
-        res["nvidia.com/gpu"] = str(gpus)
-    if shared:
-        node_labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
-        res["nvidia.com/gpu.shared"] = str(gpus * 10)
-    core = CoreV1Api(api)
-    core.create_node(
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {KWOK_NODE_ANNOTATION: "fake"},
-                "labels": node_labels,
-            }
-        }
-    )
-    core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
-    return name
-
-
 def binaries() -> tuple[Path, Path, Path, list[Path]]:
     """(control-plane bin folder, vcluster, kwok, the ones of them missing): where
     scripts/build-controlplane and scripts/build-agent-tools put them."""
@@ -699,13 +619,7 @@ def binaries() -> tuple[Path, Path, Path, list[Path]]:
             text=True,
         ).stdout.strip()
     )
-    dirs = subprocess.run(
-        [str(scripts / "build-agent-tools"), "--print-bin-dirs"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
-    vcluster, kwok = Path(dirs[0]) / "vcluster", Path(dirs[1]) / "kwok"
+    vcluster, kwok = agent_tool("vcluster"), agent_tool("kwok")
     needed = (bin_dir / "etcd", bin_dir / "kube-apiserver", vcluster, kwok)
     return bin_dir, vcluster, kwok, [p for p in needed if not p.is_file()]
 
