@@ -1,4 +1,5 @@
-"""A real control plane for the end-to-end tests: etcd, kube-apiserver and kube-scheduler.
+"""A real control plane for the end-to-end tests: etcd, kube-apiserver and kube-scheduler, and
+kwok playing the kubelets of the GPU nodes.
 
 The servers are the ones ``scripts/build-controlplane`` compiles from the Go module proxy at the
 releases ``tests/controlplane/go.mod`` pins; nothing here fakes the API. They listen on loopback
@@ -6,6 +7,12 @@ on free ports, keep their data in a temporary folder, and run in process groups 
 teardown kills, so a test session leaves no process behind (the kernel also kills them if pytest
 itself dies). The API server authenticates static bearer tokens and authorises with Node and RBAC:
 ``admin_token`` is in ``system:masters``; ``user_token`` belongs to a user with no role at all.
+
+kwok (``scripts/build-agent-tools`` builds it; tests/harness/kwok.py) runs for the session as soon
+as a test asks for ``kwok`` or ``gpu_world``: the GPU nodes ``gpu_world`` creates are kwok's (Ready,
+heartbeating), the pods bound to them go Running and the ones deleted are finished, as on a real
+cluster. It manages only the nodes annotated ``kwok.x-k8s.io/node=fake``; a node without the
+annotation is one where no kubelet runs.
 
 Missing binaries skip these tests with the reason, unless ``GPUALLOC_REQUIRE_K8S=1`` (set by
 ``.ci/run``), which turns that skip into a failure.
@@ -18,7 +25,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +36,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "harness"))
-from processes import (  # noqa: E402  (the harness folder is on sys.path only from here)
+# The harness folder is on sys.path only from here.
+from kwok import kwok_node  # noqa: E402
+from kwok import server as kwok_server  # noqa: E402
+from processes import (  # noqa: E402
     Server,
     die_with_parent,
     free_port,
@@ -38,6 +47,7 @@ from processes import (  # noqa: E402  (the harness folder is on sys.path only f
     https_ok,
     wait_until,
 )
+from tools import agent_tool  # noqa: E402
 
 _Server, _free_port, _die_with_parent = Server, free_port, die_with_parent
 _wait_until, _https_ok, _http_ok = wait_until, https_ok, http_ok
@@ -160,6 +170,7 @@ class ControlPlaneProcesses:
             work / "logs" / "kube-apiserver.log",
         )
         self.schedulers: list[_Server] = []
+        self.kwok: _Server | None = None
         self._scheduler_args: dict[int, tuple[str, ...]] = {}  # id(server) -> its extra args
         self.connection = ControlPlane(
             url=f"https://127.0.0.1:{api_port}",
@@ -230,9 +241,22 @@ class ControlPlaneProcesses:
         _wait_until(server, lambda: _https_ok(url), "healthy kube-scheduler")
         return server
 
+    def start_kwok(self, binary: Path) -> _Server:
+        """Start kwok (``binary``) against the API server as the administrator, managing the
+        nodes annotated ``kwok.x-k8s.io/node=fake`` (tests/harness/kwok.py); it runs until
+        :meth:`stop`, through API server restarts (it reconnects, as a kubelet does)."""
+        if self.kwok is None or not self.kwok.alive():
+            kubeconfig = self.connection.write_kubeconfig(
+                self.work / "kwok.kubeconfig", self.connection.admin_token
+            )
+            self.kwok = kwok_server(binary, kubeconfig, self.work / "kwok")
+            self.kwok.start()
+        return self.kwok
+
     def stop(self) -> None:
-        for server in [*self.schedulers, self.apiserver, self.etcd]:
-            server.stop()
+        for server in [*self.schedulers, self.kwok, self.apiserver, self.etcd]:
+            if server is not None:
+                server.stop()
 
 
 def _bin_dir() -> Path:
@@ -254,6 +278,18 @@ def _require_binaries(bin_dir: Path) -> None:
     if REQUIRED:
         pytest.fail(reason + "; GPUALLOC_REQUIRE_K8S=1 forbids skipping", pytrace=False)
     pytest.skip(reason)
+
+
+def _kwok_binary() -> Path:
+    """kwok as scripts/build-agent-tools builds it; a missing one skips, or fails under
+    GPUALLOC_REQUIRE_K8S=1."""
+    binary = agent_tool("kwok")
+    if not binary.is_file():
+        reason = f"kwok not built ({binary} missing): run scripts/build-agent-tools (needs Go)"
+        if REQUIRED:
+            pytest.fail(reason + "; GPUALLOC_REQUIRE_K8S=1 forbids skipping", pytrace=False)
+        pytest.skip(reason)
+    return binary
 
 
 def _refuse_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
@@ -312,6 +348,14 @@ def control_plane_processes(
 
 
 @pytest.fixture(scope="session")
+def kwok(control_plane_processes: ControlPlaneProcesses) -> _Server:
+    """kwok against the session's API server, the kubelet of every node annotated
+    ``kwok.x-k8s.io/node=fake``; started at the first test asking for it, stopped with the
+    control plane."""
+    return control_plane_processes.start_kwok(_kwok_binary())
+
+
+@pytest.fixture(scope="session")
 def control_plane(control_plane_processes: ControlPlaneProcesses) -> ControlPlane:
     """Connection details of the session's API server."""
     return control_plane_processes.connection
@@ -349,26 +393,16 @@ def gpualloc_crds(api_client: Callable[[str], Any], control_plane: ControlPlane)
 
 
 # Helpers of the round and fault tests (a fixture, since test modules cannot import each other).
-def _gpu_cluster(admin: Any, gpus: int) -> tuple[str, str]:
-    """A namespace with a 50-unit wallet and one GPU node of ``gpus`` GPUs (the node's name is
-    unique so that other tests' nodes do not interfere with what is asserted)."""
-    core = _core_api(admin)
-    ns = f"round-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": ns}})
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def _namespace_with_wallet(admin: Any) -> str:
+    """A new namespace with a 50-unit Wallet ``w``."""
+    ns = _unique("round")
+    _core_api(admin).create_namespace({"metadata": {"name": ns}})
     create_wallet(admin, ns, "w", 50)
-    return ns, _gpu_node(admin, gpus)
-
-
-def _gpu_node(admin: Any, gpus: int) -> str:
-    """A GPU node of ``gpus`` H100s advertised as the device plugin does, uniquely named."""
-    core = _core_api(admin)
-    node = f"gpu-{uuid.uuid4().hex[:6]}"
-    core.create_node(
-        {"metadata": {"name": node, "labels": {"nvidia.com/gpu.product": "H100-80GB"}}}
-    )
-    res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    core.patch_node_status(node, {"status": {"capacity": res, "allocatable": res}})
-    return node
+    return ns
 
 
 def _gpu_pod(
@@ -440,66 +474,93 @@ def _custom_api(admin: Any) -> Any:
     return CustomObjectsApi(admin)
 
 
-class KubeletStandIn:
-    """Stands in for the kubelets of the fake GPU nodes (no kubelet runs here) in one thing only:
-    a pod being deleted in ``namespace`` is removed (grace period 0) soon after it is seen, as a
-    kubelet does once the pod's containers have stopped. Without it an evicted pod on a fake node
-    stays Terminating for ever. A context manager; ``finished`` lists the pods it removed."""
+class GpuWorld:
+    """The GPU cluster helpers of the round, fault and watch tests (``gpu_world``); node names
+    are unique, so that other tests' nodes do not interfere with what is asserted. GPU nodes are
+    kwok's (the session's ``kwok`` runs them): Ready, pods bound there go Running, pods deleted
+    there are finished."""
 
-    def __init__(self, admin: Any, namespace: str, delay: float = 0.5) -> None:
-        self._core = _core_api(admin)
-        self._ns = namespace
-        self._delay = delay
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self.finished: list[str] = []
-        self.errors: list[str] = []  # API answers it retried past
+    def __init__(self, kwok: _Server) -> None:
+        self.kwok = kwok
 
-    def _run(self) -> None:
+    def kwok_node(
+        self, admin: Any, name: str, gpus: int, product: str = "H100-80GB", **kw: Any
+    ) -> str:
+        """A kwok node ``name`` advertising NVIDIA device-plugin resources, returned once
+        Ready and schedulable: ``gpus`` whole GPUs of ``product``, or with ``mig={profile:
+        count}`` the mixed strategy's ``nvidia.com/mig-<profile>`` instances (and ``whole``
+        GPUs with MIG off), GFD's labels, ``labels`` added (see tests/harness/kwok.py)."""
+        return kwok_node(admin, name, gpus, product, kwok=self.kwok, **kw)
+
+    def node(self, admin: Any, gpus: int, **kw: Any) -> str:
+        """A kwok node of ``gpus`` H100s, uniquely named ``gpu-...``."""
+        return self.kwok_node(admin, _unique("gpu"), gpus, **kw)
+
+    def unmanaged_node(self, admin: Any, gpus: int, **kw: Any) -> str:
+        """A GPU node where no kubelet runs (kwok leaves it alone): nothing starts its pods or
+        finishes the ones being deleted. For tests that need a pod to stay terminating."""
+        return kwok_node(admin, _unique("gpu-nokubelet"), gpus, managed=False, **kw)
+
+    @staticmethod
+    def namespace(admin: Any) -> str:
+        """A new namespace with a 50-unit Wallet ``w``."""
+        return _namespace_with_wallet(admin)
+
+    def cluster(self, admin: Any, gpus: int, **kw: Any) -> tuple[str, str]:
+        """A namespace with a 50-unit Wallet ``w`` and one kwok node of ``gpus`` GPUs."""
+        return _namespace_with_wallet(admin), self.node(admin, gpus, **kw)
+
+    pod = staticmethod(_gpu_pod)
+    only = staticmethod(_only_view)
+
+    @staticmethod
+    def running(core: Any, ns: str, name: str, timeout_s: float = 30.0) -> Any:
+        """The pod once its kubelet (kwok) reports it Running and Ready."""
+
+        def ready(pod: Any) -> bool:
+            conditions = pod.status.conditions or []
+            return pod.status.phase == "Running" and any(
+                c.type == "Ready" and c.status == "True" for c in conditions
+            )
+
+        return _poll(
+            f"{ns}/{name} Running", lambda: core.read_namespaced_pod(name, ns), ready, timeout_s
+        )
+
+    @staticmethod
+    def gone(core: Any, ns: str, name: str, timeout_s: float = 30.0) -> None:
+        """Return once the pod no longer exists (its kubelet finished it)."""
         from kubernetes.client.exceptions import ApiException
 
-        seen: dict[str, float] = {}
-        while not self._stop.wait(0.1):
+        def read() -> Any:
             try:
-                listed = self._core.list_namespaced_pod(self._ns).items
-            except ApiException as e:  # a busy API server: try again, as a kubelet would
-                self.errors.append(f"list: {e.status}")
-                continue
-            for pod in listed:
-                name = pod.metadata.name
-                if pod.metadata.deletion_timestamp is None:
-                    continue
-                first = seen.setdefault(name, time.monotonic())
-                if time.monotonic() - first < self._delay:
-                    continue  # containers take a moment to stop
-                try:
-                    self._core.delete_namespaced_pod(name, self._ns, grace_period_seconds=0)
-                    self.finished.append(name)
-                except ApiException as e:
-                    if e.status != 404:
-                        self.errors.append(f"delete {name}: {e.status}")
+                return core.read_namespaced_pod(name, ns)
+            except ApiException as e:
+                if e.status == 404:
+                    return None
+                raise
 
-    def __enter__(self) -> KubeletStandIn:
-        self._thread.start()
-        return self
+        _poll(f"{ns}/{name} gone", read, lambda pod: pod is None, timeout_s)
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
+
+def _poll(what: str, read: Callable[[], Any], done: Callable[[Any], bool], timeout_s: float) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = read()
+        if done(got):
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} after {timeout_s:.0f} s (last: {got!r})")
+        time.sleep(0.05)
 
 
 @pytest.fixture()
-def gpu_world() -> Any:
-    """Helpers: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet ``w``,
-    ``node(admin, gpus) -> node``, ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator",
-    wallet="w")``, ``only(ns, *nodes)``: a fetch limited to them; ``kubelet(admin, ns)``: a
-    :class:`KubeletStandIn` that finishes deleted pods."""
-    import types
-
-    return types.SimpleNamespace(
-        cluster=_gpu_cluster,
-        node=_gpu_node,
-        pod=_gpu_pod,
-        only=_only_view,
-        kubelet=KubeletStandIn,
-    )
+def gpu_world(kwok: _Server) -> GpuWorld:
+    """:class:`GpuWorld`: ``cluster(admin, gpus) -> (namespace, node)`` with a 50-unit Wallet
+    ``w``; ``namespace(admin)``: the same without a node; ``node(admin, gpus) -> node`` and
+    ``kwok_node(admin, name, gpus, product=..., mig={profile: count}, whole=..., shared=...,
+    labels=...)``: kwok nodes; ``unmanaged_node(admin, gpus)``: a node no kubelet runs;
+    ``pod(core, ns, name, gpus, bid, scheduler="gpu-allocator", wallet="w")``;
+    ``only(ns, *nodes)``: a fetch limited to them; ``running(core, ns, name)``,
+    ``gone(core, ns, name)``: wait for kwok to start or finish a pod."""
+    return GpuWorld(kwok)

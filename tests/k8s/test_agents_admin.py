@@ -372,28 +372,28 @@ def test_admission_refuses_a_dishonest_pod(
 
 
 def test_admission_lets_the_allocator_bind_and_the_syncer_update(
-    admin: Any, agent: str, syncer: Any
+    admin: Any, agent: str, syncer: Any, gpu_world: Any
 ) -> None:
     """A correct pod from the syncer is admitted; the allocator's own bind (apply_plan: the
-    gpus/round annotations, then the Binding subresource) goes through; afterwards the syncer's
-    and a kubelet's status updates and a label change are admitted, while changing the Wallet
-    annotation (through the pod or its status) is refused."""
+    gpus/round annotations, then the Binding subresource) goes through; afterwards the kubelet's
+    status updates (kwok's: the node is a kwok node, which starts the pod) and the syncer's and
+    a label change are admitted, while changing the Wallet annotation (through the pod or its
+    status) is refused."""
     ns = f"vc-{agent}"
     _enforced(admin, ns)
     core, sync_core = CoreV1Api(admin), CoreV1Api(syncer)
     sync_core.create_namespaced_pod(ns, _pod("honest", wallet=agent))
     sync_core.create_namespaced_pod(ns, _pod("no-wallet"))  # the reader fills in the agent's
-    node = _new_name("gpu-")
-    core.create_node({"metadata": {"name": node}})
+    node = gpu_world.node(admin, 1)
     report = apply_plan(admin, Plan("r-agents", bindings=(Binding(f"{ns}/honest", node, (0,)),)))
     assert report.problems == [] and report.bound == 1
     bound = core.read_namespaced_pod("honest", ns)
     assert bound.spec.node_name == node
     assert bound.metadata.annotations["gpualloc.io/gpus"] == "0"
     assert bound.metadata.annotations["gpualloc.io/round"] == "r-agents"
+    gpu_world.running(core, ns, "honest")  # the kubelet's status updates were admitted
     condition = {"type": "Ready", "status": "False", "reason": "ContainersNotReady"}
     sync_core.patch_namespaced_pod_status("honest", ns, {"status": {"conditions": [condition]}})
-    core.patch_namespaced_pod_status("honest", ns, {"status": {"phase": "Running"}})
     sync_core.patch_namespaced_pod("honest", ns, {"metadata": {"labels": {"team": "a"}}})
     other = {"metadata": {"annotations": {"gpualloc.io/wallet": "someone-else"}}}
     for call in (
@@ -435,7 +435,7 @@ def _listed(kubeconfig: str, name: str) -> dict[str, Any] | None:
 
 
 def test_list_shows_wallet_pods_and_kubeconfig(
-    admin: Any, kubeconfig: str, gpualloc_crds: Any
+    admin: Any, kubeconfig: str, gpualloc_crds: Any, gpu_world: Any
 ) -> None:
     """`agent list --json` shows the agent's namespace, Wallet balance and what it may spend,
     priority, its pods pending and running, and whether vcluster exported its kubeconfig; the
@@ -447,8 +447,7 @@ def test_list_shows_wallet_pods_and_kubeconfig(
     core = CoreV1Api(admin)
     core.create_namespaced_pod(ns, _pod("waiting", wallet=name))
     core.create_namespaced_pod(ns, _pod("placed", wallet=name))
-    node = _new_name("gpu-")
-    core.create_node({"metadata": {"name": node}})
+    node = gpu_world.node(admin, 1)
     core.create_namespaced_pod_binding(
         "placed",
         ns,
@@ -460,6 +459,7 @@ def test_list_shows_wallet_pods_and_kubeconfig(
         },
         _preload_content=False,  # the answer is a Status, which the typed model cannot read
     ).read()
+    gpu_world.running(core, ns, "placed")  # the node's kubelet (kwok) starts it
     shown = _listed(kubeconfig, name)
     assert shown == {
         "name": name,

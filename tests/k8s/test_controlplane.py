@@ -24,43 +24,17 @@ def _name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-def _gpu_node(core: CoreV1Api, name: str, gpus: int) -> Any:
-    """Create a Node and advertise ``gpus`` GPUs in its status, as the device plugin would,
-    then make it schedulable as the node lifecycle controller would once the kubelet reports
-    Ready (no kube-controller-manager runs here)."""
-    core.create_node(
-        {
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "nvidia.com/gpu.present": "true",
-                    "nvidia.com/gpu.product": "A100-SXM4-80GB",
-                    "nvidia.com/gpu.count": str(gpus),
-                },
-            }
-        }
-    )
-    resources = {"cpu": "64", "memory": "512Gi", "pods": "110", GPU: str(gpus)}
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "capacity": resources,
-                "allocatable": resources,
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "KubeletReady",
-                        "message": "fake node of the end-to-end tests",
-                    }
-                ],
-            }
-        },
-    )
-    # The TaintNodesByCondition admission plugin taints every new Node not-ready.
-    return core.patch_node(name, {"spec": {"taints": []}})
+@pytest.fixture
+def gpu_node(api_client: Callable[[str], Any], control_plane: Any, gpu_world: Any) -> Any:
+    """A factory: (name, gpus) -> a Node advertising ``gpus`` A100s in its status as the device
+    plugin would, run by kwok (Ready, heartbeating) and, once Ready, without the not-ready taint,
+    as the node lifecycle controller would make it (no kube-controller-manager runs here)."""
+    api = api_client(control_plane.admin_token)
+
+    def make(name: str, gpus: int) -> str:
+        return str(gpu_world.kwok_node(api, name, gpus, "A100-SXM4-80GB"))
+
+    return make
 
 
 @pytest.fixture
@@ -81,24 +55,38 @@ def test_api_server_reports_the_pinned_release(
     assert version.git_version == pinned
 
 
-def test_admin_creates_namespace_and_gpu_node(admin: CoreV1Api) -> None:
-    """The admin token creates a namespace and a Node whose status advertises nvidia.com/gpu."""
+def test_admin_creates_namespace_and_gpu_node(admin: CoreV1Api, gpu_node: Any) -> None:
+    """The admin token creates a namespace and a Node whose status advertises nvidia.com/gpu;
+    kwok makes it Ready, keeps what its status advertises, and heartbeats through its Lease."""
     namespace = _name("ns")
     admin.create_namespace({"metadata": {"name": namespace}})
     assert admin.read_namespace(namespace).status.phase == "Active"
 
     node = _name("gpu-node")
-    _gpu_node(admin, node, gpus=8)
+    gpu_node(node, gpus=8)
     read = admin.read_node(node)
-    assert read.status.capacity[GPU] == "8"
-    assert read.status.allocatable[GPU] == "8"
+    ready = {c.type: c.status for c in read.status.conditions}
+    assert ready["Ready"] == "True"
+    assert read.status.capacity[GPU] == "8" and read.status.capacity["cpu"] == "128"
+    assert read.status.allocatable[GPU] == "8" and read.status.allocatable["pods"] == "250"
     assert read.metadata.labels["nvidia.com/gpu.product"] == "A100-SXM4-80GB"
+    assert not any(t.key == "node.kubernetes.io/not-ready" for t in read.spec.taints or [])
+    coordination = kubernetes.client.CoordinationV1Api(admin.api_client)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            lease = coordination.read_namespaced_lease(node, "kube-node-lease")
+            break
+        except ApiException as e:
+            assert e.status == 404 and time.monotonic() < deadline, "no Lease for the node"
+            time.sleep(0.2)
+    assert lease.spec.holder_identity and lease.spec.renew_time is not None
 
 
-def test_status_is_a_subresource(admin: CoreV1Api) -> None:
+def test_status_is_a_subresource(admin: CoreV1Api, gpu_node: Any) -> None:
     """A plain update of a Node does not change its status: only the status subresource does."""
     node = _name("gpu-node")
-    _gpu_node(admin, node, gpus=4)
+    gpu_node(node, gpus=4)
     body = admin.read_node(node)
     body.status.capacity[GPU] = "99"
     admin.replace_node(node, body)
@@ -121,7 +109,7 @@ def test_unprivileged_token_is_forbidden_to_read_secrets(
 
 
 def test_objects_survive_an_api_server_restart(
-    admin: CoreV1Api, control_plane_processes: Any
+    admin: CoreV1Api, control_plane_processes: Any, gpu_node: Any
 ) -> None:
     """After the API server is stopped and started again, etcd still holds what was written."""
     namespace = _name("ns")
@@ -130,7 +118,7 @@ def test_objects_survive_an_api_server_restart(
     admin.create_namespaced_config_map(
         namespace, {"metadata": {"name": "kept"}, "data": {"round": "7"}}
     )
-    _gpu_node(admin, node, gpus=8)
+    gpu_node(node, gpus=8)
     old_pid = control_plane_processes.apiserver.proc.pid
 
     control_plane_processes.stop_apiserver()
@@ -144,12 +132,15 @@ def test_objects_survive_an_api_server_restart(
     assert admin.read_node(node).status.capacity[GPU] == "8"
 
 
-def test_default_scheduler_binds_a_gpu_pod(admin: CoreV1Api, control_plane_processes: Any) -> None:
-    """kube-scheduler binds a pod requesting nvidia.com/gpu to the only node that has them."""
+def test_default_scheduler_binds_a_gpu_pod(
+    admin: CoreV1Api, control_plane_processes: Any, gpu_node: Any, gpu_world: Any
+) -> None:
+    """kube-scheduler binds a pod requesting nvidia.com/gpu to the only node that has them, and
+    the node's kubelet (kwok) runs it."""
     namespace = _name("ns")
     admin.create_namespace({"metadata": {"name": namespace}})
     node = _name("gpu-node")
-    _gpu_node(admin, node, gpus=2)
+    gpu_node(node, gpus=2)
     control_plane_processes.start_scheduler()
     admin.create_namespaced_pod(
         namespace,
@@ -175,3 +166,4 @@ def test_default_scheduler_binds_a_gpu_pod(admin: CoreV1Api, control_plane_proce
         time.sleep(0.2)
     conditions = {c.type: c.message for c in pod.status.conditions or []}
     assert pod.spec.node_name == node, conditions.get("PodScheduled")
+    gpu_world.running(admin, namespace, "trainer")

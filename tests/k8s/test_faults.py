@@ -14,6 +14,7 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from kubernetes.client.exceptions import ApiException  # noqa: E402
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.cluster import api as cluster_api  # noqa: E402
@@ -174,8 +175,13 @@ def test_api_server_restart_mid_apply_then_next_run_completes_the_round(
     assert status["spent"] == pytest.approx(planned) and 0 <= status["spent"] <= 50
 
 
-def _running_pod(core: Any, ns: str, name: str, node: str, gpus: str, guard: bool) -> None:
-    """A pod of ours running on ``node``, holding GPUs ``gpus`` (bid 1: cheap to evict)."""
+def _running_pod(
+    core: Any, ns: str, name: str, node: str, gpus: str, guard: bool, world: Any | None
+) -> None:
+    """A pod of ours running on ``node``, holding GPUs ``gpus`` (bid 1: cheap to evict). On a
+    kwok node (``world`` given) its kubelet, kwok, starts it: this returns once it is Running and
+    Ready (a Pending pod ignores disruption budgets). On a node where no kubelet runs
+    (``world`` None) the test reports it Running and Ready itself, as a kubelet would have."""
     core.create_namespaced_pod(
         ns,
         {
@@ -204,7 +210,9 @@ def _running_pod(core: Any, ns: str, name: str, node: str, gpus: str, guard: boo
             },
         },
     )
-    # Running and ready, as a kubelet would report it (a Pending pod ignores disruption budgets).
+    if world is not None:
+        world.running(core, ns, name)
+        return
     core.patch_namespaced_pod_status(
         name,
         ns,
@@ -228,8 +236,8 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
     core = CoreV1Api(admin)
     ns, free_node = gpu_world.cluster(admin, 2)
     guarded_node = gpu_world.node(admin, 2)
-    _running_pod(core, ns, "old-free", free_node, "0,1", guard=False)
-    _running_pod(core, ns, "old-guarded", guarded_node, "0,1", guard=True)
+    _running_pod(core, ns, "old-free", free_node, "0,1", guard=False, world=gpu_world)
+    _running_pod(core, ns, "old-guarded", guarded_node, "0,1", guard=True, world=gpu_world)
     kubernetes.client.PolicyV1Api(admin).create_namespaced_pod_disruption_budget(
         ns,
         {
@@ -265,9 +273,13 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
             return self._c.create_namespaced_pod_binding(*args, **kw)
 
     monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", Recording)
-    with gpu_world.kubelet(admin, ns) as kubelet:
-        report = apply_plan(admin, out.plan, workers=8)
-    assert kubelet.finished == ["old-free"]  # the binding waited for it to be gone
+    report = apply_plan(admin, out.plan, workers=8)  # kwok finishes the evicted pod
+    # The binding waited for the evicted pod to be gone; the refused one still runs.
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_pod("old-free", ns)
+    assert gone.value.status == 404
+    guarded = core.read_namespaced_pod("old-guarded", ns)
+    assert guarded.metadata.deletion_timestamp is None and guarded.status.phase == "Running"
     assert calls == ["evicted", "evicted", "bind"], report.problems
     assert report.evicted == 1 and report.bound == 1
     assert any(p.startswith(f"{ns}/old-guarded: eviction failed (429") for p in report.problems)
@@ -292,14 +304,16 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     gpu_world: Any,
 ) -> None:
     """The kubelet refuses a pod whose devices a terminating pod still holds, so the winner is
-    bound only once the evicted pod is gone. Here no kubelet finishes it: after waiting the
-    round leaves the winner pending (reported, not charged); the next round sees the
-    terminating pod as holding its GPUs and not evictable (no binding, no second eviction);
-    once it is gone, the round after binds and charges the winner."""
+    bound only once the evicted pod is gone. Here no kubelet finishes it (a node kwok does not
+    run: a kubelet that stopped answering): after waiting the round leaves the winner pending
+    (reported, not charged); the next round sees the terminating pod as holding its GPUs and
+    not evictable (no binding, no second eviction); once it is gone, the round after binds and
+    charges the winner."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
-    ns, node = gpu_world.cluster(admin, 2)
-    _running_pod(core, ns, "old", node, "0,1", guard=False)
+    ns = gpu_world.namespace(admin)
+    node = gpu_world.unmanaged_node(admin, 2)  # no kubelet: the evicted pod stays terminating
+    _running_pod(core, ns, "old", node, "0,1", guard=False, world=None)
     gpu_world.pod(core, ns, "new", 2, "20")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
 
@@ -319,11 +333,9 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     assert held.id == f"{ns}/old" and not held.preemptible
     assert second.plan.bindings == () and second.plan.evictions == ()
 
-    with gpu_world.kubelet(admin, ns, delay=0.0) as kubelet:
-        deadline = time.monotonic() + 10
-        while not kubelet.finished:
-            assert time.monotonic() < deadline, "the stand-in did not finish the pod"
-            time.sleep(0.1)
+    # What the kubelet does once the containers have stopped: remove the pod for good.
+    core.delete_namespaced_pod("old", ns, grace_period_seconds=0)
+    gpu_world.gone(core, ns, "old")
     third = loop.run_once(admin, options=_greedy(round_id="r-wait-3", eviction_wait=1.0))
     assert third.report is not None and third.report.bound == 1, third.report
     assert core.read_namespaced_pod("new", ns).spec.node_name == node
@@ -339,14 +351,15 @@ def test_bindings_needing_no_evicted_room_do_not_wait(
     monkeypatch: pytest.MonkeyPatch,
     gpu_world: Any,
 ) -> None:
-    """A round that evicts on one node and places on another free one: the pod going to the
-    free node is bound at once, while the one needing the evicted room waits (here in vain: no
-    kubelet finishes the victim) and stays pending."""
+    """A round that evicts on one node and places on another free one (kwok's): the pod going to
+    the free node is bound at once, while the one needing the evicted room waits (here in vain:
+    the busy node is one kwok does not run, so no kubelet finishes the victim) and stays
+    pending."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
-    ns, busy_node = gpu_world.cluster(admin, 2)
-    free_node = gpu_world.node(admin, 2)
-    _running_pod(core, ns, "old", busy_node, "0,1", guard=False)
+    ns, free_node = gpu_world.cluster(admin, 2)
+    busy_node = gpu_world.unmanaged_node(admin, 2)  # no kubelet: the victim stays terminating
+    _running_pod(core, ns, "old", busy_node, "0,1", guard=False, world=None)
     gpu_world.pod(core, ns, "first", 2, "20")
     gpu_world.pod(core, ns, "second", 2, "19")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, busy_node, free_node))

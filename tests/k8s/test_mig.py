@@ -1,7 +1,8 @@
-"""MIG against the real API server: nodes advertise instances as NVIDIA's device plugin does under
-the mixed strategy (with GFD's labels), pods ask for ``nvidia.com/mig-<profile>`` and whole GPUs;
-a round binds each to a node that has the instances, never more per profile per node than
-advertised, charges the wallet, and the next round counts the bound pods as incumbents."""
+"""MIG against the real API server: kwok nodes advertise instances as NVIDIA's device plugin does
+under the mixed strategy (with GFD's labels), pods ask for ``nvidia.com/mig-<profile>`` and
+whole GPUs; a round binds each to a node that has the instances, never more per profile per node
+than advertised, charges the wallet, and the next round counts the bound pods (running: kwok
+starts them) as incumbents."""
 
 from __future__ import annotations
 
@@ -31,28 +32,17 @@ def _greedy(**options: Any) -> RoundOptions:
     return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
-def _mixed_node(core: Any, product: str, resources: dict[str, int]) -> str:
-    """A node whose status advertises ``resources`` (nvidia.com/gpu for GPUs with MIG off and
-    one nvidia.com/mig-<profile> per profile), labelled as GFD labels a mixed-strategy node."""
+def _mixed_node(
+    world: Any, admin: Any, product: str, gpus: int, mig: dict[str, int], whole: int = 0
+) -> str:
+    """A kwok node of ``gpus`` GPUs under the mixed strategy: ``mig`` = {profile: count} as
+    ``nvidia.com/mig-<profile>`` and ``whole`` GPUs with MIG off as ``nvidia.com/gpu``, with
+    GFD's labels (the MIG manager's config labels and each profile's memory among them)."""
+    labels = {"nvidia.com/mig.config": "custom-config", "nvidia.com/mig.config.state": "success"}
+    for profile in mig:
+        labels[f"nvidia.com/mig-{profile}.memory"] = "9728" if "1g" in profile else "40192"
     name = f"mig-{uuid.uuid4().hex[:6]}"
-    labels = {
-        "nvidia.com/gpu.product": product,
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/mig.capable": "true",
-        "nvidia.com/mig.strategy": "mixed",
-        "nvidia.com/mig.config": "custom-config",
-        "nvidia.com/mig.config.state": "success",
-    }
-    for key, count in resources.items():
-        if key.startswith("nvidia.com/mig-"):
-            profile = key.removeprefix("nvidia.com/")
-            labels[f"nvidia.com/{profile}.count"] = str(count)
-            labels[f"nvidia.com/{profile}.memory"] = "9728" if "1g" in profile else "40192"
-    core.create_node({"metadata": {"name": name, "labels": labels}})
-    res = {"cpu": "32", "memory": "128Gi", "pods": "110"}
-    res.update((key, str(count)) for key, count in resources.items())
-    core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
-    return name
+    return str(world.kwok_node(admin, name, gpus, product, mig=mig, whole=whole, labels=labels))
 
 
 def _pod(
@@ -112,9 +102,10 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     ns = f"mig-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": ns}})
     create_wallet(admin, ns, "w", 50)
-    advertised = {
-        _mixed_node(core, "A100-SXM4-80GB", {"nvidia.com/gpu": 1, ONE: 3, THREE: 1}): "A",
-        _mixed_node(core, "H100-80GB", {"nvidia.com/gpu": 0, ONE: 2}): "B",
+    one, three = ONE.removeprefix("nvidia.com/mig-"), THREE.removeprefix("nvidia.com/mig-")
+    advertised = {  # A: one GPU with MIG off and one carved 3g + 3 x 1g; B: one H100, 2 x 1g
+        _mixed_node(gpu_world, admin, "A100-SXM4-80GB", 2, {one: 3, three: 1}, whole=1): "A",
+        _mixed_node(gpu_world, admin, "H100-80GB", 1, {one: 2}): "B",
     }
     node_a, node_b = advertised
     capacity = {
@@ -131,7 +122,7 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     _pod(core, ns, "gpu-low", {"nvidia.com/gpu": 1}, "4")
     _pod(core, ns, "one", {ONE: 1}, "2")
     # Malformed: an A100-80GB has no 1g.5gb profile; a pod cannot ask for MIG and GPUs at once.
-    bad_node = _mixed_node(core, "A100-SXM4-80GB", {"nvidia.com/mig-1g.5gb": 2})
+    bad_node = _mixed_node(gpu_world, admin, "A100-SXM4-80GB", 1, {"1g.5gb": 2})
     _pod(core, ns, "both", {ONE: 1, "nvidia.com/gpu": 1}, "3")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node_a, node_b, bad_node))
 

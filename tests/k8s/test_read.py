@@ -19,22 +19,6 @@ from allocator.cluster.api import create_wallet, fetch  # noqa: E402
 pytestmark = pytest.mark.k8s
 
 
-def _gpu_node(core: CoreV1Api, name: str, gpus: int) -> None:
-    core.create_node(
-        {
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "nvidia.com/gpu.product": "H100-80GB",
-                    "nvidia.com/gpu.count": str(gpus),
-                },
-            }
-        }
-    )
-    res = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
-
-
 def _pod(name: str, gpus: int, bid: str, node: str | None = None) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "schedulerName": "gpu-allocator",
@@ -61,10 +45,11 @@ def _pod(name: str, gpus: int, bid: str, node: str | None = None) -> dict[str, A
 
 
 def test_read_solve_verify(
-    api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
+    api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any, gpu_world: Any
 ) -> None:
-    """Two GPU nodes, a wallet, three pending pods (one malformed) and one bound pod, created
-    through the API, read back and solved: the result is valid and the bad pod is reported."""
+    """Two GPU nodes (kwok's), a wallet, three pending pods (one malformed) and one bound pod
+    (running: kwok starts it), created through the API, read back and solved: the result is
+    valid and the bad pod is reported."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
     tag = uuid.uuid4().hex[:6]
@@ -72,12 +57,13 @@ def test_read_solve_verify(
     core.create_namespace({"metadata": {"name": ns}})
     nodes = [f"gpu-a-{tag}", f"gpu-b-{tag}"]
     for n in nodes:
-        _gpu_node(core, n, 4)
+        gpu_world.kwok_node(admin, n, 4)
     create_wallet(admin, ns, "w", 50)
     core.create_namespaced_pod(ns, _pod("big", 4, "30"))
     core.create_namespaced_pod(ns, _pod("small", 2, "12"))
     core.create_namespaced_pod(ns, _pod("bad", 1, "lots"))
     core.create_namespaced_pod(ns, _pod("running", 2, "8", node=nodes[0]))
+    gpu_world.running(core, ns, "running")
 
     all_nodes, pods, wallets = fetch(admin)
     mine = [p for p in pods if p["metadata"]["namespace"] == ns]

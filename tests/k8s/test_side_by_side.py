@@ -1,5 +1,6 @@
 """The default scheduler and the allocator side by side on two copies of one fake GPU cluster
-(Node objects advertising nvidia.com/gpu as the device plugin does) and one workload: research
+(kwok nodes advertising nvidia.com/gpu as the device plugin does; kwok runs the pods bound there
+and finishes the evicted ones, as their kubelets would) and one workload: research
 pods submitted first fill the cluster, inference pods arrive after. kube-scheduler (no priority
 classes: the queue's habit) leaves inference pending; the allocator's next round evicts research
 that is worth less and places every inference pod. The figures are printed for
@@ -31,31 +32,6 @@ RESEARCH, RESEARCH_GPUS, INFERENCE = 4, 2, 4
 def _greedy(**options: Any) -> RoundOptions:
     """A round's options, solved by greedy (fast, and the same answer every time)."""
     return RoundOptions(solve=SolveParams(solver="greedy"), **options)
-
-
-def _ready_gpu_node(core: CoreV1Api, name: str, copy: str) -> None:
-    """A schedulable GPU node: Ready, without the not-ready taint admission puts on new nodes
-    (no node lifecycle controller runs here)."""
-    core.create_node(
-        {
-            "metadata": {
-                "name": name,
-                "labels": {"copy": copy, "nvidia.com/gpu.product": "H100-80GB"},
-            }
-        }
-    )
-    res = {"cpu": "64", "memory": "256Gi", "pods": "110", GPU: str(GPUS_PER_NODE)}
-    core.patch_node_status(
-        name,
-        {
-            "status": {
-                "capacity": res,
-                "allocatable": res,
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            }
-        },
-    )
-    core.patch_node(name, {"spec": {"taints": None}})
 
 
 def _pod(name: str, gpus: int, scheduler: str, copy: str, ann: dict[str, str]) -> dict[str, Any]:
@@ -106,8 +82,8 @@ def test_default_scheduler_and_allocator_side_by_side(
     copies = {"sched": f"sched-{tag}", "alloc": f"alloc-{tag}"}
     for copy in copies.values():
         core.create_namespace({"metadata": {"name": copy}})
-        for i in range(NODES):
-            _ready_gpu_node(core, f"{copy}-n{i}", copy)
+        for i in range(NODES):  # Ready and schedulable
+            gpu_world.kwok_node(admin, f"{copy}-n{i}", GPUS_PER_NODE, labels={"copy": copy})
     total = NODES * GPUS_PER_NODE
 
     # Copy 1: the real kube-scheduler.
@@ -154,13 +130,8 @@ def test_default_scheduler_and_allocator_side_by_side(
         core.create_namespaced_pod(
             ns, _pod(f"inference-{i}", 1, "gpu-allocator", ns, inference_bid)
         )
-    with gpu_world.kubelet(admin, ns) as kubelet:  # finishes evicted pods, as a kubelet would
-        second = loop.run_once(admin, options=_greedy(round_id=f"r2-{tag}"))
-    assert second.report is not None and second.report.problems == [], (
-        second.report.problems,
-        kubelet.finished,
-        kubelet.errors,
-    )
+    second = loop.run_once(admin, options=_greedy(round_id=f"r2-{tag}"))  # kwok finishes evictions
+    assert second.report is not None and second.report.problems == [], second.report.problems
     alloc_inference = len(_placed(core, ns, "inference"))
     alloc_gpus = _gpus(_placed(core, ns, ""))
     evicted = second.report.evicted

@@ -279,19 +279,20 @@ def test_an_eviction_causes_one_follow_up_round_and_no_more(
     gpu_world: Any,
     only_view: Callable[..., None],
 ) -> None:
-    """On a 1-GPU node, a low bid is bound; a high bid then starts a round that evicts it (a
-    kubelet stand-in finishes the deletion) and binds the high one. The evicted pod being gone
-    is one change: exactly one follow-up round, which writes nothing; then 4 s of quiet (the
-    wallet charged for the eviction started none)."""
+    """On a 1-GPU kwok node, a low bid is bound (and runs); a high bid then starts a round that
+    evicts it (kwok, its kubelet, finishes the deletion) and binds the high one. The evicted pod
+    being gone is one change: exactly one follow-up round, which writes nothing; then 4 s of
+    quiet (the wallet charged for the eviction, the pods going Running started none)."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
     ns, node = gpu_world.cluster(admin, 1)
     only_view(ns, node)
     scheduler = _scheduler()
-    with gpu_world.kubelet(admin, ns), Loop(admin, ns, scheduler) as loop:
+    with Loop(admin, ns, scheduler) as loop:
         loop.wait_rounds(1)
         gpu_world.pod(core, ns, "low", 1, "5", scheduler)
         _wait_for("low bound", lambda: core.read_namespaced_pod("low", ns).spec.node_name, 30)
+        gpu_world.running(core, ns, "low")
         gpu_world.pod(core, ns, "high", 1, "40", scheduler)
         _wait_for("high bound", lambda: core.read_namespaced_pod("high", ns).spec.node_name, 60)
         n = len(loop.wait_rounds(3))
