@@ -1,15 +1,19 @@
 """One allocation round end to end against the real test API server, at scale.
 
-Protocol: start etcd + kube-apiserver (the binaries ``scripts/build-controlplane`` builds; the same
-launcher as the end-to-end tests, tests/k8s/conftest.py), install the chart's CRDs, create
-``--nodes`` GPU nodes of 8 ``nvidia.com/gpu`` each (every fifth node time-sliced, i.e. shared),
-``--namespaces`` namespaces with one Wallet each, and ``--pods`` pending pods of the allocator's
-scheduler (whole GPUs 1/2/4/8 and shares of 100-900 milli, bids 1-20 per GPU-equivalent, seeded).
-Then time one round as ``gpu-allocator run --once`` does it, phase by phase: read (list nodes,
-pods, wallets), snapshot (build the Problem), solve (greedy; first-price and, separately,
-critical payments), plan, apply (bindings, ledger, events; ``--apply-workers`` API calls in
-flight, default 16 as ``gpu-allocator run``; 1 is sequential). Objects are created with a thread
-pool before the clock starts.
+Protocol: start etcd + kube-apiserver and kwok (the binaries ``scripts/build-controlplane`` and
+``scripts/build-agent-tools`` build; the same launcher as the end-to-end tests,
+tests/k8s/conftest.py), install the chart's CRDs, create ``--nodes`` kwok GPU nodes of 8
+``nvidia.com/gpu`` each (every fifth node time-sliced, i.e. shared; tests/harness/kwok.py) and
+wait until kwok has made them all Ready, then ``--namespaces`` namespaces with one Wallet each,
+and ``--pods`` pending pods of the allocator's scheduler (whole GPUs 1/2/4/8 and shares of 100-900
+milli, bids 1-20 per GPU-equivalent, seeded). Then time one round as ``gpu-allocator run
+--once`` does it, phase by phase: read (list nodes, pods, wallets), snapshot (build the Problem),
+solve (greedy; first-price and, separately, critical payments), plan, apply (bindings, ledger,
+events; ``--apply-workers`` API calls in flight, default 16 as ``gpu-allocator run``; 1 is
+sequential). kwok runs throughout, as the kubelets would: it renews the nodes' Leases and starts
+each pod as soon as it is bound (its status writes compete with the apply's calls);
+``running_s`` is how long after the apply the last bound pod was seen Running. Objects are
+created with a thread pool before the clock starts.
 
     python benchmarks/k8s_round.py --json                     # 500 nodes, 5,000 pods
     python benchmarks/k8s_round.py --apply-workers 1 --json   # apply one call at a time
@@ -74,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     bin_dir = cp._bin_dir()
     cp._require_binaries(bin_dir)
     work = Path(tempfile.mkdtemp(prefix="k8s-bench-"))
+    kwok_binary = cp._kwok_binary()
     procs = cp.ControlPlaneProcesses(bin_dir, work / "cp")
     procs.start()
     try:
+        from kwok import kwok_node, wait_ready  # tests/harness, on sys.path once conftest is
+
+        kwok = procs.start_kwok(kwok_binary)
         conn = procs.connection
         cfg = k8s.Configuration()
         cfg.host = conn.url
@@ -93,14 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         rng = random.Random(args.seed)
         t0 = time.perf_counter()
 
-        def make_node(i: int) -> None:
-            name = f"gpu-{i:04d}"
-            labels = {"nvidia.com/gpu.product": "H100-80GB"}
-            if i % 5 == 0:
-                labels["nvidia.com/gpu.sharing-strategy"] = "time-slicing"
-            core.create_node({"metadata": {"name": name, "labels": labels}})
-            res = {"cpu": "128", "memory": "1Ti", "pods": "250", "nvidia.com/gpu": "8"}
-            core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
+        def make_node(i: int) -> str:
+            # 128 CPUs, 1 TiB, 250 pods, 8 nvidia.com/gpu (and 80 nvidia.com/gpu.shared)
+            return str(kwok_node(api, f"gpu-{i:04d}", 8, shared=i % 5 == 0, wait=False))
 
         namespaces = [f"team-{i:02d}" for i in range(args.namespaces)]
         for ns in namespaces:
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(make_node, range(args.nodes)))
+            node_names = list(pool.map(make_node, range(args.nodes)))
+            wait_ready(api, node_names, timeout_s=600, kwok=kwok)
             list(pool.map(lambda p: core.create_namespaced_pod(p[0], p[1]), pods))
         setup_s = time.perf_counter() - t0
 
@@ -170,6 +174,15 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         report = apply_plan(api, plan, options.apply_workers, options.eviction_wait)
         times["apply_s"] = time.perf_counter() - t
+        bound = {b.pod for b in plan.bindings}
+        running = 0
+        while time.perf_counter() - t < 600:
+            listed = core.list_pod_for_all_namespaces(field_selector="status.phase=Running").items
+            running = sum(1 for p in listed if f"{p.metadata.namespace}/{p.metadata.name}" in bound)
+            if running >= report.bound:
+                break
+            time.sleep(0.5)
+        running_s = time.perf_counter() - t - times["apply_s"]
         out = {
             "nodes": args.nodes,
             "gpus": 8 * args.nodes,
@@ -180,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             "bound": report.bound,
             "charged_wallets": report.charged,
             "events": report.events,
+            "running": running,
+            "running_s": round(running_s, 1),
             "problems": len(report.problems),
             "setup_s": round(setup_s, 1),
             **{k: round(v, 3) for k, v in times.items()},
