@@ -5,7 +5,8 @@ win: the allocator writes the configuration into the MIG manager's ConfigMap and
 ``nvidia.com/mig.config``; the pods are bound only after the manager reports ``success`` and the
 node advertises the instances. The MIG manager and the device plugin cannot run without a GPU,
 so a test thread plays their documented label protocol (tests/harness/migmanager.py cites it),
-including a slow change and a failed one. A node with a running pod is never re-carved.
+including a slow change and a failed one; kwok plays the nodes' kubelets, and keeps the resources
+the stand-in advertises. A node with a running pod is never re-carved.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from allocator.cluster.options import RoundOptions  # noqa: E402
 from allocator.solvers import SolveParams  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
-from migmanager import MigManagerStandIn  # noqa: E402
+from migmanager import STATE, MigManagerStandIn  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -64,25 +65,16 @@ def _config(ns: str) -> ClusterConfig:
     )
 
 
-def _a100_node(core: Any, gpus: int = 2) -> str:
-    """An A100-SXM4-80GB node carved ``all-7g.80gb``, as the device plugin (mixed strategy) and
-    GFD show it; kwok plays its kubelet where it runs."""
+def _a100_node(gpu_world: Any, admin: Any, gpus: int = 2) -> str:
+    """A kwok node of ``gpus`` A100-SXM4-80GB carved ``all-7g.80gb``, as the device plugin (mixed
+    strategy) and GFD show it and the MIG manager last left it, returned once Ready."""
     name = f"a100-{uuid.uuid4().hex[:6]}"
-    labels = {
-        "nvidia.com/gpu.product": "A100-SXM4-80GB",
-        "nvidia.com/gpu.count": str(gpus),
-        "nvidia.com/gpu.present": "true",
-        "nvidia.com/mig.capable": "true",
-        "nvidia.com/mig.strategy": "mixed",
-        CONFIG_LABEL: "all-7g.80gb",
-        "nvidia.com/mig.config.state": "success",
-        "nvidia.com/mig-7g.80gb.count": str(gpus),
-    }
-    meta = {"name": name, "labels": labels, "annotations": {"kwok.x-k8s.io/node": "fake"}}
-    core.create_node({"metadata": meta})
-    res = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": "0", SEVEN: str(gpus)}
-    core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
-    return name
+    applied = {CONFIG_LABEL: "all-7g.80gb", STATE: "success"}
+    return str(
+        gpu_world.kwok_node(
+            admin, name, gpus, "A100-SXM4-80GB", mig={"7g.80gb": gpus}, labels=applied
+        )
+    )
 
 
 def _pod(core: Any, ns: str, name: str, resource: str, bid: str, node: str | None = None) -> None:
@@ -137,7 +129,7 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
     admin = admin_client
     core = CoreV1Api(admin)
     ns = _namespace(core, admin)
-    node = _a100_node(core)
+    node = _a100_node(gpu_world, admin)
     for i in range(10):
         _pod(core, ns, f"infer-{i}", ONE, "5")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
@@ -157,9 +149,7 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
         assert len(waiting) == 10
         _wait(
             "pending state",
-            lambda: (
-                core.read_node(node).metadata.labels.get("nvidia.com/mig.config.state") == "pending"
-            ),
+            lambda: core.read_node(node).metadata.labels.get(STATE) == "pending",
         )
         second = run_once(admin, cfg, _options("r-migplan-2"))  # the change is still pending
         assert second.snapshot.problem.node(node).gpus == ()
@@ -174,6 +164,11 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
     node_obj = core.read_node(node)
     advertised = int(node_obj.status.allocatable[ONE])
     assert advertised >= 10  # never bound to an instance the node does not advertise
+    for name in bound:  # kwok, the node's kubelet, runs them
+        gpu_world.running(core, ns, name)
+    kept = core.read_node(node).status  # kwok keeps the resources the device plugin wrote
+    assert kept.allocatable[ONE] == kept.capacity[ONE] == str(advertised)
+    assert kept.allocatable[SEVEN] == "0"
     ann = node_obj.metadata.annotations
     assert LAYOUT_ANNOTATION in ann and PENDING_ANNOTATION not in ann
     cm = core.read_namespaced_config_map(CONFIG_MAP, ns)
@@ -191,7 +186,7 @@ def test_a_failed_reconfiguration_binds_nothing_and_is_reported(
     admin = admin_client
     core = CoreV1Api(admin)
     ns = _namespace(core, admin)
-    node = _a100_node(core)
+    node = _a100_node(gpu_world, admin)
     for i in range(4):
         _pod(core, ns, f"infer-{i}", ONE, "5")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
@@ -223,8 +218,9 @@ def test_a_node_with_a_running_pod_is_never_recarved(
     admin = admin_client
     core = CoreV1Api(admin)
     ns = _namespace(core, admin)
-    node = _a100_node(core)
+    node = _a100_node(gpu_world, admin)
     _pod(core, ns, "running", SEVEN, "1", node=node)
+    gpu_world.running(core, ns, "running")
     for i in range(7):
         _pod(core, ns, f"infer-{i}", ONE, "50")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
