@@ -541,6 +541,7 @@ def test_inventory_service_account_publishes_and_nothing_more(
     api_client: Callable[[str], Any],
     control_plane: Any,
     gpualloc_crds: Any,
+    gpu_world: Any,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -555,7 +556,7 @@ def test_inventory_service_account_publishes_and_nothing_more(
     _create_all(admin, docs, ns)
     name = f"{release}-gpu-allocator-inventory"
     node = f"inv-{uuid.uuid4().hex[:6]}"
-    core.create_node({"metadata": {"name": node}})
+    gpu_world.kwok_node(admin, node, 2, "NVIDIA-H200")
     token = core.create_namespaced_service_account_token(
         name, ns, {"spec": {"expirationSeconds": 600}}
     ).status.token

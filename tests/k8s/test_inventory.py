@@ -5,7 +5,7 @@ node's GPUs the NVLink domains in it, so that an NVLink gang is placed inside on
 No GPU is on the machines these tests run on, so NVML is faked: ``tests/harness/fake_nvml.py``
 is a ``pynvml`` module object with the semantics of the NVML API reference
 (https://docs.nvidia.com/deploy/nvml-api/), built from the H200 recorded in
-``docs/hardware/h200-nvml-mig.json``; the API server is real.
+``docs/hardware/h200-nvml-mig.json``; the API server is real, and kwok plays the node's kubelet.
 """
 
 from __future__ import annotations
@@ -32,20 +32,16 @@ from allocator.cluster.inventory import INVENTORY_ANNOTATION, node_inventory  # 
 pytestmark = pytest.mark.k8s
 
 
-def _gpu_node(core: CoreV1Api, gpus: int) -> str:
-    """A node advertising ``gpus`` H200s as the device plugin and GFD do."""
-    name = f"inv-{uuid.uuid4().hex[:6]}"
-    labels = {"nvidia.com/gpu.product": "NVIDIA-H200", "nvidia.com/gpu.present": "true"}
-    core.create_node({"metadata": {"name": name, "labels": labels}})
-    res = {"cpu": "64", "memory": "512Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
-    core.patch_node_status(name, {"status": {"capacity": res, "allocatable": res}})
-    return name
+def _gpu_node(gpu_world: Any, admin: Any, gpus: int) -> str:
+    """A kwok node advertising ``gpus`` H200s as the device plugin and GFD do, once Ready."""
+    return str(gpu_world.kwok_node(admin, f"inv-{uuid.uuid4().hex[:6]}", gpus, "NVIDIA-H200"))
 
 
 def test_publish_writes_the_annotation_and_the_reader_uses_its_domains(
     api_client: Callable[[str], Any],
     control_plane: Any,
     gpualloc_crds: Any,
+    gpu_world: Any,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -56,7 +52,7 @@ def test_publish_writes_the_annotation_and_the_reader_uses_its_domains(
     nvlink locality gets one whole domain."""
     admin = api_client(control_plane.admin_token)
     core = CoreV1Api(admin)
-    node = _gpu_node(core, 8)
+    node = _gpu_node(gpu_world, admin, 8)
     links = nvlink_groups(8, [[0, 1, 2, 3], [4, 5, 6, 7]])
     monkeypatch.setitem(
         sys.modules, "pynvml", FakeNvml([h200(i, links=links[i]) for i in range(8)])
