@@ -209,6 +209,9 @@ class Engine:
         self, alloc: AllocationColumns, threads: int = 1
     ) -> npt.NDArray[np.float64]:
         """Payment per bid (0 for losers) of any feasible allocation."""
+    def los_payments(self, alloc: AllocationColumns) -> npt.NDArray[np.float64]:
+        """The ``los`` payment per bid (0 for losers), read off the greedy run; a winner greedy
+        did not make the same way pays its bid."""
     def explain(
         self, alloc: AllocationColumns
     ) -> list[tuple[int, LossReason, dict[str, float], int]]:

@@ -20,7 +20,7 @@ __all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "GpuLayout", "Loss", "Res
 #: the winners left free but the wallet's other winners drew the balance below its value;
 #: ``below_reserve``: every alternative is below the reserve price of every model it could use.
 LOSS_REASONS = ("outbid", "does_not_fit", "over_budget", "below_reserve")
-PAYMENT_RULES = ("critical", "first-price", "vcg")
+PAYMENT_RULES = ("critical", "first-price", "vcg", "los")
 SOLVERS = ("greedy", "local", "cpsat", "auto")
 
 

@@ -45,7 +45,9 @@ def solve(
     solver
         ``greedy``, ``local``, ``cpsat`` or ``auto``.
     payments
-        ``critical`` (default), ``first-price`` or ``vcg`` (exact solver only).
+        ``critical`` (default), ``los`` (what the first bid a winner blocked in the greedy run
+        was worth at its size: one pass, for large rounds; docs/concepts.md), ``first-price`` or
+        ``vcg`` (exact solver only).
     time_limit
         Seconds for local search and CP-SAT (each); greedy ignores it.
     seed
@@ -188,6 +190,8 @@ def _payments(
         return {b: problem.bids[b].alternatives[a].value for b, (a, _) in alloc.winners.items()}
     if p.payments == "critical":
         return engine.critical_payments(alloc, threads=p.threads)
+    if p.payments == "los":
+        return engine.los_payments(alloc)
     from allocator.solvers.cpsat import vcg_payments
 
     return vcg_payments(

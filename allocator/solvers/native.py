@@ -520,6 +520,13 @@ class NativeEngine:
         pay = self.core.critical_payments(self.to_columns(alloc), threads)
         return {b: float(pay[b]) for b in alloc.winners}
 
+    def los_payments(self, alloc: Allocation) -> dict[int, float]:
+        """Bid index -> ``los`` payment for every winner of ``alloc``: what the first bid it
+        blocked in the greedy run was worth at its size (cpp/src/los.cpp); a winner the greedy
+        run did not make the same way pays its bid."""
+        pay = self.core.los_payments(self.to_columns(alloc))
+        return {b: float(pay[b]) for b in alloc.winners}
+
     def explain(self, alloc: Allocation) -> dict[int, tuple[str, dict[str, Any]]]:
         """Losing bid index -> (reason, detail numbers) for every loser of ``alloc``."""
         out: dict[int, tuple[str, dict[str, Any]]] = {}

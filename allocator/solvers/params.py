@@ -48,7 +48,8 @@ class SolveParams:
 
     #: ``greedy``, ``local``, ``cpsat`` or ``auto`` (local search, and CP-SAT on small rounds).
     solver: str = "auto"
-    #: ``critical`` (default), ``first-price`` or ``vcg`` (the exact solver only).
+    #: ``critical`` (default), ``los`` (one pass over the greedy run), ``first-price`` or ``vcg``
+    #: (the exact solver only).
     payments: str = "critical"
     #: Seconds of wall time for local search and for CP-SAT (each); greedy ignores it.
     time_limit: float = 10.0

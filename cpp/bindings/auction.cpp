@@ -105,6 +105,16 @@ F64 critical_payments(Engine& e, const AllocationColumns& alloc, int threads) {
   return to_column(pay);
 }
 
+F64 los_payments(Engine& e, const AllocationColumns& alloc) {
+  Solution s = solution_from(e, alloc);
+  std::vector<double> pay;
+  {
+    py::gil_scoped_release release;
+    pay = e.los_payments(s);
+  }
+  return to_column(pay);
+}
+
 py::list explain(const Engine& e, const AllocationColumns& alloc) {
   Solution s = solution_from(e, alloc);
   const auto ex = e.explain(s);
@@ -130,6 +140,9 @@ void register_auction(py::module_& m) {
            "Local search from `start`; the result carries its iterations, gains and seconds.")
       .def("critical_payments", &critical_payments, py::arg("alloc"), py::arg("threads") = 1,
            "Payment per bid (0 for losers) of any feasible allocation.")
+      .def("los_payments", &los_payments, py::arg("alloc"),
+           "The `los` payment per bid (0 for losers), read off the greedy run; a winner greedy "
+           "did not make the same way pays its bid.")
       .def("explain", &explain, py::arg("alloc"),
            "(bid, LossReason, detail, model index or -1) for every losing bid.")
       .def("score", &Engine::score, py::arg("alt"))

@@ -135,6 +135,10 @@ class Engine {
   /// are independent: `threads` > 1 runs them on that many threads (0: one per hardware
   /// thread); the payments are the same for every thread count.
   std::vector<double> critical_payments(const Solution& sol, int threads = 1);
+  /// The `los` payment of every winner of `sol` (indexed by bid; 0 for losers): read off one
+  /// more pass of the greedy run (los.cpp); a winner the greedy run did not make the same way
+  /// pays its bid.
+  std::vector<double> los_payments(const Solution& sol);
   /// Loss reason of every losing bid of `sol` (indexed by bid; winners get Outbid, unused).
   [[nodiscard]] std::vector<Explanation> explain(const Solution& sol) const;
 

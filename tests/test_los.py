@@ -1,0 +1,86 @@
+"""The ``los`` payment rule (cpp/src/los.cpp): exact where the theory says it must be, always
+valid, and what it does with wallets and with allocations the greedy run did not make."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from allocator import solve, verify
+from allocator.instances import random_problem
+from allocator.model import Alternative, Bid, Gpu, Node, Problem, Unit, Wallet
+from allocator.solvers import SolveParams
+
+
+def _payments(problem: Problem, rule: str, solver: str = "greedy") -> dict[str, float]:
+    params = SolveParams(solver=solver, payments=rule, local_iterations=2000)
+    result = solve(problem, params=params)
+    assert verify(problem, result) == []
+    return {w.bid_id: w.payment for w in result.winners}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    gpus=st.integers(1, 8),
+    wishes=st.lists(
+        st.tuples(st.integers(1, 8), st.floats(0.5, 50, allow_nan=False)), min_size=1, max_size=14
+    ),
+)
+def test_los_equals_critical_for_single_minded_bids_on_one_node(
+    gpus: int, wishes: list[tuple[int, float]]
+) -> None:
+    """One node of whole GPUs, one alternative per bid, no wallet binding: the run without a
+    winner is the same run with its GPUs free until the first bid that fits in them, so the
+    first bid a winner blocked sets its critical value (Lehmann, O'Callaghan and Shoham)."""
+    node = Node("n", 64000, 512000, gpus=tuple(Gpu(i, "H100") for i in range(gpus)))
+    bids = tuple(
+        Bid(f"b{i}", f"a{i}", "w", (Alternative(round(v, 3), Unit("whole", gpus=min(n, gpus))),))
+        for i, (n, v) in enumerate(wishes)
+    )
+    problem = Problem((node,), (Wallet("w", 1e9),), bids)
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert exact.keys() == los.keys()
+    for b, pay in exact.items():
+        assert los[b] == pytest.approx(pay, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("solver", ["greedy", "local"])
+def test_los_results_pass_verify(seed: int, solver: str) -> None:
+    """Random rounds with MIG, shares, gangs, wallets and incumbents: payments within bids and
+    reserves, no wallet overdrawn (verify), the rule named in the Result."""
+    problem = random_problem(seed, gpus=32, bids=120, wallets=6, incumbents=6)
+    params = SolveParams(solver=solver, payments="los", local_iterations=500)
+    result = solve(problem, params=params)
+    assert verify(problem, result) == []
+    assert result.payment_rule == "los"
+
+
+def test_an_own_unaffordable_bid_sets_the_wallet_threshold() -> None:
+    """The example of docs/concepts.md: alice's a2 (9), which her wallet (12) cannot pay for
+    after a1 (10), would win without a1 and leave it no budget below: a1 pays 9, as under
+    critical; without a2 it pays the reserve."""
+    node = Node("n1", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100")))
+    a1 = Bid("a1", "alice", "alice", (Alternative(10, Unit("whole")),))
+    a2 = Bid("a2", "alice", "alice", (Alternative(9, Unit("whole")),))
+    b1 = Bid("b1", "bob", "bob", (Alternative(5, Unit("whole")),))
+    wallets = (Wallet("alice", 12), Wallet("bob", 100))
+    assert _payments(Problem((node,), wallets, (a1, a2, b1)), "los") == {"a1": 9.0, "b1": 0.0}
+    assert _payments(Problem((node,), wallets, (a1, b1)), "los") == {"a1": 0.0, "b1": 0.0}
+
+
+def test_a_winner_the_greedy_run_did_not_make_pays_its_bid() -> None:
+    """Local search replaces greedy's two small winners by the 2-GPU bid worth 8: the rule reads
+    thresholds off the greedy run, which never made that winner, so it pays its bid. Under
+    greedy, b0 pays what the bid it blocked was worth at its size, as under critical."""
+    node = Node("n1", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100")))
+    bids = (
+        Bid("b0", "a0", "w", (Alternative(6, Unit("whole")),)),
+        Bid("b1", "a1", "w", (Alternative(8, Unit("whole", gpus=2)),)),
+        Bid("b2", "a2", "w", (Alternative(1, Unit("whole")),)),
+    )
+    problem = Problem((node,), (Wallet("w", 1e9),), bids)
+    assert _payments(problem, "los", solver="local") == {"b1": 8.0}
+    greedy = _payments(problem, "los")  # b0 blocked b1 (8 over 2 GPUs): b1's score at b0's size
+    assert greedy == _payments(problem, "critical") and greedy["b0"] == pytest.approx(8 / 2**0.75)
