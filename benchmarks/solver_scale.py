@@ -8,7 +8,8 @@ random bids (``allocator.instances.random_bids``, seed ``--seed``) over 200 agen
 times in one process and the median is printed. One core (the engine is single-threaded).
 
 - ``greedy_ms``: the C++ greedy call alone; ``local_ms``: the C++ local search (``--local-time``
-  limit); ``payments_ms``: C++ critical payments for every winner of the greedy allocation;
+  limit); ``payments_ms``: C++ payments (``--payments``: ``critical`` or ``los``) for every
+  winner of the greedy allocation;
   ``explain_ms``: C++ loss reasons; with ``--threads N`` also ``payments_threads_ms``, the
   same payments on N threads (checked equal to the serial ones);
 - ``python_overhead_ms``: lowering the Problem to arrays, turning arrays back into Placements and
@@ -17,6 +18,7 @@ times in one process and the median is printed. One core (the engine is single-t
 
     python benchmarks/solver_scale.py --json --bids 10000 --gpus 8000
     python benchmarks/solver_scale.py --sweep 100,1000,10000,100000 --gpus 8000
+    python benchmarks/solver_scale.py --json --bids 10000 --gpus 8000 --payments los
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def measure(
     local_time: float,
     payments: bool = True,
     threads: int = 1,
+    rule: str = "critical",
 ) -> dict[str, Any]:
     """Median timings of every phase for one size."""
     t0 = time.perf_counter()
@@ -96,9 +99,12 @@ def measure(
         arrays = engine.to_columns(alloc)
         if payments:
             t = time.perf_counter()
-            serial = core.critical_payments(arrays, 1)
+            if rule == "los":
+                serial = core.los_payments(arrays)
+            else:
+                serial = core.critical_payments(arrays, 1)
             phases["payments_ms"].append(_ms(t))
-            if threads != 1:
+            if threads != 1 and rule == "critical":
                 t = time.perf_counter()
                 parallel = core.critical_payments(arrays, threads)
                 phases["payments_threads_ms"].append(_ms(t))
@@ -134,9 +140,12 @@ def measure(
         "greedy_ms": round(med["greedy_ms"], 2),
         "local_ms": round(med["local_ms"], 2),
         "payments_ms": round(med["payments_ms"], 2) if payments else None,
+        "payment_rule": rule,
         "threads": threads,
         "payments_threads_ms": (
-            round(med["payments_threads_ms"], 2) if payments and threads != 1 else None
+            round(med["payments_threads_ms"], 2)
+            if payments and threads != 1 and rule == "critical"
+            else None
         ),
         "explain_ms": round(med["explain_ms"], 2),
         "python_overhead_ms": round(med["lower_ms"] + med["decode_ms"] + med["assemble_ms"], 2),
@@ -170,6 +179,12 @@ def main() -> int:
         default=1,
         help="also time payments on this many threads (0: one per CPU); payments_ms stays serial",
     )
+    ap.add_argument(
+        "--payments",
+        choices=("critical", "los"),
+        default="critical",
+        help="the rule payments_ms times (--threads applies to critical only)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.threads < 0:
@@ -192,6 +207,7 @@ def main() -> int:
                 args.local_time,
                 payments=n <= args.payments_up_to,
                 threads=args.threads,
+                rule=args.payments,
             )
         )
     if args.json:
