@@ -35,17 +35,6 @@ namespace {
 
 constexpr double kEps = 1e-9;
 
-bool same_replicas(const std::vector<Replica>& x, const std::vector<Replica>& y) {
-  if (x.size() != y.size()) return false;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (x[i].node != y[i].node || x[i].gpus != y[i].gpus || x[i].profile != y[i].profile ||
-        x[i].start != y[i].start || x[i].milli != y[i].milli || x[i].kind != y[i].kind) {
-      return false;
-    }
-  }
-  return true;
-}
-
 }  // namespace
 
 std::vector<double> Engine::los_payments(const Solution& sol) {
@@ -60,7 +49,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     const int k = sol.alt_of_bid[b];
     if (k < 0) continue;
     pay[b] = p_.alternatives[k].value;  // first price unless the pass prices it
-    if (g.alt_of_bid[b] == k && same_replicas(g.placements[b], sol.placements[b])) {
+    if (g.alt_of_bid[b] == k && g.placements[b] == sol.placements[b]) {
       priced[b] = 1;
       const auto& reps = sol.placements[b];
       const int model =

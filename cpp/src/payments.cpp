@@ -59,17 +59,6 @@ std::vector<double> Engine::critical_payments(const Solution& sol, int threads) 
 
 namespace {
 
-bool same_placement(const std::vector<Replica>& x, const std::vector<Replica>& y) {
-  if (x.size() != y.size()) return false;
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    if (x[i].node != y[i].node || x[i].gpus != y[i].gpus || x[i].profile != y[i].profile ||
-        x[i].start != y[i].start || x[i].milli != y[i].milli || x[i].kind != y[i].kind) {
-      return false;
-    }
-  }
-  return true;
-}
-
 // Inserts n into the sorted vector v unless it is there already.
 void insert_sorted(std::vector<int>& v, int n) {
   if (!std::binary_search(v.begin(), v.end(), n))
@@ -426,7 +415,7 @@ bool Engine::PaymentReplay::place_gang_restricted(const Item& it) {
   for (const auto& r : orig) insert_sorted(only_, r.node);
   return e_.try_place(s_, it.j, it.aj->value, false, false, false, scratch_, nullptr, true,
                       &only_) &&
-         (e_.greedy_evictions_[it.pos].empty() || same_placement(scratch_, orig));
+         (e_.greedy_evictions_[it.pos].empty() || scratch_ == orig);
 }
 
 bool Engine::PaymentReplay::search_fast(const Item& it, bool via_runner, int runner) {
@@ -493,7 +482,7 @@ void Engine::PaymentReplay::record_outcome(const Item& it, bool won, std::size_t
     if (it.wj == w_) cached_nodes_.clear();
   }
   const auto& orig = e_.greedy_.placements[it.bj];
-  if (won != it.orig_won_here || (won && !same_placement(scratch_, orig))) {
+  if (won != it.orig_won_here || (won && scratch_ != orig)) {
     if (won) mark_replicas(scratch_);
     if (it.orig_won_here) {
       mark_replicas(orig);

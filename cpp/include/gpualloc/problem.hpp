@@ -140,6 +140,9 @@ struct Replica {
   int start = -1;
   int milli = 0;
   std::vector<int> gpus;
+
+  /// Same node, kind, profile, start, share and GPUs.
+  bool operator==(const Replica&) const = default;
 };
 
 /// Running work: placements fixed; kept or evicted as a whole. `cpu_milli`/`memory_mib` are per
