@@ -2,7 +2,8 @@
 // greedy run pays what the first bid it blocked was worth at its own size, read off one more
 // pass of that run, with every placement frozen and nothing replayed per winner.
 //
-// The pass repeats the greedy run item by item (the same calls, so the same outcomes). At an
+// The pass repeats the greedy run item by item from its record (each win with its placement and
+// evictions, no search), so every state is the run's own. At an
 // item the run searched and could not place (its bid had not won, its wallet covered it), each
 // winner still unpriced whose pools meet the item's is freed for a moment and the item tried on
 // that winner's nodes only (no evictions, the wallets as they stand): the first such item that
@@ -61,7 +62,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   struct Open {
     int bid;
     int alt;
-    std::vector<int> nodes;
+    std::vector<int> nodes;     // sorted, distinct
+    std::vector<int> gpus;      // per entry of nodes: the GPUs it uses there
+    std::vector<int> replicas;  // per entry of nodes: its replicas there
     std::uint64_t pools;
   };
   std::vector<Open> open;
@@ -70,7 +73,28 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<double> threshold(p_.bids.size(), 0.0);
   std::vector<double> extra(p_.bids.size(), 0.0);  // per open winner: see the wallet's side below
   Solution s = initial();
-  std::vector<Replica> reps, trial;
+  // Whether freeing `o` may let one replica of `a` fit on one of its nodes: the node's free
+  // units plus every GPU `o` uses there taken as freed whole, and its CPU and memory less what
+  // `o`'s replicas there use (a necessary condition only; the search decides).
+  const auto may_fit = [&](const Open& o, const AlternativeData& a) {
+    const auto& ao = p_.alternatives[o.alt];
+    for (std::size_t k = 0; k < o.nodes.size(); ++k) {
+      const int n = o.nodes[k];
+      const auto& nd = p_.nodes[n];
+      if (s.real.cpu_used[n] - ao.cpu_milli * o.replicas[k] + a.cpu_milli > nd.cpu_milli ||
+          s.real.mem_used[n] - ao.memory_mib * o.replicas[k] + a.memory_mib > nd.memory_mib) {
+        continue;
+      }
+      if (a.kind == UnitKind::Whole && s.real.node_free_whole[n] + o.gpus[k] < a.gpus) continue;
+      if (a.kind == UnitKind::Share &&
+          s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k] < a.milli) {
+        continue;
+      }
+      return true;
+    }
+    return false;
+  };
+  std::vector<Replica> trial;
   const auto close = [&](const Open& o, double t) {
     threshold[o.bid] = std::max(threshold[o.bid], t);
   };
@@ -86,7 +110,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     if (blocked) {
       for (std::size_t i = 0; i < open.size();) {
         const Open& o = open[i];
-        if ((o.pools & alt_pools_[alt]) == 0) {
+        if ((o.pools & alt_pools_[alt]) == 0 || !may_fit(o, p_.alternatives[alt])) {
           ++i;
           continue;
         }
@@ -104,7 +128,12 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         }
       }
     }
-    const bool won = try_place(s, alt, value, true, false, true, reps);
+    // The run's own outcome at this position, repeated from its record (no search).
+    const bool won = greedy_rank_of_bid_[bid] == static_cast<int>(pos);
+    if (won) {
+      for (int i : greedy_evictions_[pos]) evict(s, i);
+      commit_win(s, alt, g.placements[bid]);
+    }
     if (!wallet_open[w].empty()) {
       // The wallet's side of each open winner wb: the run without wb has wb's value back in the
       // wallet, less what the wallet's blocked items take with it (extra). wb still wins just
@@ -139,10 +168,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
     if (won && priced[bid] && sol.alt_of_bid[bid] == alt) {
       wallet_open[w].push_back(bid);
-      Open o{bid, alt, {}, alt_pools_[alt]};
+      Open o{bid, alt, {}, {}, {}, alt_pools_[alt]};
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);
       std::sort(o.nodes.begin(), o.nodes.end());
       o.nodes.erase(std::unique(o.nodes.begin(), o.nodes.end()), o.nodes.end());
+      o.gpus.assign(o.nodes.size(), 0);
+      o.replicas.assign(o.nodes.size(), 0);
+      for (const auto& r : s.placements[bid]) {
+        const auto k = std::lower_bound(o.nodes.begin(), o.nodes.end(), r.node) - o.nodes.begin();
+        o.gpus[static_cast<std::size_t>(k)] += static_cast<int>(r.gpus.size());
+        o.replicas[static_cast<std::size_t>(k)] += 1;
+      }
       open.push_back(std::move(o));
     }
   }
