@@ -209,6 +209,11 @@ class Engine:
         self, alloc: AllocationColumns, threads: int = 1
     ) -> npt.NDArray[np.float64]:
         """Payment per bid (0 for losers) of any feasible allocation."""
+    def critical_payments_of(
+        self, alloc: AllocationColumns, bids: Sequence[int], time_budget: float
+    ) -> npt.NDArray[np.float64]:
+        """Critical payments of the winners ``bids`` only, in order, until ``time_budget``
+        seconds have passed (NaN for those left out; the first is always replayed)."""
     def los_payments(self, alloc: AllocationColumns) -> npt.NDArray[np.float64]:
         """The ``los`` payment per bid (0 for losers), read off the greedy run; a winner greedy
         did not make the same way pays its bid."""

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from allocator.model import (
-    PAYMENT_RULES,
     SOLVERS,
+    PaymentAudit,
     Placement,
     Problem,
     ProblemError,
@@ -27,7 +27,7 @@ from allocator.model import (
     load_result,
     result_to_dict,
 )
-from allocator.solvers.params import SolveParams
+from allocator.solvers.params import PAYMENT_CHOICES, SolveParams
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,12 +71,25 @@ def _detail(detail: Any) -> str:
     )
 
 
+def format_audit(audit: PaymentAudit) -> str:
+    """One line: how far the round's payments were from exact critical ones on its sample."""
+    ratio = "n/a" if audit.revenue_ratio is None else f"{audit.revenue_ratio:.4f}"
+    cut = "" if audit.complete else f" (of {audit.sampled} sampled: the time budget ran out)"
+    return (
+        f"audit of {audit.rule}: {audit.replayed} of {audit.winners} winners priced exactly"
+        f"{cut} in {audit.time_ms:,.0f} ms: {audit.within_1pct:.0%} within 1% of their bid, "
+        f"mean error {audit.mean_err:.2%}, max {audit.max_err:.2%}, "
+        f"{audit.overcharged} overcharged by more than 1%, revenue ratio {ratio}"
+    )
+
+
 def format_result(problem: Problem, result: Result) -> str:
     """A readable report: who won what, where, at which price; who lost and why."""
     bids = {b.id: b for b in problem.bids}
     lines = [
         f"round {result.round_id}: solver {result.solver} ({result.status}), "
         f"payments {result.payment_rule}",
+        *([format_audit(result.audit)] if result.audit is not None else []),
         "",
         f"Winners ({len(result.winners)} of {len(problem.bids)} bids)",
     ]
@@ -204,7 +217,11 @@ def _solver_args(sp: argparse.ArgumentParser) -> None:
     d = SolveParams()
     _params_arg(sp, flags=True)
     sp.add_argument("--solver", choices=SOLVERS, help=f"default: {d.solver}")
-    sp.add_argument("--payments", choices=PAYMENT_RULES, help=f"default: {d.payments}")
+    sp.add_argument(
+        "--payments",
+        choices=PAYMENT_CHOICES,
+        help=f"default: {d.payments} (critical up to {d.auto_critical_max_bids} bids, los above)",
+    )
     sp.add_argument(
         "--time-limit",
         type=float,
@@ -710,6 +727,8 @@ def _print_round(outcome: RoundOutcome, *, full: bool) -> None:
 
     text = describe(outcome.plan)
     sys.stdout.write((text if full else text.partition("\n")[0]) + "\n")
+    if outcome.result.audit is not None:
+        sys.stdout.write(format_audit(outcome.result.audit) + "\n")
     if not outcome.leader:
         print("not the Lease holder: another run is writing; nothing applied", file=sys.stderr)
     if outcome.report is not None:

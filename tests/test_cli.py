@@ -221,7 +221,7 @@ def test_help_shows_the_effective_defaults(capsys: pytest.CaptureFixture[str]) -
         main(["solve", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--params FILE" in out
-    for default in ("default: auto", "default: critical", "(default: 10)", "default: 0"):
+    for default in ("default: auto", "critical up to 1000 bids", "(default: 10)", "default: 0"):
         assert default in out
 
 

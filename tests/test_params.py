@@ -16,7 +16,7 @@ def test_defaults_are_the_documented_ones() -> None:
     p = SolveParams()
     assert (p.solver, p.payments, p.time_limit, p.threads, p.seed) == (
         "auto",
-        "critical",
+        "auto",
         10.0,
         1,
         0,

@@ -620,9 +620,11 @@ def record_round(
     time_limit: float,
     welfare: float,
     revenue: float,
+    audit: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the AllocationRound ``plan.round_id`` in phase Applying, with the plan, before any
-    other write of the round (an existing record is left as it is)."""
+    other write of the round (an existing record is left as it is). ``payments`` is the rule
+    that priced the round; ``audit`` its payment audit's figures (``Result.audit``), if any."""
     custom: Any = k8s.CustomObjectsApi(api)
     body = {
         "apiVersion": f"{WALLET_GROUP}/{WALLET_VERSION}",
@@ -655,6 +657,7 @@ def record_round(
             }
             for b in plan.bindings
         ],
+        **({"audit": _camel(audit)} if audit is not None else {}),
         "evicted": [e.pod for e in plan.evictions],
         "charges": [
             {
@@ -668,6 +671,15 @@ def record_round(
     custom.patch_namespaced_custom_object_status(
         WALLET_GROUP, WALLET_VERSION, namespace, ROUND_PLURAL, plan.round_id, {"status": status}
     )
+
+
+def _camel(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys as Kubernetes objects spell them (``mean_err`` -> ``meanErr``)."""
+    out = {}
+    for k, v in d.items():
+        head, *rest = k.split("_")
+        out[head + "".join(w.capitalize() for w in rest)] = v
+    return out
 
 
 def finish_round(api: Any, namespace: str, round_id: str, report: ApplyReport) -> None:

@@ -45,7 +45,7 @@ from allocator.cluster.plan import Notice, Plan, plan_round
 from allocator.cluster.publish import AgentClusters, PublishReport, publish_round
 from allocator.cluster.read import Snapshot, snapshot
 from allocator.cluster.watch import ClusterWatch, Debouncer, RoundTrigger
-from allocator.model import ProblemError, Result, problem_to_dict
+from allocator.model import ProblemError, Result, audit_to_dict, problem_to_dict
 from allocator.solvers import solve
 
 __all__ = [
@@ -242,10 +242,11 @@ def _apply(api: Any, plan: Plan, result: Result, opts: RoundOptions) -> ApplyRep
             record_in,
             plan,
             solver=opts.solve.solver,
-            payments=opts.solve.payments,
+            payments=result.payment_rule,
             time_limit=opts.solve.time_limit,
             welfare=result.welfare,
             revenue=result.revenue,
+            audit=None if result.audit is None else audit_to_dict(result.audit),
         )
     report = apply_plan(api, plan, opts.apply_workers, opts.eviction_wait)
     if record_in is not None:

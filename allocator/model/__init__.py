@@ -27,10 +27,12 @@ from allocator.model.result import (
     SOLVERS,
     GpuLayout,
     Loss,
+    PaymentAudit,
     Result,
     Winner,
 )
 from allocator.model.serialize import (
+    audit_to_dict,
     load_problem,
     load_result,
     placement_to_dict,
@@ -61,6 +63,7 @@ __all__ = [
     "Node",
     "NodeOccupancy",
     "OccupancyError",
+    "PaymentAudit",
     "Placement",
     "Problem",
     "ProblemError",
@@ -69,6 +72,7 @@ __all__ = [
     "Unit",
     "Wallet",
     "Winner",
+    "audit_to_dict",
     "load_problem",
     "load_result",
     "placement_to_dict",

@@ -12,7 +12,16 @@ from typing import Any
 
 from allocator.model.problem import MigInstance, Placement
 
-__all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "GpuLayout", "Loss", "Result", "Winner"]
+__all__ = [
+    "LOSS_REASONS",
+    "PAYMENT_RULES",
+    "SOLVERS",
+    "GpuLayout",
+    "Loss",
+    "PaymentAudit",
+    "Result",
+    "Winner",
+]
 
 #: Why a bid lost. ``outbid``: it fit the cluster but others were worth more;
 #: ``does_not_fit``: no alternative fits even the cluster with everything preemptible evicted;
@@ -20,6 +29,7 @@ __all__ = ["LOSS_REASONS", "PAYMENT_RULES", "SOLVERS", "GpuLayout", "Loss", "Res
 #: the winners left free but the wallet's other winners drew the balance below its value;
 #: ``below_reserve``: every alternative is below the reserve price of every model it could use.
 LOSS_REASONS = ("outbid", "does_not_fit", "over_budget", "below_reserve")
+#: The rules that can price a round (a Result names the one that did).
 PAYMENT_RULES = ("critical", "first-price", "vcg", "los")
 SOLVERS = ("greedy", "local", "cpsat", "auto")
 
@@ -66,6 +76,34 @@ class GpuLayout:
 
 
 @dataclass(frozen=True, slots=True)
+class PaymentAudit:
+    """Exact critical payments of a sample of a round's winners against what the round's rule
+    (``rule``, e.g. ``los``) charged them. Errors are |charged - exact| / bid.
+
+    ``winners``: the round's winners; ``sampled``: the sample drawn; ``replayed``: those priced
+    exactly within the time budget (``complete`` when all were). ``within_1pct``: share of the
+    replayed within 1% of their bid; ``overcharged``: how many were charged more than 1% of their
+    bid above exact; ``revenue_ratio``: charged / exact revenue over the replayed (None where the
+    exact revenue is 0 and something was charged).
+    """
+
+    rule: str
+    winners: int
+    sampled: int
+    replayed: int
+    mean_err: float
+    max_err: float
+    within_1pct: float
+    overcharged: int
+    revenue_ratio: float | None
+    time_ms: float
+
+    @property
+    def complete(self) -> bool:
+        return self.replayed == self.sampled
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     """What a solver decided for one round.
 
@@ -76,6 +114,8 @@ class Result:
     solver figures (``time_ms``, ``objective``, ``bound``, ``gap``, ``status``, ...).
     ``layouts`` gives, for every GPU that has a MIG ``layout`` in the problem, the layout it is to
     have; ``welfare`` already counts the problem's ``reconfigure_cost`` of those re-carved.
+    ``audit`` compares the payments with exact critical ones on a sample of winners, where a
+    cheaper rule priced a large round (None otherwise).
     """
 
     round_id: str
@@ -91,6 +131,7 @@ class Result:
     clearing_prices: Mapping[str, float] = field(default_factory=dict)
     stats: Mapping[str, Any] = field(default_factory=dict)
     layouts: tuple[GpuLayout, ...] = ()
+    audit: PaymentAudit | None = None
 
     def __post_init__(self) -> None:
         for name in ("winners", "evicted", "losers", "layouts"):

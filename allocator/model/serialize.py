@@ -31,7 +31,7 @@ from allocator.model.problem import (
     Unit,
     Wallet,
 )
-from allocator.model.result import GpuLayout, Loss, Result, Winner
+from allocator.model.result import GpuLayout, Loss, PaymentAudit, Result, Winner
 
 __all__ = [
     "load_problem",
@@ -357,32 +357,55 @@ def problem_to_dict(problem: Problem) -> dict[str, Any]:
 
 def result_to_dict(result: Result) -> dict[str, Any]:
     """The JSON form of ``result``."""
-    return {
-        "round_id": result.round_id,
-        "solver": result.solver,
-        "payment_rule": result.payment_rule,
-        "status": result.status,
-        "welfare": result.welfare,
-        "revenue": result.revenue,
-        "winners": [
-            {
-                "bid_id": w.bid_id,
-                "alternative": w.alternative,
-                "value": w.value,
-                "payment": w.payment,
-                "placements": [placement_to_dict(p) for p in w.placements],
-            }
-            for w in result.winners
-        ],
-        "evicted": list(result.evicted),
-        "losers": [
-            {"bid_id": x.bid_id, "reason": x.reason, "detail": dict(x.detail)}
-            for x in result.losers
-        ],
-        "utilisation": dict(result.utilisation),
-        "clearing_prices": dict(result.clearing_prices),
-        "stats": dict(result.stats),
-    } | ({"layouts": [_layout_to_dict(x) for x in result.layouts]} if result.layouts else {})
+    return (
+        {
+            "round_id": result.round_id,
+            "solver": result.solver,
+            "payment_rule": result.payment_rule,
+            "status": result.status,
+            "welfare": result.welfare,
+            "revenue": result.revenue,
+            "winners": [
+                {
+                    "bid_id": w.bid_id,
+                    "alternative": w.alternative,
+                    "value": w.value,
+                    "payment": w.payment,
+                    "placements": [placement_to_dict(p) for p in w.placements],
+                }
+                for w in result.winners
+            ],
+            "evicted": list(result.evicted),
+            "losers": [
+                {"bid_id": x.bid_id, "reason": x.reason, "detail": dict(x.detail)}
+                for x in result.losers
+            ],
+            "utilisation": dict(result.utilisation),
+            "clearing_prices": dict(result.clearing_prices),
+            "stats": dict(result.stats),
+        }
+        | ({"layouts": [_layout_to_dict(x) for x in result.layouts]} if result.layouts else {})
+        | ({"audit": audit_to_dict(result.audit)} if result.audit is not None else {})
+    )
+
+
+_AUDIT_FIELDS = (
+    "rule",
+    "winners",
+    "sampled",
+    "replayed",
+    "mean_err",
+    "max_err",
+    "within_1pct",
+    "overcharged",
+    "revenue_ratio",
+    "time_ms",
+)
+
+
+def audit_to_dict(audit: PaymentAudit) -> dict[str, Any]:
+    """The JSON form of a payment audit (also an AllocationRound's ``status.audit``)."""
+    return {name: getattr(audit, name) for name in _AUDIT_FIELDS}
 
 
 def _layout_to_dict(x: GpuLayout) -> dict[str, Any]:
@@ -410,7 +433,7 @@ def result_from_dict(data: Any) -> Result:
             "welfare",
             "revenue",
         ),
-        ("utilisation", "clearing_prices", "stats", "layouts", "$schema"),
+        ("utilisation", "clearing_prices", "stats", "layouts", "audit", "$schema"),
     )
 
     def winner(path: str, w: Any) -> Winner:
@@ -442,6 +465,9 @@ def result_from_dict(data: Any) -> Result:
         clearing_prices=d.get("clearing_prices", {}),
         stats=d.get("stats", {}),
         layouts=_list("layouts", d.get("layouts", []), layout),
+        audit=None
+        if d.get("audit") is None
+        else _build("audit", PaymentAudit, **_obj("audit", d["audit"], _AUDIT_FIELDS, ())),
     )
 
 

@@ -9,10 +9,11 @@ Payments and loss reasons are computed the same way whichever solver allocated.
 from __future__ import annotations
 
 import dataclasses
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from allocator.model import Problem, ProblemError, Result
+from allocator.model import PaymentAudit, Problem, ProblemError, Result
 from allocator.solvers.assemble import Allocation, build_result, welfare
 from allocator.solvers.layouts import has_layouts, plan_layouts
 from allocator.solvers.params import SolveParams
@@ -45,9 +46,12 @@ def solve(
     solver
         ``greedy``, ``local``, ``cpsat`` or ``auto``.
     payments
-        ``critical`` (default), ``los`` (what the first bid a winner blocked in the greedy run
+        ``auto`` (default: ``critical`` up to ``params.auto_critical_max_bids`` bids, ``los``
+        above), ``critical``, ``los`` (what the first bid a winner blocked in the greedy run
         was worth at its size: one pass, for large rounds; docs/concepts.md), ``first-price`` or
-        ``vcg`` (exact solver only).
+        ``vcg`` (exact solver only). Where ``los`` prices, a sample of winners
+        (``params.audit_sample``) is also priced exactly, within ``params.audit_time`` seconds,
+        and the deviation reported in ``Result.audit``.
     time_limit
         Seconds for local search and CP-SAT (each); greedy ignores it.
     seed
@@ -91,8 +95,10 @@ def solve(
     _, engine, chosen, status = runs[id(solved)]
     stats: dict[str, Any] = {"solve_ms": (time.perf_counter() - t0) * 1000.0}
     t1 = time.perf_counter()
-    pay = _payments(solved, engine, alloc, p)
+    rule = payment_rule(solved, p)
+    pay = _payments(solved, engine, alloc, p, rule)
     stats["payments_ms"] = (time.perf_counter() - t1) * 1000.0
+    audit = _audit(engine, alloc, pay, p, rule) if rule == "los" else None
     reasons = engine.explain(alloc)
     stats["solver_used"] = chosen
     if plan is not None:
@@ -102,12 +108,14 @@ def solve(
         solved,
         alloc,
         solver=chosen,
-        payment_rule=p.payments,
+        payment_rule=rule,
         payments=pay,
         reasons=reasons,
         status=status,
         stats=stats,
     )
+    if audit is not None:
+        result = dataclasses.replace(result, audit=audit)
     if plan is None:
         return result
     # The problem as given (GPUs pinned by the planner were recarvable there) and the
@@ -183,19 +191,61 @@ def _allocate(
     return alloc, chosen, status
 
 
+def payment_rule(problem: Problem, p: SolveParams) -> str:
+    """The rule that prices ``problem`` under ``p``: ``p.payments``, or for ``auto`` exact
+    ``critical`` up to ``p.auto_critical_max_bids`` bids and ``los`` above."""
+    if p.payments != "auto":
+        return p.payments
+    return "critical" if len(problem.bids) <= p.auto_critical_max_bids else "los"
+
+
 def _payments(
-    problem: Problem, engine: NativeEngine, alloc: Allocation, p: SolveParams
+    problem: Problem, engine: NativeEngine, alloc: Allocation, p: SolveParams, rule: str
 ) -> dict[int, float]:
-    if p.payments == "first-price":
+    if rule == "first-price":
         return {b: problem.bids[b].alternatives[a].value for b, (a, _) in alloc.winners.items()}
-    if p.payments == "critical":
+    if rule == "critical":
         return engine.critical_payments(alloc, threads=p.threads)
-    if p.payments == "los":
+    if rule == "los":
         return engine.los_payments(alloc)
     from allocator.solvers.cpsat import vcg_payments
 
     return vcg_payments(
         problem, alloc, time_limit=p.time_limit, seed=p.seed, work_limit=p.cpsat_work
+    )
+
+
+def _audit(
+    engine: NativeEngine, alloc: Allocation, pay: dict[int, float], p: SolveParams, rule: str
+) -> PaymentAudit | None:
+    """Exact critical payments of a sample of the winners (drawn with ``p.seed``), replayed
+    within ``p.audit_time`` seconds, against ``pay``. None when there is nothing to audit."""
+    winners = sorted(alloc.winners)
+    if p.audit_sample == 0 or not winners:
+        return None
+    sample = random.Random(p.seed).sample(winners, min(p.audit_sample, len(winners)))
+    t0 = time.perf_counter()
+    exact = engine.critical_payments_of(alloc, sample, p.audit_time)
+    ms = (time.perf_counter() - t0) * 1000.0
+    errors, over, charged, truth = [], 0, 0.0, 0.0
+    for b, x in exact.items():
+        bid = engine.problem.bids[b].alternatives[alloc.winners[b][0]].value
+        scale = bid if bid > 0 else 1.0
+        errors.append(abs(pay[b] - x) / scale)
+        over += pay[b] - x > 0.01 * scale
+        charged += pay[b]
+        truth += x
+    return PaymentAudit(
+        rule=rule,
+        winners=len(winners),
+        sampled=len(sample),
+        replayed=len(exact),
+        mean_err=sum(errors) / len(errors),
+        max_err=max(errors),
+        within_1pct=sum(e <= 0.01 for e in errors) / len(errors),
+        overcharged=over,
+        revenue_ratio=charged / truth if truth > 0 else (1.0 if charged == 0 else None),
+        time_ms=ms,
     )
 
 

@@ -12,6 +12,7 @@ This module holds no allocation logic of its own.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
@@ -519,6 +520,15 @@ class NativeEngine:
         the winners' replays spread over ``threads`` threads (0: one per CPU)."""
         pay = self.core.critical_payments(self.to_columns(alloc), threads)
         return {b: float(pay[b]) for b in alloc.winners}
+
+    def critical_payments_of(
+        self, alloc: Allocation, bids: Sequence[int], time_budget: float
+    ) -> dict[int, float]:
+        """Bid index -> critical payment for the winners ``bids`` of ``alloc`` only, replayed in
+        that order until ``time_budget`` seconds have passed (the first always is); those the
+        budget left out are missing from the answer."""
+        pay = self.core.critical_payments_of(self.to_columns(alloc), list(bids), time_budget)
+        return {b: float(x) for b, x in zip(bids, pay, strict=True) if not math.isnan(x)}
 
     def los_payments(self, alloc: Allocation) -> dict[int, float]:
         """Bid index -> ``los`` payment for every winner of ``alloc``: what the first bid it

@@ -7,7 +7,7 @@ do the simulator's policies, the benchmarks and the Kubernetes loop. A TOML file
 fields by name (``--params FILE`` on ``solve``, ``simulate`` and ``run``)::
 
     solver = "local"
-    payments = "critical"
+    payments = "auto"           # critical up to auto_critical_max_bids bids, los above
     time_limit = 30.0          # seconds, each of local search and CP-SAT (a safety cap)
     local_iterations = 2000    # deterministic work limit of local search
     cpsat_work = 20.0          # deterministic work limit of CP-SAT (its "deterministic time")
@@ -31,7 +31,11 @@ from typing import Any
 from allocator.model import PAYMENT_RULES, SOLVERS, ProblemError
 from allocator.solvers.arguments import check_seed, check_time_limit
 
-__all__ = ["SolveParams"]
+__all__ = ["PAYMENT_CHOICES", "SolveParams"]
+
+#: What ``payments`` may say: a rule, or ``auto`` (exact ``critical`` on rounds of at most
+#: ``auto_critical_max_bids`` bids, ``los`` above; the Result names the rule that priced).
+PAYMENT_CHOICES = ("auto", *PAYMENT_RULES)
 
 
 def _is_int(x: object) -> bool:
@@ -48,9 +52,10 @@ class SolveParams:
 
     #: ``greedy``, ``local``, ``cpsat`` or ``auto`` (local search, and CP-SAT on small rounds).
     solver: str = "auto"
-    #: ``critical`` (default), ``los`` (one pass over the greedy run), ``first-price`` or ``vcg``
-    #: (the exact solver only).
-    payments: str = "critical"
+    #: ``auto`` (default: ``critical`` up to ``auto_critical_max_bids`` bids, ``los`` above),
+    #: ``critical`` (exact, a replay per winner), ``los`` (one pass over the greedy run),
+    #: ``first-price`` or ``vcg`` (the exact solver only).
+    payments: str = "auto"
     #: Seconds of wall time for local search and for CP-SAT (each); greedy ignores it.
     time_limit: float = 10.0
     #: Threads for critical payments (0: one per CPU); the payments are the same for any count.
@@ -79,15 +84,23 @@ class SolveParams:
     auto_cpsat_max_bids: int = 300
     #: ... and at most this many GPUs.
     auto_cpsat_max_gpus: int = 128
+    #: ``payments="auto"`` prices rounds of at most this many bids with exact ``critical``
+    #: payments, larger ones with ``los``.
+    auto_critical_max_bids: int = 1000
+    #: Where ``los`` priced a round: how many winners (a sample drawn with ``seed``) to price
+    #: exactly as well, to report the rule's deviation in ``Result.audit`` (0: no audit) ...
+    audit_sample: int = 64
+    #: ... within this many seconds (the winners replayed by then are reported).
+    audit_time: float = 2.0
     #: Where the parameters came from (a file name), for messages; not an option.
     source: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
             self._fail("solver", f"must be one of {', '.join(SOLVERS)}; got {self.solver!r}")
-        if self.payments not in PAYMENT_RULES:
+        if self.payments not in PAYMENT_CHOICES:
             self._fail(
-                "payments", f"must be one of {', '.join(PAYMENT_RULES)}; got {self.payments!r}"
+                "payments", f"must be one of {', '.join(PAYMENT_CHOICES)}; got {self.payments!r}"
             )
         if self.payments == "vcg" and self.solver not in ("cpsat", "auto"):
             self._fail("payments", "vcg needs the exact solver: use solver='cpsat'")
@@ -125,7 +138,18 @@ class SolveParams:
             or self.cpsat_work <= 0
         ):
             self._fail("cpsat_work", f"must be a positive number, got {self.cpsat_work!r}")
-        for name in ("auto_cpsat_max_bids", "auto_cpsat_max_gpus"):
+        if (
+            not _is_number(self.audit_time)
+            or not math.isfinite(self.audit_time)
+            or self.audit_time < 0
+        ):
+            self._fail("audit_time", f"must be a finite number >= 0, got {self.audit_time!r}")
+        for name in (
+            "auto_cpsat_max_bids",
+            "auto_cpsat_max_gpus",
+            "auto_critical_max_bids",
+            "audit_sample",
+        ):
             value = getattr(self, name)
             if not _is_int(value) or value < 0:
                 self._fail(name, f"must be an integer >= 0, got {value!r}")

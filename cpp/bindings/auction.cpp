@@ -105,6 +105,17 @@ F64 critical_payments(Engine& e, const AllocationColumns& alloc, int threads) {
   return to_column(pay);
 }
 
+F64 critical_payments_of(Engine& e, const AllocationColumns& alloc, const std::vector<int>& bids,
+                         double time_budget_s) {
+  Solution s = solution_from(e, alloc);
+  std::vector<double> pay;
+  {
+    py::gil_scoped_release release;
+    pay = e.critical_payments_of(s, bids, time_budget_s);
+  }
+  return to_column(pay);
+}
+
 F64 los_payments(Engine& e, const AllocationColumns& alloc) {
   Solution s = solution_from(e, alloc);
   std::vector<double> pay;
@@ -140,6 +151,10 @@ void register_auction(py::module_& m) {
            "Local search from `start`; the result carries its iterations, gains and seconds.")
       .def("critical_payments", &critical_payments, py::arg("alloc"), py::arg("threads") = 1,
            "Payment per bid (0 for losers) of any feasible allocation.")
+      .def("critical_payments_of", &critical_payments_of, py::arg("alloc"), py::arg("bids"),
+           py::arg("time_budget"),
+           "Critical payments of the winners `bids` only, in order, until `time_budget` seconds "
+           "have passed (NaN for those left out; the first is always replayed).")
       .def("los_payments", &los_payments, py::arg("alloc"),
            "The `los` payment per bid (0 for losers), read off the greedy run; a winner greedy "
            "did not make the same way pays its bid.")

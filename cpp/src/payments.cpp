@@ -1,24 +1,30 @@
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <string>
 #include <thread>
 
 #include "gpualloc/auction.hpp"
 
 namespace gpualloc {
 
-std::vector<double> Engine::critical_payments(const Solution& sol, int threads) {
+void Engine::prepare_critical(const Solution& sol) {
   if (sol.alt_of_bid.size() != p_.bids.size()) {
     throw InputError("allocation", "does not belong to this problem");
   }
   if (packer_.node_level()) {  // the replay's shortcuts assume the default model order
     throw InputError("workload", "critical payments are not supported with a workload hint");
   }
-  if (threads < 0) throw InputError("threads", "must be >= 0 (0: one per hardware thread)");
   greedy();
   record_runners();
+}
+
+std::vector<double> Engine::critical_payments(const Solution& sol, int threads) {
+  if (threads < 0) throw InputError("threads", "must be >= 0 (0: one per hardware thread)");
+  prepare_critical(sol);
   std::vector<double> pay(p_.bids.size(), 0.0);
   std::vector<int> winners;
   for (int b = 0; b < static_cast<int>(p_.bids.size()); ++b) {
@@ -53,6 +59,30 @@ std::vector<double> Engine::critical_payments(const Solution& sol, int threads) 
   for (auto& th : pool) th.join();
   for (const auto& e : errors) {
     if (e) std::rethrow_exception(e);
+  }
+  return pay;
+}
+
+std::vector<double> Engine::critical_payments_of(const Solution& sol, const std::vector<int>& bids,
+                                                 double time_budget_s) {
+  if (!(time_budget_s >= 0.0)) throw InputError("time_budget", "must be a number >= 0");
+  if (sol.alt_of_bid.size() != p_.bids.size()) {
+    throw InputError("allocation", "does not belong to this problem");
+  }
+  for (std::size_t i = 0; i < bids.size(); ++i) {
+    const int b = bids[i];
+    if (b < 0 || b >= static_cast<int>(p_.bids.size()) || sol.alt_of_bid[b] < 0) {
+      throw InputError("bids[" + std::to_string(i) + "]", "is not a winner of the allocation");
+    }
+  }
+  prepare_critical(sol);
+  std::vector<double> pay(bids.size(), std::numeric_limits<double>::quiet_NaN());
+  const auto start = std::chrono::steady_clock::now();
+  std::vector<Replica> scratch;
+  for (std::size_t i = 0; i < bids.size(); ++i) {
+    const std::chrono::duration<double> spent = std::chrono::steady_clock::now() - start;
+    if (i > 0 && spent.count() >= time_budget_s) break;
+    pay[i] = critical_payment_of(sol, bids[i], scratch);
   }
   return pay;
 }

@@ -100,7 +100,7 @@ def _common_args(
         "--solver",
         solver,
         "--payments",
-        "critical",
+        "auto",
         "--time-limit",
         limit,
         "--threads",

@@ -251,3 +251,41 @@ def test_wallet_income_arrives_every_period(
     later = run_once(admin, options=_greedy(round_id="r-income-2"))
     assert later.report is not None and later.report.bound == 1, later.result.losers
     assert core.read_namespaced_pod("want", ns).spec.node_name == node
+
+
+def test_a_round_priced_by_los_records_its_rule_and_audit(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+) -> None:
+    """``payments=auto`` above its size prices with ``los``: the AllocationRound names the rule
+    that priced (not ``auto``) and keeps the audit's figures, which the CRD's schema lets
+    through (the API server prunes fields it does not declare)."""
+    admin = api_client(control_plane.admin_token)
+    ns, node = gpu_world.cluster(admin, 4)
+    core = CoreV1Api(admin)
+    gpu_world.pod(core, ns, "high", 3, "30")
+    gpu_world.pod(core, ns, "low", 3, "12")
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+    params = SolveParams(solver="greedy", payments="auto", auto_critical_max_bids=1)
+    out = run_once(admin, options=RoundOptions(solve=params, round_id="r-los", record_namespace=ns))
+    assert out.result.payment_rule == "los" and out.result.audit is not None
+    record = CustomObjectsApi(admin).get_namespaced_custom_object(
+        "gpualloc.io", "v1alpha1", ns, "allocationrounds", "r-los"
+    )
+    assert record["spec"]["paymentRule"] == "los"
+    audit = record["status"]["audit"]
+    assert (audit["rule"], audit["winners"], audit["sampled"], audit["replayed"]) == (
+        "los",
+        1,
+        1,
+        1,
+    )
+    # One node, single-minded whole GPUs, no wallet binding: los is exact there.
+    assert audit["maxErr"] == pytest.approx(0.0) and audit["within1pct"] == 1.0
+    assert audit["revenueRatio"] == pytest.approx(1.0) and audit["overcharged"] == 0
+    assert record["status"]["revenue"] == pytest.approx(12.0)

@@ -135,6 +135,12 @@ class Engine {
   /// are independent: `threads` > 1 runs them on that many threads (0: one per hardware
   /// thread); the payments are the same for every thread count.
   std::vector<double> critical_payments(const Solution& sol, int threads = 1);
+  /// Critical payments of the winners `bids` of `sol` only, in that order, replayed one after
+  /// the other until `time_budget_s` seconds have passed (checked between winners; the first is
+  /// always replayed): the payment of each bid replayed, NaN for those the budget left out.
+  /// For auditing a cheaper rule on a sample of a large round's winners.
+  std::vector<double> critical_payments_of(const Solution& sol, const std::vector<int>& bids,
+                                           double time_budget_s);
   /// The `los` payment of every winner of `sol` (indexed by bid; 0 for losers): read off one
   /// more pass of the greedy run (los.cpp); a winner the greedy run did not make the same way
   /// pays its bid.
@@ -196,6 +202,9 @@ class Engine {
   /// Critical payment of winner `b` of `sol` (after greedy() and record_runners(); reads the
   /// engine's tables only, so calls for different winners may run in parallel).
   double critical_payment_of(const Solution& sol, int b, std::vector<Replica>& scratch);
+  /// Checks that critical payments can be computed for `sol` (InputError otherwise) and runs
+  /// the greedy run and its runners-up record they replay.
+  void prepare_critical(const Solution& sol);
   /// One winner's payment replay and its state (dirty nodes, cached placement, witness);
   /// defined in payments.cpp. Each call of critical_payment_of builds its own.
   class PaymentReplay;
