@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from allocator.cluster.inventory import NodeInventory
     from allocator.cluster.loop import RoundOutcome
     from allocator.cluster.options import RoundOptions
+    from allocator.cluster.status import MarketStatus
     from allocator.sim.progress import ProgressEvent
 
 __all__ = ["format_result", "main"]
@@ -198,7 +199,132 @@ def _parser() -> argparse.ArgumentParser:
     _simulate_parser(sub)
     _agent_parser(sub)
     _inventory_parser(sub)
+    _status_parser(sub)
     return p
+
+
+def _status_parser(sub: Any) -> None:
+    st = sub.add_parser(
+        "status",
+        help="the market at a glance: last rounds, clearing prices, wallets, pending bids",
+    )
+    st.add_argument(
+        "--namespace",
+        "-n",
+        default="gpu-allocator",
+        help="where the rounds are recorded: the namespace of run's --lease (default: "
+        "gpu-allocator)",
+    )
+    st.add_argument(
+        "--rounds", type=_positive_int, default=10, metavar="N", help="newest N rounds (10)"
+    )
+    st.add_argument("--scheduler-name", default="gpu-allocator", help="whose pending pods")
+    st.add_argument("--json", action="store_true", help="print it as JSON")
+    st.add_argument(
+        "--plot",
+        type=Path,
+        metavar="FILE.png",
+        help="also draw clearing prices and utilisation over the rounds kept (needs matplotlib)",
+    )
+    st.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+
+
+def _status(args: argparse.Namespace) -> int:
+    from allocator.cluster import ClusterConfig
+    from allocator.cluster.api import connect
+    from allocator.cluster.status import plot_status, read_status, status_to_dict
+
+    try:
+        config = ClusterConfig(scheduler_name=args.scheduler_name)
+    except ValueError as e:
+        raise ProblemError("--scheduler-name", str(e)) from None
+    api = connect(args.kubeconfig, connections=4)
+    status = read_status(api, args.namespace, args.rounds, config)
+    if args.plot is not None:
+        try:
+            plot_status(status, args.plot)
+        except RuntimeError as e:
+            raise ProblemError("--plot", str(e)) from None
+    if args.json:
+        sys.stdout.write(json.dumps(status_to_dict(status), indent=2) + "\n")
+    else:
+        sys.stdout.write(format_status(status) + "\n")
+    return EXIT_OK
+
+
+def _ms(timing: Any, phase: str) -> str:
+    return f"{timing[phase]:,.0f}" if phase in timing else "-"
+
+
+def format_status(status: MarketStatus) -> str:
+    """``gpu-allocator status``'s tables."""
+    lines = [f"Rounds in {status.namespace} (newest first)"]
+    lines += _table(
+        [
+            *("round", "created", "phase", "solver", "payments", "bids", "winners"),
+            *("welfare", "revenue", "read ms", "solve ms", "pay ms", "apply ms"),
+        ],
+        [
+            [
+                r.name,
+                r.created,
+                r.phase,
+                r.solver,
+                r.payment_rule,
+                "-" if r.bids is None else str(r.bids),
+                str(r.winners),
+                f"{r.welfare:,.2f}",
+                f"{r.revenue:,.2f}",
+                *(_ms(r.timing_ms, p) for p in ("read", "solve", "payments", "apply")),
+            ]
+            for r in status.rounds
+        ],
+    )
+    models = sorted(set(status.prices) | set(status.utilisation))
+    lines += ["", "Models (clearing price per GPU-equivalent: newest round with one)"]
+    lines += _table(
+        ["model", "price", "utilisation"],
+        [
+            [
+                m,
+                f"{status.prices[m]:,.2f}" if m in status.prices else "-",
+                f"{status.utilisation[m]:.0%}" if m in status.utilisation else "-",
+            ]
+            for m in models
+        ],
+    )
+    lines += ["", f"Wallets ({len(status.wallets)})"]
+    lines += _table(
+        ["wallet", "priority", "balance", "income", "spent", "available", "last round"],
+        [
+            [
+                w.name,
+                str(w.priority),
+                f"{w.balance:,.2f}",
+                f"{w.income_per_period:,.2f}/{w.period}" if w.period else "-",
+                f"{w.spent:,.2f}",
+                f"{w.available:,.2f}",
+                w.last_round or "-",
+            ]
+            for w in status.wallets
+        ],
+    )
+    lines += ["", f"Pending bids ({len(status.pending)})"]
+    lines += _table(
+        ["bid", "agent", "wallet", "value", "pods", "last told"],
+        [
+            [
+                b.bid_id,
+                b.bidder,
+                b.wallet,
+                f"{b.value:,.2f}",
+                str(len(b.pods)),
+                "-" if b.reason is None else f"{b.reason}: {b.message}",
+            ]
+            for b in status.pending
+        ],
+    )
+    return "\n".join(lines)
 
 
 def _params_arg(sp: argparse.ArgumentParser, *, flags: bool) -> None:
@@ -1312,6 +1438,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _agent(args)
         if args.command == "inventory":
             return _inventory(args)
+        if args.command == "status":
+            return _status(args)
         from allocator.verify import verify
 
         problem = load_problem(args.problem)

@@ -38,6 +38,7 @@ __all__ = [
     "connect",
     "create_wallet",
     "fetch",
+    "camel_keys",
     "finish_round",
     "prune_rounds",
     "publish_inventory",
@@ -620,11 +621,12 @@ def record_round(
     time_limit: float,
     welfare: float,
     revenue: float,
-    audit: Mapping[str, Any] | None = None,
+    figures: Mapping[str, Any] | None = None,
 ) -> None:
     """Write the AllocationRound ``plan.round_id`` in phase Applying, with the plan, before any
     other write of the round (an existing record is left as it is). ``payments`` is the rule
-    that priced the round; ``audit`` its payment audit's figures (``Result.audit``), if any."""
+    that priced the round; ``figures`` more status fields as the CRD spells them (the loop's
+    ``round_figures``: solver used, prices, utilisation, timings, the payment audit)."""
     custom: Any = k8s.CustomObjectsApi(api)
     body = {
         "apiVersion": f"{WALLET_GROUP}/{WALLET_VERSION}",
@@ -657,7 +659,7 @@ def record_round(
             }
             for b in plan.bindings
         ],
-        **({"audit": _camel(audit)} if audit is not None else {}),
+        **(figures or {}),
         "evicted": [e.pod for e in plan.evictions],
         "charges": [
             {
@@ -673,7 +675,7 @@ def record_round(
     )
 
 
-def _camel(d: Mapping[str, Any]) -> dict[str, Any]:
+def camel_keys(d: Mapping[str, Any]) -> dict[str, Any]:
     """Keys as Kubernetes objects spell them (``mean_err`` -> ``meanErr``)."""
     out = {}
     for k, v in d.items():
@@ -682,17 +684,23 @@ def _camel(d: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def finish_round(api: Any, namespace: str, round_id: str, report: ApplyReport) -> None:
-    """Mark the round Applied, with what could not be done as its message."""
+def finish_round(
+    api: Any, namespace: str, round_id: str, report: ApplyReport, apply_ms: float | None = None
+) -> None:
+    """Mark the round Applied, with what could not be done as its message (and, given, the
+    milliseconds its apply took)."""
     custom: Any = k8s.CustomObjectsApi(api)
     message = "; ".join(report.problems)[:4000]
+    status: dict[str, Any] = {"phase": "Applied", "message": message}
+    if apply_ms is not None:
+        status["timing"] = {"applyMs": round(apply_ms, 3)}
     custom.patch_namespaced_custom_object_status(
         WALLET_GROUP,
         WALLET_VERSION,
         namespace,
         ROUND_PLURAL,
         round_id,
-        {"status": {"phase": "Applied", "message": message}},
+        {"status": status},
     )
 
 

@@ -20,7 +20,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ from allocator.cluster.api import (
     acquire_lease,
     add_mig_configs,
     apply_plan,
+    camel_keys,
     fetch,
     finish_round,
     patch_node_metadata,
@@ -87,6 +88,10 @@ class RoundOutcome:
     trigger: RoundTrigger | None = None
     #: MIG layout changes the round asked for (with --mig-planning).
     layout_changes: tuple[LayoutChange, ...] = ()
+    #: Milliseconds per phase: ``read`` (the cluster, into a Problem), ``solve`` (allocation),
+    #: ``payments`` (the pricing, an audit included), ``apply`` (record, bind, evict, charge;
+    #: absent without an apply).
+    timings: Mapping[str, float] = field(default_factory=dict)
 
 
 #: Tells this process's round ids from another's started in the same second (a CronJob run and
@@ -134,6 +139,7 @@ def run_once(
     if opts.lease is not None and writes:
         leader = acquire_lease(api, *opts.lease, duration_s=opts.lease_seconds)
     repaired = _complete_unfinished(api, opts) if leader and writes else ()
+    t0 = time.perf_counter()
     nodes, pods, wallets = fetch(api, cfg)
     now = datetime.now(UTC)
     settled: list[Notice] = []
@@ -143,7 +149,12 @@ def run_once(
     if opts.dump_snapshot is not None:
         text = json.dumps(problem_to_dict(snap.problem), indent=2) + "\n"
         Path(opts.dump_snapshot).write_text(text)
+    timings = {"read": (time.perf_counter() - t0) * 1000.0}
     result = solve(snap.problem, params=opts.solve)
+    timings["solve"] = float(result.stats.get("solve_ms", 0.0))
+    timings["payments"] = float(result.stats.get("payments_ms", 0.0)) + (
+        result.audit.time_ms if result.audit is not None else 0.0
+    )
     applied, held = to_instances(result, snap.mig_nodes)
     changes = layout_changes(snap.mig_nodes, result.layouts, now)
     plan = plan_round(snap, applied)
@@ -157,7 +168,9 @@ def run_once(
                 api, cfg.mig_config_namespace, cfg.mig_config_map, {change.config: change.entries}
             )
             patch_node_metadata(api, change.patch)
-        report = _apply(api, plan, result, opts)
+        t1 = time.perf_counter()
+        report = _apply(api, plan, result, opts, snap, timings)
+        timings["apply"] = (time.perf_counter() - t1) * 1000.0
         if snap.agent_wallets:
             published = _publish(api, snap, result, plan, opts)
     return RoundOutcome(
@@ -169,6 +182,7 @@ def run_once(
         repaired,
         published=published,
         layout_changes=changes,
+        timings=timings,
     )
 
 
@@ -230,9 +244,33 @@ def _complete_unfinished(api: Any, opts: RoundOptions) -> tuple[str, ...]:
     return tuple(repaired)
 
 
-def _apply(api: Any, plan: Plan, result: Result, opts: RoundOptions) -> ApplyReport:
+def round_figures(snap: Snapshot, result: Result, timings: Mapping[str, float]) -> dict[str, Any]:
+    """What an AllocationRound's status keeps of the round besides its plan (as the CRD spells
+    it): the solver that decided, bids, clearing prices and utilisation per model, milliseconds
+    per phase, and the payment audit where there was one."""
+    out: dict[str, Any] = {
+        "solverUsed": result.solver,
+        "bids": len(snap.problem.bids),
+        "clearingPrices": dict(result.clearing_prices),
+        "utilisation": dict(result.utilisation),
+        "timing": {f"{phase}Ms": round(ms, 3) for phase, ms in timings.items()},
+    }
+    if result.audit is not None:
+        out["audit"] = camel_keys(audit_to_dict(result.audit))
+    return out
+
+
+def _apply(
+    api: Any,
+    plan: Plan,
+    result: Result,
+    opts: RoundOptions,
+    snap: Snapshot,
+    timings: Mapping[str, float],
+) -> ApplyReport:
     """Record (where asked), apply and mark applied the round's plan; prune the ledger; give
     up the Lease."""
+    t0 = time.perf_counter()
     # A round that binds, evicts and charges nothing has nothing to complete after a crash:
     # no record (a Deployment would otherwise leave one per interval).
     record_in = None if plan.only_events else opts.record_namespace
@@ -246,11 +284,12 @@ def _apply(api: Any, plan: Plan, result: Result, opts: RoundOptions) -> ApplyRep
             time_limit=opts.solve.time_limit,
             welfare=result.welfare,
             revenue=result.revenue,
-            audit=None if result.audit is None else audit_to_dict(result.audit),
+            figures=round_figures(snap, result, timings),
         )
     report = apply_plan(api, plan, opts.apply_workers, opts.eviction_wait)
     if record_in is not None:
-        finish_round(api, record_in, plan.round_id, report)
+        apply_ms = (time.perf_counter() - t0) * 1000.0
+        finish_round(api, record_in, plan.round_id, report, apply_ms=apply_ms)
         if opts.keep_rounds > 0:
             prune_rounds(api, record_in, opts.keep_rounds)
     if opts.lease is not None:
