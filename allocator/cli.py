@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from allocator.cluster.config import ClusterConfig
     from allocator.cluster.inventory import NodeInventory
     from allocator.cluster.loop import RoundOutcome
+    from allocator.cluster.metrics import RoundMetrics
     from allocator.cluster.options import RoundOptions
     from allocator.cluster.status import MarketStatus
     from allocator.sim.progress import ProgressEvent
@@ -448,6 +449,19 @@ def _run_parser(sub: Any) -> None:
         help="with --interval: stop after N rounds",
     )
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster account)")
+    run.add_argument(
+        "--metrics-port",
+        type=_non_negative_int,
+        metavar="PORT",
+        help="with --interval: serve Prometheus metrics of the rounds on this port at /metrics "
+        "(docs/kubernetes.md lists them; default: none)",
+    )
+    run.add_argument(
+        "--metrics-address",
+        default="0.0.0.0",
+        metavar="ADDRESS",
+        help="with --metrics-port: the address to listen on (default 0.0.0.0)",
+    )
     run.add_argument("--dry-run", action="store_true", help="print the plan, write nothing")
     run.add_argument("--dump-snapshot", type=Path, help="write the round's Problem JSON here")
     run.add_argument("--round-id", help="round id (default: r-<UTC time>-<process tag>)")
@@ -746,6 +760,11 @@ def _run_timing(args: argparse.Namespace) -> tuple[float, float]:
         raise ProblemError("--round-id", "only with --once (each --interval round gets its own)")
     if args.watch and args.interval is None:
         raise ProblemError("--watch", "needs --interval SECONDS (the ceiling between rounds)")
+    if args.metrics_port is not None and args.interval is None:
+        raise ProblemError(
+            "--metrics-port",
+            "only with --interval (a --once round's figures stay on its AllocationRound)",
+        )
     for option, given in (("--debounce", args.debounce), ("--max-delay", args.max_delay)):
         if given is not None and not args.watch:
             raise ProblemError(option, "only with --watch")
@@ -828,11 +847,19 @@ def _run_loop(
     # One set of clients to the agents' own clusters for all rounds (kept while their exported
     # kubeconfigs are unchanged), instead of one per round.
     agent_clusters = AgentClusters(api)
+    metrics = _start_metrics(args)
+
+    def on_round(outcome: RoundOutcome) -> None:
+        _print_round(outcome, full=False)
+        if metrics is not None:
+            metrics.observe(outcome)
+
     loop: dict[str, Any] = {
         "interval": args.interval,
         "max_rounds": args.max_rounds,
         "stop": stop,
-        "on_round": lambda outcome: _print_round(outcome, full=False),
+        "on_round": on_round,
+        "on_failed": None if metrics is None else (lambda _round_id: metrics.failed()),
     }
     if args.watch:
         loop |= {"debounce": debounce, "max_delay": max_delay}
@@ -841,10 +868,29 @@ def _run_loop(
         summary = (watch_rounds if args.watch else run_rounds)(api, config, options, **loop)
     finally:
         agent_clusters.close()
+        if metrics is not None:
+            metrics.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(f"stopped after {summary.rounds} rounds ({summary.failed} failed)", file=sys.stderr)
     return EXIT_OK
+
+
+def _start_metrics(args: argparse.Namespace) -> RoundMetrics | None:
+    """The loop's metrics, served from now on (None without --metrics-port)."""
+    if args.metrics_port is None:
+        return None
+    from allocator.cluster.metrics import RoundMetrics
+
+    metrics = RoundMetrics()
+    try:
+        metrics.serve(args.metrics_port, args.metrics_address)
+    except OSError as e:
+        raise ProblemError(
+            "--metrics-port", f"cannot listen on {args.metrics_address}:{args.metrics_port}: {e}"
+        ) from None
+    print(f"metrics on http://{args.metrics_address}:{args.metrics_port}/metrics", file=sys.stderr)
+    return metrics
 
 
 def _print_round(outcome: RoundOutcome, *, full: bool) -> None:

@@ -293,3 +293,9 @@ def test_simulate_passes_the_params_file_to_the_simulator(
     assert main(base) == 0
     assert main([*base, "--params", str(params)]) == 0
     assert seen == [None, SolveParams(solver="local", time_limit=0.5)]
+
+
+def test_metrics_need_the_long_running_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    """A --once round keeps its figures on its AllocationRound: no metrics server for it."""
+    assert main(["run", "--once", "--metrics-port", "9090"]) == 2
+    assert "error: --metrics-port: only with --interval" in capsys.readouterr().err

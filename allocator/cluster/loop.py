@@ -168,9 +168,7 @@ def run_once(
                 api, cfg.mig_config_namespace, cfg.mig_config_map, {change.config: change.entries}
             )
             patch_node_metadata(api, change.patch)
-        t1 = time.perf_counter()
         report = _apply(api, plan, result, opts, snap, timings)
-        timings["apply"] = (time.perf_counter() - t1) * 1000.0
         if snap.agent_wallets:
             published = _publish(api, snap, result, plan, opts)
     return RoundOutcome(
@@ -266,10 +264,10 @@ def _apply(
     result: Result,
     opts: RoundOptions,
     snap: Snapshot,
-    timings: Mapping[str, float],
+    timings: dict[str, float],
 ) -> ApplyReport:
     """Record (where asked), apply and mark applied the round's plan; prune the ledger; give
-    up the Lease."""
+    up the Lease. Sets ``timings["apply"]`` (record and apply, as the record keeps it)."""
     t0 = time.perf_counter()
     # A round that binds, evicts and charges nothing has nothing to complete after a crash:
     # no record (a Deployment would otherwise leave one per interval).
@@ -287,9 +285,9 @@ def _apply(
             figures=round_figures(snap, result, timings),
         )
     report = apply_plan(api, plan, opts.apply_workers, opts.eviction_wait)
+    timings["apply"] = (time.perf_counter() - t0) * 1000.0
     if record_in is not None:
-        apply_ms = (time.perf_counter() - t0) * 1000.0
-        finish_round(api, record_in, plan.round_id, report, apply_ms=apply_ms)
+        finish_round(api, record_in, plan.round_id, report, apply_ms=timings["apply"])
         if opts.keep_rounds > 0:
             prune_rounds(api, record_in, opts.keep_rounds)
     if opts.lease is not None:
@@ -327,6 +325,7 @@ def run_rounds(
     stop: threading.Event | None = None,
     on_round: Callable[[RoundOutcome], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    on_failed: Callable[[str], None] | None = None,
 ) -> RoundsSummary:
     """Clear a round every ``interval`` seconds (start to start) until ``stop`` is set or
     ``max_rounds`` rounds have run; each is :func:`run_once` with ``options`` (which must leave
@@ -337,7 +336,7 @@ def run_rounds(
     recorded as Applying is completed by the next one that holds the Lease. ``stop`` is checked
     between rounds only, so a round in progress always finishes (a signal handler may set it:
     nothing here waits on it while holding its lock). ``on_round`` sees every completed round
-    (its ``trigger``: ``start``, then ``interval``).
+    (its ``trigger``: ``start``, then ``interval``), ``on_failed`` the id of every failed one.
     """
     opts = _check_loop(interval, max_rounds, options, "run_rounds")
     stop = stop or threading.Event()
@@ -349,7 +348,8 @@ def run_rounds(
         previous_id = round_id
         rounds += 1
         trigger = RoundTrigger("start" if rounds == 1 else "interval")
-        if not _clear_round(api, config, opts.replace(round_id=round_id), trigger, on_round):
+        one = opts.replace(round_id=round_id)
+        if not _clear_round(api, config, one, trigger, on_round, on_failed):
             failed += 1
         if max_rounds is not None and rounds >= max_rounds:
             break
@@ -373,6 +373,7 @@ def watch_rounds(
     clock: Callable[[], float] = time.monotonic,
     sync_timeout: float = SYNC_TIMEOUT,
     watch_seconds: int = 1,
+    on_failed: Callable[[str], None] | None = None,
 ) -> RoundsSummary:
     """Clear a round whenever the bids change, and at least every ``interval`` seconds (start
     to start), until ``stop`` is set or ``max_rounds`` rounds have run; each round is one
@@ -389,9 +390,9 @@ def watch_rounds(
     stream has listed (at most ``sync_timeout`` seconds); a watch that fails (the API server
     restarting) is retried with backoff while rounds go on at the ceiling. ``on_round`` sees
     every completed round with its ``trigger`` (why it started, which change first, how many
-    were coalesced), which is also logged. Failing rounds are logged and the loop goes on, as
-    in :func:`run_rounds`; ``stop`` is seen within 0.2 s between rounds, and the watch threads
-    end within about ``watch_seconds`` after it.
+    were coalesced), which is also logged. Failing rounds are logged (their ids given to
+    ``on_failed``) and the loop goes on, as in :func:`run_rounds`; ``stop`` is seen within
+    0.2 s between rounds, and the watch threads end within about ``watch_seconds`` after it.
     """
     opts = _check_loop(interval, max_rounds, options, "watch_rounds")
     _check_seconds("debounce", debounce, zero=True)
@@ -411,7 +412,7 @@ def watch_rounds(
                 sync_timeout,
                 interval,
             )
-        return _watched_rounds(api, cfg, opts, timer, stop, max_rounds, on_round)
+        return _watched_rounds(api, cfg, opts, timer, stop, max_rounds, on_round, on_failed)
     finally:
         if not watch.close():
             log.warning("a watch thread did not end in time (it is a daemon thread)")
@@ -425,6 +426,7 @@ def _watched_rounds(
     stop: threading.Event,
     max_rounds: int | None,
     on_round: Callable[[RoundOutcome], None] | None,
+    on_failed: Callable[[str], None] | None = None,
 ) -> RoundsSummary:
     """The rounds of :func:`watch_rounds`: one each time ``timer`` fires, until ``stop``."""
     rounds = failed = 0
@@ -434,7 +436,8 @@ def _watched_rounds(
         previous_id = round_id
         rounds += 1
         log.info("round %s started by %s", round_id, trigger)
-        if not _clear_round(api, cfg, opts.replace(round_id=round_id), trigger, on_round):
+        one = opts.replace(round_id=round_id)
+        if not _clear_round(api, cfg, one, trigger, on_round, on_failed):
             failed += 1
         if max_rounds is not None and rounds >= max_rounds:
             break
@@ -474,13 +477,17 @@ def _clear_round(
     options: RoundOptions,
     trigger: RoundTrigger,
     on_round: Callable[[RoundOutcome], None] | None,
+    on_failed: Callable[[str], None] | None = None,
 ) -> bool:
     """One round of a loop: :func:`run_once`, its outcome (with ``trigger``) to ``on_round``;
-    False if it raised (logged with its traceback: the loop outlives it)."""
+    False if it raised (logged with its traceback: the loop outlives it; its round id to
+    ``on_failed``)."""
     try:
         outcome = run_once(api, config, options)
     except Exception:  # any failure of one round; the loop outlives it
         log.exception("round %s failed; the next round starts afresh", options.round_id)
+        if on_failed is not None:
+            on_failed(str(options.round_id))
         return False
     if on_round is not None:
         on_round(replace(outcome, trigger=trigger))

@@ -158,6 +158,8 @@ class Snapshot:
     agent_wallets: Mapping[str, WalletView] = field(default_factory=dict)
     #: MIG nodes under layout planning (pending or plannable), by name.
     mig_nodes: Mapping[str, MigNode] = field(default_factory=dict)
+    #: Per bid id: seconds since its oldest pod was created, at the time of the read.
+    bid_waits: Mapping[str, float] = field(default_factory=dict)
 
     def display_name(self, pod: str) -> str:
         """How events and round records name ``pod``: an agent's pod by its agent and its name
@@ -965,6 +967,18 @@ class _RoundReader:
             reconfigure_cost=self.cfg.reconfigure_cost if self.mig_nodes else 0.0,
         )
         uids = {_full_name(p): str(_meta(p)["uid"]) for p in pods if _meta(p).get("uid")}
+        created = {
+            _full_name(p): _meta(p)["creationTimestamp"]
+            for p in pods
+            if _meta(p).get("creationTimestamp")
+        }
+        waits = {}
+        for bid, names in self.pods_of_bid.items():
+            times = [
+                _timestamp(created[n], "metadata.creationTimestamp") for n in names if n in created
+            ]
+            if times:
+                waits[bid] = max(0.0, (self.now - min(times)).total_seconds())
         return Snapshot(
             problem,
             self.pods_of_bid,
@@ -975,6 +989,7 @@ class _RoundReader:
             MappingProxyType(self.agents),
             MappingProxyType(self.agent_wallets),
             MappingProxyType(self.mig_nodes),
+            MappingProxyType(waits),
         )
 
 

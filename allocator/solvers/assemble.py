@@ -13,7 +13,14 @@ from typing import Any
 
 from allocator.model import Loss, Node, Placement, Problem, Result, Winner
 
-__all__ = ["Allocation", "build_result", "gpu_equivalent", "reserve_cost", "welfare"]
+__all__ = [
+    "Allocation",
+    "build_result",
+    "capacity_by_model",
+    "gpu_equivalent",
+    "reserve_cost",
+    "welfare",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +170,22 @@ def _add_incumbents(
             used[m] = used.get(m, 0.0) + gpu_equivalent(problem, p.node, p, nodes)
 
 
-def _capacity(problem: Problem, used: dict[str, float]) -> dict[str, float]:
-    """GPU-equivalents per model; adds what work outside the market holds to ``used``."""
+def capacity_by_model(problem: Problem) -> dict[str, float]:
+    """GPU-equivalents per model: every GPU counts as its model's ``whole_equivalent`` (what a
+    Result's ``utilisation`` divides by)."""
     capacity: dict[str, float] = {}
     for n in problem.nodes:
         for g in n.gpus:
             gm = problem.model(g.model)
             capacity[gm.name] = capacity.get(gm.name, 0.0) + gm.whole_equivalent
+    return capacity
+
+
+def _capacity(problem: Problem, used: dict[str, float]) -> dict[str, float]:
+    """GPU-equivalents per model; adds what work outside the market holds to ``used``."""
+    for n in problem.nodes:
+        for g in n.gpus:
+            gm = problem.model(g.model)
             outside = g.used_milli / 1000.0
             for inst in g.mig_instances:
                 prof = gm.profile(inst.profile)
@@ -177,4 +193,4 @@ def _capacity(problem: Problem, used: dict[str, float]) -> dict[str, float]:
                 outside += gm.gpu_equivalent(prof)
             if outside:
                 used[gm.name] = used.get(gm.name, 0.0) + outside
-    return capacity
+    return capacity_by_model(problem)

@@ -5,6 +5,7 @@ is refused everything else (least-privilege RBAC); the Deployment's own argument
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -245,8 +246,52 @@ def test_overrides_are_accepted_by_the_api_server(
     apps = kubernetes.client.AppsV1Api(admin)
     deployment = admin.sanitize_for_serialization(apps.read_namespaced_deployment(name, ns))
     assert deployment["spec"]["replicas"] == 1
-    assert _container(deployment)["args"] == ["run", "--interval", "30", *common]
+    metrics = ["--metrics-port", "9090"]
+    assert _container(deployment)["args"] == ["run", "--interval", "30", *metrics, *common]
+    assert _container(deployment)["ports"] == [
+        {"name": "metrics", "containerPort": 9090, "protocol": "TCP"}
+    ]
     assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_service_monitor_and_dashboard_render_and_are_accepted(
+    helm: Path, api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
+) -> None:
+    """With the Deployment, the metrics port has a Service; the ServiceMonitor and the Grafana
+    dashboard's ConfigMap render when asked (the dashboard as the chart's file), and the API
+    server accepts the Service and the ConfigMap (this cluster has no Prometheus Operator)."""
+    admin = api_client(control_plane.admin_token)
+    ns = _namespace(admin, "chart-metrics")
+    release = f"m{uuid.uuid4().hex[:6]}"
+    assert "Service" not in {d["kind"] for d in _render(helm, release, ns)}  # no Deployment
+    docs = _render(
+        helm,
+        release,
+        ns,
+        "--set",
+        "deployment.enabled=true,cronJob.enabled=false,metrics.port=9300",
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.dashboard.enabled=true",
+    )
+    kinds = _by_kind(docs)
+    service, monitor, board = kinds["Service"], kinds["ServiceMonitor"], kinds["ConfigMap"]
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 9300, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    selector = kinds["Deployment"]["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == selector
+    assert monitor["spec"]["selector"]["matchLabels"] == selector
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    assert board["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads((CHART / "dashboards" / "gpu-allocator.json").read_text())
+    assert json.loads(board["data"]["gpu-allocator.json"]) == shipped
+    _create_all(admin, [d for d in docs if d["kind"] != "ServiceMonitor"], ns)
 
 
 def _allowed(api: Any, ns: str | None, verb: str, resource: str, **attrs: str) -> bool:
@@ -402,6 +447,8 @@ def test_deployment_mode_runs_rounds_with_its_service_account(
         ns,
         "--set",
         "deployment.enabled=true,deployment.interval=1,cronJob.enabled=false",
+        "--set",
+        f"metrics.port={_free_port()}",  # the run below serves its metrics there
     )
     assert "CronJob" not in {d["kind"] for d in docs}
     _create_all(admin, docs, ns)

@@ -74,7 +74,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* The pod spec of a round (CronJob) or of the long-running mode (Deployment); .args is the
-     list of arguments before the common ones. */}}
+     list of arguments before the common ones, .ports the container's ports (optional). */}}
 {{- define "gpu-allocator.podSpec" -}}
 {{- $ := .root -}}
 serviceAccountName: {{ include "gpu-allocator.serviceAccountName" $ }}
@@ -98,6 +98,10 @@ containers:
       - {{ . | quote }}
       {{- end }}
       {{- include "gpu-allocator.commonArgs" $ | nindent 6 }}
+    {{- with .ports }}
+    ports:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     securityContext:
       {{- toYaml $.Values.securityContext | nindent 6 }}
     resources:
