@@ -119,6 +119,7 @@ class ProblemColumns(_Columns):
     layout_start: npt.NDArray[np.int64]
     wallet_balance: npt.NDArray[np.float64]
     bid_wallet: npt.NDArray[np.int64]
+    bid_bidder: npt.NDArray[np.int64]
     alt_bid: npt.NDArray[np.int64]
     alt_value: npt.NDArray[np.float64]
     alt_kind: npt.NDArray[np.int64]

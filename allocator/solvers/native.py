@@ -189,6 +189,7 @@ class NativeEngine:
         a = self._lower_alternatives()
         i = self._lower_incumbents()
         wallet_index = {w.name: k for k, w in enumerate(pb.wallets)}
+        bidder_index = {name: k for k, name in enumerate(dict.fromkeys(b.bidder for b in pb.bids))}
         return _core.ProblemColumns(
             model_memory_gb=m.memory_gb,
             model_mig_units=m.mig_units,
@@ -220,6 +221,7 @@ class NativeEngine:
             layout_start=n.layout_start,
             wallet_balance=_f64([float(w.balance) for w in pb.wallets]),
             bid_wallet=_i64([wallet_index[b.wallet] for b in pb.bids]),
+            bid_bidder=_i64([bidder_index[b.bidder] for b in pb.bids]),
             alt_bid=a.bid,
             alt_value=a.value,
             alt_kind=a.kind,

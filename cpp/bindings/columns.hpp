@@ -124,6 +124,7 @@ GPUALLOC_COLUMNS_STRUCT(PlacementColumns, GPUALLOC_PLACEMENT_FIELDS, GPUALLOC_NO
   X(I64, layout_start)             \
   X(F64, wallet_balance)           \
   X(I64, bid_wallet)               \
+  X(I64, bid_bidder)               \
   X(I64, alt_bid)                  \
   X(F64, alt_value)                \
   X(I64, alt_kind)                 \

@@ -239,6 +239,7 @@ ProblemData problem_from(const ProblemColumns& c) {
   gpus_from(c, p);
   p.wallets.assign(c.wallet_balance.data(), c.wallet_balance.data() + c.wallet_balance.size());
   for (auto w : view(c.bid_wallet)) p.bids.push_back(as_int("bid_wallet", w));
+  for (auto a : view(c.bid_bidder)) p.bidders.push_back(as_int("bid_bidder", a));
   alternatives_from(c, p);
   incumbents_from(c, p);
   return p;

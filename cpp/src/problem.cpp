@@ -128,6 +128,12 @@ void validate_bids(const ProblemData& p) {
   for (std::size_t w = 0; w < p.wallets.size(); ++w) finite_nonneg(at("wallets", w), p.wallets[w]);
   for (std::size_t b = 0; b < p.bids.size(); ++b)
     index_in(at("bids", b) + ".wallet", p.bids[b], p.wallets.size());
+  if (!p.bidders.empty() && p.bidders.size() != p.bids.size()) {
+    throw InputError("bidders", "must have one entry per bid (or none)");
+  }
+  for (std::size_t b = 0; b < p.bidders.size(); ++b) {
+    if (p.bidders[b] < 0) throw InputError(at("bids", b) + ".bidder", "must be >= 0");
+  }
   int last_bid = -1;
   for (std::size_t k = 0; k < p.alternatives.size(); ++k) {
     const auto& a = p.alternatives[k];

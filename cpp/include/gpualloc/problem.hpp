@@ -156,14 +156,16 @@ struct IncumbentData {
   std::vector<Replica> placements;
 };
 
-/// The whole round. `bids[i]` is the wallet index of bid i; alternatives of one bid are
-/// contiguous and in order (`alternatives[k].bid`).
+/// The whole round. `bids[i]` is the wallet index of bid i, `bidders[i]` (if not empty) the
+/// index of the agent that sent it (empty: every bid is an agent of its own); alternatives of one
+/// bid are contiguous and in order (`alternatives[k].bid`).
 struct ProblemData {
   std::vector<ModelData> models;
   std::vector<NodeData> nodes;
   std::vector<GpuData> gpus;
   std::vector<double> wallets;
   std::vector<int> bids;
+  std::vector<int> bidders;
   std::vector<AlternativeData> alternatives;
   std::vector<IncumbentData> incumbents;
 
