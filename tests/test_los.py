@@ -57,17 +57,20 @@ def test_los_results_pass_verify(seed: int, solver: str) -> None:
     assert result.payment_rule == "los"
 
 
-def test_an_own_unaffordable_bid_sets_the_wallet_threshold() -> None:
+def test_own_losing_bids_are_left_out_of_the_wallet_threshold() -> None:
     """The example of docs/concepts.md: alice's a2 (9), which her wallet (12) cannot pay for
-    after a1 (10), would win without a1 and leave it no budget below: a1 pays 9, as under
-    critical; without a2 it pays the reserve."""
+    after a1 (10), is her own losing bid: left out, a1 pays the reserve, as under critical and
+    as without a2. Sent by carol on the same wallet, a2 prices a1 at 9, as under critical."""
     node = Node("n1", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100")))
     a1 = Bid("a1", "alice", "alice", (Alternative(10, Unit("whole")),))
     a2 = Bid("a2", "alice", "alice", (Alternative(9, Unit("whole")),))
+    c2 = Bid("a2", "carol", "alice", (Alternative(9, Unit("whole")),))
     b1 = Bid("b1", "bob", "bob", (Alternative(5, Unit("whole")),))
     wallets = (Wallet("alice", 12), Wallet("bob", 100))
-    assert _payments(Problem((node,), wallets, (a1, a2, b1)), "los") == {"a1": 9.0, "b1": 0.0}
+    assert _payments(Problem((node,), wallets, (a1, a2, b1)), "los") == {"a1": 0.0, "b1": 0.0}
     assert _payments(Problem((node,), wallets, (a1, b1)), "los") == {"a1": 0.0, "b1": 0.0}
+    assert _payments(Problem((node,), wallets, (a1, c2, b1)), "los") == {"a1": 9.0, "b1": 0.0}
+    assert _payments(Problem((node,), wallets, (a1, c2, b1)), "critical")["a1"] == 9.0
 
 
 def test_a_winner_the_greedy_run_did_not_make_pays_its_bid() -> None:

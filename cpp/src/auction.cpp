@@ -453,6 +453,11 @@ bool Engine::place_evicting(Solution& sol, int alt, double value, bool first_fit
   return true;
 }
 
+bool Engine::own_loser(int b, int other) const {
+  return other != b && !p_.bidders.empty() && p_.bidders[b] == p_.bidders[other] &&
+         greedy_.alt_of_bid[other] < 0;
+}
+
 const Solution& Engine::greedy() {
   if (greedy_done_) return greedy_;
   Solution sol = initial();

@@ -110,7 +110,8 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     if (blocked) {
       for (std::size_t i = 0; i < open.size();) {
         const Open& o = open[i];
-        if ((o.pools & alt_pools_[alt]) == 0 || !may_fit(o, p_.alternatives[alt])) {
+        if ((o.pools & alt_pools_[alt]) == 0 || own_loser(o.bid, bid) ||
+            !may_fit(o, p_.alternatives[alt])) {
           ++i;
           continue;
         }
@@ -149,7 +150,8 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         double avail = slack + p_.alternatives[walt].value - extra[wb];
         if (won) {
           avail -= value;
-        } else if (!searched && value <= avail + kEps * std::max(1.0, avail)) {
+        } else if (!searched && !own_loser(wb, bid) &&
+                   value <= avail + kEps * std::max(1.0, avail)) {
           if (room < 0) room = try_place(s, alt, value, false, true, false, trial, nullptr, false);
           if (room == 1) {
             extra[wb] += value;

@@ -343,6 +343,10 @@ bool Engine::PaymentReplay::step(std::size_t pos) {
     if (orig_won_here) mark_original_win(pos, b_);
     return false;
   }
+  // The agent's own losing bids are left out of its winners' prices. A bid that loses changes
+  // nothing in the greedy run, so the run without them is this very run (checkpoints, records
+  // and all), and skipping them replays the round without them.
+  if (e_.own_loser(b_, bj)) return false;
   if (pos >= scan_from_ && decides_at(j)) return true;
   if (s_.alt_of_bid[bj] >= 0) {
     if (orig_won_here) {  // won earlier in the replay, here in the original: they differ

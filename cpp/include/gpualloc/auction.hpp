@@ -121,6 +121,10 @@ class Engine {
   [[nodiscard]] Solution initial() const;
   /// The greedy allocation (cached after the first call).
   const Solution& greedy();
+  /// Whether bid `other` is a bid of `b`'s agent (ProblemData::bidders) that lost in the greedy
+  /// run. The payment rules leave such bids out of `b`'s price: an agent's losing bids never
+  /// raise what its winners pay (docs/concepts.md). Call after greedy().
+  [[nodiscard]] bool own_loser(int b, int other) const;
   /// Local search from `start` (never worse). Deterministic for a seed and `max_iterations`
   /// when the time limit does not bind. `patience` <= 0 picks a default from the instance size.
   Solution local(const Solution& start, double time_limit_s, std::uint64_t seed,
