@@ -84,3 +84,18 @@ def test_a_winner_the_greedy_run_did_not_make_pays_its_bid() -> None:
     assert _payments(problem, "los", solver="local") == {"b1": 8.0}
     greedy = _payments(problem, "los")  # b0 blocked b1 (8 over 2 GPUs): b1's score at b0's size
     assert greedy == _payments(problem, "critical") and greedy["b0"] == pytest.approx(8 / 2**0.75)
+
+
+def test_a_bid_that_wins_with_freed_money_does_not_spend_twice() -> None:
+    """x's 9 is more than alice's wallet (12) has left after a1 (10); x wins with its 2 instead.
+    Without a1, x wins with its 9 and never reaches its 2, so 3 is left and a1 would win down to
+    zero (critical pays 0). The wallet walk used to count both of x's alternatives as spent,
+    found 1 left below c's score (1.5) and charged a1 x's 2."""
+    node = Node("n1", 64000, 512000, gpus=tuple(Gpu(i, "H100") for i in range(4)))
+    a1 = Bid("a1", "alice", "alice", (Alternative(10, Unit("whole")),))
+    x = Bid("x", "alice", "alice", (Alternative(9, Unit("whole")), Alternative(2, Unit("whole"))))
+    c = Bid("c", "carol", "carol", (Alternative(1.5, Unit("whole")),))
+    problem = Problem((node,), (Wallet("alice", 12), Wallet("carol", 100)), (a1, x, c))
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert exact["a1"] == pytest.approx(0.0)
+    assert los["a1"] == pytest.approx(exact["a1"], abs=1e-9)

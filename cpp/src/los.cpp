@@ -21,7 +21,9 @@
 //
 // Wallets. The run without a winner has its value back in its wallet. Walking that wallet's later
 // items with their original outcomes: an item its wallet could not pay for, affordable with that
-// value back and with room as the run stands, would win and take it; the winner still wins just
+// value back and with room as the run stands, would win and take it; an item the run had win
+// loses and takes nothing once its bid has won that way (with another alternative) or what is
+// left no longer covers it; the winner still wins just
 // above each next item while what is left covers that item's score at the winner's size. The
 // first item after which it no longer does sets the wallet threshold (its score at the winner's
 // size). The payment takes the larger of the two thresholds: the earlier blocking decides.
@@ -72,6 +74,8 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<std::vector<int>> wallet_open(p_.wallets.size());
   std::vector<double> threshold(p_.bids.size(), 0.0);
   std::vector<double> extra(p_.bids.size(), 0.0);  // per open winner: see the wallet's side below
+  // Per open winner: the bids of its wallet that win without it where the run had them lose.
+  std::vector<std::vector<int>> extra_bids(p_.bids.size());
   Solution s = initial();
   // Whether freeing `o` may let one replica of `a` fit on one of its nodes: the node's free
   // units plus every GPU `o` uses there taken as freed whole, and its CPU and memory less what
@@ -136,7 +140,8 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
     if (!wallet_open[w].empty()) {
       // The wallet's side of each open winner wb: the run without wb has wb's value back in the
-      // wallet, less what the wallet's blocked items take with it (extra). wb still wins just
+      // wallet, less what the wallet's blocked items take with it, plus what its won items no
+      // longer take (extra: the difference from the run's spending). wb still wins just
       // above the next item while the wallet covers that item's score at wb's size; the first
       // time it no longer does, wb's threshold is the score of this item (the last interval
       // where it won).
@@ -147,13 +152,20 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         const int wb = list[i];
         const int walt = sol.alt_of_bid[wb];
         double avail = slack + p_.alternatives[walt].value - extra[wb];
+        auto& xb = extra_bids[wb];
+        const bool won_before = std::find(xb.begin(), xb.end(), bid) != xb.end();
         if (won) {
-          avail -= value;
-        } else if (!searched && value <= avail + kEps * std::max(1.0, avail)) {
+          if (!won_before && value <= avail + kEps * std::max(1.0, avail)) {
+            avail -= value;
+          } else {
+            extra[wb] -= value;  // without wb it has won already or its wallet no longer covers it
+          }
+        } else if (!searched && !won_before && value <= avail + kEps * std::max(1.0, avail)) {
           if (room < 0) room = try_place(s, alt, value, false, true, false, trial, nullptr, false);
           if (room == 1) {
             extra[wb] += value;
             avail -= value;
+            xb.push_back(bid);
           }
         }
         const double size = std::pow(size_[walt], opt_.alpha);
