@@ -99,3 +99,25 @@ def test_a_bid_that_wins_with_freed_money_does_not_spend_twice() -> None:
     exact, los = _payments(problem, "critical"), _payments(problem, "los")
     assert exact["a1"] == pytest.approx(0.0)
     assert los["a1"] == pytest.approx(exact["a1"], abs=1e-9)
+
+
+def test_a_gang_that_can_spread_is_not_blocked_by_an_item_in_its_room() -> None:
+    """g (two 1-GPU replicas, any locality) fills n0; c1 and c2 (too much CPU to share a node)
+    leave one GPU free on n1 and n2, so x (2 GPUs on one node) loses. x would fit on n0 freed of
+    g, but g would still fit on the GPUs left on n1 and n2: without g, x wins on a node of its
+    own and g still wins below it, down to zero (critical pays 0). The rule used to charge g
+    x's value (6)."""
+    nodes = tuple(
+        Node(f"n{k}", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100"))) for k in range(3)
+    )
+    bids = (
+        Bid("g", "a", "w", (Alternative(10, Unit("whole"), replicas=2, locality="any"),)),
+        Bid("c1", "c1", "w", (Alternative(5, Unit("whole"), cpu_milli=60000),)),
+        Bid("c2", "c2", "w", (Alternative(4.5, Unit("whole"), cpu_milli=60000),)),
+        Bid("x", "x", "w", (Alternative(6, Unit("whole", gpus=2), locality="node"),)),
+    )
+    problem = Problem(nodes, (Wallet("w", 1e9),), bids)
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert "x" not in los
+    assert exact["g"] == pytest.approx(0.0)
+    assert los["g"] == pytest.approx(exact["g"], abs=1e-9)

@@ -8,7 +8,9 @@
 // winner still unpriced whose pools meet the item's is freed for a moment and the item tried on
 // that winner's nodes only (no evictions, the wallets as they stand): the first such item that
 // fits there is the first bid the winner blocked, and the winner's threshold is that item's
-// score times the winner's size^alpha (the least value that still outranks it). Winners never
+// score times the winner's size^alpha (the least value that still outranks it); a gang that may
+// spread over nodes (locality any, rack or zone) is blocked there only if, with that item in its
+// room, it finds room nowhere else either (first fit, no evictions). Winners never
 // priced that way pay their reserve. Payment = min(bid, max(reserve of the model used,
 // threshold)). A winner of another allocation (local search, CP-SAT) that the greedy run did not
 // make with the same alternative and placement pays its bid.
@@ -195,7 +197,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
     open[b] = Open{};
   };
-  std::vector<Replica> trial;
+  std::vector<Replica> trial, elsewhere;
   // Whether an item the run did not search has room as the run stands. The pass only fills the
   // cluster (evictions aside), so per shape of item: the highest value at which one had none
   // since the last eviction (none now at that value or below), and the last placement found
@@ -269,8 +271,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         const Open& o = open[b];
         std::vector<Replica> saved = s.placements[b];
         remove_win(s, b);
-        const bool fits =
-            try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+        bool fits = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+        const auto& ao = p_.alternatives[o.alt];
+        if (fits && ao.replicas > 1 &&
+            (ao.locality == Locality::Any || ao.locality == Locality::Rack ||
+             ao.locality == Locality::Zone)) {
+          // A gang that may spread over nodes is blocked only if, with the item in its room, it
+          // finds no room elsewhere either.
+          commit_win(s, alt, trial);
+          fits = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false);
+          remove_win(s, bid);
+        }
         commit_win(s, o.alt, std::move(saved));
         if (fits) {
           threshold[b] = std::max(threshold[b], score_[alt] * std::pow(size_[o.alt], opt_.alpha));
