@@ -54,12 +54,14 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<double> pay(p_.bids.size(), 0.0);
   std::vector<double> floor(p_.bids.size(), 0.0);
   std::vector<std::uint8_t> priced(p_.bids.size(), 0);  // priced by this rule (a greedy winner)
+  std::vector<double> scale(p_.bids.size(), 0.0);       // per priced winner: its size^alpha
   for (std::size_t b = 0; b < p_.bids.size(); ++b) {
     const int k = sol.alt_of_bid[b];
     if (k < 0) continue;
     pay[b] = p_.alternatives[k].value;  // first price unless the pass prices it
     if (g.alt_of_bid[b] == k && g.placements[b] == sol.placements[b]) {
       priced[b] = 1;
+      scale[b] = std::pow(size_[k], opt_.alpha);
       const auto& reps = sol.placements[b];
       const int model =
           !reps.empty() && !reps[0].gpus.empty() ? p_.gpus[reps[0].gpus[0]].model : -1;
@@ -284,7 +286,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         }
         commit_win(s, o.alt, std::move(saved));
         if (fits) {
-          threshold[b] = std::max(threshold[b], score_[alt] * std::pow(size_[o.alt], opt_.alpha));
+          threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
           close(b);
         }
       }
@@ -333,7 +335,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
             xb.push_back(bid);
           }
         }
-        const double size = std::pow(size_[walt], opt_.alpha);
+        const double size = scale[wb];
         if (std::max(floor[wb], next * size) > avail + kEps * std::max(1.0, avail)) {
           threshold[wb] = std::max(threshold[wb], score_[alt] * size);
           list[i] = list.back();
