@@ -87,3 +87,40 @@ def test_a_winner_the_greedy_run_did_not_make_pays_its_bid() -> None:
     assert _payments(problem, "los", solver="local") == {"b1": 8.0}
     greedy = _payments(problem, "los")  # b0 blocked b1 (8 over 2 GPUs): b1's score at b0's size
     assert greedy == _payments(problem, "critical") and greedy["b0"] == pytest.approx(8 / 2**0.75)
+
+
+def test_a_bid_that_wins_with_freed_money_does_not_spend_twice() -> None:
+    """x's 9 is more than alice's wallet (12) has left after a1 (10); x wins with its 2 instead.
+    Without a1, x wins with its 9 and never reaches its 2, so 3 is left and a1 would win down to
+    zero (critical pays 0). The wallet walk used to count both of x's alternatives as spent,
+    found 1 left below c's score (1.5) and charged a1 x's 2."""
+    node = Node("n1", 64000, 512000, gpus=tuple(Gpu(i, "H100") for i in range(4)))
+    a1 = Bid("a1", "alice", "alice", (Alternative(10, Unit("whole")),))
+    x = Bid("x", "alice", "alice", (Alternative(9, Unit("whole")), Alternative(2, Unit("whole"))))
+    c = Bid("c", "carol", "carol", (Alternative(1.5, Unit("whole")),))
+    problem = Problem((node,), (Wallet("alice", 12), Wallet("carol", 100)), (a1, x, c))
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert exact["a1"] == pytest.approx(0.0)
+    assert los["a1"] == pytest.approx(exact["a1"], abs=1e-9)
+
+
+def test_a_gang_that_can_spread_is_not_blocked_by_an_item_in_its_room() -> None:
+    """g (two 1-GPU replicas, any locality) fills n0; c1 and c2 (too much CPU to share a node)
+    leave one GPU free on n1 and n2, so x (2 GPUs on one node) loses. x would fit on n0 freed of
+    g, but g would still fit on the GPUs left on n1 and n2: without g, x wins on a node of its
+    own and g still wins below it, down to zero (critical pays 0). The rule used to charge g
+    x's value (6)."""
+    nodes = tuple(
+        Node(f"n{k}", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100"))) for k in range(3)
+    )
+    bids = (
+        Bid("g", "a", "w", (Alternative(10, Unit("whole"), replicas=2, locality="any"),)),
+        Bid("c1", "c1", "w", (Alternative(5, Unit("whole"), cpu_milli=60000),)),
+        Bid("c2", "c2", "w", (Alternative(4.5, Unit("whole"), cpu_milli=60000),)),
+        Bid("x", "x", "w", (Alternative(6, Unit("whole", gpus=2), locality="node"),)),
+    )
+    problem = Problem(nodes, (Wallet("w", 1e9),), bids)
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert "x" not in los
+    assert exact["g"] == pytest.approx(0.0)
+    assert los["g"] == pytest.approx(exact["g"], abs=1e-9)

@@ -8,7 +8,9 @@
 // winner still unpriced whose pools meet the item's is freed for a moment and the item tried on
 // that winner's nodes only (no evictions, the wallets as they stand): the first such item that
 // fits there is the first bid the winner blocked, and the winner's threshold is that item's
-// score times the winner's size^alpha (the least value that still outranks it). Winners never
+// score times the winner's size^alpha (the least value that still outranks it); a gang that may
+// spread over nodes (locality any, rack or zone) is blocked there only if, with that item in its
+// room, it finds room nowhere else either (first fit, no evictions). Winners never
 // priced that way pay their reserve. Payment = min(bid, max(reserve of the model used,
 // threshold)). A winner of another allocation (local search, CP-SAT) that the greedy run did not
 // make with the same alternative and placement pays its bid.
@@ -21,12 +23,21 @@
 //
 // Wallets. The run without a winner has its value back in its wallet. Walking that wallet's later
 // items with their original outcomes: an item its wallet could not pay for, affordable with that
-// value back and with room as the run stands, would win and take it; the winner still wins just
+// value back and with room as the run stands, would win and take it; an item the run had win
+// loses and takes nothing once its bid has won that way (with another alternative) or what is
+// left no longer covers it; the winner still wins just
 // above each next item while what is left covers that item's score at the winner's size. The
 // first item after which it no longer does sets the wallet threshold (its score at the winner's
 // size). The payment takes the larger of the two thresholds: the earlier blocking decides.
+//
+// An agent's own losing bids (Engine::own_loser) block none of its winners and take none of its
+// wallet's money in the walk, as `critical` leaves them out (docs/concepts.md).
 #include <algorithm>
+#include <array>
 #include <cmath>
+#include <map>
+#include <set>
+#include <utility>
 
 #include "gpualloc/auction.hpp"
 
@@ -46,58 +57,192 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<double> pay(p_.bids.size(), 0.0);
   std::vector<double> floor(p_.bids.size(), 0.0);
   std::vector<std::uint8_t> priced(p_.bids.size(), 0);  // priced by this rule (a greedy winner)
+  std::vector<double> scale(p_.bids.size(), 0.0);       // per priced winner: its size^alpha
   for (std::size_t b = 0; b < p_.bids.size(); ++b) {
     const int k = sol.alt_of_bid[b];
     if (k < 0) continue;
     pay[b] = p_.alternatives[k].value;  // first price unless the pass prices it
     if (g.alt_of_bid[b] == k && g.placements[b] == sol.placements[b]) {
       priced[b] = 1;
+      scale[b] = std::pow(size_[k], opt_.alpha);
       const auto& reps = sol.placements[b];
       const int model =
           !reps.empty() && !reps[0].gpus.empty() ? p_.gpus[reps[0].gpus[0]].model : -1;
       floor[b] = model >= 0 ? reserve_cost(k, model) : 0.0;
     }
   }
-  // Winners of the pass so far that no blocked item has priced yet, with their nodes and pools.
+  // Winners of the pass so far that no blocked item has priced yet (by bid), with their nodes.
   struct Open {
-    int bid;
-    int alt;
+    int alt = -1;
     std::vector<int> nodes;     // sorted, distinct
     std::vector<int> gpus;      // per entry of nodes: the GPUs it uses there
     std::vector<int> replicas;  // per entry of nodes: its replicas there
-    std::uint64_t pools;
   };
-  std::vector<Open> open;
+  std::vector<Open> open(p_.bids.size());
+  std::vector<std::uint8_t> is_open(p_.bids.size(), 0);
   // Per wallet: its winners of the pass not yet priced by a bid their spending blocked.
   std::vector<std::vector<int>> wallet_open(p_.wallets.size());
   std::vector<double> threshold(p_.bids.size(), 0.0);
   std::vector<double> extra(p_.bids.size(), 0.0);  // per open winner: see the wallet's side below
+  // Per open winner: the bids of its wallet that win without it where the run had them lose.
+  std::vector<std::vector<int>> extra_bids(p_.bids.size());
   Solution s = initial();
-  // Whether freeing `o` may let one replica of `a` fit on one of its nodes: the node's free
-  // units plus every GPU `o` uses there taken as freed whole, and its CPU and memory less what
-  // `o`'s replicas there use (a necessary condition only; the search decides).
-  const auto may_fit = [&](const Open& o, const AlternativeData& a) {
+  // Which open winners a blocked item may fit in once freed. Per node: its open winners with
+  // the GPUs each uses there, and its potential per unit kind: its free units of the kind plus
+  // the most one open winner there holds (GPUs; x1000 milli; x8 MIG slices). Per pool (bit
+  // model*3+kind, when the pools fit in 64 bits): its nodes by potential. A replica of a
+  // blocked item fits on a node freed of one winner only if the node's potential covers it, so
+  // only the winners on such nodes are tried (the others were skipped by may_fit below anyway).
+  const bool indexed = p_.models.size() * 3 <= 64;
+  std::vector<std::array<std::vector<std::pair<int, int>>, 3>> node_open(p_.nodes.size());
+  std::vector<std::array<int, 3>> held(p_.nodes.size(), {0, 0, 0});
+  std::vector<std::array<std::int64_t, 3>> potential(p_.nodes.size(), {-1, -1, -1});
+  std::vector<std::set<std::pair<std::int64_t, int>>> by_potential(indexed ? 64 : 0);
+  const auto update_potential = [&](int n) {
+    if (!indexed) return;
+    for (int kind = 0; kind < 3; ++kind) {
+      std::int64_t now = 0;
+      switch (static_cast<UnitKind>(kind)) {
+        case UnitKind::Whole:
+          now = s.real.node_free_whole[n] + held[n][0];
+          break;
+        case UnitKind::Share:
+          now = s.real.node_free_milli[n] + std::int64_t{1000} * held[n][2];
+          break;
+        case UnitKind::Mig:
+          now = s.real.node_free_slices[n] + std::int64_t{8} * held[n][1];
+          break;
+      }
+      auto& before = potential[n][static_cast<std::size_t>(kind)];
+      if (now == before) continue;
+      for (std::uint64_t bits = node_pools_[n]; bits != 0; bits &= bits - 1) {
+        const int bit = __builtin_ctzll(bits);
+        if (bit % 3 != kind) continue;
+        auto& set = by_potential[static_cast<std::size_t>(bit)];
+        if (before >= 0) set.erase({before, n});
+        set.insert({now, n});
+      }
+      before = now;
+    }
+  };
+  for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) update_potential(n);
+  // Units of the item's kind one node must have free for it at least: one replica's (MIG: the
+  // smallest profile it may use), all of them for a gang that must share one node.
+  const auto need_of = [&](int alt) -> std::int64_t {
+    const auto& a = p_.alternatives[alt];
+    std::int64_t need = a.kind == UnitKind::Whole ? a.gpus : a.milli;
+    if (a.kind == UnitKind::Mig) {
+      need = 8;
+      for (const auto& c : cands_[alt]) {
+        if (c.profile >= 0) {
+          need = std::min<std::int64_t>(need, p_.models[c.model].profiles[c.profile].size);
+        }
+      }
+    }
+    const bool one_node = a.locality == Locality::Gpu || a.locality == Locality::Nvlink ||
+                          a.locality == Locality::Node;
+    return one_node ? need * a.replicas : need;
+  };
+  // Whether freeing open winner `b` may let `alt` fit on its nodes: per node of its pools, the
+  // replicas its free units plus every GPU `b` uses there taken as freed whole, and its CPU and
+  // memory less what `b`'s replicas there use, could hold; on one node for a gang that must
+  // share one, summed otherwise (a necessary condition only; the search decides).
+  const auto may_fit = [&](int b, int alt) {
+    const Open& o = open[b];
+    const auto& a = p_.alternatives[alt];
     const auto& ao = p_.alternatives[o.alt];
+    const bool one_node = a.locality == Locality::Gpu || a.locality == Locality::Nvlink ||
+                          a.locality == Locality::Node;
+    std::int64_t total = 0;
     for (std::size_t k = 0; k < o.nodes.size(); ++k) {
       const int n = o.nodes[k];
+      if ((node_pools_[n] & alt_pools_[alt]) == 0) continue;
       const auto& nd = p_.nodes[n];
-      if (s.real.cpu_used[n] - ao.cpu_milli * o.replicas[k] + a.cpu_milli > nd.cpu_milli ||
-          s.real.mem_used[n] - ao.memory_mib * o.replicas[k] + a.memory_mib > nd.memory_mib) {
-        continue;
+      std::int64_t fit = a.replicas;
+      if (a.cpu_milli > 0) {
+        fit = std::min(
+            fit, (nd.cpu_milli - s.real.cpu_used[n] + ao.cpu_milli * o.replicas[k]) / a.cpu_milli);
       }
-      if (a.kind == UnitKind::Whole && s.real.node_free_whole[n] + o.gpus[k] < a.gpus) continue;
-      if (a.kind == UnitKind::Share &&
-          s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k] < a.milli) {
-        continue;
+      if (a.memory_mib > 0) {
+        fit = std::min(fit, (nd.memory_mib - s.real.mem_used[n] + ao.memory_mib * o.replicas[k]) /
+                                a.memory_mib);
       }
-      return true;
+      if (a.kind == UnitKind::Whole) {
+        fit = std::min<std::int64_t>(fit, (s.real.node_free_whole[n] + o.gpus[k]) / a.gpus);
+      } else if (a.kind == UnitKind::Share && a.milli > 0) {
+        fit = std::min<std::int64_t>(
+            fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k]) / a.milli);
+      }
+      if (fit <= 0) continue;
+      if (one_node ? fit >= a.replicas : (total += fit) >= a.replicas) return true;
     }
     return false;
   };
-  std::vector<Replica> trial;
-  const auto close = [&](const Open& o, double t) {
-    threshold[o.bid] = std::max(threshold[o.bid], t);
+  const auto kind_of = [&](int b) {
+    return static_cast<std::size_t>(p_.alternatives[open[b].alt].kind);
   };
+  const auto close = [&](int b) {
+    is_open[b] = 0;
+    const std::size_t kind = kind_of(b);
+    for (int n : open[b].nodes) {
+      auto& list = node_open[n][kind];
+      int most = 0;
+      for (std::size_t j = 0; j < list.size();) {
+        if (list[j].first == b) {
+          list[j] = list.back();
+          list.pop_back();
+        } else {
+          most = std::max(most, list[j++].second);
+        }
+      }
+      if (most != held[n][kind]) {
+        held[n][kind] = most;
+        update_potential(n);
+      }
+    }
+    open[b] = Open{};
+  };
+  std::vector<Replica> trial, elsewhere;
+  // Whether an item the run did not search has room as the run stands. The pass only fills the
+  // cluster (evictions aside), so per shape of item: the highest value at which one had none
+  // since the last eviction (none now at that value or below), and the last placement found
+  // with its value (still there at that value or above while no win has touched its nodes).
+  struct Room {
+    double none = -1.0;
+    double found = -1.0;
+    std::size_t at = 0;  // the position that found it
+    std::vector<int> nodes;
+  };
+  std::map<std::vector<std::int64_t>, Room> rooms;
+  std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
+  std::vector<std::int64_t> shape;
+  const auto has_room = [&](int alt, double value, std::size_t pos) {
+    const auto& a = p_.alternatives[alt];
+    shape.assign({static_cast<std::int64_t>(alt_pools_[alt]), static_cast<std::int64_t>(a.kind),
+                  a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib,
+                  static_cast<std::int64_t>(a.locality),
+                  static_cast<std::int64_t>(std::llround(a.min_gpu_memory_gb * 1000))});
+    shape.insert(shape.end(), a.models.begin(), a.models.end());
+    shape.push_back(-1);
+    shape.insert(shape.end(), a.profiles.begin(), a.profiles.end());
+    Room& r = rooms[shape];
+    if (value <= r.none) return false;
+    if (r.found >= 0.0 && value >= r.found &&
+        std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; })) {
+      return true;
+    }
+    if (!try_place(s, alt, value, false, true, false, trial, nullptr, false)) {
+      r.none = std::max(r.none, value);
+      return false;
+    }
+    r.found = value;
+    r.at = pos;
+    r.nodes.clear();
+    for (const auto& rep : trial) r.nodes.push_back(rep.node);
+    return true;
+  };
+  std::vector<int> candidates;
+  std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
@@ -108,36 +253,68 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     const double value = p_.alternatives[alt].value;
     const double slack = p_.wallets[w] - s.wallet_spent[w];  // before this item's outcome
     if (blocked) {
-      for (std::size_t i = 0; i < open.size();) {
-        const Open& o = open[i];
-        if ((o.pools & alt_pools_[alt]) == 0 || own_loser(o.bid, bid) ||
-            !may_fit(o, p_.alternatives[alt])) {
-          ++i;
+      candidates.clear();
+      const auto kind = static_cast<std::size_t>(p_.alternatives[alt].kind);
+      const auto list = [&](int n) {
+        for (const auto& [b, gpus] : node_open[n][kind]) {
+          if (seen[b] == static_cast<int>(pos)) continue;
+          seen[b] = static_cast<int>(pos);
+          candidates.push_back(b);
+        }
+      };
+      if (indexed) {
+        const std::int64_t need = need_of(alt);
+        for (std::uint64_t bits = alt_pools_[alt]; bits != 0; bits &= bits - 1) {
+          const auto& set = by_potential[static_cast<std::size_t>(__builtin_ctzll(bits))];
+          for (auto it = set.lower_bound({need, -1}); it != set.end(); ++it) list(it->second);
+        }
+      } else {
+        for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) list(n);
+      }
+      for (int b : candidates) {
+        if ((alt_pools_[open[b].alt] & alt_pools_[alt]) == 0 || own_loser(b, bid) ||
+            !may_fit(b, alt)) {
           continue;
         }
-        std::vector<Replica> saved = s.placements[o.bid];
-        remove_win(s, o.bid);
-        const bool fits =
-            try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+        const Open& o = open[b];
+        std::vector<Replica> saved = s.placements[b];
+        remove_win(s, b);
+        bool fits = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+        const auto& ao = p_.alternatives[o.alt];
+        if (fits && ao.replicas > 1 &&
+            (ao.locality == Locality::Any || ao.locality == Locality::Rack ||
+             ao.locality == Locality::Zone)) {
+          // A gang that may spread over nodes is blocked only if, with the item in its room, it
+          // finds no room elsewhere either.
+          commit_win(s, alt, trial);
+          fits = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false);
+          remove_win(s, bid);
+        }
         commit_win(s, o.alt, std::move(saved));
         if (fits) {
-          close(o, score_[alt] * std::pow(size_[o.alt], opt_.alpha));
-          open[i] = std::move(open.back());
-          open.pop_back();
-        } else {
-          ++i;
+          threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
+          close(b);
         }
       }
     }
     // The run's own outcome at this position, repeated from its record (no search).
     const bool won = greedy_rank_of_bid_[bid] == static_cast<int>(pos);
     if (won) {
-      for (int i : greedy_evictions_[pos]) evict(s, i);
+      if (!greedy_evictions_[pos].empty()) rooms.clear();
+      for (int i : greedy_evictions_[pos]) {
+        evict(s, i);
+        for (const auto& r : p_.incumbents[i].placements) update_potential(r.node);
+      }
       commit_win(s, alt, g.placements[bid]);
+      for (const auto& r : g.placements[bid]) {
+        update_potential(r.node);
+        touched[r.node] = pos + 1;
+      }
     }
     if (!wallet_open[w].empty()) {
       // The wallet's side of each open winner wb: the run without wb has wb's value back in the
-      // wallet, less what the wallet's blocked items take with it (extra). wb still wins just
+      // wallet, less what the wallet's blocked items take with it, plus what its won items no
+      // longer take (extra: the difference from the run's spending). wb still wins just
       // above the next item while the wallet covers that item's score at wb's size; the first
       // time it no longer does, wb's threshold is the score of this item (the last interval
       // where it won).
@@ -148,17 +325,24 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         const int wb = list[i];
         const int walt = sol.alt_of_bid[wb];
         double avail = slack + p_.alternatives[walt].value - extra[wb];
+        auto& xb = extra_bids[wb];
+        const bool won_before = std::find(xb.begin(), xb.end(), bid) != xb.end();
         if (won) {
-          avail -= value;
-        } else if (!searched && !own_loser(wb, bid) &&
+          if (!won_before && value <= avail + kEps * std::max(1.0, avail)) {
+            avail -= value;
+          } else {
+            extra[wb] -= value;  // without wb it has won already or its wallet no longer covers it
+          }
+        } else if (!searched && !won_before && !own_loser(wb, bid) &&
                    value <= avail + kEps * std::max(1.0, avail)) {
-          if (room < 0) room = try_place(s, alt, value, false, true, false, trial, nullptr, false);
+          if (room < 0) room = has_room(alt, value, pos) ? 1 : 0;
           if (room == 1) {
             extra[wb] += value;
             avail -= value;
+            xb.push_back(bid);
           }
         }
-        const double size = std::pow(size_[walt], opt_.alpha);
+        const double size = scale[wb];
         if (std::max(floor[wb], next * size) > avail + kEps * std::max(1.0, avail)) {
           threshold[wb] = std::max(threshold[wb], score_[alt] * size);
           list[i] = list.back();
@@ -170,7 +354,8 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
     if (won && priced[bid] && sol.alt_of_bid[bid] == alt) {
       wallet_open[w].push_back(bid);
-      Open o{bid, alt, {}, {}, {}, alt_pools_[alt]};
+      Open& o = open[bid];
+      o.alt = alt;
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);
       std::sort(o.nodes.begin(), o.nodes.end());
       o.nodes.erase(std::unique(o.nodes.begin(), o.nodes.end()), o.nodes.end());
@@ -181,7 +366,16 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         o.gpus[static_cast<std::size_t>(k)] += static_cast<int>(r.gpus.size());
         o.replicas[static_cast<std::size_t>(k)] += 1;
       }
-      open.push_back(std::move(o));
+      is_open[bid] = 1;
+      for (std::size_t k = 0; k < o.nodes.size(); ++k) {
+        const int n = o.nodes[k];
+        const std::size_t kind = kind_of(bid);
+        node_open[n][kind].emplace_back(bid, o.gpus[k]);
+        if (o.gpus[k] > held[n][kind]) {
+          held[n][kind] = o.gpus[k];
+          update_potential(n);
+        }
+      }
     }
   }
   for (std::size_t b = 0; b < p_.bids.size(); ++b) {
