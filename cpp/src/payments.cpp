@@ -252,6 +252,7 @@ double Engine::PaymentReplay::attempt(double low, double high,
 
 // Least value (or +inf) with which the bid wins in the current state, given the interval.
 double Engine::PaymentReplay::least_winning(double low, double high, bool exact) {
+  if (!e_.payment_shortcuts_) return attempt(low, high, nullptr);
   if (!exact && witness_ok_ && e_.max_reserve_[k_] <= low) {
     // Every model's reserve cost is covered, so any free placement wins at `low`.
     if (!holds_somewhere(high)) return kInf;
@@ -442,6 +443,12 @@ bool Engine::PaymentReplay::search_fast(const Item& it, bool via_runner, int run
 
 void Engine::PaymentReplay::replay_item(const Item& it) {
   const auto& aj = *it.aj;
+  if (!e_.payment_shortcuts_) {  // plain replay (tests): the full search, as greedy() does
+    const std::size_t log_before = s_.evict_log.size();
+    const bool won = e_.try_place(s_, it.j, aj.value, true, false, true, scratch_);
+    record_outcome(it, won, log_before);
+    return;
+  }
   const bool pools_clean = (e_.alt_pools_[it.j] & dirty_pools_) == 0;
   if (it.searched && !it.orig_won_here && pools_clean) {
     return;  // every node it could use is as in the original run, where nothing fitted

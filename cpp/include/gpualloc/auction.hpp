@@ -135,6 +135,10 @@ class Engine {
   /// are independent: `threads` > 1 runs them on that many threads (0: one per hardware
   /// thread); the payments are the same for every thread count.
   std::vector<double> critical_payments(const Solution& sol, int threads = 1);
+  /// For tests: with `on` false, critical_payments replays every item with a full search and
+  /// prices the bid with a full search at every position (none of the replay's shortcuts), so
+  /// that the shortcuts can be checked against a plain per-winner replay.
+  void set_payment_shortcuts(bool on) { payment_shortcuts_ = on; }
   /// The `los` payment of every winner of `sol` (indexed by bid; 0 for losers): read off one
   /// more pass of the greedy run (los.cpp); a winner the greedy run did not make the same way
   /// pays its bid.
@@ -260,6 +264,7 @@ class Engine {
   // yet and its wallet covered it), so its outcome is what the search found.
   std::vector<std::uint8_t> greedy_searched_;
   bool runners_done_ = false;
+  bool payment_shortcuts_ = true;  // false: plain replays (tests)
   // Per position: runners-up nodes of the winning search (runner_count_ < 0: none recorded).
   std::vector<int> runners_;
   std::vector<std::int8_t> runner_count_;
