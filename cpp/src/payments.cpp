@@ -100,9 +100,6 @@ class Engine::PaymentReplay {
   };
 
   void mark_node(int n);
-  // At a checkpoint: dirty nodes whose state is the original run's again become clean.
-  void clean_again(std::size_t pos);
-  [[nodiscard]] bool node_as_original(const Solution& o, int n) const;
   // Marks the rack and zone of the newly dirty node n (see place_in_groups).
   void mark_groups(int n);
   // The nodes of the dirty racks (zones), sorted, built on demand.
@@ -361,64 +358,8 @@ bool Engine::PaymentReplay::decides_at(int j) {
   return false;
 }
 
-// Whether node n (its GPUs, CPU, memory and free counters in both states, the penalties of its
-// GPUs, the eviction of its incumbents) is in s_ as in `o`.
-bool Engine::PaymentReplay::node_as_original(const Solution& o, int n) const {
-  const auto same_state = [n](const State& a, const State& b) {
-    return a.cpu_used[n] == b.cpu_used[n] && a.mem_used[n] == b.mem_used[n] &&
-           a.node_free_whole[n] == b.node_free_whole[n] &&
-           a.node_free_milli[n] == b.node_free_milli[n] &&
-           a.node_free_slices[n] == b.node_free_slices[n];
-  };
-  if (!same_state(s_.real, o.real) || !same_state(s_.pot, o.pot)) return false;
-  const auto same_gpu = [](const GpuState& a, const GpuState& b) {
-    return a.milli == b.milli && a.mig_mask == b.mig_mask && a.media == b.media &&
-           a.counts == b.counts;
-  };
-  for (int g : e_.packer_.gpus_of_node(n)) {
-    if (!same_gpu(s_.real.gpus[g], o.real.gpus[g]) || !same_gpu(s_.pot.gpus[g], o.pot.gpus[g]) ||
-        s_.penalty[g] != o.penalty[g]) {
-      return false;
-    }
-  }
-  for (int i : e_.node_incs_[n]) {
-    if (s_.evicted[i] != o.evicted[i]) return false;
-  }
-  return true;
-}
-
-// Everything the shortcuts assume of a clean node is that its state is the original run's at
-// the same position (no search reads more of it; the per-model counters are sums over nodes),
-// so a dirty node whose state has become the original's again (a chain of displaced items
-// closed, e.g. another item of the same shape took the freed place) is clean again. The
-// original states are known at the checkpoints.
-void Engine::PaymentReplay::clean_again(std::size_t pos) {
-  const Solution& o = e_.checkpoints_[pos / static_cast<std::size_t>(e_.checkpoint_every_)];
-  std::size_t kept = 0;
-  for (int n : dirty_nodes_) {
-    if (node_as_original(o, n)) {
-      node_dirty_[n] = 0;
-    } else {
-      dirty_nodes_[kept++] = n;
-    }
-  }
-  if (kept == dirty_nodes_.size()) return;
-  dirty_nodes_.resize(kept);
-  dirty_pools_ = 0;
-  for (int n : dirty_nodes_) dirty_pools_ |= e_.node_pools_[n];
-  for (auto& g : groups_) {
-    std::fill(g.dirty.begin(), g.dirty.end(), 0);
-    g.nodes = 0;
-  }
-  for (int n : dirty_nodes_) mark_groups(n);
-}
-
 double Engine::PaymentReplay::run() {
-  const auto every = static_cast<std::size_t>(e_.checkpoint_every_);
   for (std::size_t pos = first_; pos < e_.order_.size(); ++pos) {
-    if (pos != first_ && pos % every == 0 && !dirty_nodes_.empty() && e_.payment_shortcuts_) {
-      clean_again(pos);
-    }
     if (step(pos)) break;
   }
   // After every other item: the bid sits last, down to zero.

@@ -42,11 +42,10 @@
 // the original placement when that search returns it (earlier models must lack the free
 // capacity; otherwise a full search). A gang with locality rack or zone searches only the racks
 // (zones) holding a dirty node plus its original one when that one is clean (whole groups, so
-// capacities and ties are as in the full search). At each checkpoint, dirty nodes whose state
-// is the original run's again become clean. The priced bid's last fitting placement is reused while
-// nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every model's
-// reserve cost within the interval instead keeps a witness node that holds it, found by a scan
-// in node order that never goes back (a node that cannot hold it never can again, the replay
+// capacities and ties are as in the full search). The priced bid's last fitting placement is reused
+// while nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every
+// model's reserve cost within the interval instead keeps a witness node that holds it, found by a
+// scan in node order that never goes back (a node that cannot hold it never can again, the replay
 // only adds load), and checked again only after the replay touches it. Exact, but still roughly
 // quadratic on large rounds.
 #pragma once
