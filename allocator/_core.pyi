@@ -207,9 +207,10 @@ class Engine:
     ) -> AllocationColumns:
         """Local search from ``start``; the result carries iterations, improvements, seconds."""
     def critical_payments(
-        self, alloc: AllocationColumns, threads: int = 1
+        self, alloc: AllocationColumns, threads: int = 1, shortcuts: bool = True
     ) -> npt.NDArray[np.float64]:
-        """Payment per bid (0 for losers) of any feasible allocation."""
+        """Payment per bid (0 for losers) of any feasible allocation. ``shortcuts`` False (tests
+        only): plain per-winner replays, none of the replay's shortcuts."""
     def critical_payments_of(
         self, alloc: AllocationColumns, bids: Sequence[int], time_budget: float
     ) -> npt.NDArray[np.float64]:

@@ -186,7 +186,8 @@ def main() -> int:
         "--cache",
         type=Path,
         default=None,
-        help="folder of exact critical payments per round, reused while the allocation matches",
+        help="folder of exact critical payments per round, reused while the allocation matches "
+        "(it does not know the rule: empty it after a change to critical payments)",
     )
     ap.add_argument("--rows", type=Path, default=None, help="write every winner's row (JSON)")
     args = ap.parse_args()

@@ -25,9 +25,12 @@ def _problem(seed: int, gpus: int, bids: int) -> Problem:
 
 
 def _generous(problem: Problem) -> Problem:
-    """Every bid in its own wallet that can afford anything: isolates bidders from each other."""
+    """Every bid an agent of its own, in its own wallet that can afford anything: single-minded
+    bidders, isolated from each other (no bid is another's own losing bid)."""
     total = 1e12  # far above any value the tests raise a bid to
-    bids = tuple(dataclasses.replace(b, wallet=f"own-{b.id}") for b in problem.bids)
+    bids = tuple(
+        dataclasses.replace(b, bidder=f"own-{b.id}", wallet=f"own-{b.id}") for b in problem.bids
+    )
     wallets = tuple(Wallet(f"own-{b.id}", total) for b in problem.bids)
     incumbents = tuple(dataclasses.replace(x, wallet=None) for x in problem.incumbents)
     return dataclasses.replace(problem, bids=bids, wallets=wallets, incumbents=incumbents)

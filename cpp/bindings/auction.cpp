@@ -95,11 +95,16 @@ AllocationColumns local(Engine& e, const AllocationColumns& start, double time_l
   return out;
 }
 
-F64 critical_payments(Engine& e, const AllocationColumns& alloc, int threads) {
+F64 critical_payments(Engine& e, const AllocationColumns& alloc, int threads, bool shortcuts) {
   Solution s = solution_from(e, alloc);
   std::vector<double> pay;
   {
     py::gil_scoped_release release;
+    struct Restore {  // the engine keeps its shortcuts after this call, even on an error
+      Engine& e;
+      ~Restore() { e.set_payment_shortcuts(true); }
+    } restore{e};
+    e.set_payment_shortcuts(shortcuts);
     pay = e.critical_payments(s, threads);
   }
   return to_column(pay);
@@ -150,7 +155,9 @@ void register_auction(py::module_& m) {
            py::arg("max_iterations") = -1, py::arg("patience") = 0,
            "Local search from `start`; the result carries its iterations, gains and seconds.")
       .def("critical_payments", &critical_payments, py::arg("alloc"), py::arg("threads") = 1,
-           "Payment per bid (0 for losers) of any feasible allocation.")
+           py::arg("shortcuts") = true,
+           "Payment per bid (0 for losers) of any feasible allocation. `shortcuts` false (tests "
+           "only): plain per-winner replays, none of the replay's shortcuts.")
       .def("critical_payments_of", &critical_payments_of, py::arg("alloc"), py::arg("bids"),
            py::arg("time_budget"),
            "Critical payments of the winners `bids` only, in order, until `time_budget` seconds "

@@ -1,8 +1,10 @@
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <exception>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <thread>
@@ -95,6 +97,13 @@ void insert_sorted(std::vector<int>& v, int n) {
     v.insert(std::lower_bound(v.begin(), v.end(), n), n);
 }
 
+// v becomes the sorted union of v and the sorted `add`.
+void union_sorted(std::vector<int>& v, const std::vector<int>& add, std::vector<int>& tmp) {
+  tmp.clear();
+  std::set_union(v.begin(), v.end(), add.begin(), add.end(), std::back_inserter(tmp));
+  v.swap(tmp);
+}
+
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 }  // namespace
@@ -121,6 +130,10 @@ class Engine::PaymentReplay {
   };
 
   void mark_node(int n);
+  // Marks the rack and zone of the newly dirty node n (see place_in_groups).
+  void mark_groups(int n);
+  // The nodes of the dirty racks (zones), sorted, built on demand.
+  const std::vector<int>& dirty_group_nodes(Locality loc);
   void mark_replicas(const std::vector<Replica>& reps);
   void mark_incumbent(int i);
   // The original run's win at `pos` (bid bj): its nodes, evictions and wallet differ now.
@@ -140,6 +153,7 @@ class Engine::PaymentReplay {
   bool gang_models_hopeless(const Item& it, const std::vector<Replica>& orig) const;
   bool place_gang_restricted(const Item& it);
   bool search_fast(const Item& it, bool via_runner, int runner);
+  bool place_in_groups(const Item& it, bool& won);
   void record_outcome(const Item& it, bool won, std::size_t log_before);
 
   Engine& e_;
@@ -165,7 +179,17 @@ class Engine::PaymentReplay {
   std::vector<std::uint8_t> node_dirty_, wallet_dirty_, bid_dirty_;
   std::vector<int> dirty_nodes_;   // sorted
   std::uint64_t dirty_pools_ = 0;  // pools served by some dirty node
-  std::vector<int> only_;
+  std::vector<int> only_, merge_tmp_;
+  // Per locality (0: rack, 1: zone): which racks (zones) hold a dirty node, how many nodes they
+  // hold (a node without a rack (zone) is a group of its own), and their nodes (sorted, built
+  // on demand; `stale` once the dirty set changed): see place_in_groups.
+  struct DirtyGroups {
+    std::vector<std::uint8_t> dirty;
+    std::size_t nodes = 0;
+    std::vector<int> list;
+    bool stale = true;
+  };
+  std::array<DirtyGroups, 2> groups_;
   bool b_scoped_ = false;
   // The last placement found for the bid stays valid while nothing touches its nodes or its
   // wallet; then "it still fits" needs no search.
@@ -211,6 +235,13 @@ Engine::PaymentReplay::PaymentReplay(Engine& e, const Solution& sol, int b,
   node_dirty_.assign(p_.nodes.size(), 0);
   wallet_dirty_.assign(p_.wallets.size(), 0);
   bid_dirty_.assign(p_.bids.size(), 0);
+  int racks = 0, zones = 0;
+  for (const auto& nd : p_.nodes) {
+    racks = std::max(racks, nd.rack + 1);
+    zones = std::max(zones, nd.zone + 1);
+  }
+  groups_[0].dirty.assign(static_cast<std::size_t>(racks), 0);
+  groups_[1].dirty.assign(static_cast<std::size_t>(zones), 0);
   b_scoped_ = Packer::node_scoped(a_);
   witness_ok_ = b_scoped_ && !e_.any_preemptible_;
   n_nodes_ = static_cast<int>(p_.nodes.size());
@@ -222,6 +253,41 @@ void Engine::PaymentReplay::mark_node(int n) {
   node_dirty_[n] = 1;
   dirty_pools_ |= e_.node_pools_[n];
   dirty_nodes_.insert(std::lower_bound(dirty_nodes_.begin(), dirty_nodes_.end(), n), n);
+  mark_groups(n);
+}
+
+void Engine::PaymentReplay::mark_groups(int n) {
+  for (int k = 0; k < 2; ++k) {
+    auto& g = groups_[k];
+    const int id = k == 0 ? p_.nodes[n].rack : p_.nodes[n].zone;
+    g.stale = true;
+    if (id < 0) {
+      ++g.nodes;
+    } else if (!g.dirty[id]) {
+      g.dirty[id] = 1;
+      g.nodes += e_.packer_.domain_nodes(k == 0 ? Locality::Rack : Locality::Zone, n).size();
+    }
+  }
+}
+
+const std::vector<int>& Engine::PaymentReplay::dirty_group_nodes(Locality loc) {
+  auto& g = groups_[loc == Locality::Rack ? 0 : 1];
+  if (!g.stale) return g.list;
+  g.list.clear();
+  for (int n : dirty_nodes_) {
+    const auto& members = e_.packer_.domain_nodes(loc, n);
+    if (members.empty()) {
+      g.list.push_back(n);
+    } else if (members.front() == n || !node_dirty_[members.front()]) {
+      // Each dirty group once: by its first dirty member (members and dirty_nodes_ are sorted).
+      const auto first =
+          std::find_if(members.begin(), members.end(), [&](int m) { return node_dirty_[m] != 0; });
+      if (*first == n) g.list.insert(g.list.end(), members.begin(), members.end());
+    }
+  }
+  std::sort(g.list.begin(), g.list.end());
+  g.stale = false;
+  return g.list;
 }
 
 void Engine::PaymentReplay::mark_replicas(const std::vector<Replica>& reps) {
@@ -282,6 +348,7 @@ double Engine::PaymentReplay::attempt(double low, double high,
 
 // Least value (or +inf) with which the bid wins in the current state, given the interval.
 double Engine::PaymentReplay::least_winning(double low, double high, bool exact) {
+  if (!e_.payment_shortcuts_) return attempt(low, high, nullptr);
   if (!exact && witness_ok_ && e_.max_reserve_[k_] <= low) {
     // Every model's reserve cost is covered, so any free placement wins at `low`.
     if (!holds_somewhere(high)) return kInf;
@@ -474,8 +541,61 @@ bool Engine::PaymentReplay::search_fast(const Item& it, bool via_runner, int run
   return won;
 }
 
+// A gang with locality rack or zone takes, for the first model (in candidate order) where any
+// group holds it, the first group in (free capacity, group order) that holds it; a group's
+// capacity and outcome depend on its own nodes only. A group without a dirty node (clean) is
+// as in the original run. There, every clean group failed on the models before the one used
+// and on the chosen model every group ordered before the chosen one failed; if the item did
+// not win (or won only by evicting) every group failed the free search. So, when the chosen
+// group is clean (or nothing was chosen), the free search over the dirty groups plus the chosen
+// one, whole (so that capacities and ties are as in the full search; restricted groups keep
+// their order), returns what the full free search returns. A miss there falls back to the
+// full search when something could be evicted. Returns false (full search) when the chosen
+// group is dirty, or on a large cluster (64 nodes or more) when the dirty groups hold a quarter
+// of its nodes or more (then the full search costs about as much; small clusters keep the
+// restricted search, cheap either way, so that the plain-replay tests exercise it).
+bool Engine::PaymentReplay::place_in_groups(const Item& it, bool& won) {
+  const Locality loc = it.aj->locality;
+  const auto& groups = groups_[loc == Locality::Rack ? 0 : 1];
+  if (p_.nodes.size() >= 64 && groups.nodes * 4 >= p_.nodes.size()) return false;
+  const auto& dirty = groups.dirty;
+  const std::vector<int>* restrict_to = &dirty_group_nodes(loc);
+  if (it.orig_won_here) {
+    only_ = *restrict_to;
+    for (const auto& r : e_.greedy_.placements[it.bj]) {
+      const int id = loc == Locality::Rack ? p_.nodes[r.node].rack : p_.nodes[r.node].zone;
+      if (id < 0) {
+        if (node_dirty_[r.node]) return false;
+        insert_sorted(only_, r.node);
+      } else {
+        if (dirty[id]) return false;
+        const auto& members = e_.packer_.domain_nodes(loc, r.node);
+        if (!std::binary_search(only_.begin(), only_.end(), members.front())) {
+          union_sorted(only_, members, merge_tmp_);
+        }
+      }
+    }
+    restrict_to = &only_;
+  }
+  won = false;
+  if (!restrict_to->empty()) {
+    won = e_.try_place(s_, it.j, it.aj->value, false, false, true, scratch_, nullptr, true,
+                       restrict_to);
+  }
+  if (!won && e_.any_preemptible_) {
+    won = e_.try_place(s_, it.j, it.aj->value, true, false, true, scratch_);
+  }
+  return true;
+}
+
 void Engine::PaymentReplay::replay_item(const Item& it) {
   const auto& aj = *it.aj;
+  if (!e_.payment_shortcuts_) {  // plain replay (tests): the full search, as greedy() does
+    const std::size_t log_before = s_.evict_log.size();
+    const bool won = e_.try_place(s_, it.j, aj.value, true, false, true, scratch_);
+    record_outcome(it, won, log_before);
+    return;
+  }
   const bool pools_clean = (e_.alt_pools_[it.j] & dirty_pools_) == 0;
   if (it.searched && !it.orig_won_here && pools_clean) {
     return;  // every node it could use is as in the original run, where nothing fitted
@@ -492,6 +612,11 @@ void Engine::PaymentReplay::replay_item(const Item& it) {
   if (fast && it.orig_won_here) fast = runner_keeps_fast(it, via_runner, runner);
   const std::size_t log_before = s_.evict_log.size();
   bool won = false;
+  if (it.searched && (aj.locality == Locality::Rack || aj.locality == Locality::Zone) &&
+      place_in_groups(it, won)) {
+    record_outcome(it, won, log_before);
+    return;
+  }
   if (it.searched && it.orig_won_here && !fast && aj.locality == Locality::Any && aj.replicas > 1 &&
       e_.wallet_covers(s_, it.j, aj.value) && place_gang_restricted(it)) {
     e_.commit_win(s_, it.j, scratch_);

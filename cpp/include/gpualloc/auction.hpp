@@ -40,10 +40,12 @@
 // (node CPU/memory, free units of its kind) are left out of those searches. A gang with locality
 // any whose original nodes are clean searches the dirty nodes plus its original nodes and keeps
 // the original placement when that search returns it (earlier models must lack the free
-// capacity; otherwise a full search). The priced bid's last fitting placement is reused while
-// nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every model's
-// reserve cost within the interval instead keeps a witness node that holds it, found by a scan
-// in node order that never goes back (a node that cannot hold it never can again, the replay
+// capacity; otherwise a full search). A gang with locality rack or zone searches only the racks
+// (zones) holding a dirty node plus its original one when that one is clean (whole groups, so
+// capacities and ties are as in the full search). The priced bid's last fitting placement is reused
+// while nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every
+// model's reserve cost within the interval instead keeps a witness node that holds it, found by a
+// scan in node order that never goes back (a node that cannot hold it never can again, the replay
 // only adds load), and checked again only after the replay touches it. Exact, but still roughly
 // quadratic on large rounds.
 #pragma once
@@ -145,6 +147,10 @@ class Engine {
   /// For auditing a cheaper rule on a sample of a large round's winners.
   std::vector<double> critical_payments_of(const Solution& sol, const std::vector<int>& bids,
                                            double time_budget_s);
+  /// For tests: with `on` false, critical_payments replays every item with a full search and
+  /// prices the bid with a full search at every position (none of the replay's shortcuts), so
+  /// that the shortcuts can be checked against a plain per-winner replay.
+  void set_payment_shortcuts(bool on) { payment_shortcuts_ = on; }
   /// The `los` payment of every winner of `sol` (indexed by bid; 0 for losers): read off one
   /// more pass of the greedy run (los.cpp); a winner the greedy run did not make the same way
   /// pays its bid.
@@ -273,6 +279,7 @@ class Engine {
   // yet and its wallet covered it), so its outcome is what the search found.
   std::vector<std::uint8_t> greedy_searched_;
   bool runners_done_ = false;
+  bool payment_shortcuts_ = true;  // false: plain replays (tests)
   // Per position: runners-up nodes of the winning search (runner_count_ < 0: none recorded).
   std::vector<int> runners_;
   std::vector<std::int8_t> runner_count_;

@@ -88,6 +88,14 @@ class Packer {
   [[nodiscard]] double share_fragment(int free_milli) const { return share_fragment_[free_milli]; }
 
   [[nodiscard]] const std::vector<int>& gpus_of_node(int n) const { return node_gpus_[n]; }
+  /// The nodes of node n's rack (`loc` Rack) or zone (Zone), n included, sorted; empty when n
+  /// has none (it is then a group of its own).
+  [[nodiscard]] const std::vector<int>& domain_nodes(Locality loc, int n) const {
+    static const std::vector<int> none;
+    const int id = loc == Locality::Rack ? p_.nodes[n].rack : p_.nodes[n].zone;
+    if (id < 0) return none;
+    return (loc == Locality::Rack ? rack_nodes_ : zone_nodes_)[id];
+  }
 
  private:
   struct Scratch;  // per-thread search buffers (packing.cpp)
@@ -150,6 +158,9 @@ class Packer {
   std::vector<std::vector<int>> rack_nodes_, zone_nodes_;
   // Per model: its nodes grouped by rack / zone (each group sorted).
   std::vector<std::vector<std::vector<int>>> rack_model_nodes_, zone_model_nodes_;
+  // Per model, per node: the index of its group in rack_model_nodes_ / zone_model_nodes_ (-1:
+  // the node holds no GPU of the model). Lets a restricted search bucket its nodes by group.
+  std::vector<std::vector<int>> rack_group_of_, zone_group_of_;
   std::vector<int> all_nodes_;
   std::vector<std::uint8_t> single_model_;    // node holds GPUs of one model only
   std::vector<std::uint8_t> model_alone_;     // no node of the model holds another model
