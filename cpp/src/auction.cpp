@@ -455,7 +455,7 @@ bool Engine::place_evicting(Solution& sol, int alt, double value, bool first_fit
 
 bool Engine::own_loser(int b, int other) const {
   return other != b && !p_.bidders.empty() && p_.bidders[b] == p_.bidders[other] &&
-         greedy_.alt_of_bid[other] < 0;
+         greedy_.alt_of_bid[other] < 0 && greedy_bid_searched_[other] == 0;
 }
 
 const Solution& Engine::greedy() {
@@ -464,12 +464,14 @@ const Solution& Engine::greedy() {
   greedy_rank_of_bid_.assign(p_.bids.size(), -1);
   greedy_evictions_.assign(order_.size(), {});
   greedy_searched_.assign(order_.size(), 0);
+  greedy_bid_searched_.assign(p_.bids.size(), 0);
   std::vector<Replica> reps;
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
     const int alt = order_[pos];
     const int bid = p_.alternatives[alt].bid;
     if (sol.alt_of_bid[bid] >= 0) continue;
     greedy_searched_[pos] = wallet_covers(sol, alt, p_.alternatives[alt].value) ? 1 : 0;
+    greedy_bid_searched_[bid] |= greedy_searched_[pos];
     const std::size_t log_before = sol.evict_log.size();
     if (try_place(sol, alt, p_.alternatives[alt].value, true, false, true, reps)) {
       greedy_rank_of_bid_[bid] = static_cast<int>(pos);

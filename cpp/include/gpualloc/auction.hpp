@@ -124,7 +124,8 @@ class Engine {
   /// The greedy allocation (cached after the first call).
   const Solution& greedy();
   /// Whether bid `other` is a bid of `b`'s agent (ProblemData::bidders) that lost in the greedy
-  /// run. The payment rules leave such bids out of `b`'s price: an agent's losing bids never
+  /// run for its wallet (never searched: at each of its positions the wallet could not pay).
+  /// The payment rules leave such bids out of `b`'s price: the bids an agent cannot afford never
   /// raise what its winners pay (docs/concepts.md). Call after greedy().
   [[nodiscard]] bool own_loser(int b, int other) const;
   /// Local search from `start` (never worse). Deterministic for a seed and `max_iterations`
@@ -278,6 +279,9 @@ class Engine {
   // Per position: the greedy run searched a placement for the item there (its bid had not won
   // yet and its wallet covered it), so its outcome is what the search found.
   std::vector<std::uint8_t> greedy_searched_;
+  // Per bid: whether the greedy run searched a placement for it at some position (its wallet
+  // covered that alternative then); a loser never searched lost for its wallet.
+  std::vector<std::uint8_t> greedy_bid_searched_;
   bool runners_done_ = false;
   bool payment_shortcuts_ = true;  // false: plain replays (tests)
   // Per position: runners-up nodes of the winning search (runner_count_ < 0: none recorded).
