@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -447,26 +447,30 @@ def _event_key(n: Notice) -> tuple[str, str]:
     return ns or "default", f"{name[:200]}.{digest[:12]}"
 
 
-def _our_events(core: Any) -> dict[tuple[str, str], int]:
-    """(namespace, name) -> count of every Event this allocator wrote that still exists (the
-    API server drops events after its --event-ttl, one hour by default), in pages."""
-    seen: dict[tuple[str, str], int] = {}
+def our_events(core: Any, selector: str = "") -> Iterator[dict[str, Any]]:
+    """Every Event this allocator wrote that still exists (the API server drops events after
+    its --event-ttl, one hour by default), as JSON, listed in pages; ``selector`` adds field
+    selectors (``involvedObject.kind=Pod``)."""
+    fields = f"source={EVENT_SOURCE}" + (f",{selector}" if selector else "")
     token: str | None = None
     while True:
         page = json.loads(
             core.list_event_for_all_namespaces(
-                field_selector=f"source={EVENT_SOURCE}",
-                limit=2000,
-                _continue=token,
-                _preload_content=False,
+                field_selector=fields, limit=2000, _continue=token, _preload_content=False
             ).data
         )
-        for item in page.get("items", []):
-            meta = item["metadata"]
-            seen[(meta["namespace"], meta["name"])] = int(item.get("count") or 1)
+        yield from page.get("items", [])
         token = page.get("metadata", {}).get("continue") or None
         if token is None:
-            return seen
+            return
+
+
+def _our_events(core: Any) -> dict[tuple[str, str], int]:
+    """(namespace, name) -> count of every Event this allocator wrote that still exists."""
+    return {
+        (item["metadata"]["namespace"], item["metadata"]["name"]): int(item.get("count") or 1)
+        for item in our_events(core)
+    }
 
 
 def _event(core: Any, n: Notice, seen: Mapping[tuple[str, str], int], report: ApplyReport) -> None:

@@ -10,7 +10,6 @@ nothing is written.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from typing import Any
 
 import kubernetes.client as k8s
 
-from allocator.cluster.api import EVENT_SOURCE, ROUND_PLURAL, WALLET_GROUP, WALLET_VERSION, fetch
+from allocator.cluster.api import ROUND_PLURAL, WALLET_GROUP, WALLET_VERSION, fetch, our_events
 from allocator.cluster.config import ClusterConfig
 from allocator.cluster.read import snapshot, wallet_view
 
@@ -200,26 +199,14 @@ def _newest_events(core: Any) -> dict[str, tuple[str, str, str]]:
     """``namespace/name`` of a pod -> (time, reason, message) of the newest Event the allocator
     wrote about it."""
     out: dict[str, tuple[str, str, str]] = {}
-    token: str | None = None
-    while True:
-        page = json.loads(
-            core.list_event_for_all_namespaces(
-                field_selector=f"source={EVENT_SOURCE},involvedObject.kind=Pod",
-                limit=2000,
-                _continue=token,
-                _preload_content=False,
-            ).data
-        )
-        for item in page.get("items", []):
-            obj = item.get("involvedObject") or {}
-            pod = f"{obj.get('namespace', '')}/{obj.get('name', '')}"
-            when = item.get("lastTimestamp") or item.get("firstTimestamp") or ""
-            seen = (when, str(item.get("reason", "")), str(item.get("message", "")))
-            if pod not in out or seen[0] >= out[pod][0]:
-                out[pod] = seen
-        token = page.get("metadata", {}).get("continue") or None
-        if token is None:
-            return out
+    for item in our_events(core, "involvedObject.kind=Pod"):
+        obj = item.get("involvedObject") or {}
+        pod = f"{obj.get('namespace', '')}/{obj.get('name', '')}"
+        when = item.get("lastTimestamp") or item.get("firstTimestamp") or ""
+        seen = (when, str(item.get("reason", "")), str(item.get("message", "")))
+        if pod not in out or seen[0] >= out[pod][0]:
+            out[pod] = seen
+    return out
 
 
 def status_to_dict(status: MarketStatus) -> dict[str, Any]:
