@@ -15,21 +15,15 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.cluster import api as cluster_api  # noqa: E402
 from allocator.cluster.api import apply_plan  # noqa: E402
-from allocator.cluster.options import RoundOptions  # noqa: E402
 from allocator.cluster.plan import Charge  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 G, V = "gpualloc.io", "v1alpha1"
-
-
-def _greedy(**options: Any) -> RoundOptions:
-    """A round's options, solved by greedy (fast, and the same answer every time)."""
-    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 class _Forwarding:
@@ -68,7 +62,7 @@ def test_pod_deleted_and_node_removed_between_read_and_bind(
     gpu_world.pod(core, ns, "b", 2, "10")
     gpu_world.pod(core, ns, "c", 2, "4")  # outbid: it sets the price (4 each)
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    out = loop.run_once(admin, options=_greedy(round_id="r-f1", dry_run=True))
+    out = loop.run_once(admin, options=greedy(round_id="r-f1", dry_run=True))
     assert len(out.plan.bindings) == 2
     core.delete_namespaced_pod("b", ns, grace_period_seconds=0)
     report = apply_plan(admin, out.plan)
@@ -79,7 +73,7 @@ def test_pod_deleted_and_node_removed_between_read_and_bind(
     ns2, node2 = gpu_world.cluster(admin, 2)
     gpu_world.pod(core, ns2, "c", 1, "4")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns2, node2))
-    out2 = loop.run_once(admin, options=_greedy(round_id="r-f2", dry_run=True))
+    out2 = loop.run_once(admin, options=greedy(round_id="r-f2", dry_run=True))
     core.delete_node(node2)
     report2 = apply_plan(admin, out2.plan)
     assert report2.bound == 0 and report2.problems == [f"{ns2}/c: node {node2} is gone"]
@@ -153,11 +147,11 @@ def test_api_server_restart_mid_apply_then_next_run_completes_the_round(
 
     monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", Dying)
     with pytest.raises(Exception):  # noqa: B017 (the connection error type is the client's)
-        loop.run_once(admin, options=_greedy(round_id="r-crash", record_namespace=ns))
+        loop.run_once(admin, options=greedy(round_id="r-crash", record_namespace=ns))
     control_plane_processes.start_apiserver()
     monkeypatch.setattr(cluster_api.k8s, "CoreV1Api", real_core)
 
-    nxt = loop.run_once(admin, options=_greedy(round_id="r-next", record_namespace=ns))
+    nxt = loop.run_once(admin, options=greedy(round_id="r-next", record_namespace=ns))
     assert nxt.repaired == ("r-crash",)
     pods = {p.metadata.name: p for p in core.list_namespaced_pod(ns).items}
     assert pods.pop("p4").spec.node_name is None
@@ -248,7 +242,7 @@ def test_evictions_come_first_and_a_refused_one_keeps_its_node_free(
     gpu_world.pod(core, ns, "new-1", 2, "20")
     gpu_world.pod(core, ns, "new-2", 2, "20")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, free_node, guarded_node))
-    out = loop.run_once(admin, options=_greedy(round_id="r-evict", dry_run=True))
+    out = loop.run_once(admin, options=greedy(round_id="r-evict", dry_run=True))
     assert sorted(e.pod for e in out.plan.evictions) == [f"{ns}/old-free", f"{ns}/old-guarded"]
     assert {e.node for e in out.plan.evictions} == {free_node, guarded_node}
     to_guarded = next(b.pod for b in out.plan.bindings if b.node == guarded_node)
@@ -317,7 +311,7 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     gpu_world.pod(core, ns, "new", 2, "20")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
 
-    first = loop.run_once(admin, options=_greedy(round_id="r-wait-1", eviction_wait=1.0))
+    first = loop.run_once(admin, options=greedy(round_id="r-wait-1", eviction_wait=1.0))
     assert first.report is not None and first.report.evicted == 1 and first.report.bound == 0
     assert f"{ns}/new: not bound to {node} yet: {ns}/old still terminating after 1 s" in (
         " ".join(first.report.problems)
@@ -328,7 +322,7 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     assert planned.amount > 0 and planned.pods[0][0] == f"{ns}/new"
     assert not (_wallet(admin, ns).get("status") or {}).get("ledger")  # ... but was not bound
 
-    second = loop.run_once(admin, options=_greedy(round_id="r-wait-2", eviction_wait=1.0))
+    second = loop.run_once(admin, options=greedy(round_id="r-wait-2", eviction_wait=1.0))
     (held,) = second.snapshot.problem.incumbents
     assert held.id == f"{ns}/old" and not held.preemptible
     assert second.plan.bindings == () and second.plan.evictions == ()
@@ -336,7 +330,7 @@ def test_binding_waits_for_the_evicted_pod_to_be_gone(
     # What the kubelet does once the containers have stopped: remove the pod for good.
     core.delete_namespaced_pod("old", ns, grace_period_seconds=0)
     gpu_world.gone(core, ns, "old")
-    third = loop.run_once(admin, options=_greedy(round_id="r-wait-3", eviction_wait=1.0))
+    third = loop.run_once(admin, options=greedy(round_id="r-wait-3", eviction_wait=1.0))
     assert third.report is not None and third.report.bound == 1, third.report
     assert core.read_namespaced_pod("new", ns).spec.node_name == node
     # Nothing left to evict and no rival: its critical price is now the reserve, 0.
@@ -373,7 +367,7 @@ def test_bindings_needing_no_evicted_room_do_not_wait(
 
     monkeypatch.setattr(cluster_api, "_bind", timed_bind)
     start = time.monotonic()
-    out = loop.run_once(admin, options=_greedy(round_id="r-split", eviction_wait=3.0))
+    out = loop.run_once(admin, options=greedy(round_id="r-split", eviction_wait=3.0))
     took = time.monotonic() - start
     assert out.report is not None and out.report.evicted == 1 and out.report.bound == 1
     assert {b.pod: b.node for b in out.plan.bindings} == {

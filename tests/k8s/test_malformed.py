@@ -14,19 +14,13 @@ import pytest
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 import allocator.cluster.loop as loop  # noqa: E402
-from allocator.cluster.options import RoundOptions  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 G, V = "gpualloc.io", "v1alpha1"
 WALLETS = "wallets.gpualloc.io"
-
-
-def _greedy(**options: Any) -> RoundOptions:
-    """A round's options, solved by greedy (fast, and the same answer every time)."""
-    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def _schema_takes(custom: Any, ns: str, spec: dict[str, Any]) -> bool:
@@ -113,7 +107,7 @@ def test_malformed_wallet_and_bids_become_events_on_them(
     gpu_world.pod(core, ns, "no-wallet", 1, "5", wallet="nope")
     gpu_world.pod(core, ns, "broke-wallet", 1, "5", wallet="broke")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    out = loop.run_once(admin, options=_greedy(round_id="r-malformed"))
+    out = loop.run_once(admin, options=greedy(round_id="r-malformed"))
     assert out.report is not None and out.report.bound == 1 and out.report.problems == []
     assert core.read_namespaced_pod("good", ns).spec.node_name == node
 

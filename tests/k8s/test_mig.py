@@ -15,21 +15,15 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.cluster.api import create_wallet  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
-from allocator.cluster.options import RoundOptions  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
 ONE, THREE = "nvidia.com/mig-1g.10gb", "nvidia.com/mig-3g.40gb"
-
-
-def _greedy(**options: Any) -> RoundOptions:
-    """A round's options, solved by greedy (fast, and the same answer every time)."""
-    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def _mixed_node(
@@ -126,7 +120,7 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
     _pod(core, ns, "both", {ONE: 1, "nvidia.com/gpu": 1}, "3")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node_a, node_b, bad_node))
 
-    out = run_once(admin, options=_greedy(round_id="r-mig-1"))
+    out = run_once(admin, options=greedy(round_id="r-mig-1"))
     assert {(s.kind, s.name, s.field) for s in out.snapshot.skipped} == {
         ("Node", bad_node, "status.allocatable[nvidia.com/mig-1g.5gb]"),
         ("Pod", f"{ns}/both", "spec.containers[].resources"),
@@ -165,7 +159,7 @@ def test_mig_round_binds_instances_and_counts_them_next_round(
 
     _pod(core, ns, "late-high", {ONE: 1}, "1")
     _pod(core, ns, "late-low", {ONE: 1}, "0.5")
-    again = run_once(admin, options=_greedy(round_id="r-mig-2"))
+    again = run_once(admin, options=greedy(round_id="r-mig-2"))
     assert {s.name for s in again.snapshot.skipped} == {bad_node, f"{ns}/both"}
     assert {i.id for i in again.snapshot.problem.incumbents} == {
         f"{ns}/{name}" for name in ("theirs", "pair-high", "three", "gpu-high", "one")

@@ -33,11 +33,10 @@ from allocator.cluster.mig import (  # noqa: E402
     LAYOUT_ANNOTATION,
     PENDING_ANNOTATION,
 )
-from allocator.cluster.options import RoundOptions  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "harness"))
 from migmanager import STATE, MigManagerStandIn  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 pytestmark = pytest.mark.k8s
 
@@ -49,10 +48,6 @@ def admin_client(api_client: Any, control_plane: Any) -> Any:
 
 ONE, SEVEN = "nvidia.com/mig-1g.10gb", "nvidia.com/mig-7g.80gb"
 CONFIG_MAP = "mig-parted-config"
-
-
-def _options(round_id: str) -> RoundOptions:
-    return RoundOptions(solve=SolveParams(solver="greedy"), round_id=round_id)
 
 
 def _config(ns: str) -> ClusterConfig:
@@ -135,7 +130,7 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
     cfg = _config(ns)
     with MigManagerStandIn(admin, ns, CONFIG_MAP, [node], delay={node: 3.0}) as manager:
-        first = run_once(admin, cfg, _options("r-migplan-1"))
+        first = run_once(admin, cfg, greedy(round_id="r-migplan-1"))
         assert [x.recarved for x in first.result.layouts] == [True, True]
         assert first.plan.bindings == () and _bound(core, ns) == {}
         meta = core.read_node(node).metadata
@@ -151,12 +146,12 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
             "pending state",
             lambda: core.read_node(node).metadata.labels.get(STATE) == "pending",
         )
-        second = run_once(admin, cfg, _options("r-migplan-2"))  # the change is still pending
+        second = run_once(admin, cfg, greedy(round_id="r-migplan-2"))  # the change is still pending
         assert second.snapshot.problem.node(node).gpus == ()
         assert second.plan.bindings == () and _bound(core, ns) == {}
         _wait("success", lambda: manager.applied[node])
         done_at = manager.applied[node][-1][1]
-        third = run_once(admin, cfg, _options("r-migplan-3"))
+        third = run_once(admin, cfg, greedy(round_id="r-migplan-3"))
     assert manager.errors == []
     assert time.monotonic() > done_at and len(third.plan.bindings) == 10
     bound = _bound(core, ns)
@@ -175,7 +170,7 @@ def test_idle_all_7g_node_is_recarved_to_1g_and_pods_bound_after_success(
     assert config in cm.data["config.yaml"] and "1g.10gb" in cm.data["config.yaml"]
     # Within the hold time the node keeps its layout: a 7g pod now loses, no new change.
     _pod(core, ns, "train", SEVEN, "50")
-    fourth = run_once(admin, cfg, _options("r-migplan-4"))
+    fourth = run_once(admin, cfg, greedy(round_id="r-migplan-4"))
     assert core.read_node(node).metadata.labels[CONFIG_LABEL] == config
     assert fourth.result.layouts == () and "train" not in _bound(core, ns)
 
@@ -192,10 +187,10 @@ def test_a_failed_reconfiguration_binds_nothing_and_is_reported(
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
     cfg = _config(ns)
     with MigManagerStandIn(admin, ns, CONFIG_MAP, [node], fail=frozenset({node})) as manager:
-        first = run_once(admin, cfg, _options("r-migfail-1"))
+        first = run_once(admin, cfg, greedy(round_id="r-migfail-1"))
         assert any(x.recarved for x in first.result.layouts)
         _wait("failure", lambda: manager.failed)
-        second = run_once(admin, cfg, _options("r-migfail-2"))
+        second = run_once(admin, cfg, greedy(round_id="r-migfail-2"))
     assert manager.errors == []
     assert second.plan.bindings == () and _bound(core, ns) == {}
     failed = [n for n in second.plan.notices if n.reason == "MigLayoutFailed"]
@@ -224,7 +219,7 @@ def test_a_node_with_a_running_pod_is_never_recarved(
     for i in range(7):
         _pod(core, ns, f"infer-{i}", ONE, "50")
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    out = run_once(admin, _config(ns), _options("r-migbusy-1"))
+    out = run_once(admin, _config(ns), greedy(round_id="r-migbusy-1"))
     assert out.result.layouts == ()
     labels = core.read_node(node).metadata.labels
     assert labels[CONFIG_LABEL] == "all-7g.80gb"

@@ -15,6 +15,7 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 from allocator.cli import main  # noqa: E402
 from allocator.cluster import api as cluster_api  # noqa: E402
@@ -25,11 +26,6 @@ from allocator.cluster.plan import Binding, Plan  # noqa: E402
 from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
-
-
-def _greedy(**options: Any) -> RoundOptions:
-    """A round's options, solved by greedy (fast, and the same answer every time)."""
-    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def test_round_binds_winners_and_charges_once(
@@ -49,11 +45,11 @@ def test_round_binds_winners_and_charges_once(
     import allocator.cluster.loop as loop
 
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    dry = run_once(admin, options=_greedy(round_id="r-dry", dry_run=True))
+    dry = run_once(admin, options=greedy(round_id="r-dry", dry_run=True))
     assert dry.report is None and len(dry.plan.bindings) == 1
     assert core.read_namespaced_pod("high", ns).spec.node_name is None  # nothing written
 
-    out = run_once(admin, options=_greedy(round_id="r-1"))
+    out = run_once(admin, options=greedy(round_id="r-1"))
     assert out.report is not None and out.report.bound == 1 and out.report.problems == []
     pod = core.read_namespaced_pod("high", ns)
     assert pod.spec.node_name == node
@@ -86,7 +82,7 @@ def test_round_binds_winners_and_charges_once(
     (lost,) = events_of("low")
     assert lost.count == 2 and lost.reason in ("DoesNotFit", "Outbid")
     assert lost.source.component == "gpu-allocator" and lost.type == "Warning"
-    later = run_once(admin, options=_greedy(round_id="r-2"))
+    later = run_once(admin, options=greedy(round_id="r-2"))
     assert later.report is not None and later.report.problems == []
     (lost,) = events_of("low")
     assert lost.count == 3 and "r-2" in lost.message, lost.message
@@ -188,7 +184,7 @@ def test_old_applied_rounds_are_pruned_and_unfinished_ones_kept(
 
     for i in range(3):
         gpu_world.pod(core, ns, f"p{i}", 1, "5")
-        options = _greedy(round_id=f"r-{i}", record_namespace=ns, keep_rounds=2)
+        options = greedy(round_id=f"r-{i}", record_namespace=ns, keep_rounds=2)
         out = run_once(admin, options=options)
         assert out.report is not None and out.report.bound == 1
         time.sleep(1.1)  # creation times have one-second resolution
@@ -240,7 +236,7 @@ def test_wallet_income_arrives_every_period(
     import allocator.cluster.loop as loop
 
     monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
-    early = run_once(admin, options=_greedy(round_id="r-income-1", dry_run=True))
+    early = run_once(admin, options=greedy(round_id="r-income-1", dry_run=True))
     (loss,) = early.result.losers
     assert loss.reason == "over_budget", loss
     created = custom.get_namespaced_custom_object(
@@ -248,7 +244,7 @@ def test_wallet_income_arrives_every_period(
     )["metadata"]["creationTimestamp"]
     born = datetime.fromisoformat(created.replace("Z", "+00:00"))
     time.sleep(max(0.0, (born - datetime.now(UTC)).total_seconds() + 3.2))
-    later = run_once(admin, options=_greedy(round_id="r-income-2"))
+    later = run_once(admin, options=greedy(round_id="r-income-2"))
     assert later.report is not None and later.report.bound == 1, later.result.losers
     assert core.read_namespaced_pod("want", ns).spec.node_name == node
 

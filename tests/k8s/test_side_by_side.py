@@ -17,21 +17,15 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 import allocator.cluster.loop as loop  # noqa: E402
 from allocator.cluster.api import create_wallet  # noqa: E402
-from allocator.cluster.options import RoundOptions  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 GPU = "nvidia.com/gpu"
 NODES, GPUS_PER_NODE = 2, 4
 RESEARCH, RESEARCH_GPUS, INFERENCE = 4, 2, 4
-
-
-def _greedy(**options: Any) -> RoundOptions:
-    """A round's options, solved by greedy (fast, and the same answer every time)."""
-    return RoundOptions(solve=SolveParams(solver="greedy"), **options)
 
 
 def _pod(name: str, gpus: int, scheduler: str, copy: str, ann: dict[str, str]) -> dict[str, Any]:
@@ -123,14 +117,14 @@ def test_default_scheduler_and_allocator_side_by_side(
         core.create_namespaced_pod(
             ns, _pod(f"research-{i}", RESEARCH_GPUS, "gpu-allocator", ns, research_bid)
         )
-    first = loop.run_once(admin, options=_greedy(round_id=f"r1-{tag}"))
+    first = loop.run_once(admin, options=greedy(round_id=f"r1-{tag}"))
     assert first.report is not None and first.report.bound == RESEARCH, first.report
     inference_bid = {"gpualloc.io/bid": "10", "gpualloc.io/wallet": "inference"}
     for i in range(INFERENCE):
         core.create_namespaced_pod(
             ns, _pod(f"inference-{i}", 1, "gpu-allocator", ns, inference_bid)
         )
-    second = loop.run_once(admin, options=_greedy(round_id=f"r2-{tag}"))  # kwok finishes evictions
+    second = loop.run_once(admin, options=greedy(round_id=f"r2-{tag}"))  # kwok finishes evictions
     assert second.report is not None and second.report.problems == [], second.report.problems
     alloc_inference = len(_placed(core, ns, "inference"))
     alloc_gpus = _gpus(_placed(core, ns, ""))

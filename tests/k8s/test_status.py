@@ -13,11 +13,10 @@ import pytest
 
 kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not installed")
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
+from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
 from allocator.cli import main  # noqa: E402
 from allocator.cluster.loop import run_once  # noqa: E402
-from allocator.cluster.options import RoundOptions  # noqa: E402
-from allocator.solvers import SolveParams  # noqa: E402
 
 pytestmark = pytest.mark.k8s
 
@@ -42,7 +41,7 @@ def test_status_shows_the_rounds_made_prices_wallets_and_pending_bids(
     monkeypatch.setattr(status, "fetch", view)
     gpu_world.pod(core, ns, "high", 3, "30")
     gpu_world.pod(core, ns, "low", 3, "12")
-    options = RoundOptions(solve=SolveParams(solver="greedy"), record_namespace=ns)
+    options = greedy(record_namespace=ns)
     first = run_once(admin, options=options.replace(round_id="r-1"))
     gpu_world.pod(core, ns, "small", 1, "5")
     second = run_once(admin, options=options.replace(round_id="r-2"))
