@@ -204,19 +204,24 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   };
   std::vector<Replica> trial, elsewhere;
   // Whether an item the run did not search has room as the run stands. The pass only fills the
-  // cluster (evictions aside), so per shape of item: the highest value at which one had none
-  // since the last eviction (none now at that value or below), and the last placement found
-  // with its value (still there at that value or above while no win has touched its nodes).
+  // cluster (evictions aside), so per shape of item (alternatives with the same demands share
+  // one) and per usable (model, profile) of it: whether it had none since the last eviction
+  // (none now either), and the last placement found (still there while no win has touched its
+  // nodes; once one has, it is looked for on those nodes first). The item has room if one of
+  // the candidates its value covers has (as try_place's first-fit search would find).
   struct Room {
-    double none = -1.0;
-    double found = -1.0;
-    std::size_t at = 0;  // the position that found it
-    std::vector<int> nodes;
+    bool none = false;
+    bool found = false;
+    std::size_t at = 0;      // the position that found it
+    std::vector<int> nodes;  // sorted, distinct
   };
-  std::map<std::vector<std::int64_t>, Room> rooms;
+  std::vector<int> shape_of(p_.alternatives.size(), -1);
+  std::map<std::vector<std::int64_t>, int> shapes;
+  std::vector<std::vector<Room>> rooms;  // per shape: per candidate of its alternatives
   std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
   std::vector<std::int64_t> shape;
-  const auto has_room = [&](int alt, double value, std::size_t pos) {
+  const auto shape_id = [&](int alt) {
+    if (shape_of[alt] >= 0) return shape_of[alt];
     const auto& a = p_.alternatives[alt];
     shape.assign({static_cast<std::int64_t>(alt_pools_[alt]), static_cast<std::int64_t>(a.kind),
                   a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib,
@@ -225,21 +230,43 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     shape.insert(shape.end(), a.models.begin(), a.models.end());
     shape.push_back(-1);
     shape.insert(shape.end(), a.profiles.begin(), a.profiles.end());
-    Room& r = rooms[shape];
-    if (value <= r.none) return false;
-    if (r.found >= 0.0 && value >= r.found &&
-        std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; })) {
-      return true;
-    }
-    if (!try_place(s, alt, value, false, true, false, trial, nullptr, false)) {
-      r.none = std::max(r.none, value);
-      return false;
-    }
-    r.found = value;
+    const auto [it, added] = shapes.emplace(shape, static_cast<int>(rooms.size()));
+    if (added) rooms.emplace_back(cands_[alt].size());
+    return shape_of[alt] = it->second;
+  };
+  const auto found_at = [&](Room& r, std::size_t pos) {
+    r.found = true;
     r.at = pos;
     r.nodes.clear();
     for (const auto& rep : trial) r.nodes.push_back(rep.node);
-    return true;
+    std::sort(r.nodes.begin(), r.nodes.end());
+    r.nodes.erase(std::unique(r.nodes.begin(), r.nodes.end()), r.nodes.end());
+  };
+  const auto has_room = [&](int alt, double value, std::size_t pos) {
+    const auto& a = p_.alternatives[alt];
+    auto& per_cand = rooms[static_cast<std::size_t>(shape_id(alt))];
+    for (std::size_t j = 0; j < cands_[alt].size(); ++j) {
+      const auto& c = cands_[alt][j];
+      Room& r = per_cand[j];
+      if (r.none || !covers(value, c.reserve_cost)) continue;
+      if (r.found) {
+        if (std::all_of(r.nodes.begin(), r.nodes.end(),
+                        [&](int n) { return touched[n] <= r.at; })) {
+          return true;
+        }
+        if (packer_.find(s.real, a, c.model, c.profile, nullptr, true, trial, &r.nodes)) {
+          found_at(r, pos);
+          return true;
+        }
+      }
+      if (packer_.find(s.real, a, c.model, c.profile, nullptr, true, trial)) {
+        found_at(r, pos);
+        return true;
+      }
+      r.none = true;
+      r.found = false;
+    }
+    return false;
   };
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
@@ -300,7 +327,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     // The run's own outcome at this position, repeated from its record (no search).
     const bool won = greedy_rank_of_bid_[bid] == static_cast<int>(pos);
     if (won) {
-      if (!greedy_evictions_[pos].empty()) rooms.clear();
+      if (!greedy_evictions_[pos].empty()) {
+        for (auto& per_cand : rooms) std::fill(per_cand.begin(), per_cand.end(), Room{});
+      }
       for (int i : greedy_evictions_[pos]) {
         evict(s, i);
         for (const auto& r : p_.incumbents[i].placements) update_potential(r.node);
