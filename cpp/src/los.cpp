@@ -183,6 +183,22 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       } else if (a.kind == UnitKind::Share && a.milli > 0) {
         fit = std::min<std::int64_t>(
             fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k]) / a.milli);
+        // Shares fit per GPU: whole shares in each shared GPU's free milli once `b`'s
+        // replicas there are freed (all on one GPU for locality gpu).
+        std::int64_t shares = 0;
+        for (int gpu : packer_.gpus_of_node(n)) {
+          if (fit <= 0 || p_.gpus[gpu].mode != GpuMode::Shared) continue;
+          std::int64_t used = s.real.gpus[gpu].milli;
+          for (const auto& r : s.placements[b]) {
+            if (r.node != n || std::find(r.gpus.begin(), r.gpus.end(), gpu) == r.gpus.end()) {
+              continue;
+            }
+            used -= r.kind == UnitKind::Share ? r.milli : r.kind == UnitKind::Whole ? 1000 : 0;
+          }
+          const std::int64_t here = (1000 - used) / a.milli;
+          shares = a.locality == Locality::Gpu ? std::max(shares, here) : shares + here;
+        }
+        fit = std::min(fit, shares);
       }
       if (fit <= 0) continue;
       if (one_node ? fit >= a.replicas : (total += fit) >= a.replicas) return true;
