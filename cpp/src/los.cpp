@@ -321,29 +321,33 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
     return nullptr;
   };
-  // Whether open winner `b`, with the blocked item `alt` placed in its room (`trial`), still
-  // finds room (first fit, no evictions): then the item does not block it, as without `b` the
-  // item would win there and `b` still win below it. Room for its shape off its own nodes as
-  // the run stands is still there then; a shape that must sit on one node and has room nowhere
-  // as the run stands can only find it on its own nodes.
-  const auto finds_room = [&](int b, int alt, std::size_t pos) {
+  // Whether the blocked item `alt` blocks open winner `b`: `b`'s nodes, freed of it, hold the
+  // item (no evictions, the wallets as they stand), and with the item there `b` finds room
+  // nowhere else (first fit, no evictions): one that still does would win below the item
+  // without taking its room. Room for `b`'s shape off its own nodes as the run stands is still
+  // there then (no trial needed); a shape that must sit on one node and has room nowhere as the
+  // run stands can only find it on its own nodes.
+  const auto blocks = [&](int b, int alt, double value, std::size_t pos) {
     const Open& o = open[b];
     const auto& ao = p_.alternatives[o.alt];
     const Room* r = room_at(o.alt, ao.value, pos);
     if (r != nullptr && std::none_of(r->nodes.begin(), r->nodes.end(), [&](int n) {
           return std::binary_search(o.nodes.begin(), o.nodes.end(), n);
         })) {
-      return true;
+      return false;
     }
     const bool own_nodes_only = r == nullptr && (ao.replicas == 1 || on_one_node(ao));
     std::vector<Replica> saved = s.placements[b];
     remove_win(s, b);
-    commit_win(s, alt, trial);
-    const bool found = try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false,
-                                 own_nodes_only ? &o.nodes : nullptr);
-    remove_win(s, p_.alternatives[alt].bid);
+    bool blocked = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+    if (blocked) {
+      commit_win(s, alt, trial);
+      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false,
+                           own_nodes_only ? &o.nodes : nullptr);
+      remove_win(s, p_.alternatives[alt].bid);
+    }
     commit_win(s, o.alt, std::move(saved));
-    return found;
+    return blocked;
   };
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
@@ -380,12 +384,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
             !may_fit(b, alt)) {
           continue;
         }
-        const Open& o = open[b];
-        std::vector<Replica> saved = s.placements[b];
-        remove_win(s, b);
-        bool fits = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
-        commit_win(s, o.alt, std::move(saved));
-        if (fits && !finds_room(b, alt, pos)) {
+        if (blocks(b, alt, value, pos)) {
           threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
           close(b);
         }
