@@ -234,12 +234,13 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   // the cluster (evictions aside), and the search reads only a usable (model, profile) and the
   // demands (kind, locality, units per replica, replicas, CPU, memory), so per class of those
   // (a candidate with its kind and locality) and per demands seen: whether it had no room since
-  // the last eviction (none now either, nor for larger demands), and the last placement found
-  // (still there, also for smaller demands, while no win has touched its nodes; once one has,
-  // it is looked for on those nodes first). The item has room if one of the candidates its
+  // the last eviction (none now either, nor for larger demands: the search is first fit over
+  // every node, so a demand no larger than one that fits finds room), and the last placement
+  // found (still there, also for smaller demands, while no win has touched its nodes; once one
+  // has, it is looked for on those nodes first). The item has room if one of the candidates its
   // value covers has (as try_place's first-fit search would find).
-  using Need =
-      std::array<std::int64_t, 5>;  // units per replica (GPUs, milli), replicas, CPU, memory
+  // Demands: units per replica (GPUs, milli), replicas, CPU, memory per replica.
+  using Need = std::array<std::int64_t, 5>;
   struct Room {
     Need need{};
     bool none = false;
