@@ -124,3 +124,29 @@ def test_a_gang_that_can_spread_is_not_blocked_by_an_item_in_its_room() -> None:
     assert "x" not in los
     assert exact["g"] == pytest.approx(0.0)
     assert los["g"] == pytest.approx(exact["g"], abs=1e-9)
+
+
+def test_a_winner_with_room_elsewhere_is_not_blocked_by_an_item_in_its_room() -> None:
+    """b (one GPU of any model) wins on n0's A100s, the smaller model; c (H100 only) takes one of
+    n1's H100s, so x (two A100s on one node) loses with one A100 free on n0. x would fit on n0
+    freed of b, but b would still fit on n1's free H100: without b, x wins on n0 and b still
+    wins below it, down to zero (critical pays 0). The rule used to charge b x's value."""
+    nodes = (
+        Node("n0", 64000, 512000, gpus=(Gpu(0, "A100-40GB"), Gpu(1, "A100-40GB"))),
+        Node("n1", 64000, 512000, gpus=(Gpu(0, "H100"), Gpu(1, "H100"))),
+    )
+    bids = (
+        Bid("b", "b", "w", (Alternative(10, Unit("whole")),)),
+        Bid("c", "c", "w", (Alternative(5, Unit("whole"), models=("H100",)),)),
+        Bid(
+            "x",
+            "x",
+            "w",
+            (Alternative(8, Unit("whole", gpus=2), models=("A100-40GB",), locality="node"),),
+        ),
+    )
+    problem = Problem(nodes, (Wallet("w", 1e9),), bids)
+    exact, los = _payments(problem, "critical"), _payments(problem, "los")
+    assert set(los) == {"b", "c"}
+    assert exact["b"] == pytest.approx(0.0)
+    assert los["b"] == pytest.approx(exact["b"], abs=1e-9)

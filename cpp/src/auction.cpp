@@ -356,14 +356,9 @@ bool Engine::wallet_covers(const Solution& sol, int alt, double value) const {
   return !(sol.wallet_spent[w] + value > p_.wallets[w] + kEps * std::max(1.0, p_.wallets[w]));
 }
 
-namespace {
-
-// Whether `value` covers the candidate model's reserve cost.
-bool covers(double value, double reserve_cost) {
+bool Engine::covers(double value, double reserve_cost) {
   return value + kEps * std::max(1.0, value) >= reserve_cost;
 }
-
-}  // namespace
 
 bool Engine::try_place(Solution& sol, int alt, double value, bool allow_evict, bool first_fit,
                        bool commit, std::vector<Replica>& out, double* least_value,

@@ -8,10 +8,11 @@
 // winner still unpriced whose pools meet the item's is freed for a moment and the item tried on
 // that winner's nodes only (no evictions, the wallets as they stand): the first such item that
 // fits there is the first bid the winner blocked, and the winner's threshold is that item's
-// score times the winner's size^alpha (the least value that still outranks it); a gang that may
-// spread over nodes (locality any, rack or zone) is blocked there only if, with that item in its
-// room, it finds room nowhere else either (first fit, no evictions). Winners never
-// priced that way pay their reserve. Payment = min(bid, max(reserve of the model used,
+// score times the winner's size^alpha (the least value that still outranks it), provided that,
+// with that item in its room, the winner finds room nowhere else (first fit, no evictions): one
+// that still does would win below the item without taking its room (a gang spreading over other
+// nodes, a replica on a free GPU of another model or node). Winners never priced that way pay
+// their reserve. Payment = min(bid, max(reserve of the model used,
 // threshold)). A winner of another allocation (local search, CP-SAT) that the greedy run did not
 // make with the same alternative and placement pays its bid.
 //
@@ -80,12 +81,20 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   };
   std::vector<Open> open(p_.bids.size());
   std::vector<std::uint8_t> is_open(p_.bids.size(), 0);
-  // Per wallet: its winners of the pass not yet priced by a bid their spending blocked.
-  std::vector<std::vector<int>> wallet_open(p_.wallets.size());
+  // Per wallet: its winners of the pass not yet priced by a bid their spending blocked, with what
+  // the wallet's side below reads of each, side by side (it visits them all at each of the
+  // wallet's items).
+  struct WalletOpen {
+    int bid = -1;
+    double value = 0.0;  // of its alternative: back in the wallet without it
+    double size = 0.0;   // its size^alpha
+    double floor = 0.0;  // its reserve
+    double extra = 0.0;  // see the wallet's side below
+    // The bids of its wallet that win without it where the run had them lose.
+    std::vector<int> won;
+  };
+  std::vector<std::vector<WalletOpen>> wallet_open(p_.wallets.size());
   std::vector<double> threshold(p_.bids.size(), 0.0);
-  std::vector<double> extra(p_.bids.size(), 0.0);  // per open winner: see the wallet's side below
-  // Per open winner: the bids of its wallet that win without it where the run had them lose.
-  std::vector<std::vector<int>> extra_bids(p_.bids.size());
   Solution s = initial();
   // Which open winners a blocked item may fit in once freed. Per node: its open winners with
   // the GPUs each uses there, and its potential per unit kind: its free units of the kind plus
@@ -126,6 +135,11 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     }
   };
   for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) update_potential(n);
+  // Whether all of an alternative's replicas must share one node.
+  const auto on_one_node = [](const AlternativeData& a) {
+    return a.locality == Locality::Gpu || a.locality == Locality::Nvlink ||
+           a.locality == Locality::Node;
+  };
   // Units of the item's kind one node must have free for it at least: one replica's (MIG: the
   // smallest profile it may use), all of them for a gang that must share one node.
   const auto need_of = [&](int alt) -> std::int64_t {
@@ -139,9 +153,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         }
       }
     }
-    const bool one_node = a.locality == Locality::Gpu || a.locality == Locality::Nvlink ||
-                          a.locality == Locality::Node;
-    return one_node ? need * a.replicas : need;
+    return on_one_node(a) ? need * a.replicas : need;
   };
   // Whether freeing open winner `b` may let `alt` fit on its nodes: per node of its pools, the
   // replicas its free units plus every GPU `b` uses there taken as freed whole, and its CPU and
@@ -151,8 +163,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     const Open& o = open[b];
     const auto& a = p_.alternatives[alt];
     const auto& ao = p_.alternatives[o.alt];
-    const bool one_node = a.locality == Locality::Gpu || a.locality == Locality::Nvlink ||
-                          a.locality == Locality::Node;
+    const bool one_node = on_one_node(a);
     std::int64_t total = 0;
     for (std::size_t k = 0; k < o.nodes.size(); ++k) {
       const int n = o.nodes[k];
@@ -172,6 +183,22 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       } else if (a.kind == UnitKind::Share && a.milli > 0) {
         fit = std::min<std::int64_t>(
             fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k]) / a.milli);
+        // Shares fit per GPU: whole shares in each shared GPU's free milli once `b`'s
+        // replicas there are freed (all on one GPU for locality gpu).
+        std::int64_t shares = 0;
+        for (int gpu : packer_.gpus_of_node(n)) {
+          if (fit <= 0 || p_.gpus[gpu].mode != GpuMode::Shared) continue;
+          std::int64_t used = s.real.gpus[gpu].milli;
+          for (const auto& r : s.placements[b]) {
+            if (r.node != n || std::find(r.gpus.begin(), r.gpus.end(), gpu) == r.gpus.end()) {
+              continue;
+            }
+            used -= r.kind == UnitKind::Share ? r.milli : r.kind == UnitKind::Whole ? 1000 : 0;
+          }
+          const std::int64_t here = (1000 - used) / a.milli;
+          shares = a.locality == Locality::Gpu ? std::max(shares, here) : shares + here;
+        }
+        fit = std::min(fit, shares);
       }
       if (fit <= 0) continue;
       if (one_node ? fit >= a.replicas : (total += fit) >= a.replicas) return true;
@@ -203,43 +230,125 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     open[b] = Open{};
   };
   std::vector<Replica> trial, elsewhere;
-  // Whether an item the run did not search has room as the run stands. The pass only fills the
-  // cluster (evictions aside), so per shape of item: the highest value at which one had none
-  // since the last eviction (none now at that value or below), and the last placement found
-  // with its value (still there at that value or above while no win has touched its nodes).
+  // Whether an item has room as the run stands (first fit, no evictions). The pass only fills
+  // the cluster (evictions aside), and the search reads only a usable (model, profile) and the
+  // demands (kind, locality, units per replica, replicas, CPU, memory), so per class of those
+  // (a candidate with its kind and locality) and per demands seen: whether it had no room since
+  // the last eviction (none now either, nor for larger demands: the search is first fit over
+  // every node, so a demand no larger than one that fits finds room), and the last placement
+  // found (still there, also for smaller demands, while no win has touched its nodes; once one
+  // has, it is looked for on those nodes first). The item has room if one of the candidates its
+  // value covers has (as try_place's first-fit search would find).
+  // Demands: units per replica (GPUs, milli), replicas, CPU, memory per replica.
+  using Need = std::array<std::int64_t, 5>;
   struct Room {
-    double none = -1.0;
-    double found = -1.0;
-    std::size_t at = 0;  // the position that found it
-    std::vector<int> nodes;
+    Need need{};
+    bool none = false;
+    bool found = false;
+    std::size_t at = 0;      // the position that found it
+    std::vector<int> nodes;  // sorted, distinct
   };
-  std::map<std::vector<std::int64_t>, Room> rooms;
+  std::map<std::array<int, 4>, int> classes;  // (model, profile, kind, locality) -> index
+  std::vector<std::vector<Room>> rooms;       // per class: per demands seen
+  std::vector<std::vector<int>> class_of(p_.alternatives.size());  // per alt: per candidate
   std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
-  std::vector<std::int64_t> shape;
-  const auto has_room = [&](int alt, double value, std::size_t pos) {
-    const auto& a = p_.alternatives[alt];
-    shape.assign({static_cast<std::int64_t>(alt_pools_[alt]), static_cast<std::int64_t>(a.kind),
-                  a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib,
-                  static_cast<std::int64_t>(a.locality),
-                  static_cast<std::int64_t>(std::llround(a.min_gpu_memory_gb * 1000))});
-    shape.insert(shape.end(), a.models.begin(), a.models.end());
-    shape.push_back(-1);
-    shape.insert(shape.end(), a.profiles.begin(), a.profiles.end());
-    Room& r = rooms[shape];
-    if (value <= r.none) return false;
-    if (r.found >= 0.0 && value >= r.found &&
-        std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; })) {
-      return true;
+  const auto class_ids = [&](int alt) -> const std::vector<int>& {
+    auto& ids = class_of[alt];
+    if (ids.empty() && !cands_[alt].empty()) {
+      const auto& a = p_.alternatives[alt];
+      for (const auto& c : cands_[alt]) {
+        const std::array<int, 4> key{c.model, c.profile, static_cast<int>(a.kind),
+                                     static_cast<int>(a.locality)};
+        const auto [it, added] = classes.emplace(key, static_cast<int>(rooms.size()));
+        if (added) rooms.emplace_back();
+        ids.push_back(it->second);
+      }
     }
-    if (!try_place(s, alt, value, false, true, false, trial, nullptr, false)) {
-      r.none = std::max(r.none, value);
-      return false;
+    return ids;
+  };
+  const auto within = [](const Need& x, const Need& y) {  // x needs no more than y of anything
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      if (x[i] > y[i]) return false;
     }
-    r.found = value;
+    return true;
+  };
+  std::vector<Replica> probe;
+  const auto found_at = [&](Room& r, std::size_t pos) {
+    r.found = true;
     r.at = pos;
     r.nodes.clear();
-    for (const auto& rep : trial) r.nodes.push_back(rep.node);
-    return true;
+    for (const auto& rep : probe) r.nodes.push_back(rep.node);
+    std::sort(r.nodes.begin(), r.nodes.end());
+    r.nodes.erase(std::unique(r.nodes.begin(), r.nodes.end()), r.nodes.end());
+  };
+  const auto untouched = [&](const Room& r) {
+    return std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; });
+  };
+  // The room (with its placement) of a candidate that `alt` has at `value`, or none.
+  const auto room_at = [&](int alt, double value, std::size_t pos) -> const Room* {
+    const auto& a = p_.alternatives[alt];
+    const Need need{a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib};
+    const auto& ids = class_ids(alt);
+    for (std::size_t j = 0; j < cands_[alt].size(); ++j) {
+      const auto& c = cands_[alt][j];
+      if (!covers(value, c.reserve_cost)) continue;
+      auto& known = rooms[static_cast<std::size_t>(ids[j])];
+      Room* same = nullptr;
+      bool none = false;
+      for (Room& r : known) {
+        if (r.none && within(r.need, need)) {
+          none = true;
+          break;
+        }
+        if (r.found && within(need, r.need) && untouched(r)) return &r;
+        if (r.need == need) same = &r;
+      }
+      if (none) continue;
+      if (same == nullptr) {
+        known.push_back(Room{need, false, false, 0, {}});
+        same = &known.back();
+      }
+      Room& r = *same;
+      if (r.found && packer_.find(s.real, a, c.model, c.profile, nullptr, true, probe, &r.nodes)) {
+        found_at(r, pos);
+        return &r;
+      }
+      if (packer_.find(s.real, a, c.model, c.profile, nullptr, true, probe)) {
+        found_at(r, pos);
+        return &r;
+      }
+      r.none = true;
+      r.found = false;
+    }
+    return nullptr;
+  };
+  // Whether the blocked item `alt` blocks open winner `b`: `b`'s nodes, freed of it, hold the
+  // item (no evictions, the wallets as they stand), and with the item there `b` finds room
+  // nowhere else (first fit, no evictions): one that still does would win below the item
+  // without taking its room. Room for `b`'s shape off its own nodes as the run stands is still
+  // there then (no trial needed); a shape that must sit on one node and has room nowhere as the
+  // run stands can only find it on its own nodes.
+  const auto blocks = [&](int b, int alt, double value, std::size_t pos) {
+    const Open& o = open[b];
+    const auto& ao = p_.alternatives[o.alt];
+    const Room* r = room_at(o.alt, ao.value, pos);
+    if (r != nullptr && std::none_of(r->nodes.begin(), r->nodes.end(), [&](int n) {
+          return std::binary_search(o.nodes.begin(), o.nodes.end(), n);
+        })) {
+      return false;
+    }
+    const bool own_nodes_only = r == nullptr && (ao.replicas == 1 || on_one_node(ao));
+    std::vector<Replica> saved = s.placements[b];
+    remove_win(s, b);
+    bool blocked = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
+    if (blocked) {
+      commit_win(s, alt, trial);
+      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false,
+                           own_nodes_only ? &o.nodes : nullptr);
+      remove_win(s, p_.alternatives[alt].bid);
+    }
+    commit_win(s, o.alt, std::move(saved));
+    return blocked;
   };
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
@@ -276,22 +385,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
             !may_fit(b, alt)) {
           continue;
         }
-        const Open& o = open[b];
-        std::vector<Replica> saved = s.placements[b];
-        remove_win(s, b);
-        bool fits = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
-        const auto& ao = p_.alternatives[o.alt];
-        if (fits && ao.replicas > 1 &&
-            (ao.locality == Locality::Any || ao.locality == Locality::Rack ||
-             ao.locality == Locality::Zone)) {
-          // A gang that may spread over nodes is blocked only if, with the item in its room, it
-          // finds no room elsewhere either.
-          commit_win(s, alt, trial);
-          fits = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false);
-          remove_win(s, bid);
-        }
-        commit_win(s, o.alt, std::move(saved));
-        if (fits) {
+        if (blocks(b, alt, value, pos)) {
           threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
           close(b);
         }
@@ -300,7 +394,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     // The run's own outcome at this position, repeated from its record (no search).
     const bool won = greedy_rank_of_bid_[bid] == static_cast<int>(pos);
     if (won) {
-      if (!greedy_evictions_[pos].empty()) rooms.clear();
+      if (!greedy_evictions_[pos].empty()) {
+        for (auto& known : rooms) known.clear();
+      }
       for (int i : greedy_evictions_[pos]) {
         evict(s, i);
         for (const auto& r : p_.incumbents[i].placements) update_potential(r.node);
@@ -322,30 +418,29 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       int room = -1;  // whether this item had room, computed when needed
       auto& list = wallet_open[w];
       for (std::size_t i = 0; i < list.size();) {
-        const int wb = list[i];
-        const int walt = sol.alt_of_bid[wb];
-        double avail = slack + p_.alternatives[walt].value - extra[wb];
-        auto& xb = extra_bids[wb];
-        const bool won_before = std::find(xb.begin(), xb.end(), bid) != xb.end();
+        WalletOpen& o = list[i];
+        double avail = slack + o.value - o.extra;
+        const bool won_before =
+            !o.won.empty() && std::find(o.won.begin(), o.won.end(), bid) != o.won.end();
         if (won) {
           if (!won_before && value <= avail + kEps * std::max(1.0, avail)) {
             avail -= value;
           } else {
-            extra[wb] -= value;  // without wb it has won already or its wallet no longer covers it
+            o.extra -=
+                value;  // without it the bid has won already or its wallet no longer covers it
           }
-        } else if (!searched && !won_before && !own_loser(wb, bid) &&
-                   value <= avail + kEps * std::max(1.0, avail)) {
-          if (room < 0) room = has_room(alt, value, pos) ? 1 : 0;
+        } else if (!searched && !won_before && value <= avail + kEps * std::max(1.0, avail) &&
+                   !own_loser(o.bid, bid)) {
+          if (room < 0) room = room_at(alt, value, pos) != nullptr ? 1 : 0;
           if (room == 1) {
-            extra[wb] += value;
+            o.extra += value;
             avail -= value;
-            xb.push_back(bid);
+            o.won.push_back(bid);
           }
         }
-        const double size = scale[wb];
-        if (std::max(floor[wb], next * size) > avail + kEps * std::max(1.0, avail)) {
-          threshold[wb] = std::max(threshold[wb], score_[alt] * size);
-          list[i] = list.back();
+        if (std::max(o.floor, next * o.size) > avail + kEps * std::max(1.0, avail)) {
+          threshold[o.bid] = std::max(threshold[o.bid], score_[alt] * o.size);
+          list[i] = std::move(list.back());
           list.pop_back();
         } else {
           ++i;
@@ -353,7 +448,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
     }
     if (won && priced[bid] && sol.alt_of_bid[bid] == alt) {
-      wallet_open[w].push_back(bid);
+      wallet_open[w].push_back({bid, p_.alternatives[alt].value, scale[bid], floor[bid], 0.0, {}});
       Open& o = open[bid];
       o.alt = alt;
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);

@@ -226,6 +226,8 @@ class Engine {
   /// A necessary condition for node `n` to hold one replica of `a` in `s` (node CPU and memory,
   /// the node's free units of `a`'s kind); O(1), used to skip nodes before a search.
   [[nodiscard]] bool may_host(const State& s, int n, const AlternativeData& a) const;
+  /// Whether `value` covers a candidate model's reserve cost (the test try_place does).
+  [[nodiscard]] static bool covers(double value, double reserve_cost);
   /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
   [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
