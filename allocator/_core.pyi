@@ -303,12 +303,6 @@ class SimCluster:
         """Place pod ``pod`` by first moving at most ``max_moves`` placed pods (of at most
         ``max_pod_gpus`` GPUs; gpualloc/sim_migrate.hpp): its placement and the moves (pod, node,
         GPUs it went to), all applied; None (nothing changed) if no such plan is found."""
-    def consolidate(
-        self, *, max_moves: int = ..., max_pods_per_gpu: int = ...
-    ) -> tuple[int, list[tuple[int, int, list[int]]]]:
-        """Empty partly used GPUs by moving their shares (at most ``max_pods_per_gpu`` on the
-        GPU) into other partly used GPUs' holes, best fit, at most ``max_moves`` moves: the GPUs
-        emptied and the moves (pod, node, GPUs it went to), applied."""
     def placement(self, pod: int) -> Placed:
         """Where pod ``pod`` is now (after any moves): (node, [gpu, ...]) or None."""
     def auction_round(

@@ -156,21 +156,6 @@ py::object place_with_moves(Session& s, std::int64_t i, const std::string& polic
   return py::make_tuple(placement_to(s.where[static_cast<std::size_t>(i)]), moved);
 }
 
-py::tuple consolidate(Session& s, int max_moves, int max_pods_per_gpu) {
-  SimConsolidateOptions options;
-  options.max_moves = max_moves;
-  options.max_pods_per_gpu = max_pods_per_gpu;
-  std::vector<SimMove> moves;
-  int emptied = 0;
-  {
-    py::gil_scoped_release release;
-    emptied = gpualloc::consolidate(s.cluster, s.pods, s.where, options, moves);
-  }
-  py::list moved;
-  for (const SimMove& m : moves) moved.append(py::make_tuple(m.pod, m.to.node, m.to.gpus));
-  return py::make_tuple(emptied, moved);
-}
-
 py::list auction_round(Session& s, const py::handle& pods, const py::handle& values,
                        const SimAuctionOptions& options) {
   const auto idx = as_vector<std::int64_t>(pods, "pods");
@@ -255,10 +240,6 @@ void register_sim(py::module_& m) {
            py::arg("candidates") = 1, py::arg("max_trials") = 2000,
            "Place pod i by moving at most max_moves placed pods (gpualloc/sim_migrate.hpp); "
            "((node, [gpu, ...]), [(moved pod, node, [gpu, ...]), ...]) or None.")
-      .def("consolidate", &consolidate, py::kw_only(), py::arg("max_moves") = 10,
-           py::arg("max_pods_per_gpu") = 1,
-           "Empty partly used GPUs by moving their shares into other GPUs' holes "
-           "(gpualloc/sim_migrate.hpp); (GPUs emptied, [(moved pod, node, [gpu]), ...]).")
       .def(
           "placement",
           [](const Session& s, std::int64_t i) {

@@ -54,22 +54,4 @@ bool place_with_moves(SimCluster& cluster, const std::vector<SimPod>& pods,
                       std::vector<SimPlacement>& where, int pod, const SimMigrateOptions& options,
                       std::mt19937_64& rng, std::vector<SimMove>& moves);
 
-/// Options of consolidate.
-struct SimConsolidateOptions {
-  /// Moves in this pass at most.
-  int max_moves = 10;
-  /// A GPU is emptied only if it holds at most this many pods, all shares.
-  int max_pods_per_gpu = 1;
-};
-
-/// A defragmentation pass: empty partly used GPUs by moving their shares into the holes of
-/// other partly used GPUs (best fit: the least free milli that fits, on a node with the CPU and
-/// memory), GPUs with the least used milli first; a GPU is emptied wholly or not at all. Stops
-/// before `options.max_moves` would be passed. Applies the moves to `cluster` and `where`,
-/// lists them in `moves` and returns the number of GPUs emptied. Throws InputError on bad
-/// sizes or options.
-int consolidate(SimCluster& cluster, const std::vector<SimPod>& pods,
-                std::vector<SimPlacement>& where, const SimConsolidateOptions& options,
-                std::vector<SimMove>& moves);
-
 }  // namespace gpualloc
