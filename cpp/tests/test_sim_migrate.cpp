@@ -55,6 +55,11 @@ TEST(SimMigrate, ConsolidatingTwoSharesFreesAGpu) {
   std::mt19937_64 rng(1);
   SimPlacement direct;
   ASSERT_FALSE(c.choose(pods[2], SimPolicy::Fgd, rng, direct));
+  EXPECT_FALSE(c.choose_on_node(pods[2], SimPolicy::Fgd, 0, direct));
+  SimPlacement share;  // a 400 share still fits node 0, on a GPU with room
+  ASSERT_TRUE(c.choose_on_node(pods[0], SimPolicy::Fgd, 0, share));
+  EXPECT_TRUE(c.fits(pods[0], share));
+  EXPECT_THROW(c.choose_on_node(pods[0], SimPolicy::Fgd, 1, share), InputError);
   std::vector<SimMove> moves;
   ASSERT_TRUE(place_with_moves(c, pods, where, 2, SimMigrateOptions{}, rng, moves));
   ASSERT_EQ(moves.size(), 1u);
