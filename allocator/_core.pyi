@@ -290,6 +290,21 @@ class SimCluster:
         """Apply a placement chosen elsewhere (ValueError if it does not fit)."""
     def release(self, pod: int) -> None:
         """Give back what pod ``pod`` holds."""
+    def place_with_moves(
+        self,
+        pod: int,
+        policy: str = ...,
+        *,
+        max_moves: int = ...,
+        max_pod_gpus: int = ...,
+        candidates: int = ...,
+        max_trials: int = ...,
+    ) -> tuple[tuple[int, list[int]], list[tuple[int, int, list[int]]]] | None:
+        """Place pod ``pod`` by first moving at most ``max_moves`` placed pods (of at most
+        ``max_pod_gpus`` GPUs; gpualloc/sim_migrate.hpp): its placement and the moves (pod, node,
+        GPUs it went to), all applied; None (nothing changed) if no such plan is found."""
+    def placement(self, pod: int) -> Placed:
+        """Where pod ``pod`` is now (after any moves): (node, [gpu, ...]) or None."""
     def auction_round(
         self, pods: npt.ArrayLike, values: npt.ArrayLike, options: SimAuctionOptions = ...
     ) -> list[Placed]:

@@ -540,7 +540,8 @@ def _simulate_parser(sub: Any) -> None:
         "--policies",
         default=None,
         help="comma-separated (default: every policy of the scenario; openb: auction,random,"
-        "fifo,bestfit,dotprod,gpupacking,fgd,kai, auction once per --modes; mixed: auction,"
+        "fifo,bestfit,dotprod,gpupacking,fgd,kai, auction once per --modes; the migration "
+        "variants fgd-migrate and auction-migrate only when named; mixed: auction,"
         "fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
@@ -635,7 +636,7 @@ def _simulate(args: argparse.Namespace) -> int:
             raise ProblemError(flag, "applies to --scenario mixed only")
     _no_mig_day_args(args)
     params = _simulate_params(args.params, DEFAULT_PARAMS)
-    policies = args.policies.split(",") if args.policies else list(names("openb"))
+    policies = args.policies.split(",") if args.policies else list(names("openb", headline=True))
     traces = [t for t in (args.trace or "").split(",") if t.strip()]
     if not traces and args.nodes is None:
         traces = ["openb-default"]
@@ -661,6 +662,7 @@ def _simulate(args: argparse.Namespace) -> int:
         return EXIT_OK
     for trace, pols in summary["traces"].items():
         sys.stdout.write(f"{trace} ({len(summary['seeds'])} seeds)\n")
+        moving = any("pods_moved" in e for e in pols.values())
         rows = [
             [
                 label,
@@ -668,10 +670,21 @@ def _simulate(args: argparse.Namespace) -> int:
                 f"{e['alloc_at_130']:.2f}",
                 f"{e['frag_rate_at_90']:.1f}",
                 f"{e['seconds_per_run']:.1f}",
+                *(
+                    [
+                        f"{e['pods_moved_at_100']:.1f} ({e['moved_pct_at_100']:.2f}%)"
+                        if "pods_moved" in e
+                        else "-"
+                    ]
+                    if moving
+                    else []
+                ),
             ]
             for label, e in pols.items()
         ]
         heads = ["policy", "alloc_at_100", "alloc_at_130", "frag_rate_at_90", "s/run"]
+        if moving:
+            heads.append("moved by 100%")
         sys.stdout.write("\n".join(_table(heads, rows)) + "\n")
         ceiling = summary.get("ceilings", {}).get(trace)
         if ceiling:

@@ -40,16 +40,18 @@ from allocator.sim.traces import data_dir
 from allocator.solvers import SolveParams, allocate, solve
 
 SCORED = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai")
+MIGRATE = ("fgd-migrate", "auction-migrate")  # variants reported apart (test_sim_migrate.py)
 MIG_DAY = ("fixed-all-1g", "fixed-balanced", "fixed-all-7g", "fixed-best", "planned")
 SPOT = data_dir() / "spot-gpu" / "node_info_df.csv"
 
 
 def test_registry_lists_every_policy() -> None:
     """Every scenario's policies are in the one registry, and the old lists derive from it."""
-    assert set(registry.names("openb")) == {*SCORED, "auction"}
+    assert set(registry.names("openb")) == {*SCORED, "auction", *MIGRATE}
+    assert set(registry.names("openb", headline=True)) == {*SCORED, "auction"}
     assert registry.names("mixed") == ("auction", "fifo", "kai")
     assert set(registry.names("mig-day")) == {*MIG_DAY}
-    assert set(registry.names()) == {*SCORED, "auction", *MIG_DAY}
+    assert set(registry.names()) == {*SCORED, "auction", *MIGRATE, *MIG_DAY}
     assert set(PLACEMENT_POLICIES) == set(SCORED)
     assert registry.names("openb") == POLICIES
     assert registry.names("mixed") == MIXED_POLICIES

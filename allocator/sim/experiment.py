@@ -46,6 +46,15 @@ _log = logging.getLogger(__name__)
 
 AUCTION_MODES = ("online", "batch")
 HEADLINE = ("alloc_at_100", "alloc_at_130", "frag_rate_at_90")
+#: What a migration variant adds to its runs and summary (replay.summarize).
+MOVES = (
+    "pods_moved",
+    "moved_pct",
+    "pods_moved_at_100",
+    "moved_pct_at_100",
+    "rescued_at_100",
+    "gpus_per_move_at_100",
+)
 
 
 def __getattr__(name: str) -> tuple[str, ...]:
@@ -257,6 +266,10 @@ def _summarize(
                 entry[key] = statistics.fmean(vals)
                 entry[f"{key}_min"] = min(vals)
                 entry[f"{key}_max"] = max(vals)
+            for key in MOVES:
+                if all(key in r for r in recs):
+                    entry[key] = statistics.fmean(r[key] for r in recs)
+                    entry[f"{key}_max"] = max(r[key] for r in recs)
             entry["seconds_per_run"] = statistics.fmean(r["seconds"] for r in recs)
             entry["runs"] = len(recs)
             traces[trace][label] = entry
@@ -280,7 +293,7 @@ def _write(
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     with (out / "summary.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["trace", "policy", *HEADLINE, "runs", "seconds_per_run"])
+        w.writerow(["trace", "policy", *HEADLINE, "runs", "seconds_per_run", *MOVES])
         for trace, pols in summary["traces"].items():
             for label, e in pols.items():
                 w.writerow(
@@ -290,6 +303,7 @@ def _write(
                         *(f"{e[k]:.2f}" for k in HEADLINE),
                         e["runs"],
                         f"{e['seconds_per_run']:.1f}",
+                        *(f"{e[k]:.2f}" if k in e else "" for k in MOVES),
                     ]
                 )
     plot_allocation(out, results, summary.get("ceilings"))

@@ -44,9 +44,10 @@ __all__ = [
 
 def __getattr__(name: str) -> tuple[str, ...]:
     """``PLACEMENT_POLICIES``: the openb policies that run once per seed (one-pod score policies
-    of the C++ core and any such registered), read from the registry when asked."""
+    of the C++ core and any such registered, not the variants reported apart such as
+    migration), read from the registry when asked."""
     if name == "PLACEMENT_POLICIES":
-        return tuple(n for n in names("openb") if not get(n, "openb").per_mode)
+        return tuple(n for n in names("openb", headline=True) if not get(n, "openb").per_mode)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -162,6 +163,14 @@ class Curve:
     pods: int = 0
     solver_seconds: float = 0.0
     rounds: int = 0
+    #: Migration variants only (None otherwise): running pods moved over the run, and up to
+    #: the last row whose arrived % rounds to 100 (with the pods placed by then); pods placed
+    #: only thanks to moves and their GPU-equivalents, up to that row.
+    moved: int | None = None
+    moved_at_100: int = 0
+    placed_at_100: int = 0
+    rescued_at_100: int = 0
+    rescued_gpus_at_100: float = 0.0
 
 
 #: The replay's solve options unless told otherwise: the auction's greedy (with
@@ -233,12 +242,30 @@ def run_replay(
                 on_round(sim, list(pending), list(got))
             pending = []
         meter.record()
+        if round(curve.arrived[-1]) <= 100:
+            curve.placed_at_100 = curve.placed
+            _note_moves(curve, placer, at_100=True)
         if progress is not None:
             progress(ProgressEvent(k + 1, len(order), "pods", curve.policy))
     curve.failed = dict(failed)
+    _note_moves(curve, placer, at_100=False)
     curve.rounds = placer.rounds
     curve.solver_seconds = placer.solver_seconds
     return curve
+
+
+def _note_moves(curve: Curve, placer: OpenbPolicy, *, at_100: bool) -> None:
+    """Copy a migration policy's counts (``moves``, ``rescued``, ``rescued_gpus``) to the
+    curve; a policy without ``moves`` moves nothing and leaves ``curve.moved`` None."""
+    moves = getattr(placer, "moves", None)
+    if moves is None:
+        return
+    if at_100:
+        curve.moved_at_100 = int(moves)
+        curve.rescued_at_100 = int(getattr(placer, "rescued", 0))
+        curve.rescued_gpus_at_100 = float(getattr(placer, "rescued_gpus", 0.0))
+    else:
+        curve.moved = int(moves)
 
 
 def _loaded_cluster(
@@ -310,10 +337,23 @@ def curve_points(curve: Curve, top: int = 130) -> list[dict[str, float]]:
 
 
 def summarize(curve: Curve) -> dict[str, float]:
-    """The headline figures of one run."""
-    return {
+    """The headline figures of one run; for a migration variant also its moves: ``pods_moved``
+    (over the run) and ``moved_pct`` (% of the pods placed), the same at 100% arrived
+    (``pods_moved_at_100``, ``moved_pct_at_100``), and the pods placed only thanks to moves by
+    then (``rescued_at_100``) with their GPU-equivalents per move (``gpus_per_move_at_100``)."""
+    out = {
         "alloc_at_100": _at(curve.arrived, curve.allocated, 100),
         "alloc_at_130": _at(curve.arrived, curve.allocated, 130),
         "frag_rate_at_90": _at(curve.arrived, curve.frag_rate, 90),
         "fragment_at_90": _at(curve.arrived, curve.fragment, 90),
     }
+    if curve.moved is not None:
+        out["pods_moved"] = float(curve.moved)
+        out["moved_pct"] = 100.0 * curve.moved / max(curve.placed, 1)
+        out["pods_moved_at_100"] = float(curve.moved_at_100)
+        out["moved_pct_at_100"] = 100.0 * curve.moved_at_100 / max(curve.placed_at_100, 1)
+        out["rescued_at_100"] = float(curve.rescued_at_100)
+        out["gpus_per_move_at_100"] = (
+            curve.rescued_gpus_at_100 / curve.moved_at_100 if curve.moved_at_100 else 0.0
+        )
+    return out

@@ -13,6 +13,7 @@
 
 #include "arrays.hpp"
 #include "bindings.hpp"
+#include "gpualloc/sim_migrate.hpp"
 
 namespace py = pybind11;
 
@@ -133,6 +134,28 @@ void release(Session& s, std::int64_t i) {
   s.where[i] = SimPlacement{};
 }
 
+py::object place_with_moves(Session& s, std::int64_t i, const std::string& policy, int max_moves,
+                            int max_pod_gpus, int candidates, std::int64_t max_trials) {
+  s.pod(i);  // checks the index
+  SimMigrateOptions options;
+  options.max_moves = max_moves;
+  options.max_pod_gpus = max_pod_gpus;
+  options.candidates = candidates;
+  options.max_trials = max_trials;
+  options.policy = policy_from(policy);
+  std::vector<SimMove> moves;
+  bool ok = false;
+  {
+    py::gil_scoped_release release;
+    ok = gpualloc::place_with_moves(s.cluster, s.pods, s.where, static_cast<int>(i), options, s.rng,
+                                    moves);
+  }
+  if (!ok) return py::none();
+  py::list moved;
+  for (const SimMove& m : moves) moved.append(py::make_tuple(m.pod, m.to.node, m.to.gpus));
+  return py::make_tuple(placement_to(s.where[static_cast<std::size_t>(i)]), moved);
+}
+
 py::list auction_round(Session& s, const py::handle& pods, const py::handle& values,
                        const SimAuctionOptions& options) {
   const auto idx = as_vector<std::int64_t>(pods, "pods");
@@ -212,6 +235,18 @@ void register_sim(py::module_& m) {
       .def("assign", &assign, py::arg("pod"), py::arg("node"), py::arg("gpus"),
            "Apply a placement chosen elsewhere (ValueError if it does not fit).")
       .def("release", &release, py::arg("pod"))
+      .def("place_with_moves", &place_with_moves, py::arg("pod"), py::arg("policy") = "fgd",
+           py::kw_only(), py::arg("max_moves") = 2, py::arg("max_pod_gpus") = 1,
+           py::arg("candidates") = 1, py::arg("max_trials") = 2000,
+           "Place pod i by moving at most max_moves placed pods (gpualloc/sim_migrate.hpp); "
+           "((node, [gpu, ...]), [(moved pod, node, [gpu, ...]), ...]) or None.")
+      .def(
+          "placement",
+          [](const Session& s, std::int64_t i) {
+            s.pod(i);
+            return placement_to(s.where[static_cast<std::size_t>(i)]);
+          },
+          py::arg("pod"), "Where pod i is now: (node, [gpu, ...]) or None.")
       .def("auction_round", &auction_round, py::arg("pods"), py::arg("values"),
            py::arg("options") = SimAuctionOptions(),
            "Clear one round of the auction engine over the given pods; one placement or None each.")

@@ -325,6 +325,21 @@ bool SimCluster::fits(const SimPod& pod, const SimPlacement& pl) const {
   return true;
 }
 
+bool SimCluster::choose_on_node(const SimPod& pod, SimPolicy policy, int n,
+                                SimPlacement& out) const {
+  check_pod(pod);
+  if (n < 0 || n >= nodes()) throw InputError("node", "out of range");
+  out = SimPlacement{};
+  if (!node_fits(pod, n)) return false;
+  score_on_node(pod, policy, n, out);
+  return true;
+}
+
+bool SimCluster::model_allows(const SimPod& pod, int n) const {
+  if (n < 0 || n >= nodes()) throw InputError("node", "out of range");
+  return pod.gpus == 0 || model_ok(pod, node_model_[n]);
+}
+
 void SimCluster::apply(const SimPod& pod, const SimPlacement& pl, int sign) {
   check_pod(pod);
   if (sign != 1 && sign != -1) throw InputError("sign", "must be +1 or -1");

@@ -193,6 +193,9 @@ class PolicyEntry:
     per_mode: bool = False
     #: One line for listings.
     summary: str = ""
+    #: A variant reported apart from the headline figures (openb's migration policies): run
+    #: only when named, never by default (``names(..., headline=True)`` leaves it out).
+    variant: bool = False
 
     def label(self, mode: str) -> str:
         """The run's label: the name, and the mode for a per-mode policy."""
@@ -211,6 +214,7 @@ def register(
     *,
     per_mode: bool = False,
     summary: str = "",
+    variant: bool = False,
     replace: bool = False,
 ) -> PolicyEntry: ...
 
@@ -223,6 +227,7 @@ def register(
     *,
     per_mode: bool = False,
     summary: str = "",
+    variant: bool = False,
     replace: bool = False,
 ) -> PolicyEntry: ...
 
@@ -235,6 +240,7 @@ def register(
     *,
     per_mode: bool = False,
     summary: str = "",
+    variant: bool = False,
     replace: bool = False,
 ) -> PolicyEntry: ...
 
@@ -246,6 +252,7 @@ def register(
     *,
     per_mode: bool = False,
     summary: str = "",
+    variant: bool = False,
     replace: bool = False,
 ) -> PolicyEntry:
     """Register ``factory`` as policy ``name`` of ``scenario``; returns the entry.
@@ -261,7 +268,9 @@ def register(
         raise ValueError("per_mode: only openb policies run once per mode")
     if (scenario, name) in _REGISTRY and not replace:
         raise ValueError(f"policy: {name!r} is already registered for {scenario}")
-    entry = PolicyEntry(name, scenario, factory, per_mode=per_mode, summary=summary)
+    entry = PolicyEntry(
+        name, scenario, factory, per_mode=per_mode, summary=summary, variant=variant
+    )
     _REGISTRY[(scenario, name)] = entry
     return entry
 
@@ -283,11 +292,14 @@ def get(name: str, scenario: str) -> PolicyEntry:
     return entry
 
 
-def names(scenario: str | None = None) -> tuple[str, ...]:
-    """Policy names of ``scenario`` in registration order (None: of any scenario, each once)."""
+def names(scenario: str | None = None, *, headline: bool = False) -> tuple[str, ...]:
+    """Policy names of ``scenario`` in registration order (None: of any scenario, each once);
+    with ``headline``, without the variants reported apart (what runs by default)."""
     _load_builtins()
     out: list[str] = []
-    for s, n in _REGISTRY:
+    for (s, n), entry in _REGISTRY.items():
+        if headline and entry.variant:
+            continue
         if (scenario is None or s == scenario) and n not in out:
             out.append(n)
     return tuple(out)

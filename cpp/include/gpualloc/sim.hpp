@@ -93,6 +93,11 @@ class SimCluster {
   bool choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng, SimPlacement& out) const;
   /// Whether `pl` is a legal placement of `pod` in the current state.
   [[nodiscard]] bool fits(const SimPod& pod, const SimPlacement& pl) const;
+  /// Choose a placement for `pod` on node `n` only, as `policy` would there (nothing changes).
+  /// False: it does not fit on n. (For migration: sim_migrate.hpp.)
+  bool choose_on_node(const SimPod& pod, SimPolicy policy, int n, SimPlacement& out) const;
+  /// Whether node n's GPU model is one `pod` allows (always true for a pod without GPUs).
+  [[nodiscard]] bool model_allows(const SimPod& pod, int n) const;
   /// Apply (`sign` +1) or release (-1) a placement. InputError if it does not fit / was not held.
   void apply(const SimPod& pod, const SimPlacement& pl, int sign);
 
@@ -126,6 +131,8 @@ class SimCluster {
   [[nodiscard]] std::int64_t memory_free(int n) const { return mem_free_[n]; }
   [[nodiscard]] int first_gpu(int n) const { return gpu_first_[n]; }
   [[nodiscard]] int gpu_count(int n) const { return gpu_first_[n + 1] - gpu_first_[n]; }
+  /// The order in which nodes are scored (empty: index order).
+  [[nodiscard]] const std::vector<int>& node_order() const { return node_order_; }
 
  private:
   void check_pod(const SimPod& pod) const;
