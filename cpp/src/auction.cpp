@@ -470,9 +470,12 @@ double Engine::least_value(Solution& sol, int alt, double value, double enough, 
   evicting = false;
   for (const auto& c : cands_[alt]) {
     if (!covers(value, c.reserve_cost) || c.reserve_cost >= best) continue;
-    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, true, trial, only_nodes)) {
+    // Straight into `out` until something is found (usually the first find decides).
+    const bool found = std::isfinite(best);
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, true, found ? trial : out,
+                     only_nodes)) {
       best = c.reserve_cost;
-      out = trial;
+      if (found) out = trial;
       if (best <= enough) return best;
     }
   }
