@@ -8,8 +8,10 @@ changes to the payment replay (its shortcuts must not change a single payment).
 Rounds: random_problem seeds 0-60 (greedy, and every third after 300 local-search moves), 20
 larger random rounds (96 GPUs, 300 bids; every fourth also after local search), and the
 spot-gpu fleet cut to 8,000 GPUs with 1,000 and 3,000 random bids (and 1,000 GPUs with 1,000
-bids); `--big` adds 10,000 bids on 8,000 GPUs (about half a minute of payments). Each entry holds
-a digest of the allocation, so a change of allocation is told apart from a change of payment.
+bids), and the 50 rounds of benchmarks/solver_quality.py (greedy); `--big` adds 10,000 bids on
+8,000 GPUs, seeds 1-3 (about a minute of payments each). Each entry holds a digest of the
+allocation, so a change of allocation is told apart from a change of payment. Payments must be
+the same doubles (JSON keeps them exactly).
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ def _larger(seed: int) -> Problem:
     return random_problem(seed, gpus=96, bids=300, incumbents=12, wallets=8)
 
 
+def _quality(seed: int) -> Problem:
+    # benchmarks/solver_quality.py's round `seed` (its SIZES cycle).
+    gpus, bids = ((16, 50), (32, 100), (48, 150), (64, 200))[seed % 4]
+    return random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
+
+
 def cases(big: bool) -> Iterator[Case]:
     for s in range(61):
         yield f"rp{s}", (lambda s=s: random_problem(s)), None
@@ -63,8 +71,11 @@ def cases(big: bool) -> Iterator[Case]:
         yield f"fleet8000x3000s{s}", (lambda s=s: _fleet(8000, 3000, s)), None
     yield "fleet1000x1000s1", (lambda: _fleet(1000, 1000, 1)), None
     yield "fleet8000x1000s1-local", (lambda: _fleet(8000, 1000, 1)), 7
+    for s in range(50):
+        yield f"quality{s}", (lambda s=s: _quality(s)), None
     if big:
-        yield "fleet8000x10000s1", (lambda: _fleet(8000, 10000, 1)), None
+        for s in (1, 2, 3):
+            yield f"fleet8000x10000s{s}", (lambda s=s: _fleet(8000, 10000, s)), None
 
 
 def _digest(alloc: Allocation) -> str:
@@ -120,7 +131,7 @@ def main() -> int:
             problems.append("winners differ")
         for b, v in pay.items():
             r = ref_pay.get(b)
-            if r is not None and abs(v - float(r)) > 1e-9 * max(1.0, abs(float(r))):
+            if r is not None and v != float(r):
                 problems.append(f"bid {b}: {v!r} against {r!r}")
         bad += bool(problems)
         verdict = "same" if not problems else "DIFFERENT: " + "; ".join(problems[:4])

@@ -412,25 +412,33 @@ bool Engine::place_by_score(Solution& sol, int alt, double value, bool commit,
   return true;
 }
 
+bool Engine::eviction_on(Solution& sol, const AlternativeData& a, const Candidate& c,
+                         bool first_fit, std::vector<Replica>& out,
+                         const std::vector<int>* only_nodes, double& cost) const {
+  if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, out, only_nodes)) {
+    return false;
+  }
+  thread_local std::vector<int> ev;
+  ev.clear();
+  const bool ok = make_room(sol, out, a, ev);
+  cost = 0;
+  for (int i : ev) cost += p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
+  for (auto it = ev.rbegin(); it != ev.rend(); ++it) restore(sol, *it);
+  return ok;
+}
+
 bool Engine::place_evicting(Solution& sol, int alt, double value, bool first_fit, bool commit,
                             std::vector<Replica>& out, double* least_value,
                             const std::vector<int>* only_nodes) {
   const auto& a = p_.alternatives[alt];
   double best_cost = std::numeric_limits<double>::infinity();
   std::vector<Replica> best, reps;
-  std::vector<int> ev;
   double best_reserve = 0.0;
   for (const auto& c : cands_[alt]) {
     if (!covers(value, c.reserve_cost)) continue;
-    if (!packer_.find(sol.pot, a, c.model, c.profile, &sol.penalty, first_fit, reps, only_nodes)) {
-      continue;
-    }
-    ev.clear();
-    const bool ok = make_room(sol, reps, a, ev);
     double cost = 0;
-    for (int i : ev) cost += p_.incumbents[i].value + p_.incumbents[i].preemption_cost;
-    for (auto it = ev.rbegin(); it != ev.rend(); ++it) restore(sol, *it);
-    if (ok && cost < value - kEps && cost < best_cost) {
+    if (eviction_on(sol, a, c, first_fit, reps, only_nodes, cost) && cost < value - kEps &&
+        cost < best_cost) {
       best_cost = cost;
       best_reserve = c.reserve_cost;
       best = reps;
@@ -441,11 +449,45 @@ bool Engine::place_evicting(Solution& sol, int alt, double value, bool first_fit
   out = best;
   if (least_value) *least_value = std::max(best_cost, best_reserve);
   if (commit) {
-    ev.clear();
+    std::vector<int> ev;
     make_room(sol, best, a, ev);
     commit_win(sol, alt, best);
   }
   return true;
+}
+
+double Engine::least_value(Solution& sol, int alt, double value, double enough, bool free_only,
+                           const std::vector<int>* only_nodes, std::vector<Replica>& out,
+                           bool& evicting) {
+  const auto& a = p_.alternatives[alt];
+  thread_local std::vector<Replica> trial;
+  double best = std::numeric_limits<double>::infinity();
+  evicting = false;
+  for (const auto& c : cands_[alt]) {
+    if (!covers(value, c.reserve_cost) || c.reserve_cost >= best) continue;
+    // Straight into `out` until something is found (usually the first find decides).
+    const bool found = std::isfinite(best);
+    if (packer_.find(sol.real, a, c.model, c.profile, nullptr, true, found ? trial : out,
+                     only_nodes)) {
+      best = c.reserve_cost;
+      if (found) out = trial;
+      if (best <= enough) return best;
+    }
+  }
+  if (free_only || !any_preemptible_) return best;
+  // At a value where no model it may use fits free, try_place evicts on the model whose
+  // evictions destroy the least, and wins if that is less than the value.
+  for (const auto& c : cands_[alt]) {
+    if (!covers(value, c.reserve_cost) || c.reserve_cost >= best) continue;
+    double cost = 0;
+    if (eviction_on(sol, a, c, false, trial, nullptr, cost) && cost < value - kEps &&
+        std::max(cost, c.reserve_cost) < best) {
+      best = std::max(cost, c.reserve_cost);
+      out = trial;
+      evicting = true;
+    }
+  }
+  return best;
 }
 
 bool Engine::own_loser(int b, int other) const {

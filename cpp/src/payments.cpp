@@ -329,18 +329,23 @@ bool Engine::PaymentReplay::holds_somewhere(double high) {
   return false;
 }
 
-// Least value (or +inf) of a placement searched in `restrict_to` (null: everywhere), which
-// becomes the cached placement.
+// Least value (or +inf) with which the bid wins in the current state, at least `low` (see
+// Engine::least_value; `restrict_to` non-null: free resources on those nodes only). A free
+// placement found becomes the cached placement.
 double Engine::PaymentReplay::attempt(double low, double high,
                                       const std::vector<int>* restrict_to) {
-  double cost = 0.0;
-  if (!e_.try_place(s_, k_, high, true, true, false, scratch_, &cost, false, restrict_to)) {
-    return kInf;
+  bool evicting = false;
+  const double cost =
+      e_.least_value(s_, k_, high, low, restrict_to != nullptr, restrict_to, scratch_, evicting);
+  if (!std::isfinite(cost)) return kInf;
+  if (!evicting) {
+    // Only a free placement is kept: whether an eviction pays depends on the penalties of
+    // every node (the search minimises them over the cluster), not only on its own nodes.
+    cached_nodes_.clear();
+    for (const auto& r : scratch_) cached_nodes_.push_back(r.node);
+    std::sort(cached_nodes_.begin(), cached_nodes_.end());
+    cached_cost_ = cost;
   }
-  cached_nodes_.clear();
-  for (const auto& r : scratch_) cached_nodes_.push_back(r.node);
-  std::sort(cached_nodes_.begin(), cached_nodes_.end());
-  cached_cost_ = cost;
   const double v = std::max(low, cost);
   if (s_.wallet_spent[w_] + v > balance_) return kInf;
   return v;
@@ -360,7 +365,7 @@ double Engine::PaymentReplay::least_winning(double low, double high, bool exact)
   }
   if (!exact && b_scoped_ && !dirty_nodes_.empty()) {
     const double v = attempt(low, high, &dirty_nodes_);
-    if (v <= low) return v;  // it wins here; that is all the scan needs to know
+    if (v <= low) return v;  // it wins here free; that is all the scan needs to know
   }
   return attempt(low, high, nullptr);
 }

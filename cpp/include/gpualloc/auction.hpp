@@ -28,21 +28,21 @@
 // (a winner greedy did not pick with that alternative is scanned from there too, so it usually
 // pays its bid). At each position j the bid would sit between the previous item and j; it wins
 // there with the least value that fits (resources, the reserve of the model used, evictions that
-// pay, wallet). The first position where that least value exceeds j's score sets the critical
-// value; the payment is at least the reserve cost and at most the bid. Replays start from
-// checkpoints of the greedy run and track "dirty" nodes (where the replay differs from the
-// original run). An item the original run searched (its bid had not won, its wallet covered it)
-// and whose pools (model, unit kind) meet no dirty node decides as it did there, without a
-// search (only its wallet is checked again); an item searching one node at a time (see
-// Packer::node_scoped) only searches the dirty nodes plus its original choice, or, when that
-// node is dirty, plus the first clean runner-up of its original search (recorded by one extra
-// greedy pass, which also takes the checkpoints); dirty nodes that cannot hold one replica
-// (node CPU/memory, free units of its kind) are left out of those searches. A gang with locality
-// any whose original nodes are clean searches the dirty nodes plus its original nodes and keeps
-// the original placement when that search returns it (earlier models must lack the free
+// pay, wallet; a minimum over the models it may use, see least_value). The first position where
+// that least value exceeds j's score sets the critical value; the payment is at least the reserve
+// cost and at most the bid. Replays start from checkpoints of the greedy run and track "dirty"
+// nodes (where the replay differs from the original run). An item the original run searched (its
+// bid had not won, its wallet covered it) and whose pools (model, unit kind) meet no dirty node
+// decides as it did there, without a search (only its wallet is checked again); an item searching
+// one node at a time (see Packer::node_scoped) only searches the dirty nodes plus its original
+// choice, or, when that node is dirty, plus the first clean runner-up of its original search
+// (recorded by one extra greedy pass, which also takes the checkpoints); dirty nodes that cannot
+// hold one replica (node CPU/memory, free units of its kind) are left out of those searches. A gang
+// with locality any whose original nodes are clean searches the dirty nodes plus its original nodes
+// and keeps the original placement when that search returns it (earlier models must lack the free
 // capacity; otherwise a full search). A gang with locality rack or zone searches only the racks
 // (zones) holding a dirty node plus its original one when that one is clean (whole groups, so
-// capacities and ties are as in the full search). The priced bid's last fitting placement is reused
+// capacities and ties are as in the full search). The priced bid's last free placement is reused
 // while nothing touches its nodes; a node-scoped priced bid with nothing preemptible and every
 // model's reserve cost within the interval instead keeps a witness node that holds it, found by a
 // scan in node order that never goes back (a node that cannot hold it never can again, the replay
@@ -199,6 +199,22 @@ class Engine {
   bool place_evicting(Solution& sol, int alt, double value, bool first_fit, bool commit,
                       std::vector<Replica>& out, double* least_value,
                       const std::vector<int>* only_nodes);
+  /// place_evicting's step on one candidate model: the placement over `sol.pot` minimising the
+  /// penalty and the value its evictions destroy (`sol` is left as it was); false when none
+  /// makes room.
+  bool eviction_on(Solution& sol, const AlternativeData& a, const Candidate& c, bool first_fit,
+                   std::vector<Replica>& out, const std::vector<int>* only_nodes,
+                   double& cost) const;
+  /// The least value v <= `value` at which try_place(sol, alt, v) (evictions allowed, the
+  /// wallet left out) places `alt`, +inf when none: the least reserve cost of a model where it
+  /// fits in free resources, or of a model whose eviction search makes room for less than v
+  /// (then max(reserve cost, what the evictions destroy)). Each model is a separate way to win
+  /// at v, so this is a minimum over models, not the first model that fits (which is what
+  /// try_place places). `out` receives a placement at that value and `evicting` whether it
+  /// evicts. The search stops once it finds a value <= `enough`. `free_only`: free resources
+  /// in `only_nodes` (null: everywhere) only; otherwise `only_nodes` must be null.
+  double least_value(Solution& sol, int alt, double value, double enough, bool free_only,
+                     const std::vector<int>* only_nodes, std::vector<Replica>& out, bool& evicting);
   /// The constructor's steps: first alternative per bid, usable candidates and the item
   /// order (find_candidates: those of alternative k), pool masks, incumbent indexes and
   /// legality.
