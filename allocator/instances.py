@@ -29,7 +29,15 @@ from allocator.model import (
     whole_gpu_model,
 )
 
-__all__ = ["random_bids", "random_problem", "spot_gpu_nodes", "SPOT_GPU_EXTRA_MODELS"]
+__all__ = [
+    "QUALITY_SIZES",
+    "SPOT_GPU_EXTRA_MODELS",
+    "fleet_problem",
+    "quality_problem",
+    "random_bids",
+    "random_problem",
+    "spot_gpu_nodes",
+]
 
 #: The spot-gpu trace names two anonymised models; we treat them as whole/shared 32 GB GPUs
 #: (their memory is not published: an assumption, stated in docs/benchmarks.md).
@@ -186,6 +194,42 @@ def random_problem(
         incumbents=tuple(incs),
         reserve_prices={"A100-SXM4-80GB": 10.0},
         round_id=f"random-{seed}",
+    )
+
+
+#: (GPUs, bids) of the solver-quality rounds, cycled by seed (benchmarks/solver_quality.py).
+QUALITY_SIZES = ((16, 50), (32, 100), (48, 150), (64, 200))
+
+
+def quality_problem(seed: int) -> Problem:
+    """Solver-quality round ``seed``: a ``random_problem`` of the size ``QUALITY_SIZES`` gives
+    it, with six wallets and six incumbents (the rounds every payment and quality benchmark
+    compares on)."""
+    gpus, bids = QUALITY_SIZES[seed % len(QUALITY_SIZES)]
+    return random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
+
+
+def fleet_problem(
+    fleet: str | Path | tuple[Node, ...],
+    bids: int,
+    seed: int,
+    *,
+    gpus: int = 8000,
+    agents: int = 200,
+    round_id: str = "",
+) -> Problem:
+    """A fleet round: ``bids`` random bids (``random_bids``, seed ``seed``) of ``agents`` agents
+    on the first ``gpus`` GPUs of the spot-gpu node list ``fleet`` (a path, or nodes already
+    read by ``spot_gpu_nodes``), with the extra models those nodes need."""
+    nodes = fleet if isinstance(fleet, tuple) else spot_gpu_nodes(fleet, gpus)
+    modes = {g.mode for n in nodes for g in n.gpus}
+    bid_list, wallets = random_bids(random.Random(seed), bids, agents, modes)
+    return Problem(
+        nodes=nodes,
+        wallets=wallets,
+        bids=bid_list,
+        extra_models=extra_models_for(nodes),
+        round_id=round_id or f"fleet-{len(nodes)}-{bids}-{seed}",
     )
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import random
 import statistics
 import sys
 from pathlib import Path
@@ -34,7 +33,11 @@ from typing import Any
 from tqdm import tqdm
 
 from allocator import solve
-from allocator.instances import extra_models_for, random_bids, random_problem, spot_gpu_nodes
+from allocator.instances import (
+    fleet_problem,
+    quality_problem,
+    spot_gpu_nodes,
+)
 from allocator.model import Problem, Result
 from allocator.solvers import SolveParams
 
@@ -47,23 +50,12 @@ PARAMS = SolveParams(solver="greedy", payments="critical")
 def _rounds(fleet: Path, sizes: list[int], seeds: list[int], quality: int) -> list[Problem]:
     out = []
     for seed in range(quality):
-        gpus, bids = [(16, 50), (32, 100), (48, 150), (64, 200)][seed % 4]
-        out.append(random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6))
+        out.append(quality_problem(seed))
     if sizes:
         nodes = spot_gpu_nodes(fleet, 8000)
-        modes = {g.mode for n in nodes for g in n.gpus}
         for size in sizes:
             for seed in seeds:
-                bid_list, wallets = random_bids(random.Random(seed), size, 200, modes)
-                out.append(
-                    Problem(
-                        nodes=nodes,
-                        wallets=wallets,
-                        bids=bid_list,
-                        extra_models=extra_models_for(nodes),
-                        round_id=f"own-{size}-{seed}",
-                    )
-                )
+                out.append(fleet_problem(nodes, size, seed, round_id=f"own-{size}-{seed}"))
     return out
 
 

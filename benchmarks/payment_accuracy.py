@@ -33,7 +33,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from allocator.instances import extra_models_for, random_bids, random_problem, spot_gpu_nodes
+from allocator.instances import (
+    fleet_problem,
+    quality_problem,
+)
 from allocator.model import Problem
 from allocator.solvers.native import NativeEngine
 
@@ -43,22 +46,7 @@ DEFAULT_FLEET = (
 
 
 def _fleet_round(fleet: Path, bids: int, seed: int) -> Problem:
-    nodes = spot_gpu_nodes(fleet, 8000)
-    rng = random.Random(seed)
-    modes = {g.mode for n in nodes for g in n.gpus}
-    bid_list, wallets = random_bids(rng, bids, 200, modes)
-    return Problem(
-        nodes=nodes,
-        wallets=wallets,
-        bids=bid_list,
-        extra_models=extra_models_for(nodes),
-        round_id=f"acc-{bids}-{seed}",
-    )
-
-
-def _quality_round(seed: int) -> Problem:
-    gpus, bids = [(16, 50), (32, 100), (48, 150), (64, 200)][seed % 4]
-    return random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
+    return fleet_problem(fleet, bids, seed, round_id=f"acc-{bids}-{seed}")
 
 
 def _kind(problem: Problem, b: int, a: int) -> str:
@@ -215,7 +203,7 @@ def main() -> int:
             los_ms, crit_ms, instances = los_ms + lms, crit_ms + cms, instances + 1
         per_size[str(size)] = _summary(size_rows)
         rows += size_rows
-    quality = [_quality_round(s) for s in range(args.quality_rounds)]
+    quality = [quality_problem(s) for s in range(args.quality_rounds)]
     print(f"{len(quality)} solver-quality rounds ...", file=sys.stderr)
     for i, problem in enumerate(quality):
         got, lms, cms = _price(problem, f"quality-{i}", args.cache)

@@ -29,10 +29,10 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from allocator import solve, verify
-from allocator.instances import random_problem
+from allocator.instances import QUALITY_SIZES, quality_problem
 from allocator.solvers import SolveParams
 
-SIZES = [(16, 50), (32, 100), (48, 150), (64, 200)]
+SIZES = QUALITY_SIZES
 #: Local search moves: min ratio >= 0.99 on the 50 rounds (20,000 gave 0.9796; docs/benchmarks.md).
 LOCAL_ITERATIONS = 50_000
 #: CP-SAT's deterministic time per round: enough to prove all 50 rounds optimal.
@@ -69,8 +69,7 @@ def _params(args: argparse.Namespace, seed: int) -> dict[str, SolveParams]:
 
 
 def _round(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    gpus, bids = SIZES[seed % len(SIZES)]
-    problem = random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
+    problem = quality_problem(seed)
     out: dict[str, Any] = {"seed": seed, "gpus": problem.gpu_count, "bids": len(problem.bids)}
     for solver, params in _params(args, seed).items():
         t0 = time.perf_counter()

@@ -25,15 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from allocator.instances import extra_models_for, random_bids, spot_gpu_nodes
-from allocator.model import Problem
+from allocator.instances import (
+    fleet_problem,
+)
 from allocator.solvers.assemble import build_result
 from allocator.solvers.native import NativeEngine
 
@@ -59,17 +59,7 @@ def measure(
 ) -> dict[str, Any]:
     """Median timings of every phase for one size."""
     t0 = time.perf_counter()
-    nodes = spot_gpu_nodes(fleet, gpus)
-    rng = random.Random(seed)
-    modes = {g.mode for n in nodes for g in n.gpus}
-    bid_list, wallets = random_bids(rng, bids, 200, modes)
-    problem = Problem(
-        nodes=nodes,
-        wallets=wallets,
-        bids=bid_list,
-        extra_models=extra_models_for(nodes),
-        round_id=f"scale-{bids}",
-    )
+    problem = fleet_problem(fleet, bids, seed, gpus=gpus, round_id=f"scale-{bids}")
     build_ms = _ms(t0)
     phases: dict[str, list[float]] = {
         k: []

@@ -19,13 +19,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import random
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from allocator.instances import extra_models_for, random_bids, random_problem, spot_gpu_nodes
+from allocator.instances import (
+    fleet_problem,
+    quality_problem,
+    random_problem,
+)
 from allocator.model import Problem
 from allocator.sim.traces import data_dir
 from allocator.solvers.assemble import Allocation
@@ -35,16 +38,8 @@ Case = tuple[str, Callable[[], Problem], int | None]  # name, problem, local-sea
 
 
 def _fleet(gpus: int, bids: int, seed: int) -> Problem:
-    nodes = spot_gpu_nodes(data_dir() / "spot-gpu" / "node_info_df.csv", gpus)
-    modes = {g.mode for n in nodes for g in n.gpus}
-    bid_list, wallets = random_bids(random.Random(seed), bids, 200, modes)
-    return Problem(
-        nodes=nodes,
-        wallets=wallets,
-        bids=bid_list,
-        extra_models=extra_models_for(nodes),
-        round_id=f"fleet-{gpus}-{bids}-{seed}",
-    )
+    fleet = data_dir() / "spot-gpu" / "node_info_df.csv"
+    return fleet_problem(fleet, bids, seed, gpus=gpus, round_id=f"fleet-{gpus}-{bids}-{seed}")
 
 
 def _larger(seed: int) -> Problem:
@@ -52,9 +47,7 @@ def _larger(seed: int) -> Problem:
 
 
 def _quality(seed: int) -> Problem:
-    # benchmarks/solver_quality.py's round `seed` (its SIZES cycle).
-    gpus, bids = ((16, 50), (32, 100), (48, 150), (64, 200))[seed % 4]
-    return random_problem(seed, gpus=gpus, bids=bids, wallets=6, incumbents=6)
+    return quality_problem(seed)
 
 
 def cases(big: bool) -> Iterator[Case]:

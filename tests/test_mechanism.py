@@ -6,12 +6,14 @@ the same wallet still does, and so do the agent's own bids that lost for capacit
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import pytest
 
 from allocator import solve, verify
-from allocator.instances import extra_models_for, random_bids, random_problem, spot_gpu_nodes
+from allocator.instances import (
+    fleet_problem,
+    random_problem,
+)
 from allocator.model import Alternative, Bid, Gpu, Node, Problem, Unit, Wallet
 from allocator.sim.traces import data_dir
 from allocator.solvers import SolveParams
@@ -65,10 +67,8 @@ def _fleet_round(seed: int) -> Problem:
     """GPUs to spare (150 bids on 1,200 GPUs of the spot-gpu fleet), 30 agents whose wallets
     hold 30-80% of what they ask: where plain critical prices winners by their agents' own
     unaffordable bids (benchmarks/own_bids.py)."""
-    nodes = spot_gpu_nodes(data_dir() / "spot-gpu" / "node_info_df.csv", 1200)
-    modes = {g.mode for n in nodes for g in n.gpus}
-    bids, wallets = random_bids(random.Random(seed), 150, 30, modes)
-    return Problem(nodes=nodes, wallets=wallets, bids=bids, extra_models=extra_models_for(nodes))
+    fleet = data_dir() / "spot-gpu" / "node_info_df.csv"
+    return fleet_problem(fleet, 150, seed, gpus=1200, agents=30, round_id="round")
 
 
 @pytest.mark.parametrize("rule", ["critical", "los"])
