@@ -172,6 +172,7 @@ class Workload:
         milli: npt.ArrayLike,
         models: npt.ArrayLike,
         weight: npt.ArrayLike,
+        memory_mib: npt.ArrayLike | None = None,
     ) -> None: ...
     def __len__(self) -> int: ...
 
@@ -182,6 +183,11 @@ class EngineOptions:
     fragment_scale: float
     node_order: list[int]
     workload: Workload
+    #: ``fgd`` or ``pattern`` (gpualloc/pattern.hpp).
+    packing: str
+    #: The pattern rule's (size, net value) pairs, sizes ascending.
+    pattern_values: list[tuple[int, float]]
+    reserve_weight: float
     def __init__(
         self,
         *,
@@ -189,6 +195,9 @@ class EngineOptions:
         fragment_scale: float = ...,
         node_order: Sequence[int] = ...,
         workload: Workload = ...,
+        packing: str = ...,
+        pattern_values: Sequence[tuple[int, float]] = ...,
+        reserve_weight: float = ...,
     ) -> None: ...
 
 class Engine:
@@ -309,6 +318,10 @@ class SimCluster:
         self, pods: npt.ArrayLike, values: npt.ArrayLike, options: SimAuctionOptions = ...
     ) -> list[Placed]:
         """Clear one round of the auction engine over ``pods``; one placement or None each."""
+    def set_pattern(self, values: Sequence[tuple[int, float]], reserve_weight: float = ...) -> None:
+        """The pattern rule's (size, net value) pairs and the weight of its CPU/memory reserve."""
+    @property
+    def pattern_values(self) -> list[tuple[int, float]]: ...
     def set_exact_scores(self, exact: bool) -> None: ...
     def set_random_ties(self, random: bool) -> None: ...
     def set_node_order(self, order: npt.ArrayLike) -> None: ...

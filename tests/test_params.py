@@ -22,6 +22,7 @@ def test_defaults_are_the_documented_ones() -> None:
         0,
     )
     assert p.alpha == 0.75 and p.local_iterations is None and p.cpsat_work is None
+    assert p.packing == "fgd"
 
 
 @pytest.mark.parametrize(
@@ -40,6 +41,7 @@ def test_defaults_are_the_documented_ones() -> None:
         ("local_iterations", -1),
         ("cpsat_work", 0.0),
         ("auto_cpsat_max_bids", 1.5),
+        ("packing", "ss"),
     ],
 )
 def test_bad_values_name_the_field(field: str, value: object) -> None:

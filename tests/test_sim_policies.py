@@ -39,7 +39,7 @@ from allocator.sim.replay import DEFAULT_PARAMS, run_replay
 from allocator.sim.traces import data_dir
 from allocator.solvers import SolveParams, allocate, solve
 
-SCORED = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai")
+SCORED = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai", "pattern")
 MIGRATE = ("fgd-migrate", "auction-migrate")  # variants reported apart (test_sim_migrate.py)
 MIG_DAY = ("fixed-all-1g", "fixed-balanced", "fixed-all-7g", "fixed-best", "planned")
 SPOT = data_dir() / "spot-gpu" / "node_info_df.csv"

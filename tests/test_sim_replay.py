@@ -27,6 +27,7 @@ from allocator.sim import (
 )
 from allocator.sim.replay import arrival_table
 from allocator.sim.rounds import round_problem_and_result
+from allocator.solvers import SolveParams
 
 NODES_CSV = "sn,cpu_milli,memory_mib,gpu,model\n"
 PODS_CSV = "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec\n"
@@ -245,6 +246,27 @@ def test_online_auction_places_as_fgd(default_trace) -> None:  # type: ignore[no
     assert auction.allocated == fgd.allocated
     assert auction.fragment == fgd.fragment
     assert auction.failed == fgd.failed
+
+
+def test_online_auction_places_as_pattern(default_trace) -> None:  # type: ignore[no-untyped-def]
+    """With ``packing="pattern"`` the engine's packer makes the ``pattern`` policy's choices (the
+    same rule in the C++ core, the trace's pattern values passed with the workload hint; CPU-only
+    pods by the policy's score), ties included: the curves agree row by row to 100% arrived."""
+    cluster, pods = default_trace
+    pattern = run_replay(cluster, pods, "pattern", 44, limit=8400)
+    auction = run_replay(
+        cluster,
+        pods,
+        "auction",
+        44,
+        mode="online",
+        limit=8400,
+        params=SolveParams(solver="greedy", time_limit=1.0, packing="pattern"),
+    )
+    assert pattern.arrived[-1] > 99.0
+    assert auction.allocated == pattern.allocated
+    assert auction.fragment == pattern.fragment
+    assert auction.failed == pattern.failed
 
 
 def test_auction_rounds_pass_verify(default_trace) -> None:  # type: ignore[no-untyped-def]

@@ -16,7 +16,8 @@ arrived pods can be packed into the cluster's GPUs. This module bounds that tota
       max sum_p x_p |p|   s.t.   sum_p x_p <= G,   sum_p a_sp x_p <= n_s,   x >= 0,
 
   solved by column generation (OR-Tools' GLOP for the restricted program, through
-  :func:`allocator.solvers.lp.maximize`; a bounded knapsack for the best new pattern).
+  :func:`allocator.solvers.lp.maximize`; a bounded knapsack for the best new pattern,
+  :func:`allocator.solvers.patterns.best_pattern`, which the pattern rule's values share).
 - **Certificate.** The bound returned is not the linear program's objective but the value of the
   dual solution it yields, made feasible exactly: for prices ``y_s >= 0`` per size, every pattern
   satisfies ``|p| - sum_s a_sp y_s <= y_0`` with ``y_0`` the knapsack's maximum, so any packing
@@ -43,6 +44,7 @@ import numpy as np
 from allocator.sim.replay import arrival_order
 from allocator.sim.traces import PodTrace
 from allocator.solvers.lp import maximize
+from allocator.solvers.patterns import best_pattern as _best_pattern
 
 __all__ = ["AllocationBound", "allocation_bound", "bound_at_arrived"]
 
@@ -62,37 +64,6 @@ class AllocationBound:
     percent: float
     prices: dict[int, float]
     packing: tuple[tuple[tuple[int, ...], float], ...]
-
-
-def _best_pattern(
-    sizes: np.ndarray, counts: np.ndarray, prices: np.ndarray
-) -> tuple[float, np.ndarray]:
-    """The pattern maximising sum over its items of (size - price): a bounded knapsack over
-    capacity 0..1000 by dynamic programming. Returns (its profit, copies per size)."""
-    k = len(sizes)
-    profit = sizes.astype(np.float64) - prices
-    dp = np.zeros(_BIN + 1)
-    choice = np.zeros((k, _BIN + 1), dtype=np.int64)
-    for i in range(k):
-        if profit[i] <= 0.0:
-            continue
-        s = int(sizes[i])
-        best = dp.copy()
-        for j in range(1, min(int(counts[i]), _BIN // s) + 1):
-            cand = np.full(_BIN + 1, -np.inf)
-            cand[j * s :] = dp[: _BIN + 1 - j * s] + j * profit[i]
-            better = cand > best
-            best[better] = cand[better]
-            choice[i, better] = j
-        dp = best
-    c = int(np.argmax(dp))
-    value = float(dp[c])
-    copies = np.zeros(k, dtype=np.int64)
-    for i in range(k - 1, -1, -1):
-        j = int(choice[i, c])
-        copies[i] = j
-        c -= j * int(sizes[i])
-    return value, copies
 
 
 def _prices(duals: np.ndarray, sizes: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ clears: the rows recorded while they wait count them as not allocated).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from allocator.sim.policies.registry import OpenbPolicy, OpenbSetup, get, names
 from allocator.sim.progress import ProgressEvent
 from allocator.sim.traces import ClusterTrace, PodTrace
 from allocator.solvers import SolveParams
+from allocator.solvers.patterns import demand_values
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -35,6 +37,7 @@ __all__ = [
     "arrival_table",
     "curve_points",
     "new_cluster",
+    "pattern_values",
     "pod_kind",
     "run_replay",
     "summarize",
@@ -70,7 +73,9 @@ def typical_workload(pods: PodTrace, coverage: float = 0.95) -> dict[str, np.nda
 
     The most frequent shapes are taken while the running count is below ``coverage`` of all
     pods (the shape that crosses it is included); frequencies are renormalised. Ties in count go
-    to larger CPU, then milli, then GPU count, then mask (the authors' order).
+    to larger CPU, then milli, then GPU count, then mask (the authors' order). Each shape's
+    memory is the median of its pods' (FGD's measure ignores it; the pattern rule's CPU and
+    memory reserve reads it).
     """
     counts = Counter(
         zip(
@@ -82,6 +87,7 @@ def typical_workload(pods: PodTrace, coverage: float = 0.95) -> dict[str, np.nda
         )
     )
     ranked = sorted(counts.items(), key=lambda kv: (kv[1], *kv[0]), reverse=True)
+    memory = _median_memory(pods)
     chosen: list[tuple[tuple[int, int, int, int], int]] = []
     running = 0
     for shape, n in ranked:
@@ -92,12 +98,48 @@ def typical_workload(pods: PodTrace, coverage: float = 0.95) -> dict[str, np.nda
     total = float(sum(n for _, n in chosen))
     return {
         "cpu_milli": np.array([max(s[0], 100) for s, _ in chosen], dtype=np.int64),
-        "memory_mib": np.zeros(len(chosen), dtype=np.int64),
+        "memory_mib": np.array([memory[s] for s, _ in chosen], dtype=np.int64),
         "gpus": np.array([s[2] for s, _ in chosen], dtype=np.int64),
         "milli": np.array([s[1] for s, _ in chosen], dtype=np.int64),
         "models": np.array([s[3] for s, _ in chosen], dtype=np.uint64),
         "weight": np.array([n / total for _, n in chosen], dtype=np.float64),
     }
+
+
+def _median_memory(pods: PodTrace) -> dict[tuple[int, int, int, int], int]:
+    """Median memory (MiB) of the pods of each shape (CPU, milli, GPUs, model mask)."""
+    by_shape: dict[tuple[int, int, int, int], list[int]] = {}
+    for shape, mem in zip(
+        zip(
+            pods.cpu_milli.tolist(),
+            pods.milli.tolist(),
+            pods.gpus.tolist(),
+            pods.models.tolist(),
+            strict=True,
+        ),
+        pods.memory_mib.tolist(),
+        strict=True,
+    ):
+        by_shape.setdefault(shape, []).append(int(mem))
+    return {shape: int(np.median(v)) for shape, v in by_shape.items()}
+
+
+#: Pattern values per (trace contents, GPU count): one program per trace, not per run.
+_VALUES: dict[tuple[bytes, int], dict[int, float]] = {}
+
+
+def pattern_values(pods: PodTrace, gpus: int) -> dict[int, float]:
+    """The pattern rule's net values for a trace on a cluster of ``gpus`` GPUs: the pattern
+    program (:func:`allocator.solvers.patterns.demand_values`) over the trace's pods as the
+    demand mix (the arrivals are the trace shuffled and cloned, so this is their distribution),
+    scaled to ask for every GPU, as at 100% arrived."""
+    key = (
+        hashlib.sha256(pods.milli.tobytes() + pods.gpus.tobytes()).digest(),
+        int(gpus),
+    )
+    if key not in _VALUES:
+        _VALUES[key] = demand_values(pods.milli, pods.gpus, np.ones(len(pods)), int(gpus))
+    return _VALUES[key]
 
 
 def arrival_order(
@@ -271,9 +313,11 @@ def _note_moves(curve: Curve, placer: OpenbPolicy, *, at_100: bool) -> None:
 def _loaded_cluster(
     cluster: ClusterTrace, pods: PodTrace, order: np.ndarray, seed: int, ties: str
 ) -> _core.SimCluster:
-    """The run's empty cluster with FGD's target workload and the arrivals as its pod table."""
+    """The run's empty cluster with FGD's target workload, the trace's pattern values and the
+    arrivals as its pod table."""
     sim = new_cluster(cluster, seed, ties=ties)
     sim.set_workload(**typical_workload(pods))
+    sim.set_pattern(sorted(pattern_values(pods, int(cluster.total_gpus)).items()))
     # Clones of one pod share its trace row: every arrival gets its own row in the pod table.
     sim.set_pods(
         pods.cpu_milli[order],

@@ -84,7 +84,7 @@ def solve(
     runs: dict[int, tuple[Problem, NativeEngine, str, str]] = {}
 
     def run(pb: Problem) -> Allocation:
-        engine = NativeEngine(pb, alpha=p.alpha)
+        engine = NativeEngine(pb, alpha=p.alpha, packing=p.packing)
         alloc, chosen, status = _allocate(pb, engine, p)
         runs[id(pb)] = (pb, engine, chosen, status)
         return alloc
@@ -139,7 +139,7 @@ def allocate(problem: Problem, params: SolveParams | None = None) -> Allocation:
         raise ProblemError("params", f"must be a SolveParams, got {type(p).__name__}")
 
     def run(pb: Problem) -> Allocation:
-        return _allocate(pb, NativeEngine(pb, alpha=p.alpha), p)[0]
+        return _allocate(pb, NativeEngine(pb, alpha=p.alpha, packing=p.packing), p)[0]
 
     if has_layouts(problem):
         plan = plan_layouts(problem, run)

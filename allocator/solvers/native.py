@@ -32,6 +32,7 @@ from allocator.model import (
 )
 from allocator.model.occupancy import starts_mask
 from allocator.solvers.assemble import Allocation
+from allocator.solvers.patterns import demand_values
 
 __all__ = ["NativeEngine", "enum_name"]
 
@@ -146,6 +147,28 @@ class _Incumbents(NamedTuple):
     placements: list[Placement]
 
 
+def round_values(problem: Problem) -> dict[int, float]:
+    """The pattern rule's values for a round without a workload forecast: the round's own GPU
+    bids as the demand mix (each alternative a shape of its replicas' GPUs, a bid's
+    alternatives sharing its weight), scaled to ask for the round's whole and shared GPUs (MIG
+    ones left out). Empty when the round has no such GPU or bid."""
+    gpus = sum(1 for n in problem.nodes for g in n.gpus if g.mode != "mig")
+    milli: list[int] = []
+    count: list[int] = []
+    weight: list[float] = []
+    for b in problem.bids:
+        for a in b.alternatives:
+            if a.unit.kind == "mig":
+                continue
+            whole = a.unit.kind == "whole"
+            milli.append(1000 if whole else a.unit.milli)
+            count.append(a.unit.gpus * a.replicas if whole else a.replicas)
+            weight.append(1.0 / len(b.alternatives))
+    if gpus == 0 or not milli:
+        return {}
+    return demand_values(np.array(milli), np.array(count), np.array(weight), gpus)
+
+
 class NativeEngine:
     """One problem lowered into the C++ engine.
 
@@ -155,12 +178,15 @@ class NativeEngine:
         The validated round.
     alpha
         Exponent of size in the greedy ranking score ``value / size**alpha``.
+    packing
+        ``fgd`` (the engine's default packing) or ``pattern`` (the pattern rule, with the values
+        of :func:`round_values`).
 
     ``core`` is the C++ engine itself; :meth:`to_columns` and :meth:`to_allocation` convert
     allocations for it (the solver methods below do both around each call).
     """
 
-    def __init__(self, problem: Problem, *, alpha: float = 0.75) -> None:
+    def __init__(self, problem: Problem, *, alpha: float = 0.75, packing: str = "fgd") -> None:
         self.problem = problem
         self._models: list[GpuModel] = []
         self._model_index: dict[str, int] = {}
@@ -169,8 +195,15 @@ class NativeEngine:
         self._gpu_key: list[tuple[str, int, int]] = []  # node name, device index, model index
         self._profile_indices: dict[tuple[int, str], int] = {}
         columns = self._lower()
+        options = _core.EngineOptions(alpha=alpha)
+        if packing == "pattern":
+            options = _core.EngineOptions(
+                alpha=alpha, packing="pattern", pattern_values=sorted(round_values(problem).items())
+            )
+        elif packing != "fgd":
+            raise ProblemError("packing", f"must be fgd or pattern; got {packing!r}")
         try:
-            self.core = _core.Engine(columns, _core.EngineOptions(alpha=alpha))
+            self.core = _core.Engine(columns, options)
         except ValueError as e:
             raise ProblemError("problem", f"the C++ engine rejected the problem: {e}") from e
 

@@ -31,7 +31,10 @@ from typing import Any
 from allocator.model import PAYMENT_RULES, SOLVERS, ProblemError
 from allocator.solvers.arguments import check_seed, check_time_limit
 
-__all__ = ["PAYMENT_CHOICES", "SolveParams"]
+__all__ = ["PACKINGS", "PAYMENT_CHOICES", "SolveParams"]
+
+#: What ``packing`` may say.
+PACKINGS = ("fgd", "pattern")
 
 #: What ``payments`` may say: a rule, or ``auto`` (exact ``critical`` on rounds of at most
 #: ``auto_critical_max_bids`` bids, ``los`` above; the Result names the rule that priced).
@@ -74,6 +77,12 @@ class SolveParams:
     #: Order in which nodes are preferred between equally good placements (a permutation of
     #: the node indices; empty: a fixed hash order). Only used with a workload hint.
     node_order: tuple[int, ...] = ()
+    #: How the engine packs whole and shared GPUs: ``fgd`` (FGD's fragmentation growth, the
+    #: default) or ``pattern`` (shares where they lose the least value of the pattern linear
+    #: program, then FGD's growth with a CPU and memory reserve: the C++ core's
+    #: ``gpualloc/pattern.hpp``). :func:`allocator.solve` takes the program's values from the
+    #: round's own GPU bids; the trace simulator from the trace.
+    packing: str = "fgd"
     #: Deterministic work limit of local search: at most this many moves (None: no limit).
     local_iterations: int | None = None
     #: Local search stops after this many moves without a gain (0: a default from the size).
@@ -124,6 +133,8 @@ class SolveParams:
                 "fragment_scale", f"must be a finite number >= 0, got {self.fragment_scale!r}"
             )
         self._check_node_order()
+        if self.packing not in PACKINGS:
+            self._fail("packing", f"must be one of {', '.join(PACKINGS)}; got {self.packing!r}")
         if self.local_iterations is not None and (
             not _is_int(self.local_iterations) or self.local_iterations < 0
         ):

@@ -7,6 +7,8 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -21,7 +23,8 @@ namespace gpualloc::bindings {
 namespace {
 
 Workload workload_from(const py::handle& cpu, const py::handle& gpus, const py::handle& milli,
-                       const py::handle& models, const py::handle& weight) {
+                       const py::handle& models, const py::handle& weight,
+                       const py::handle& memory) {
   const auto c = as_vector<std::int64_t>(cpu, "cpu_milli");
   const auto g = as_vector<std::int64_t>(gpus, "gpus");
   const auto k = as_vector<std::int64_t>(milli, "milli");
@@ -32,35 +35,65 @@ Workload workload_from(const py::handle& cpu, const py::handle& gpus, const py::
   need_len("milli", k.size(), n);
   need_len("models", md.size(), n);
   need_len("weight", w.size(), n);
+  std::vector<std::int64_t> mem(n, 0);
+  if (!memory.is_none()) {
+    mem = as_vector<std::int64_t>(memory, "memory_mib");
+    need_len("memory_mib", mem.size(), n);
+  }
   std::vector<Workload::Task> tasks(n);
   for (std::size_t i = 0; i < n; ++i) {
-    tasks[i] = {c[i], as_int("gpus", g[i]), as_int("milli", k[i]), md[i], w[i]};
+    tasks[i] = {c[i], as_int("gpus", g[i]), as_int("milli", k[i]), md[i], w[i], mem[i]};
   }
   return Workload(std::move(tasks));
 }
 
+Packing packing_from(const std::string& name) {
+  if (name == "fgd") return Packing::Fgd;
+  if (name == "pattern") return Packing::Pattern;
+  throw InputError("packing", "must be fgd or pattern, not '" + name + "'");
+}
+
+std::string packing_name(Packing p) { return p == Packing::Pattern ? "pattern" : "fgd"; }
+
 EngineOptions options_from(double alpha, double fragment_scale, std::vector<int> node_order,
-                           Workload workload) {
+                           Workload workload, const std::string& packing,
+                           const std::vector<std::pair<int, double>>& pattern_values,
+                           double reserve_weight) {
   EngineOptions o;
   o.alpha = alpha;
   o.fragment_scale = fragment_scale;
   o.node_order = std::move(node_order);
   o.workload = std::move(workload);
+  o.packing = packing_from(packing);
+  o.pattern_values = PatternValues(pattern_values);
+  o.reserve_weight = reserve_weight;
   return o;
 }
 
 void bind_options(py::module_& m) {
   py::class_<Workload>(m, "Workload", "FGD's target workload: task shapes and their weights.")
       .def(py::init(&workload_from), py::kw_only(), py::arg("cpu_milli"), py::arg("gpus"),
-           py::arg("milli"), py::arg("models"), py::arg("weight"))
+           py::arg("milli"), py::arg("models"), py::arg("weight"),
+           py::arg("memory_mib") = py::none())
       .def("__len__", [](const Workload& w) { return w.tasks().size(); });
   const EngineOptions d;
   py::class_<EngineOptions>(m, "EngineOptions",
                             "Parameters of the engine (gpualloc::EngineOptions).")
       .def(py::init(&options_from), py::kw_only(), py::arg("alpha") = d.alpha,
            py::arg("fragment_scale") = d.fragment_scale, py::arg("node_order") = d.node_order,
-           py::arg("workload") = d.workload)
+           py::arg("workload") = d.workload, py::arg("packing") = packing_name(d.packing),
+           py::arg("pattern_values") = std::vector<std::pair<int, double>>{},
+           py::arg("reserve_weight") = d.reserve_weight)
       .def_readwrite("alpha", &EngineOptions::alpha)
+      .def_property(
+          "packing", [](const EngineOptions& o) { return packing_name(o.packing); },
+          [](EngineOptions& o, const std::string& name) { o.packing = packing_from(name); })
+      .def_property(
+          "pattern_values", [](const EngineOptions& o) { return o.pattern_values.pairs(); },
+          [](EngineOptions& o, const std::vector<std::pair<int, double>>& v) {
+            o.pattern_values = PatternValues(v);
+          })
+      .def_readwrite("reserve_weight", &EngineOptions::reserve_weight)
       .def_readwrite("fragment_scale", &EngineOptions::fragment_scale)
       .def_readwrite("node_order", &EngineOptions::node_order)
       .def_readwrite("workload", &EngineOptions::workload);

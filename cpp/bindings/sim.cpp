@@ -9,6 +9,7 @@
 
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "arrays.hpp"
@@ -51,6 +52,7 @@ SimPolicy policy_from(const std::string& name) {
   if (name == "gpupacking") return SimPolicy::GpuPacking;
   if (name == "fgd") return SimPolicy::Fgd;
   if (name == "kai") return SimPolicy::KaiBinpack;
+  if (name == "pattern") return SimPolicy::Pattern;
   throw InputError("policy", "unknown placement policy '" + name + "'");
 }
 
@@ -98,7 +100,8 @@ void set_workload(Session& s, const py::handle& cpu, const py::handle& mem, cons
   if (w.size() != pods.size()) throw InputError("weight", "one weight per task");
   std::vector<Workload::Task> tasks;
   for (std::size_t i = 0; i < pods.size(); ++i) {
-    tasks.push_back({pods[i].cpu_milli, pods[i].gpus, pods[i].milli, pods[i].models, w[i]});
+    tasks.push_back(
+        {pods[i].cpu_milli, pods[i].gpus, pods[i].milli, pods[i].models, w[i], pods[i].memory_mib});
   }
   s.cluster.set_workload(Workload(std::move(tasks)));
 }
@@ -263,6 +266,15 @@ void register_sim(py::module_& m) {
             s.cluster.set_node_order(std::vector<int>(o.begin(), o.end()));
           },
           py::arg("order"))
+      .def(
+          "set_pattern",
+          [](Session& s, const std::vector<std::pair<int, double>>& values, double reserve_weight) {
+            s.cluster.set_pattern(PatternValues(values), reserve_weight);
+          },
+          py::arg("values"), py::arg("reserve_weight") = kDefaultReserveWeight,
+          "The pattern rule's (size, net value) pairs and the weight of its CPU/memory reserve.")
+      .def_property_readonly("pattern_values",
+                             [](const Session& s) { return s.cluster.pattern_values().pairs(); })
       .def("fragment_milli", [](const Session& s) { return s.cluster.fragment_milli(); })
       .def("node_fragment", [](const Session& s, int n) { return s.cluster.node_fragment(n); })
       .def_property_readonly("used_milli", [](const Session& s) { return s.cluster.used_milli(); })

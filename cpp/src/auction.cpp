@@ -36,6 +36,9 @@ void check_options(const EngineOptions& o) {
   if (!std::isfinite(o.fragment_scale) || o.fragment_scale < 0) {
     throw InputError("fragment_scale", "must be finite and >= 0");
   }
+  if (!std::isfinite(o.reserve_weight) || o.reserve_weight < 0 || o.reserve_weight > 100) {
+    throw InputError("reserve_weight", "must be in [0, 100]");
+  }
 }
 }  // namespace
 
@@ -43,7 +46,7 @@ Engine::Engine(ProblemData problem, EngineOptions options)
     : p_((problem.validate(), std::move(problem))),
       opt_((check_options(options), std::move(options))),
       packer_(p_, opt_.workload.empty() ? nullptr : &opt_.workload, opt_.fragment_scale,
-              &opt_.node_order) {
+              &opt_.node_order, opt_.packing, &opt_.pattern_values, opt_.reserve_weight) {
   index_bids();
   rank_alternatives();
   index_pools();

@@ -13,6 +13,7 @@ Workload::Workload(std::vector<Task> tasks) : tasks_(std::move(tasks)) {
     const auto& t = tasks_[i];
     const std::string at = "workload[" + std::to_string(i) + "]";
     if (t.cpu_milli < 0) throw InputError(at + ".cpu_milli", "must be >= 0");
+    if (t.memory_mib < 0) throw InputError(at + ".memory_mib", "must be >= 0");
     if (t.gpus < 0 || t.gpus > 64) throw InputError(at + ".gpus", "must be in [0, 64]");
     if (t.gpus > 0 && (t.milli < 1 || t.milli > 1000)) {
       throw InputError(at + ".milli", "must be in [1, 1000] for a task with GPUs");

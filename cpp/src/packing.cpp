@@ -43,9 +43,25 @@ struct Packer::Scratch {
 }
 
 Packer::Packer(const ProblemData& p, const Workload* workload, double fragment_scale,
-               const std::vector<int>* node_order)
-    : p_(p), fragment_scale_(fragment_scale) {
+               const std::vector<int>* node_order, Packing packing,
+               const PatternValues* pattern_values, double reserve_weight)
+    : p_(p), fragment_scale_(fragment_scale), packing_(packing), reserve_weight_(reserve_weight) {
   if (workload != nullptr) node_workload_ = *workload;
+  if (pattern()) {
+    if (pattern_values != nullptr) pattern_values_ = *pattern_values;
+    if (!node_workload_.empty()) {
+      need_ = typical_need(node_workload_);
+    } else {  // the round's GPU bids, weighted by replicas
+      double cpu = 0, memory = 0, gpus = 0;
+      for (const auto& a : p.alternatives) {
+        if (a.kind == UnitKind::Mig) continue;
+        cpu += static_cast<double>(a.replicas) * static_cast<double>(a.cpu_milli);
+        memory += static_cast<double>(a.replicas) * static_cast<double>(a.memory_mib);
+        gpus += a.replicas * (a.kind == UnitKind::Whole ? a.gpus : a.milli / 1000.0);
+      }
+      if (gpus > 0) need_ = {cpu / gpus, memory / gpus};
+    }
+  }
   rank_nodes(node_order);
   index_topology();
   group_nodes();
@@ -270,8 +286,27 @@ std::int64_t Packer::free_capacity(const State& s, UnitKind kind, int model) con
   return cap;
 }
 
+double Packer::reserve_growth(const State& s, int node, const std::vector<int>& gpus, int milli,
+                              std::int64_t cpu, std::int64_t memory) const {
+  double before = 0, taken = 0;
+  for (int g : node_gpus_[node]) {
+    const auto& gd = p_.gpus[g];
+    if (gd.mode == GpuMode::Mig) continue;
+    const int used = s.gpus[g].milli;
+    const int f = gd.mode == GpuMode::Shared ? 1000 - used : (used == 0 ? 1000 : 0);
+    before += f;
+    if (std::find(gpus.begin(), gpus.end(), g) != gpus.end()) {
+      taken += gd.mode == GpuMode::Shared ? milli : f;
+    }
+  }
+  const std::int64_t cpu_free = p_.nodes[node].cpu_milli - s.cpu_used[node];
+  const std::int64_t mem_free = p_.nodes[node].memory_mib - s.mem_used[node];
+  return stranded_milli(before - taken, cpu_free - cpu, mem_free - memory, need_) -
+         stranded_milli(before, cpu_free, mem_free, need_);
+}
+
 double Packer::node_fragment_growth(const State& s, int node, const std::vector<int>& gpus,
-                                    int milli, std::int64_t cpu) const {
+                                    int milli, std::int64_t cpu, std::int64_t memory) const {
   thread_local std::vector<int> free, model, after;
   free.clear();
   model.clear();
@@ -290,8 +325,11 @@ double Packer::node_fragment_growth(const State& s, int node, const std::vector<
   }
   const std::int64_t cpu_free = p_.nodes[node].cpu_milli - s.cpu_used[node];
   const int n = static_cast<int>(free.size());
-  return node_workload_.node_fragment(after.data(), model.data(), n, cpu_free - cpu) -
-         node_workload_.node_fragment(free.data(), model.data(), n, cpu_free);
+  const double growth =
+      node_workload_.node_fragment(after.data(), model.data(), n, cpu_free - cpu) -
+      node_workload_.node_fragment(free.data(), model.data(), n, cpu_free);
+  if (!pattern()) return growth;
+  return growth + reserve_weight_ * reserve_growth(s, node, gpus, milli, cpu, memory);
 }
 
 double Packer::fragment_key(double growth, int node) const {
@@ -373,9 +411,17 @@ bool Packer::whole_on_node(const State& s, const AlternativeData& alt, int model
     // Spanning domains is worse than any single-domain placement of the same node.
     best = Score{pen_sum, node_free, 1e9, 0};
     if (!node_workload_.empty()) {
-      best = Score{pen_sum,
-                   fragment_key(node_fragment_growth(s, node, out.gpus, 1000, alt.cpu_milli), node),
-                   node_free, 1e9};
+      best = Score{
+          pen_sum,
+          fragment_key(node_fragment_growth(s, node, out.gpus, 1000, alt.cpu_milli, alt.memory_mib),
+                       node),
+          node_free, 1e9};
+    } else if (pattern()) {
+      best =
+          Score{pen_sum,
+                pattern_key(0.0, reserve_weight_ * reserve_growth(s, node, out.gpus, 1000,
+                                                                  alt.cpu_milli, alt.memory_mib)),
+                node_free, 1e9};
     }
   }
   std::sort(out.gpus.begin(), out.gpus.end());
@@ -414,8 +460,15 @@ bool Packer::whole_in_domain(const State& s, const AlternativeData& alt, int nod
     if (static_cast<int>(take.size()) < k) continue;
     Score sc{pen_sum, node_free, static_cast<double>(in_domain - k), static_cast<double>(shared)};
     if (!node_workload_.empty()) {  // FGD first, then the tightest node and domain
+      sc =
+          Score{pen_sum,
+                fragment_key(
+                    node_fragment_growth(s, node, take, 1000, alt.cpu_milli, alt.memory_mib), node),
+                node_free, static_cast<double>(in_domain - k)};
+    } else if (pattern()) {  // the reserve first, then best fit
       sc = Score{pen_sum,
-                 fragment_key(node_fragment_growth(s, node, take, 1000, alt.cpu_milli), node),
+                 pattern_key(0.0, reserve_weight_ * reserve_growth(s, node, take, 1000,
+                                                                   alt.cpu_milli, alt.memory_mib)),
                  node_free, static_cast<double>(in_domain - k)};
     }
     if (!found || sc < best) {
@@ -441,10 +494,17 @@ bool Packer::share_on_node(const State& s, const AlternativeData& alt, int model
     const int fr = 1000 - s.gpus[g].milli;
     node_free += fr;
     if (fr < ms) continue;
-    const double delta =
+    double delta =
         node_workload_.empty()
             ? share_fragment_[fr - ms] - share_fragment_[fr]
-            : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli), node);
+            : fragment_key(node_fragment_growth(s, node, {g}, ms, alt.cpu_milli, alt.memory_mib),
+                           node);
+    if (pattern()) {  // the least loss of pattern value first
+      if (node_workload_.empty()) {
+        delta += reserve_weight_ * reserve_growth(s, node, {g}, ms, alt.cpu_milli, alt.memory_mib);
+      }
+      delta = pattern_key(pattern_values_.loss(fr, ms), delta);
+    }
     // Without a workload: leftover first (best fit), then prefer GPUs already shared. With
     // one (FGD's measure): equal steps go to the first GPU, as FGD's plugin breaks them.
     const double second = node_workload_.empty() ? (fr - ms) + (s.gpus[g].milli > 0 ? 0.0 : 0.5)
@@ -534,7 +594,7 @@ bool Packer::gang_in(State& s, const AlternativeData& alt, int model, int profil
     for (int n : nodes) {
       // Whole GPUs, best fit: a node with more free GPUs than the best so far cannot win.
       if (found && alt.kind == UnitKind::Whole && penalty == nullptr && nvlink < 0 &&
-          single_model_[n] && node_workload_.empty()) {
+          single_model_[n] && node_workload_.empty() && !pattern()) {
         // The node's score is at least (0, free - gpus, 0, 0); equal scores keep the earlier.
         const Score& bar = record ? top.back().first : best;
         const double prim = static_cast<double>(s.node_free_whole[n] - alt.gpus);

@@ -63,7 +63,16 @@ SimCluster::SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int
 
 void SimCluster::set_workload(Workload workload) {
   workload_ = std::move(workload);
+  need_ = typical_need(workload_);
   for (int n = 0; n < nodes(); ++n) refresh_fragment(n);
+}
+
+void SimCluster::set_pattern(PatternValues values, double reserve_weight) {
+  if (!(std::isfinite(reserve_weight) && reserve_weight >= 0 && reserve_weight <= 100)) {
+    throw InputError("reserve_weight", "must be in [0, 100]");
+  }
+  pattern_ = std::move(values);
+  reserve_weight_ = reserve_weight;
 }
 
 void SimCluster::set_node_order(std::vector<int> order) {
@@ -175,6 +184,54 @@ double SimCluster::fgd_on_node(const SimPod& pod, int n, SimPlacement& out) cons
   return best;
 }
 
+double SimCluster::stranded_of(int n, const int* free, std::int64_t cpu,
+                               std::int64_t memory) const {
+  double idle = 0;
+  for (int i = 0; i < gpu_count(n); ++i) idle += free[i];
+  return stranded_milli(idle, cpu, memory, need_);
+}
+
+double SimCluster::pattern_on_node(const SimPod& pod, int n, SimPlacement& out) const {
+  // Steps 2 and 3 of the rule: FGD's score of the fragmentation growth plus the reserve's
+  // growth; step 1 (shares): the least loss of pattern value first.
+  const int first = gpu_first_[n];
+  const int count = gpu_count(n);
+  std::array<int, 64> free{};
+  std::copy(gpu_free_.begin() + first, gpu_free_.begin() + first + count, free.begin());
+  const std::int64_t cpu = cpu_free_[n] - pod.cpu_milli;
+  const std::int64_t memory = mem_free_[n] - pod.memory_mib;
+  const double frag_before = node_frag_[n];
+  const double strand_before = stranded_of(n, free.data(), cpu_free_[n], mem_free_[n]);
+  const auto growth = [&]() {
+    return fragment_of(n, free.data(), cpu) - frag_before +
+           reserve_weight_ * (stranded_of(n, free.data(), cpu, memory) - strand_before);
+  };
+  out.node = n;
+  out.milli = pod.milli;
+  out.gpus.clear();
+  if (pod.gpus == 0 || pod.milli == kWhole) {  // fully free GPUs are interchangeable
+    default_gpus(pod, n, out);
+    for (int g : out.gpus) free[g - first] = 0;
+    return -pattern_key(0.0, -fgd_score(growth()));
+  }
+  double best = -std::numeric_limits<double>::infinity();
+  for (int i = 0; i < count; ++i) {
+    if (free[i] < pod.milli) continue;
+    bool seen = false;  // GPUs with equal free milli give equal results: the first one counts
+    for (int j = 0; j < i && !seen; ++j) seen = free[j] == free[i];
+    if (seen) continue;
+    const double loss = pattern_.loss(free[i], pod.milli);
+    free[i] -= pod.milli;
+    const double score = -pattern_key(loss, -fgd_score(growth()));
+    free[i] += pod.milli;
+    if (score > best) {  // strict: the first GPU wins ties
+      best = score;
+      out.gpus.assign(1, first + i);
+    }
+  }
+  return best;
+}
+
 double SimCluster::fgd_score(double delta_milli) const {
   // The authors' plugin maps the fragmentation decrease through a sigmoid onto the framework's
   // integer 0..100 scale (truncated), so decreases a few hundredths of a GPU apart tie.
@@ -228,6 +285,8 @@ double SimCluster::score_on_node(const SimPod& pod, SimPolicy policy, int n,
     }
     case SimPolicy::Fgd:
       return fgd_on_node(pod, n, out);
+    case SimPolicy::Pattern:
+      return pattern_on_node(pod, n, out);
     case SimPolicy::KaiBinpack: {
       default_gpus(pod, n, out);
       const double cap = static_cast<double>(gpu_count(n)) * kWhole;
@@ -439,7 +498,13 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
   const std::vector<int> bid_pod = add_round_bids(pd, pods, values);
   if (!bid_pod.empty()) {
     EngineOptions eo = options.engine;
-    if (options.workload_hint) eo.workload = workload_;
+    if (options.workload_hint) {
+      eo.workload = workload_;
+      if (eo.packing == Packing::Pattern && eo.pattern_values.empty()) {
+        eo.pattern_values = pattern_;
+        eo.reserve_weight = reserve_weight_;
+      }
+    }
     eo.node_order = node_order_;
     Engine engine(std::move(pd), eo);
     Solution sol = engine.greedy();
@@ -458,11 +523,13 @@ std::vector<SimPlacement> SimCluster::auction_round(const std::vector<SimPod>& p
       out[i] = std::move(pl);
     }
   }
-  std::mt19937_64 rng(options.seed);  // CPU-only pods: FGD's score
+  std::mt19937_64 rng(options.seed);  // CPU-only pods: FGD's score, or the pattern rule's
+  const SimPolicy cpu_policy =
+      options.engine.packing == Packing::Pattern ? SimPolicy::Pattern : SimPolicy::Fgd;
   for (std::size_t i = 0; i < pods.size(); ++i) {
     if (pods[i].gpus != 0) continue;
     SimPlacement pl;
-    if (choose(pods[i], SimPolicy::Fgd, rng, pl)) {
+    if (choose(pods[i], cpu_policy, rng, pl)) {
       apply(pods[i], pl, +1);
       out[i] = std::move(pl);
     }

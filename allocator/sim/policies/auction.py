@@ -9,8 +9,9 @@
   :func:`allocator.solvers.solve`, wallets refilled per round, research work preemptible.
 
 Both take their options from the run's :class:`~allocator.solvers.SolveParams`: ``solver``
-(``greedy`` or ``local``), ``time_limit``, ``alpha``, and for openb ``fragment_scale`` and
-``workload_hint``; the seed of round ``k`` is the run's seed + ``params.seed`` + ``k``.
+(``greedy`` or ``local``), ``time_limit``, ``alpha``, ``packing``, and for openb
+``fragment_scale`` and ``workload_hint`` (with ``packing="pattern"`` the hint also carries the
+trace's pattern values); the seed of round ``k`` is the run's seed + ``params.seed`` + ``k``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def _auction_round(
             values,
             _core.SimAuctionOptions(
                 engine=_core.EngineOptions(
-                    alpha=params.alpha, fragment_scale=params.fragment_scale
+                    alpha=params.alpha, fragment_scale=params.fragment_scale, packing=params.packing
                 ),
                 workload_hint=params.workload_hint,
                 local_search=params.solver == "local",

@@ -29,6 +29,7 @@ SCORED = {
     "gpupacking": "a shared GPU with room, then a partly used node, then an idle one",
     "fgd": "least growth of FGD's fragmentation (Weng et al., ATC'23)",
     "kai": "KAI Scheduler's bin-packing: the fullest node after placement",
+    "pattern": "least loss of pattern value (shares), then FGD's growth with a CPU/memory reserve",
 }
 
 

@@ -60,6 +60,7 @@
 
 #include "gpualloc/fragmentation.hpp"
 #include "gpualloc/packing.hpp"
+#include "gpualloc/pattern.hpp"
 #include "gpualloc/problem.hpp"
 #include "gpualloc/state.hpp"
 
@@ -105,6 +106,11 @@ struct EngineOptions {
   /// Order in which nodes are preferred between placements within one step (a permutation of
   /// the nodes; empty: a fixed hash order). Only used with a workload.
   std::vector<int> node_order;
+  /// How whole and shared GPUs are scored: FGD's growth (default) or the pattern rule
+  /// (pattern.hpp) with `pattern_values` (none: every loss 0) and `reserve_weight`.
+  Packing packing = Packing::Fgd;
+  PatternValues pattern_values;
+  double reserve_weight = kDefaultReserveWeight;
 };
 
 /// Figures of the last local search.

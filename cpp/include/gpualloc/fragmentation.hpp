@@ -25,6 +25,9 @@ class Workload {
     int milli = 0;             ///< per GPU (1000: whole GPUs)
     std::uint64_t models = 0;  ///< bit m: model m allowed (0: any)
     double weight = 0.0;
+    /// Memory (MiB); FGD's measure ignores it, the pattern rule's CPU and memory reserve reads it
+    /// (pattern.hpp).
+    std::int64_t memory_mib = 0;
   };
 
   Workload() = default;

@@ -18,6 +18,11 @@
 //    does the same over racks/zones/the cluster (a node without a rack or zone is one of its
 //    own) and places replicas one by one on the best-fit
 //    node of the domain.
+// With packing Pattern (pattern.hpp), shares are placed by the least loss of pattern value
+// first, then by the key above (FGD's growth with a workload, the per-GPU form without) plus the
+// growth of the node's CPU and memory reserve; whole GPUs by that reserve too (with a workload
+// inside FGD's step, without it before best fit). The reserve's per-GPU need is the workload's,
+// or without one the round's GPU bids' (weighted by replicas).
 // With an optional per-GPU penalty (the value an eviction there would destroy) as first key,
 // the same search prefers placements that evict the least.
 #pragma once
@@ -27,6 +32,7 @@
 #include <vector>
 
 #include "gpualloc/fragmentation.hpp"
+#include "gpualloc/pattern.hpp"
 #include "gpualloc/problem.hpp"
 #include "gpualloc/state.hpp"
 
@@ -41,8 +47,12 @@ class Packer {
   /// (FGD's score; 0: exactly); within a step the
   /// tighter placement (best fit) wins, which packs where FGD is indifferent.
   /// `node_order` (optional permutation of the nodes) ranks equal steps (else a fixed hash).
+  /// `packing` Pattern scores by the pattern rule with `pattern_values` (none: every loss 0)
+  /// and `reserve_weight`.
   explicit Packer(const ProblemData& p, const Workload* workload = nullptr,
-                  double fragment_scale = 1000.0, const std::vector<int>* node_order = nullptr);
+                  double fragment_scale = 1000.0, const std::vector<int>* node_order = nullptr,
+                  Packing packing = Packing::Fgd, const PatternValues* pattern_values = nullptr,
+                  double reserve_weight = kDefaultReserveWeight);
 
   /// Find a placement of all replicas of `alt` on GPUs of `model` (MIG: `profile` is the
   /// profile index on that model). `s` is used as scratch and left unchanged on return.
@@ -59,6 +69,8 @@ class Packer {
 
   /// Whether placements are scored by node-level fragmentation against a given workload.
   [[nodiscard]] bool node_level() const { return !node_workload_.empty(); }
+  /// The packing rule.
+  [[nodiscard]] Packing packing() const { return packing_; }
 
   /// How many runners-up `find` records (see below).
   static constexpr std::size_t kRunners = 4;
@@ -169,11 +181,21 @@ class Packer {
   std::vector<double> share_fragment_;
   Workload node_workload_;  // empty: per-GPU share fragmentation only
   double fragment_scale_ = 1000.0;
+  Packing packing_ = Packing::Fgd;
+  PatternValues pattern_values_;
+  double reserve_weight_ = kDefaultReserveWeight;
+  ResourceNeed need_;  // per GPU-equivalent, for the reserve (pattern packing)
+  [[nodiscard]] bool pattern() const { return packing_ == Packing::Pattern; }
+  /// Growth of node n's stranded milli (pattern.hpp) when `gpus` each take `milli` (1000: whole)
+  /// and the node gives `cpu` and `memory`.
+  [[nodiscard]] double reserve_growth(const State& s, int node, const std::vector<int>& gpus,
+                                      int milli, std::int64_t cpu, std::int64_t memory) const;
   std::vector<double> node_tie_;  // per node, in [0, 1): rank in the preference order
   [[nodiscard]] double fragment_key(double growth, int node) const;
-  /// Node-level FGD growth of placing `gpus` (each taking `milli`) and `cpu` on node n.
+  /// Node-level FGD growth of placing `gpus` (each taking `milli`) and `cpu` on node n, with
+  /// pattern packing plus reserve_weight times the reserve's growth (`memory` read only then).
   [[nodiscard]] double node_fragment_growth(const State& s, int node, const std::vector<int>& gpus,
-                                            int milli, std::int64_t cpu) const;
+                                            int milli, std::int64_t cpu, std::int64_t memory) const;
 };
 
 }  // namespace gpualloc

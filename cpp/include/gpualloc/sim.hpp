@@ -19,7 +19,10 @@
 //  - fgd: 100 sigmoid(fragmentation decrease / 1000 milli), trying every GPU with room;
 //  - kai: KAI Scheduler's default bin-packing placement (as its documentation states it: fill a
 //    node before the next, and with fractions a GPU before the next): the node with the largest
-//    allocated share of its GPU milli after placement (not truncated), best-fit GPU.
+//    allocated share of its GPU milli after placement (not truncated), best-fit GPU;
+//  - pattern: the pattern rule of pattern.hpp (shares: the least loss of pattern value, then
+//    FGD's score of fragmentation growth plus the CPU and memory reserve; other pods: that score),
+//    trying every GPU with room. Without pattern values (set_pattern) every loss is 0.
 // Shares go to the best-fit GPU (least free milli that fits) except under random, fgd and fifo;
 // whole GPUs are the node's lowest-index fully free ones. A CPU-only pod needs CPU and memory.
 #pragma once
@@ -31,6 +34,7 @@
 
 #include "gpualloc/auction.hpp"
 #include "gpualloc/fragmentation.hpp"
+#include "gpualloc/pattern.hpp"
 #include "gpualloc/problem.hpp"
 
 namespace gpualloc {
@@ -53,6 +57,7 @@ enum class SimPolicy : std::uint8_t {
   GpuPacking = 4,
   Fgd = 5,
   KaiBinpack = 6,
+  Pattern = 7,
 };
 
 /// Where a pod went: node and its GPUs (global GPU indices), each given `milli`.
@@ -68,7 +73,8 @@ struct SimAuctionOptions {
   /// (set_node_order) and, with `workload_hint`, its workload the cluster's (set_workload).
   EngineOptions engine;
   /// Give the engine the target workload for its packing (otherwise `engine.workload`, by
-  /// default empty: the round's own bids).
+  /// default empty: the round's own bids), and with `engine.packing` Pattern and no
+  /// `engine.pattern_values`, the cluster's pattern values and reserve weight (set_pattern).
   bool workload_hint = true;
   /// Improve the greedy allocation by local search, seeded by `seed`, until `time_limit_s`
   /// seconds or `max_iterations` moves (-1: no limit; with a limit and a time limit that does
@@ -86,8 +92,14 @@ class SimCluster {
   SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int64_t> memory_mib,
              std::vector<int> model, std::vector<int> gpus, std::vector<double> model_memory_gb);
 
-  /// FGD's target workload (also given to the engine in auction rounds).
+  /// FGD's target workload (also given to the engine in auction rounds); its GPU tasks' CPU and
+  /// memory per GPU are the pattern rule's reserve.
   void set_workload(Workload workload);
+  /// The pattern rule's values and the weight of its CPU and memory reserve (pattern.hpp; also
+  /// given to the engine in auction rounds with a workload hint and packing Pattern).
+  void set_pattern(PatternValues values, double reserve_weight = kDefaultReserveWeight);
+  [[nodiscard]] const PatternValues& pattern_values() const { return pattern_; }
+  [[nodiscard]] double reserve_weight() const { return reserve_weight_; }
 
   /// Choose a placement for `pod` under `policy` (nothing changes). False: it fits nowhere.
   bool choose(const SimPod& pod, SimPolicy policy, std::mt19937_64& rng, SimPlacement& out) const;
@@ -103,8 +115,9 @@ class SimCluster {
 
   /// Clear one auction round with the engine: every pod of `pods` that needs a GPU is a bid of
   /// value `values[i]` (one wallet that never binds, no reserve); the engine's greedy (or local
-  /// search) decides; winners are applied. Pods without a GPU are placed by FGD's score (the
-  /// market sells GPUs). Returns one placement per pod (node -1: not placed).
+  /// search) decides; winners are applied. Pods without a GPU are placed by FGD's score, or
+  /// with packing Pattern by the pattern policy's (the market sells GPUs). Returns one
+  /// placement per pod (node -1: not placed).
   std::vector<SimPlacement> auction_round(const std::vector<SimPod>& pods,
                                           const std::vector<double>& values,
                                           const SimAuctionOptions& options);
@@ -161,6 +174,12 @@ class SimCluster {
   void default_gpus(const SimPod& pod, int n, SimPlacement& out) const;
   /// FGD on node n: the GPU choice with the best score (first GPU on ties); returns the score.
   double fgd_on_node(const SimPod& pod, int n, SimPlacement& out) const;
+  /// The pattern rule on node n (first GPU on ties); returns minus its key.
+  double pattern_on_node(const SimPod& pod, int n, SimPlacement& out) const;
+  /// Idle milli of node n that its CPU/memory cannot serve, with GPUs at `free` and `cpu`,
+  /// `memory` left (pattern.hpp).
+  [[nodiscard]] double stranded_of(int n, const int* free, std::int64_t cpu,
+                                   std::int64_t memory) const;
 
   std::vector<std::int64_t> cpu_cap_, mem_cap_, cpu_free_, mem_free_;
   std::vector<int> node_model_, gpu_first_, gpu_node_, gpu_free_;
@@ -172,6 +191,9 @@ class SimCluster {
   bool exact_scores_ = false;
   bool random_ties_ = true;
   std::vector<int> node_order_;
+  PatternValues pattern_;
+  double reserve_weight_ = kDefaultReserveWeight;
+  ResourceNeed need_;  // of workload_'s GPU tasks
 };
 
 }  // namespace gpualloc
