@@ -20,6 +20,28 @@ bool model_ok(const SimPod& pod, int model) {
   return model >= 0 && model < 64 && ((pod.models >> model) & 1u);
 }
 
+/// The share's GPU on a node by `score(i)` (called with GPU i's free milli already holding the
+/// pod in `free`): GPUs with room, one per distinct free milli, the first best winning ties.
+template <typename Score>
+double best_share_gpu(const SimPod& pod, int first, int count, std::array<int, 64>& free,
+                      SimPlacement& out, Score score) {
+  double best = -std::numeric_limits<double>::infinity();
+  for (int i = 0; i < count; ++i) {
+    if (free[i] < pod.milli) continue;
+    bool seen = false;  // GPUs with equal free milli give equal results: the first one counts
+    for (int j = 0; j < i && !seen; ++j) seen = free[j] == free[i];
+    if (seen) continue;
+    free[i] -= pod.milli;
+    const double value = score(i);
+    free[i] += pod.milli;
+    if (value > best) {  // strict: the first GPU wins ties
+      best = value;
+      out.gpus.assign(1, first + i);
+    }
+  }
+  return best;
+}
+
 }  // namespace
 
 SimCluster::SimCluster(std::vector<std::int64_t> cpu_milli, std::vector<std::int64_t> memory_mib,
@@ -167,21 +189,9 @@ double SimCluster::fgd_on_node(const SimPod& pod, int n, SimPlacement& out) cons
     for (int g : out.gpus) free[g - first] = 0;
     return fgd_score(fragment_of(n, free.data(), cpu) - before);
   }
-  double best = -std::numeric_limits<double>::infinity();
-  for (int i = 0; i < count; ++i) {
-    if (free[i] < pod.milli) continue;
-    bool seen = false;  // GPUs with equal free milli give equal results: the first one counts
-    for (int j = 0; j < i && !seen; ++j) seen = free[j] == free[i];
-    if (seen) continue;
-    free[i] -= pod.milli;
-    const double score = fgd_score(fragment_of(n, free.data(), cpu) - before);
-    free[i] += pod.milli;
-    if (score > best) {  // strict: the first GPU wins ties
-      best = score;
-      out.gpus.assign(1, first + i);
-    }
-  }
-  return best;
+  return best_share_gpu(pod, first, count, free, out, [&](int /*i*/) {
+    return fgd_score(fragment_of(n, free.data(), cpu) - before);
+  });
 }
 
 double SimCluster::stranded_of(int n, const int* free, std::int64_t cpu,
@@ -214,22 +224,10 @@ double SimCluster::pattern_on_node(const SimPod& pod, int n, SimPlacement& out) 
     for (int g : out.gpus) free[g - first] = 0;
     return -pattern_key(0.0, -fgd_score(growth()));
   }
-  double best = -std::numeric_limits<double>::infinity();
-  for (int i = 0; i < count; ++i) {
-    if (free[i] < pod.milli) continue;
-    bool seen = false;  // GPUs with equal free milli give equal results: the first one counts
-    for (int j = 0; j < i && !seen; ++j) seen = free[j] == free[i];
-    if (seen) continue;
-    const double loss = pattern_.loss(free[i], pod.milli);
-    free[i] -= pod.milli;
-    const double score = -pattern_key(loss, -fgd_score(growth()));
-    free[i] += pod.milli;
-    if (score > best) {  // strict: the first GPU wins ties
-      best = score;
-      out.gpus.assign(1, first + i);
-    }
-  }
-  return best;
+  return best_share_gpu(pod, first, count, free, out, [&](int i) {
+    const double loss = pattern_.loss(free[i] + pod.milli, pod.milli);  // free[i] holds the pod
+    return -pattern_key(loss, -fgd_score(growth()));
+  });
 }
 
 double SimCluster::fgd_score(double delta_milli) const {
