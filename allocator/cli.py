@@ -27,7 +27,7 @@ from allocator.model import (
     load_result,
     result_to_dict,
 )
-from allocator.solvers.params import PAYMENT_CHOICES, SolveParams
+from allocator.solvers.params import PACKINGS, PAYMENT_CHOICES, SolveParams
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -173,6 +173,7 @@ def _non_negative_int(text: str) -> int:
 _SOLVE_FLAGS = {
     "solver": "--solver",
     "payments": "--payments",
+    "packing": "--packing",
     "time_limit": "--time-limit",
     "seed": "--seed",
     "threads": "--threads",
@@ -348,6 +349,13 @@ def _solver_args(sp: argparse.ArgumentParser) -> None:
         "--payments",
         choices=PAYMENT_CHOICES,
         help=f"default: {d.payments} (critical up to {d.auto_critical_max_bids} bids, los above)",
+    )
+    sp.add_argument(
+        "--packing",
+        choices=PACKINGS,
+        help=f"how whole and shared GPUs are packed: fgd (FGD's fragmentation growth) or pattern "
+        f"(shares by the pattern linear program over the round's bids; docs/simulator.md, "
+        f"'Beyond FGD'); default: {d.packing}",
     )
     sp.add_argument(
         "--time-limit",

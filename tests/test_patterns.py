@@ -4,14 +4,29 @@ simulator's auction and through :func:`allocator.solve`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from allocator import _core, solve, verify
+from allocator.cli import main
 from allocator.examples import demo_problem
-from allocator.model import Alternative, Bid, Gpu, Node, Problem, Unit, Wallet
+from allocator.model import (
+    Alternative,
+    Bid,
+    Gpu,
+    Incumbent,
+    Node,
+    Placement,
+    Problem,
+    Unit,
+    Wallet,
+    problem_to_dict,
+)
 from allocator.sim.bound import allocation_bound
 from allocator.solvers import SolveParams
 from allocator.solvers.native import round_values
@@ -145,3 +160,43 @@ def test_solve_with_pattern_packing_verifies() -> None:
         assert len(result.winners) == len(pb.bids)  # 3.72 GPUs of bids that fill 4 GPUs
     demo = demo_problem()
     assert verify(demo, solve(demo, params=SolveParams(packing="pattern"))) == []
+
+
+def _held_470_round() -> Problem:
+    """The round of tests/k8s/test_round.py's packing test: a node of two shared GPUs, GPU 0
+    holding a 470 share that cannot be preempted; a 320 and a 470 bid."""
+    gpus = tuple(Gpu(i, "H100-80GB", mode="shared") for i in range(2))
+    held = Placement("n0", (0,), milli=470)
+    return Problem(
+        nodes=(Node("n0", cpu_milli=128000, memory_mib=1 << 20, gpus=gpus),),
+        wallets=(Wallet("w", 50.0),),
+        bids=tuple(
+            Bid(f"b{m}", "a", "w", (Alternative(m / 1000, Unit("share", milli=m), cpu_milli=1000),))
+            for m in (320, 470)
+        ),
+        incumbents=(Incumbent("held", "x", 0.47, (held,), cpu_milli=1000, preemptible=False),),
+    )
+
+
+@pytest.mark.parametrize(
+    ("packing", "beside"), [(None, "b320"), ("fgd", "b320"), ("pattern", "b470")]
+)
+def test_solve_packing_flag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], packing: str | None, beside: str
+) -> None:
+    """`gpu-allocator solve --packing`: FGD (the default) puts the 320 beside the held 470; the
+    pattern rule pairs the two 470s and opens GPU 1 for the 320."""
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(problem_to_dict(_held_470_round())), encoding="utf-8")
+    flag = [] if packing is None else ["--packing", packing]
+    assert main(["solve", str(path), "--solver", "greedy", "--json", *flag]) == 0
+    winners = json.loads(capsys.readouterr().out)["winners"]
+    gpus = {w["bid_id"]: w["placements"][0]["gpus"] for w in winners}
+    assert gpus[beside] == [0] and sorted(gpus.values()) == [[0], [1]], gpus
+
+
+def test_solve_packing_flag_rejects_an_unknown_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--packing", "ss"])
+    assert exit_info.value.code == 2
+    assert "--packing: invalid choice: 'ss'" in capsys.readouterr().err

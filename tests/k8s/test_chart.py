@@ -93,7 +93,13 @@ def _container(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _common_args(
-    ns: str, lease: str, solver: str, limit: str, scheduler: str, threads: str = "1"
+    ns: str,
+    lease: str,
+    solver: str,
+    limit: str,
+    scheduler: str,
+    threads: str = "1",
+    packing: str = "fgd",
 ) -> list[str]:
     return [
         "--lease",
@@ -102,6 +108,8 @@ def _common_args(
         solver,
         "--payments",
         "auto",
+        "--packing",
+        packing,
         "--time-limit",
         limit,
         "--threads",
@@ -202,7 +210,7 @@ def test_default_values_are_accepted_by_the_api_server(
 def test_overrides_are_accepted_by_the_api_server(
     helm: Path, api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
 ) -> None:
-    """Overridden values (schedule, solver, time limit, scheduler name, image, resources, the
+    """Overridden values (schedule, solver, packing, time limit, scheduler name, image, resources, the
     optional Deployment) render objects the API server accepts, with the values in their args."""
     admin = api_client(control_plane.admin_token)
     ns = _namespace(admin, "chart")
@@ -219,6 +227,8 @@ def test_overrides_are_accepted_by_the_api_server(
         "timeLimit=2.5",
         "--set",
         "threads=4",
+        "--set",
+        "packing=pattern",
         "--set",
         "schedulerName=team-gpu",
         "--set",
@@ -237,7 +247,9 @@ def test_overrides_are_accepted_by_the_api_server(
     cron = admin.sanitize_for_serialization(batch.read_namespaced_cron_job(name, ns))
     assert cron["spec"]["concurrencyPolicy"] == "Forbid"
     assert cron["spec"]["schedule"] == "*/5 * * * *"
-    common = _common_args(ns, "the-lease", "greedy", "2.5", "team-gpu", threads="4")
+    common = _common_args(
+        ns, "the-lease", "greedy", "2.5", "team-gpu", threads="4", packing="pattern"
+    )
     container = _container(cron)
     assert container["args"] == ["run", "--once", *common]
     assert container["image"] == "registry.example/gpu-allocator:test"

@@ -285,3 +285,75 @@ def test_a_round_priced_by_los_records_its_rule_and_audit(
     assert audit["maxErr"] == pytest.approx(0.0) and audit["within1pct"] == 1.0
     assert audit["revenueRatio"] == pytest.approx(1.0) and audit["overcharged"] == 0
     assert record["status"]["revenue"] == pytest.approx(12.0)
+
+
+def _share_pod(core: Any, ns: str, name: str, milli: int, **spec: Any) -> None:
+    """A pod asking for a time-sliced share of ``milli`` milli-GPU (bid milli/1000); ``spec``
+    adds to its spec (``nodeName`` and ``schedulerName`` for a pod already running there)."""
+    core.create_namespaced_pod(
+        ns,
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {
+                    "gpualloc.io/bid": str(milli / 1000),
+                    "gpualloc.io/wallet": "w",
+                    "gpualloc.io/gpu-milli": str(milli),
+                    **({"gpualloc.io/gpus": "0"} if "nodeName" in spec else {}),
+                },
+            },
+            "spec": {
+                "schedulerName": "gpu-allocator",
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "registry.invalid/none",
+                        "resources": {
+                            "requests": {"cpu": "1", "nvidia.com/gpu.shared": "1"},
+                            "limits": {"nvidia.com/gpu.shared": "1"},
+                        },
+                    }
+                ],
+                **spec,
+            },
+        },
+    )
+
+
+@pytest.mark.parametrize("packing", ["fgd", "pattern"])
+def test_a_round_packs_shares_by_the_chosen_rule(
+    api_client: Callable[[str], Any],
+    control_plane: Any,
+    gpualloc_crds: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gpu_world: Any,
+    packing: str,
+) -> None:
+    """The Kubernetes path uses the engine's packer, so `run --packing pattern` places shares by
+    the pattern rule (issue 15). A time-sliced node of two GPUs, GPU 0 holding a running 470
+    share that is not ours to move; a 320 and a 470 wait. FGD's packing puts the 320 beside the
+    470 (a 210 gap left) and opens GPU 1 for the other 470; the pattern rule, with the values of
+    the round's own bids, fills GPU 0 with 470 + 470 and opens GPU 1 for the 320 (tests/
+    test_patterns.py solves the same round offline)."""
+    admin = api_client(control_plane.admin_token)
+    ns = gpu_world.namespace(admin)
+    node = gpu_world.kwok_node(admin, f"shared-{uuid.uuid4().hex[:6]}", 2, shared=True)
+    core = CoreV1Api(admin)
+    _share_pod(core, ns, "held", 470, nodeName=node, schedulerName="default-scheduler")
+    gpu_world.running(core, ns, "held")
+    _share_pod(core, ns, "small", 320)
+    _share_pod(core, ns, "large", 470)
+    import allocator.cluster.loop as loop
+
+    monkeypatch.setattr(loop, "fetch", gpu_world.only(ns, node))
+    kubeconfig = control_plane.write_kubeconfig(tmp_path / "kc", control_plane.admin_token)
+    argv = ["run", "--once", "--kubeconfig", str(kubeconfig), "--solver", "greedy"]
+    assert main([*argv, "--packing", packing, "--round-id", f"r-{packing}"]) == 0
+    gpus = {}
+    for name in ("small", "large"):
+        pod = gpu_world.running(core, ns, name)
+        assert pod.spec.node_name == node
+        gpus[name] = pod.metadata.annotations["gpualloc.io/gpus"]
+    beside_the_held_470 = "small" if packing == "fgd" else "large"
+    assert gpus[beside_the_held_470] == "0" and sorted(gpus.values()) == ["0", "1"], gpus

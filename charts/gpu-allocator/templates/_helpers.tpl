@@ -53,6 +53,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 - {{ .Values.solver | quote }}
 - --payments
 - {{ .Values.payments | quote }}
+- --packing
+- {{ .Values.packing | quote }}
 - --time-limit
 - {{ .Values.timeLimit | toString | quote }}
 - --threads
