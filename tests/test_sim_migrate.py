@@ -227,3 +227,41 @@ def test_direct_move_frees_a_gpu() -> None:
     assert sim.placement(0)[1] == sim.placement(1)[1] != gpus  # type: ignore[index]
     with pytest.raises(ValueError, match="already placed"):
         sim.place_with_moves(2, "fgd")
+
+
+@pytest.mark.parametrize(("rule", "moved_to"), [("pattern", (1, [3])), ("fgd", (0, [1]))])
+def test_moved_pod_is_placed_by_the_rule(rule: str, moved_to: tuple[int, list[int]]) -> None:
+    """A whole-GPU pod displaces a 320 share; the pattern rule puts the share on a free GPU, FGD
+    beside a lone 470 (where it spoils a 470 pair)."""
+    sim = _core.SimCluster(
+        np.array([16000, 2000]),
+        np.array([1 << 20, 1 << 20]),
+        np.array([0, 0]),
+        np.array([2, 2]),
+        [16.0],
+    )
+    sim.set_workload(
+        np.array([1000, 1000, 1000]),
+        np.zeros(3, dtype=np.int64),
+        np.array([1, 1, 1]),
+        np.array([1000, 650, 320]),
+        np.zeros(3, dtype=np.uint64),
+        np.array([0.5, 0.1, 0.4]),
+    )
+    sim.set_pattern([(320, 270.0), (470, 405.0), (650, 540.0), (810, 810.0), (1000, 810.0)])
+    sim.set_pods(
+        np.array([1000, 1000, 1000, 8000]),  # node 1 lacks the CPU for the whole-GPU pod
+        np.zeros(4, dtype=np.int64),
+        np.array([1, 1, 1, 1]),
+        np.array([320, 470, 470, 1000]),
+        np.zeros(4, dtype=np.uint64),
+    )
+    sim.assign(0, 0, [0])
+    sim.assign(1, 0, [1])
+    sim.assign(2, 1, [2])
+    assert sim.place(3, rule) is None
+    got = sim.place_with_moves(3, rule, max_moves=1)
+    assert got is not None
+    assert got[0] == (0, [0])
+    assert got[1] == [(0, *moved_to)]  # (pod, node, gpus) of each move
+    assert sim.placement(0) == moved_to
