@@ -548,9 +548,9 @@ def _simulate_parser(sub: Any) -> None:
         "--policies",
         default=None,
         help="comma-separated (default: every policy of the scenario; openb: auction,random,"
-        "fifo,bestfit,dotprod,gpupacking,fgd,kai, auction once per --modes; the migration "
-        "variants fgd-migrate and auction-migrate only when named; mixed: auction,"
-        "fifo,kai)",
+        "fifo,bestfit,dotprod,gpupacking,fgd,kai,pattern, auction once per --modes; the "
+        "migration variants fgd-migrate, pattern-migrate and auction-migrate only when named; "
+        "mixed: auction,fifo,kai)",
     )
     sim.add_argument("--modes", default="online,batch", help="auction modes: online,batch")
     sim.add_argument(

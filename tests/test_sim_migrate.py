@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,12 @@ from allocator.cli import main
 from allocator.sim import load_openb_nodes, load_openb_pods, run_replay, summarize
 from allocator.sim.policies import registry
 from allocator.sim.policies.migrate import MigrateOptions, MigratingPolicy
-from allocator.sim.replay import PLACEMENT_POLICIES, arrival_order, arrival_table
+from allocator.sim.replay import (
+    DEFAULT_PARAMS,
+    PLACEMENT_POLICIES,
+    arrival_order,
+    arrival_table,
+)
 
 
 @pytest.fixture
@@ -95,6 +101,51 @@ def test_migration_places_more_with_real_moves(trace: tuple[Path, Path]) -> None
     assert "pods_moved" not in summarize(base)
 
 
+def test_pattern_migration_moves_for_real_and_diverges_at_the_first_rescue(
+    trace: tuple[Path, Path],
+) -> None:
+    """pattern-migrate: the cluster's use recomputed from the pods' final placements matches
+    after its moves, the budget holds, and its placements and curve are pattern's up to the
+    first pod placed thanks to moves, more from there."""
+    n, p = trace
+    cluster = load_openb_nodes(n)
+    pods = load_openb_pods(p, cluster)
+    seen: dict[str, _core.SimCluster] = {}
+    placed: dict[str, list[object]] = {"pattern": [], "pattern-migrate": []}
+
+    def keep(name: str):
+        def on_round(sim: _core.SimCluster, _pods: object, got: list[object]) -> None:
+            seen[name] = sim
+            placed[name].extend(got)
+
+        return on_round
+
+    base = run_replay(cluster, pods, "pattern", 42, on_round=keep("pattern"))
+    moved = run_replay(cluster, pods, "pattern-migrate", 42, on_round=keep("pattern-migrate"))
+    table = arrival_table(pods, arrival_order(pods, int(cluster.total_gpus) * 1000, 42))
+    used_base = _check_state(seen["pattern"], table.cpu_milli, table.gpu_milli_total)
+    used_moved = _check_state(seen["pattern-migrate"], table.cpu_milli, table.gpu_milli_total)
+    assert used_moved > used_base
+    assert moved.moved is not None and 0 < moved.moved <= 0.02 * moved.placed
+    first = next(
+        k
+        for k, (b, m) in enumerate(zip(placed["pattern"], placed["pattern-migrate"], strict=True))
+        if b is None and m is not None
+    )
+    assert placed["pattern"][:first] == placed["pattern-migrate"][:first]
+    assert base.allocated[:first] == moved.allocated[:first]
+    assert moved.allocated[first] > base.allocated[first]
+    assert summarize(moved)["alloc_at_100"] > summarize(base)["alloc_at_100"]
+    setup = registry.OpenbSetup(DEFAULT_PARAMS, 42)
+    assert registry.get("pattern-migrate", "openb").factory(setup).rule == "pattern"  # type: ignore[attr-defined]
+    assert registry.get("fgd-migrate", "openb").factory(setup).rule == "fgd"  # type: ignore[attr-defined]
+    pattern_params = replace(DEFAULT_PARAMS, packing="pattern")
+    auction = registry.get("auction-migrate", "openb").factory(
+        registry.OpenbSetup(pattern_params, 42)
+    )
+    assert auction.rule == "pattern"  # type: ignore[attr-defined]
+
+
 def test_budget_and_price_bound_the_moves() -> None:
     """The moves a pod may cost: its worth over the price, the per-pod cap, the run's budget."""
 
@@ -124,6 +175,8 @@ def test_migration_is_a_variant_never_run_by_default(
     assert "fgd-migrate" in registry.names("openb")
     assert "fgd-migrate" not in registry.names("openb", headline=True)
     assert "auction-migrate" not in registry.names("openb", headline=True)
+    assert "pattern-migrate" in registry.names("openb")
+    assert "pattern-migrate" not in registry.names("openb", headline=True)
     assert "fgd-migrate" not in PLACEMENT_POLICIES
     n, p = trace
     code = main(
@@ -174,3 +227,41 @@ def test_direct_move_frees_a_gpu() -> None:
     assert sim.placement(0)[1] == sim.placement(1)[1] != gpus  # type: ignore[index]
     with pytest.raises(ValueError, match="already placed"):
         sim.place_with_moves(2, "fgd")
+
+
+@pytest.mark.parametrize(("rule", "moved_to"), [("pattern", (1, [3])), ("fgd", (0, [1]))])
+def test_moved_pod_is_placed_by_the_rule(rule: str, moved_to: tuple[int, list[int]]) -> None:
+    """A whole-GPU pod displaces a 320 share; the pattern rule puts the share on a free GPU, FGD
+    beside a lone 470 (where it spoils a 470 pair)."""
+    sim = _core.SimCluster(
+        np.array([16000, 2000]),
+        np.array([1 << 20, 1 << 20]),
+        np.array([0, 0]),
+        np.array([2, 2]),
+        [16.0],
+    )
+    sim.set_workload(
+        np.array([1000, 1000, 1000]),
+        np.zeros(3, dtype=np.int64),
+        np.array([1, 1, 1]),
+        np.array([1000, 650, 320]),
+        np.zeros(3, dtype=np.uint64),
+        np.array([0.5, 0.1, 0.4]),
+    )
+    sim.set_pattern([(320, 270.0), (470, 405.0), (650, 540.0), (810, 810.0), (1000, 810.0)])
+    sim.set_pods(
+        np.array([1000, 1000, 1000, 8000]),  # node 1 lacks the CPU for the whole-GPU pod
+        np.zeros(4, dtype=np.int64),
+        np.array([1, 1, 1, 1]),
+        np.array([320, 470, 470, 1000]),
+        np.zeros(4, dtype=np.uint64),
+    )
+    sim.assign(0, 0, [0])
+    sim.assign(1, 0, [1])
+    sim.assign(2, 1, [2])
+    assert sim.place(3, rule) is None
+    got = sim.place_with_moves(3, rule, max_moves=1)
+    assert got is not None
+    assert got[0] == (0, [0])
+    assert got[1] == [(0, *moved_to)]  # (pod, node, gpus) of each move
+    assert sim.placement(0) == moved_to

@@ -40,7 +40,8 @@ from allocator.sim.traces import data_dir
 from allocator.solvers import SolveParams, allocate, solve
 
 SCORED = ("random", "fifo", "bestfit", "dotprod", "gpupacking", "fgd", "kai", "pattern")
-MIGRATE = ("fgd-migrate", "auction-migrate")  # variants reported apart (test_sim_migrate.py)
+#: Variants reported apart (test_sim_migrate.py).
+MIGRATE = ("fgd-migrate", "pattern-migrate", "auction-migrate")
 MIG_DAY = ("fixed-all-1g", "fixed-balanced", "fixed-all-7g", "fixed-best", "planned")
 SPOT = data_dir() / "spot-gpu" / "node_info_df.csv"
 

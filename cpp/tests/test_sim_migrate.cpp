@@ -1,9 +1,11 @@
 // Migration in the simulator: a pod that fits nowhere placed by moving running pods.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <random>
 #include <vector>
 
+#include "gpualloc/pattern.hpp"
 #include "gpualloc/sim.hpp"
 #include "gpualloc/sim_migrate.hpp"
 
@@ -13,9 +15,10 @@ namespace {
 
 /// Free CPU and GPU milli of `c` recomputed from the pods' placements, compared with what
 /// the cluster says (the moves are real: nothing held twice, nothing lost).
+/// `cpu`: each node's CPU capacity.
 void expect_consistent(const SimCluster& c, const std::vector<SimPod>& pods,
-                       const std::vector<SimPlacement>& where, std::int64_t cpu_per_node) {
-  std::vector<std::int64_t> cpu(static_cast<std::size_t>(c.nodes()), cpu_per_node);
+                       const std::vector<SimPlacement>& where, std::vector<std::int64_t> cpu) {
+  ASSERT_EQ(cpu.size(), static_cast<std::size_t>(c.nodes()));
   std::vector<int> gpu(static_cast<std::size_t>(c.gpus()), 1000);
   std::int64_t used = 0;
   for (std::size_t i = 0; i < pods.size(); ++i) {
@@ -37,6 +40,12 @@ void expect_consistent(const SimCluster& c, const std::vector<SimPod>& pods,
     EXPECT_EQ(gpu[static_cast<std::size_t>(g)], c.free_milli(g));
   }
   EXPECT_EQ(used, c.used_milli());
+}
+
+void expect_consistent(const SimCluster& c, const std::vector<SimPod>& pods,
+                       const std::vector<SimPlacement>& where, std::int64_t cpu_per_node) {
+  expect_consistent(c, pods, where,
+                    std::vector<std::int64_t>(static_cast<std::size_t>(c.nodes()), cpu_per_node));
 }
 
 }  // namespace
@@ -121,6 +130,41 @@ TEST(SimMigrate, NoRoomAnywhereChangesNothing) {
   // No moves allowed: nothing is tried, even where a move would help.
   opt.max_moves = 0;
   EXPECT_FALSE(place_with_moves(c, pods, where, 2, opt, rng, moves));
+}
+
+TEST(SimMigrate, MovedPodsArePlacedByTheRule) {
+  // A whole-GPU pod displaces a 320 share on node 0 (node 1 lacks its CPU). The pattern rule
+  // puts the share on node 1's free GPU; FGD beside node 0's lone 470, spoiling a 470 pair.
+  for (const SimPolicy rule : {SimPolicy::Pattern, SimPolicy::Fgd}) {
+    SimCluster c({16000, 2000}, {1 << 20, 1 << 20}, {0, 0}, {2, 2}, {16.0});
+    c.set_workload(
+        Workload({{1000, 1, 1000, 0, 0.5}, {1000, 1, 650, 0, 0.1}, {1000, 1, 320, 0, 0.4}}));
+    c.set_pattern(
+        PatternValues({{320, 270.0}, {470, 405.0}, {650, 540.0}, {810, 810.0}, {1000, 810.0}}));
+    std::vector<SimPod> pods = {
+        {1000, 0, 1, 320, 0}, {1000, 0, 1, 470, 0}, {1000, 0, 1, 470, 0}, {8000, 0, 1, 1000, 0}};
+    std::vector<SimPlacement> where(4);
+    where[0] = SimPlacement{0, 320, {0}};
+    where[1] = SimPlacement{0, 470, {1}};
+    where[2] = SimPlacement{1, 470, {2}};
+    for (int i = 0; i < 3; ++i) c.apply(pods[i], where[i], +1);
+    std::mt19937_64 rng(1);
+    SimPlacement direct;
+    ASSERT_FALSE(c.choose(pods[3], rule, rng, direct));
+    SimMigrateOptions opt;
+    opt.max_moves = 1;
+    opt.policy = rule;
+    std::vector<SimMove> moves;
+    ASSERT_TRUE(place_with_moves(c, pods, where, 3, opt, rng, moves));
+    ASSERT_EQ(moves.size(), 1u);
+    EXPECT_EQ(moves[0].pod, 0);
+    EXPECT_EQ(where[3].gpus, std::vector<int>{0});
+    const std::vector<int> expected =
+        rule == SimPolicy::Pattern ? std::vector<int>{3} : std::vector<int>{1};
+    EXPECT_EQ(where[0].gpus, expected);
+    EXPECT_EQ(moves[0].to.gpus, expected);
+    expect_consistent(c, pods, where, std::vector<std::int64_t>{16000, 2000});
+  }
 }
 
 TEST(SimMigrate, BadInputThrows) {

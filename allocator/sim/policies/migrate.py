@@ -1,10 +1,12 @@
-"""Priced migration on openb: ``fgd-migrate`` and ``auction-migrate``.
+"""Priced migration on openb: ``fgd-migrate``, ``pattern-migrate`` and ``auction-migrate``.
 
 A variant of the experiment, reported apart from the online figures: a policy places pods as
-its base does (``fgd``, or the ``auction`` in its mode), and when a pod fits nowhere it may
-move running pods (evict and re-place them, as a descheduler with a budget would) so that the
-pod fits: the fewest moves that make room, found and applied by the C++ core
-(``SimCluster.place_with_moves``, gpualloc/sim_migrate.hpp). Moves are priced and budgeted:
+its base does (``fgd``, ``pattern``, or the ``auction`` in its mode), and when a pod fits
+nowhere it may move running pods (evict and re-place them, as a descheduler with a budget
+would) so that the pod fits: the fewest moves that make room, found and applied by the C++ core
+(``SimCluster.place_with_moves``, gpualloc/sim_migrate.hpp). The pod and the moved pods are
+placed by the base's placement rule (``rule``: ``fgd``'s score, or the ``pattern`` rule's for
+``pattern`` and for the auction with ``packing = "pattern"``). Moves are priced and budgeted:
 
 * a pod worth ``v`` GPU-equivalents may cost at most ``floor(v / MOVE_PRICE)`` moves (and at
   most ``MAX_MOVES``), so a whole GPU is worth more moves than a small share;
@@ -17,7 +19,7 @@ several GPUs stay). The run reports the moves (``moves``), the pods placed only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -63,11 +65,15 @@ class MigrateOptions:
 
 class MigratingPolicy:
     """``base``'s placements; a pod it leaves out is placed by moving running pods if the price
-    and the budget allow."""
+    and the budget allow. The pod and the moved pods are placed by the C++ core's score policy
+    ``rule`` (the base's own rule: ``fgd`` or ``pattern``)."""
 
-    def __init__(self, base: OpenbPolicy, options: MigrateOptions | None = None) -> None:
+    def __init__(
+        self, base: OpenbPolicy, options: MigrateOptions | None = None, rule: str = "fgd"
+    ) -> None:
         self.base = base
         self.options = options or MigrateOptions()
+        self.rule = rule
         self.round_size = base.round_size
         self.rounds = 0  # the base's, after each round
         self.solver_seconds = 0.0
@@ -94,7 +100,7 @@ class MigratingPolicy:
                 if allowed > 0:
                     res = sim.place_with_moves(
                         int(k),
-                        "fgd",
+                        self.rule,
                         max_moves=allowed,
                         max_pod_gpus=self.options.movable_gpus,
                         candidates=self.options.candidates,
@@ -110,19 +116,30 @@ class MigratingPolicy:
         return got
 
 
-def _fgd(setup: OpenbSetup) -> MigratingPolicy:
-    return MigratingPolicy(ScoredPolicy("fgd"))
+def _scored(rule: str) -> Callable[[OpenbSetup], MigratingPolicy]:
+    def make(setup: OpenbSetup) -> MigratingPolicy:
+        return MigratingPolicy(ScoredPolicy(rule), rule=rule)
+
+    return make
 
 
 def _auction(setup: OpenbSetup) -> MigratingPolicy:
-    return MigratingPolicy(OpenbAuction(setup))
+    return MigratingPolicy(OpenbAuction(setup), rule=setup.params.packing)
 
 
 register(
     "fgd-migrate",
     "openb",
-    _fgd,
+    _scored("fgd"),
     summary="fgd, and a pod that fits nowhere placed by moving running pods (priced, budgeted)",
+    variant=True,
+)
+register(
+    "pattern-migrate",
+    "openb",
+    _scored("pattern"),
+    summary="pattern, and a pod that fits nowhere placed by moving running pods, all placed by "
+    "the pattern rule (priced, budgeted)",
     variant=True,
 )
 register(
