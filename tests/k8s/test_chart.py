@@ -210,8 +210,9 @@ def test_default_values_are_accepted_by_the_api_server(
 def test_overrides_are_accepted_by_the_api_server(
     helm: Path, api_client: Callable[[str], Any], control_plane: Any, gpualloc_crds: Any
 ) -> None:
-    """Overridden values (schedule, solver, packing, time limit, scheduler name, image, resources, the
-    optional Deployment) render objects the API server accepts, with the values in their args."""
+    """Overridden values (schedule, solver, packing, time limit, scheduler name, image,
+    resources, the optional Deployment) render objects the API server accepts, with the values
+    in their args."""
     admin = api_client(control_plane.admin_token)
     ns = _namespace(admin, "chart")
     release = f"o{uuid.uuid4().hex[:6]}"
