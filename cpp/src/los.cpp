@@ -247,8 +247,13 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     bool found = false;
     std::size_t at = 0;      // the position that found it
     std::vector<int> nodes;  // sorted, distinct
+    // With none: the nodes where one replica of these demands fitted once (Packer::hosts), a
+    // superset of those where it fits now; read when hosts_known.
+    bool hosts_known = false;
+    std::vector<int> hosts;
   };
   std::map<std::array<int, 4>, int> classes;  // (model, profile, kind, locality) -> index
+  std::vector<std::array<int, 4>> class_key;  // per class: its key
   std::vector<std::vector<Room>> rooms;       // per class: per demands seen
   std::vector<std::vector<int>> class_of(p_.alternatives.size());  // per alt: per candidate
   std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
@@ -260,7 +265,10 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         const std::array<int, 4> key{c.model, c.profile, static_cast<int>(a.kind),
                                      static_cast<int>(a.locality)};
         const auto [it, added] = classes.emplace(key, static_cast<int>(rooms.size()));
-        if (added) rooms.emplace_back();
+        if (added) {
+          rooms.emplace_back();
+          class_key.push_back(key);
+        }
         ids.push_back(it->second);
       }
     }
@@ -284,8 +292,13 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   const auto untouched = [&](const Room& r) {
     return std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; });
   };
-  // The room (with its placement) of a candidate that `alt` has at `value`, or none.
-  const auto room_at = [&](int alt, double value, std::size_t pos) -> const Room* {
+  // The room (with its placement) of a candidate that `alt` has at `value`, or none; then
+  // `nones` (when given) holds, per candidate the value covers, the record (class, index) that
+  // told it has none.
+  using RoomRef = std::pair<std::size_t, std::size_t>;
+  const auto room_at = [&](int alt, double value, std::size_t pos,
+                           std::vector<RoomRef>* nones = nullptr) -> const Room* {
+    if (nones != nullptr) nones->clear();
     const auto& a = p_.alternatives[alt];
     const Need need{a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib};
     const auto& ids = class_ids(alt);
@@ -298,6 +311,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       for (Room& r : known) {
         if (r.none && within(r.need, need)) {
           none = true;
+          if (nones != nullptr) {
+            nones->emplace_back(ids[j], static_cast<std::size_t>(&r - known.data()));
+          }
           break;
         }
         if (r.found && within(need, r.need) && untouched(r)) return &r;
@@ -305,7 +321,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
       if (none) continue;
       if (same == nullptr) {
-        known.push_back(Room{need, false, false, 0, {}});
+        known.push_back(Room{need, false, false, 0, {}, false, {}});
         same = &known.back();
       }
       Room& r = *same;
@@ -319,32 +335,71 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
       r.none = true;
       r.found = false;
+      r.hosts_known = false;
+      if (nones != nullptr) {
+        nones->emplace_back(ids[j], static_cast<std::size_t>(&r - known.data()));
+      }
     }
     return nullptr;
+  };
+  // The nodes where one replica of a none record's demands fitted once (computed on first use,
+  // as the run stands).
+  AlternativeData shape;
+  const auto hosts_of = [&](const RoomRef& ref) -> const std::vector<int>& {
+    Room& r = rooms[ref.first][ref.second];
+    if (!r.hosts_known) {
+      const auto& key = class_key[ref.first];
+      shape.kind = static_cast<UnitKind>(key[2]);
+      shape.locality = static_cast<Locality>(key[3]);
+      shape.gpus = static_cast<int>(r.need[0]);
+      shape.milli = static_cast<int>(r.need[1]);
+      shape.replicas = static_cast<int>(r.need[2]);
+      shape.cpu_milli = r.need[3];
+      shape.memory_mib = r.need[4];
+      packer_.hosts(s.real, shape, key[0], key[1], r.hosts);
+      r.hosts_known = true;
+    }
+    return r.hosts;
   };
   // Whether the blocked item `alt` blocks open winner `b`: `b`'s nodes, freed of it, hold the
   // item (no evictions, the wallets as they stand), and with the item there `b` finds room
   // nowhere else (first fit, no evictions): one that still does would win below the item
   // without taking its room. Room for `b`'s shape off its own nodes as the run stands is still
   // there then (no trial needed); a shape that must sit on one node and has room nowhere as the
-  // run stands can only find it on its own nodes.
+  // run stands can only find it on its own nodes. A gang that may spread (locality any, rack,
+  // zone) and has room nowhere as the run stands can only find it on its own nodes and those
+  // where one of its replicas fits now (each node takes the same replicas whatever the others
+  // do; Packer::hosts), so the search is restricted to those.
+  std::vector<RoomRef> nones;
+  std::vector<int> reach;
   const auto blocks = [&](int b, int alt, double value, std::size_t pos) {
     const Open& o = open[b];
     const auto& ao = p_.alternatives[o.alt];
-    const Room* r = room_at(o.alt, ao.value, pos);
+    const Room* r = room_at(o.alt, ao.value, pos, &nones);
     if (r != nullptr && std::none_of(r->nodes.begin(), r->nodes.end(), [&](int n) {
           return std::binary_search(o.nodes.begin(), o.nodes.end(), n);
         })) {
       return false;
     }
-    const bool own_nodes_only = r == nullptr && (ao.replicas == 1 || on_one_node(ao));
+    const std::vector<int>* only = nullptr;
+    if (r == nullptr && (ao.replicas == 1 || on_one_node(ao))) {
+      only = &o.nodes;
+    } else if (r == nullptr) {
+      reach = o.nodes;
+      for (const RoomRef& ref : nones) {
+        const auto& hosts = hosts_of(ref);
+        reach.insert(reach.end(), hosts.begin(), hosts.end());
+      }
+      std::sort(reach.begin(), reach.end());
+      reach.erase(std::unique(reach.begin(), reach.end()), reach.end());
+      only = &reach;
+    }
     std::vector<Replica> saved = s.placements[b];
     remove_win(s, b);
     bool blocked = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
     if (blocked) {
       commit_win(s, alt, trial);
-      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false,
-                           own_nodes_only ? &o.nodes : nullptr);
+      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false, only);
       remove_win(s, p_.alternatives[alt].bid);
     }
     commit_win(s, o.alt, std::move(saved));
