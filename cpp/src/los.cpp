@@ -80,7 +80,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     std::vector<int> replicas;  // per entry of nodes: its replicas there
   };
   std::vector<Open> open(p_.bids.size());
-  std::vector<std::uint8_t> is_open(p_.bids.size(), 0);
+  std::vector<std::uint64_t> open_pools(p_.bids.size(), 0);  // per open winner: its pools
   // Per wallet: its winners of the pass not yet priced by a bid their spending blocked, with what
   // the wallet's side below reads of each, side by side (it visits them all at each of the
   // wallet's items).
@@ -209,7 +209,6 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     return static_cast<std::size_t>(p_.alternatives[open[b].alt].kind);
   };
   const auto close = [&](int b) {
-    is_open[b] = 0;
     const std::size_t kind = kind_of(b);
     for (int n : open[b].nodes) {
       auto& list = node_open[n][kind];
@@ -408,9 +407,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
-    const int alt = order_[pos];
-    const int bid = p_.alternatives[alt].bid;
+    const int bid = order_bid_[pos];  // without reading the alternative: most are skipped here
     if (s.alt_of_bid[bid] >= 0) continue;
+    const int alt = order_[pos];
     const bool searched = greedy_searched_[pos] != 0;
     const bool blocked = searched && greedy_rank_of_bid_[bid] != static_cast<int>(pos);
     const int w = p_.bids[bid];
@@ -436,7 +435,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) list(n);
       }
       for (int b : candidates) {
-        if ((alt_pools_[open[b].alt] & alt_pools_[alt]) == 0 || own_loser(b, bid) ||
+        if ((open_pools[b] & alt_pools_[alt]) == 0 || own_loser(b, bid) ||
             !may_fit(b, alt)) {
           continue;
         }
@@ -506,6 +505,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       wallet_open[w].push_back({bid, p_.alternatives[alt].value, scale[bid], floor[bid], 0.0, {}});
       Open& o = open[bid];
       o.alt = alt;
+      open_pools[bid] = alt_pools_[alt];
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);
       std::sort(o.nodes.begin(), o.nodes.end());
       o.nodes.erase(std::unique(o.nodes.begin(), o.nodes.end()), o.nodes.end());
@@ -516,7 +516,6 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         o.gpus[static_cast<std::size_t>(k)] += static_cast<int>(r.gpus.size());
         o.replicas[static_cast<std::size_t>(k)] += 1;
       }
-      is_open[bid] = 1;
       for (std::size_t k = 0; k < o.nodes.size(); ++k) {
         const int n = o.nodes[k];
         const std::size_t kind = kind_of(bid);
