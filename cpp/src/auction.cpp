@@ -94,8 +94,6 @@ void Engine::rank_alternatives() {
   });
   rank_.assign(n_alts, -1);
   for (std::size_t i = 0; i < order_.size(); ++i) rank_[order_[i]] = static_cast<int>(i);
-  order_bid_.resize(order_.size());
-  for (std::size_t i = 0; i < order_.size(); ++i) order_bid_[i] = p_.alternatives[order_[i]].bid;
 }
 
 void Engine::find_candidates(int k, const std::vector<std::array<bool, 3>>& has) {

@@ -406,14 +406,28 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   };
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
+  // What the pass reads of the item at each position, gathered once (in order, where the items
+  // themselves lie scattered).
+  struct Item {
+    double value;
+    double score;
+    int bid;
+    int wallet;
+  };
+  std::vector<Item> items(order_.size());
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
-    const int bid = order_bid_[pos];  // without reading the alternative: most are skipped here
+    const auto& a = p_.alternatives[order_[pos]];
+    items[pos] = {a.value, score_[order_[pos]], a.bid, p_.bids[a.bid]};
+  }
+  for (std::size_t pos = 0; pos < order_.size(); ++pos) {
+    const Item& item = items[pos];
+    const int bid = item.bid;
     if (s.alt_of_bid[bid] >= 0) continue;
     const int alt = order_[pos];
     const bool searched = greedy_searched_[pos] != 0;
     const bool blocked = searched && greedy_rank_of_bid_[bid] != static_cast<int>(pos);
-    const int w = p_.bids[bid];
-    const double value = p_.alternatives[alt].value;
+    const int w = item.wallet;
+    const double value = item.value;
     const double slack = p_.wallets[w] - s.wallet_spent[w];  // before this item's outcome
     if (blocked) {
       candidates.clear();
@@ -440,7 +454,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
           continue;
         }
         if (blocks(b, alt, value, pos)) {
-          threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
+          threshold[b] = std::max(threshold[b], item.score * scale[b]);
           close(b);
         }
       }
@@ -468,7 +482,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       // above the next item while the wallet covers that item's score at wb's size; the first
       // time it no longer does, wb's threshold is the score of this item (the last interval
       // where it won).
-      const double next = pos + 1 < order_.size() ? score_[order_[pos + 1]] : 0.0;
+      const double next = pos + 1 < order_.size() ? items[pos + 1].score : 0.0;
       int room = -1;  // whether this item had room, computed when needed
       auto& list = wallet_open[w];
       for (std::size_t i = 0; i < list.size();) {
@@ -493,7 +507,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
           }
         }
         if (std::max(o.floor, next * o.size) > avail + kEps * std::max(1.0, avail)) {
-          threshold[o.bid] = std::max(threshold[o.bid], score_[alt] * o.size);
+          threshold[o.bid] = std::max(threshold[o.bid], item.score * o.size);
           list[i] = std::move(list.back());
           list.pop_back();
         } else {
@@ -502,7 +516,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
     }
     if (won && priced[bid] && sol.alt_of_bid[bid] == alt) {
-      wallet_open[w].push_back({bid, p_.alternatives[alt].value, scale[bid], floor[bid], 0.0, {}});
+      wallet_open[w].push_back({bid, value, scale[bid], floor[bid], 0.0, {}});
       Open& o = open[bid];
       o.alt = alt;
       open_pools[bid] = alt_pools_[alt];

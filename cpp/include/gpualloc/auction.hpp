@@ -286,7 +286,6 @@ class Engine {
   std::vector<double> max_reserve_;            // per alt: largest reserve cost of its models
   std::vector<int> order_;                     // alts, best first
   std::vector<int> rank_;                      // per alt: position in order_
-  std::vector<int> order_bid_;                 // per position: the bid of order_'s alt there
   std::vector<std::vector<int>> gpu_incs_, node_incs_;
   // Pools (model, unit kind) as bits (bit model*3+kind; every bit set when there are more than
   // 64 pools): the pools each node's GPUs serve and the pools each alternative may use. An
