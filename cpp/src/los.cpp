@@ -36,7 +36,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <map>
 #include <set>
 #include <utility>
 
@@ -251,28 +250,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     bool hosts_known = false;
     std::vector<int> hosts;
   };
-  std::map<std::array<int, 4>, int> classes;  // (model, profile, kind, locality) -> index
-  std::vector<std::array<int, 4>> class_key;  // per class: its key
-  std::vector<std::vector<Room>> rooms;       // per class: per demands seen
-  std::vector<std::vector<int>> class_of(p_.alternatives.size());  // per alt: per candidate
-  std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
-  const auto class_ids = [&](int alt) -> const std::vector<int>& {
-    auto& ids = class_of[alt];
-    if (ids.empty() && !cands_[alt].empty()) {
-      const auto& a = p_.alternatives[alt];
-      for (const auto& c : cands_[alt]) {
-        const std::array<int, 4> key{c.model, c.profile, static_cast<int>(a.kind),
-                                     static_cast<int>(a.locality)};
-        const auto [it, added] = classes.emplace(key, static_cast<int>(rooms.size()));
-        if (added) {
-          rooms.emplace_back();
-          class_key.push_back(key);
-        }
-        ids.push_back(it->second);
-      }
-    }
-    return ids;
+  // Per class (model, profile, kind, locality), at its index below: per demands seen.
+  constexpr std::size_t kKinds = 3, kLocalities = 6, kProfiles = kMaxProfiles + 1;  // with none
+  std::vector<std::vector<Room>> rooms(p_.models.size() * kProfiles * kKinds * kLocalities);
+  const auto class_of = [&](const Candidate& c, const AlternativeData& a) {
+    const auto model = static_cast<std::size_t>(c.model);
+    const auto profile = static_cast<std::size_t>(c.profile + 1);
+    return ((model * kProfiles + profile) * kKinds + static_cast<std::size_t>(a.kind)) *
+               kLocalities +
+           static_cast<std::size_t>(a.locality);
   };
+  std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
   const auto within = [](const Need& x, const Need& y) {  // x needs no more than y of anything
     for (std::size_t i = 0; i < x.size(); ++i) {
       if (x[i] > y[i]) return false;
@@ -300,18 +288,18 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     if (nones != nullptr) nones->clear();
     const auto& a = p_.alternatives[alt];
     const Need need{a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib};
-    const auto& ids = class_ids(alt);
     for (std::size_t j = 0; j < cands_[alt].size(); ++j) {
       const auto& c = cands_[alt][j];
       if (!covers(value, c.reserve_cost)) continue;
-      auto& known = rooms[static_cast<std::size_t>(ids[j])];
+      const std::size_t id = class_of(c, a);
+      auto& known = rooms[id];
       Room* same = nullptr;
       bool none = false;
       for (Room& r : known) {
         if (r.none && within(r.need, need)) {
           none = true;
           if (nones != nullptr) {
-            nones->emplace_back(ids[j], static_cast<std::size_t>(&r - known.data()));
+            nones->emplace_back(id, static_cast<std::size_t>(&r - known.data()));
           }
           break;
         }
@@ -336,7 +324,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       r.found = false;
       r.hosts_known = false;
       if (nones != nullptr) {
-        nones->emplace_back(ids[j], static_cast<std::size_t>(&r - known.data()));
+        nones->emplace_back(id, static_cast<std::size_t>(&r - known.data()));
       }
     }
     return nullptr;
@@ -347,15 +335,19 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   const auto hosts_of = [&](const RoomRef& ref) -> const std::vector<int>& {
     Room& r = rooms[ref.first][ref.second];
     if (!r.hosts_known) {
-      const auto& key = class_key[ref.first];
-      shape.kind = static_cast<UnitKind>(key[2]);
-      shape.locality = static_cast<Locality>(key[3]);
+      std::size_t id = ref.first;  // the class index's parts, as class_of makes it
+      shape.locality = static_cast<Locality>(id % kLocalities);
+      id /= kLocalities;
+      shape.kind = static_cast<UnitKind>(id % kKinds);
+      id /= kKinds;
+      const int profile = static_cast<int>(id % kProfiles) - 1;
+      const int model = static_cast<int>(id / kProfiles);
       shape.gpus = static_cast<int>(r.need[0]);
       shape.milli = static_cast<int>(r.need[1]);
       shape.replicas = static_cast<int>(r.need[2]);
       shape.cpu_milli = r.need[3];
       shape.memory_mib = r.need[4];
-      packer_.hosts(s.real, shape, key[0], key[1], r.hosts);
+      packer_.hosts(s.real, shape, model, profile, r.hosts);
       r.hosts_known = true;
     }
     return r.hosts;
