@@ -260,7 +260,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
                kLocalities +
            static_cast<std::size_t>(a.locality);
   };
-  std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
+  std::vector<std::size_t> touched(p_.nodes.size(), 0);   // last position + 1 that changed it
   const auto within = [](const Need& x, const Need& y) {  // x needs no more than y of anything
     for (std::size_t i = 0; i < x.size(); ++i) {
       if (x[i] > y[i]) return false;
@@ -363,6 +363,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   // do; Packer::hosts), so the search is restricted to those.
   std::vector<RoomRef> nones;
   std::vector<int> reach;
+  std::vector<Replica> saved;
   const auto blocks = [&](int b, int alt, double value, std::size_t pos) {
     const Open& o = open[b];
     const auto& ao = p_.alternatives[o.alt];
@@ -385,13 +386,12 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       reach.erase(std::unique(reach.begin(), reach.end()), reach.end());
       only = &reach;
     }
-    std::vector<Replica> saved = s.placements[b];
-    remove_win(s, b);
+    remove_win(s, b, &saved);
     bool blocked = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
     if (blocked) {
-      commit_win(s, alt, trial);
+      commit_win(s, alt, std::move(trial));
       blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false, only);
-      remove_win(s, p_.alternatives[alt].bid);
+      remove_win(s, p_.alternatives[alt].bid, &trial);
     }
     commit_win(s, o.alt, std::move(saved));
     return blocked;
@@ -441,8 +441,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
         for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) list(n);
       }
       for (int b : candidates) {
-        if ((open_pools[b] & alt_pools_[alt]) == 0 || own_loser(b, bid) ||
-            !may_fit(b, alt)) {
+        if ((open_pools[b] & alt_pools_[alt]) == 0 || own_loser(b, bid) || !may_fit(b, alt)) {
           continue;
         }
         if (blocks(b, alt, value, pos)) {
