@@ -36,7 +36,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <set>
+#include <cstdint>
 #include <utility>
 
 #include "gpualloc/auction.hpp"
@@ -46,6 +46,47 @@ namespace gpualloc {
 namespace {
 
 constexpr double kEps = 1e-9;
+
+// Nodes under a small non-negative key (a node's potential, below), visited from a least key
+// upwards, nodes ascending within a key: the order of a set of (key, node), kept as one sorted
+// bucket per key and a bitmap of the keys in use (no tree to walk, no allocation per entry).
+class NodesByKey {
+ public:
+  void insert(std::int64_t key, int node) {
+    const auto k = static_cast<std::size_t>(key);
+    if (k >= buckets_.size()) {
+      buckets_.resize(k + 1);
+      used_.resize(std::max(used_.size(), k / 64 + 1), 0);
+    }
+    auto& bucket = buckets_[k];
+    bucket.insert(std::lower_bound(bucket.begin(), bucket.end(), node), node);
+    used_[k / 64] |= std::uint64_t{1} << (k % 64);
+  }
+  void erase(std::int64_t key, int node) {
+    const auto k = static_cast<std::size_t>(key);
+    if (k >= buckets_.size()) return;
+    auto& bucket = buckets_[k];
+    const auto it = std::lower_bound(bucket.begin(), bucket.end(), node);
+    if (it != bucket.end() && *it == node) bucket.erase(it);
+    if (bucket.empty()) used_[k / 64] &= ~(std::uint64_t{1} << (k % 64));
+  }
+  // Calls visit(node) for every node with key >= least, by key, then node.
+  template <class Visit>
+  void each_from(std::int64_t least, const Visit& visit) const {
+    const auto k = static_cast<std::size_t>(std::max<std::int64_t>(least, 0));
+    for (std::size_t w = k / 64; w < used_.size(); ++w) {
+      std::uint64_t bits = used_[w];
+      if (w == k / 64) bits &= ~std::uint64_t{0} << (k % 64);
+      for (; bits != 0; bits &= bits - 1) {
+        for (int n : buckets_[w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))]) visit(n);
+      }
+    }
+  }
+
+ private:
+  std::vector<std::vector<int>> buckets_;  // per key: its nodes, ascending
+  std::vector<std::uint64_t> used_;        // bit k: key k has nodes
+};
 
 }  // namespace
 
@@ -105,7 +146,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<std::array<std::vector<std::pair<int, int>>, 3>> node_open(p_.nodes.size());
   std::vector<std::array<int, 3>> held(p_.nodes.size(), {0, 0, 0});
   std::vector<std::array<std::int64_t, 3>> potential(p_.nodes.size(), {-1, -1, -1});
-  std::vector<std::set<std::pair<std::int64_t, int>>> by_potential(indexed ? 64 : 0);
+  std::vector<NodesByKey> by_potential(indexed ? 64 : 0);
   const auto update_potential = [&](int n) {
     if (!indexed) return;
     for (int kind = 0; kind < 3; ++kind) {
@@ -126,9 +167,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       for (std::uint64_t bits = node_pools_[n]; bits != 0; bits &= bits - 1) {
         const int bit = __builtin_ctzll(bits);
         if (bit % 3 != kind) continue;
-        auto& set = by_potential[static_cast<std::size_t>(bit)];
-        if (before >= 0) set.erase({before, n});
-        set.insert({now, n});
+        auto& nodes = by_potential[static_cast<std::size_t>(bit)];
+        if (before >= 0) nodes.erase(before, n);
+        nodes.insert(now, n);
       }
       before = now;
     }
@@ -434,8 +475,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       if (indexed) {
         const std::int64_t need = need_of(alt);
         for (std::uint64_t bits = alt_pools_[alt]; bits != 0; bits &= bits - 1) {
-          const auto& set = by_potential[static_cast<std::size_t>(__builtin_ctzll(bits))];
-          for (auto it = set.lower_bound({need, -1}); it != set.end(); ++it) list(it->second);
+          by_potential[static_cast<std::size_t>(__builtin_ctzll(bits))].each_from(need, list);
         }
       } else {
         for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) list(n);
