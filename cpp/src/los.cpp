@@ -115,9 +115,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   // Winners of the pass so far that no blocked item has priced yet (by bid), with their nodes.
   struct Open {
     int alt = -1;
-    std::vector<int> nodes;     // sorted, distinct
-    std::vector<int> gpus;      // per entry of nodes: the GPUs it uses there
-    std::vector<int> replicas;  // per entry of nodes: its replicas there
+    std::int64_t cpu = 0, memory = 0;    // per replica, as its alternative asks (read here, once)
+    std::vector<int> nodes;              // sorted, distinct
+    std::vector<std::array<int, 2>> on;  // per entry of nodes: the GPUs it uses there, replicas
   };
   std::vector<Open> open(p_.bids.size());
   std::vector<std::uint64_t> open_pools(p_.bids.size(), 0);  // per open winner: its pools
@@ -202,7 +202,6 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   const auto may_fit = [&](int b, int alt) {
     const Open& o = open[b];
     const auto& a = p_.alternatives[alt];
-    const auto& ao = p_.alternatives[o.alt];
     const bool one_node = on_one_node(a);
     std::int64_t total = 0;
     for (std::size_t k = 0; k < o.nodes.size(); ++k) {
@@ -211,18 +210,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       const auto& nd = p_.nodes[n];
       std::int64_t fit = a.replicas;
       if (a.cpu_milli > 0) {
-        fit = std::min(
-            fit, (nd.cpu_milli - s.real.cpu_used[n] + ao.cpu_milli * o.replicas[k]) / a.cpu_milli);
+        fit = std::min(fit, (nd.cpu_milli - s.real.cpu_used[n] + o.cpu * o.on[k][1]) / a.cpu_milli);
       }
       if (a.memory_mib > 0) {
-        fit = std::min(fit, (nd.memory_mib - s.real.mem_used[n] + ao.memory_mib * o.replicas[k]) /
-                                a.memory_mib);
+        fit = std::min(fit,
+                       (nd.memory_mib - s.real.mem_used[n] + o.memory * o.on[k][1]) / a.memory_mib);
       }
       if (a.kind == UnitKind::Whole) {
-        fit = std::min<std::int64_t>(fit, (s.real.node_free_whole[n] + o.gpus[k]) / a.gpus);
+        fit = std::min<std::int64_t>(fit, (s.real.node_free_whole[n] + o.on[k][0]) / a.gpus);
       } else if (a.kind == UnitKind::Share && a.milli > 0) {
         fit = std::min<std::int64_t>(
-            fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k]) / a.milli);
+            fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.on[k][0]) / a.milli);
         // Shares fit per GPU: whole shares in each shared GPU's free milli once `b`'s
         // replicas there are freed (all on one GPU for locality gpu).
         std::int64_t shares = 0;
@@ -554,19 +552,20 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);
       std::sort(o.nodes.begin(), o.nodes.end());
       o.nodes.erase(std::unique(o.nodes.begin(), o.nodes.end()), o.nodes.end());
-      o.gpus.assign(o.nodes.size(), 0);
-      o.replicas.assign(o.nodes.size(), 0);
+      o.cpu = p_.alternatives[alt].cpu_milli;
+      o.memory = p_.alternatives[alt].memory_mib;
+      o.on.assign(o.nodes.size(), {0, 0});
       for (const auto& r : s.placements[bid]) {
         const auto k = std::lower_bound(o.nodes.begin(), o.nodes.end(), r.node) - o.nodes.begin();
-        o.gpus[static_cast<std::size_t>(k)] += static_cast<int>(r.gpus.size());
-        o.replicas[static_cast<std::size_t>(k)] += 1;
+        o.on[static_cast<std::size_t>(k)][0] += static_cast<int>(r.gpus.size());
+        o.on[static_cast<std::size_t>(k)][1] += 1;
       }
       for (std::size_t k = 0; k < o.nodes.size(); ++k) {
         const int n = o.nodes[k];
         const std::size_t kind = kind_of(bid);
-        node_open[n][kind].emplace_back(bid, o.gpus[k]);
-        if (o.gpus[k] > held[n][kind]) {
-          held[n][kind] = o.gpus[k];
+        node_open[n][kind].emplace_back(bid, o.on[k][0]);
+        if (o.on[k][0] > held[n][kind]) {
+          held[n][kind] = o.on[k][0];
           update_potential(n);
         }
       }
