@@ -1,17 +1,19 @@
 #!/usr/bin/env python3
-"""Save, then check, the critical payment vectors of many rounds: the exactness guard for
-changes to the payment replay (its shortcuts must not change a single payment).
+"""Save, then check, the payment vectors of many rounds: the exactness guard for changes to the
+payment replay (its shortcuts must not change a single payment) or to the `los` pass.
 
     python scripts/payment_vectors.py save /tmp/payments.json     # before the change
     python scripts/payment_vectors.py check /tmp/payments.json    # after it: exit 1 on any change
+    python scripts/payment_vectors.py --rule los --big save /tmp/los.json   # the `los` rule
 
 Rounds: random_problem seeds 0-60 (greedy, and every third after 300 local-search moves), 20
 larger random rounds (96 GPUs, 300 bids; every fourth also after local search), and the
 spot-gpu fleet cut to 8,000 GPUs with 1,000 and 3,000 random bids (and 1,000 GPUs with 1,000
 bids), and the 50 rounds of benchmarks/solver_quality.py (greedy); `--big` adds 10,000 bids on
-8,000 GPUs, seeds 1-3 (about a minute of payments each). Each entry holds a digest of the
-allocation, so a change of allocation is told apart from a change of payment. Payments must be
-the same doubles (JSON keeps them exactly).
+8,000 GPUs, seeds 1-3 (about a minute of critical payments each, well under a second of
+`los`). `--rule los` saves and checks `los` payments instead (`critical`: the default). Each
+entry holds a digest of the allocation, so a change of allocation is told apart from a change of
+payment. Payments must be the same doubles (JSON keeps them exactly).
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ def _digest(alloc: Allocation) -> str:
     return hashlib.sha1(key.encode()).hexdigest()
 
 
-def run(make: Callable[[], Problem], local_seed: int | None) -> tuple[str, dict[str, float], float]:
+def run(
+    make: Callable[[], Problem], local_seed: int | None, rule: str = "critical"
+) -> tuple[str, dict[str, float], float]:
     engine = NativeEngine(make())
     alloc = engine.greedy()
     if local_seed is not None:
@@ -84,7 +88,7 @@ def run(make: Callable[[], Problem], local_seed: int | None) -> tuple[str, dict[
             alloc, time_limit=1e6, seed=local_seed, max_iterations=300, patience=10**9
         )
     t = time.perf_counter()
-    pay = engine.critical_payments(alloc)
+    pay = engine.los_payments(alloc) if rule == "los" else engine.critical_payments(alloc)
     seconds = time.perf_counter() - t
     return _digest(alloc), {str(b): v for b, v in sorted(pay.items())}, seconds
 
@@ -94,6 +98,9 @@ def main() -> int:
     ap.add_argument("mode", choices=("save", "check"))
     ap.add_argument("file", type=Path)
     ap.add_argument("--big", action="store_true", help="add the 10,000-bid fleet round")
+    ap.add_argument(
+        "--rule", choices=("critical", "los"), default="critical", help="the payment rule"
+    )
     args = ap.parse_args()
     saved: dict[str, dict[str, object]] = {}
     if args.mode == "check":
@@ -105,7 +112,7 @@ def main() -> int:
     out: dict[str, dict[str, object]] = {}
     bad = checked = 0
     for name, make, local_seed in cases(args.big):
-        digest, pay, seconds = run(make, local_seed)
+        digest, pay, seconds = run(make, local_seed, args.rule)
         out[name] = {"allocation": digest, "payments": pay, "seconds": round(seconds, 3)}
         if args.mode == "save":
             print(f"{name}: {len(pay)} payments, {seconds:.2f} s", flush=True)

@@ -14,6 +14,17 @@ import importlib.machinery
 import importlib.util
 import runpy
 import sys
+from types import ModuleType
+
+
+def load_core(path: str, name: str = "allocator._core") -> ModuleType:
+    """The extension module at `path`, loaded under `name` (its last part must be ``_core``)."""
+    loader = importlib.machinery.ExtensionFileLoader(name, path)
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def main() -> None:
@@ -21,12 +32,7 @@ def main() -> None:
         print(__doc__, file=sys.stderr)
         raise SystemExit(2)
     core, script = sys.argv[1], sys.argv[2]
-    loader = importlib.machinery.ExtensionFileLoader("allocator._core", core)
-    spec = importlib.util.spec_from_file_location("allocator._core", core, loader=loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    sys.modules["allocator._core"] = module
+    sys.modules["allocator._core"] = load_core(core)
     sys.argv = [script, *sys.argv[3:]]
     runpy.run_path(script, run_name="__main__")
 

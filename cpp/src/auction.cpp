@@ -253,7 +253,7 @@ void Engine::commit_win(Solution& sol, int alt, std::vector<Replica> reps) const
   sol.welfare += a.value;
 }
 
-void Engine::remove_win(Solution& sol, int bid) const {
+void Engine::remove_win(Solution& sol, int bid, std::vector<Replica>* taken) const {
   const int alt = sol.alt_of_bid[bid];
   if (alt < 0) return;
   const auto& a = p_.alternatives[alt];
@@ -261,6 +261,7 @@ void Engine::remove_win(Solution& sol, int bid) const {
     apply_replica(p_, sol.real, r, a.cpu_milli, a.memory_mib, -1);
     apply_replica(p_, sol.pot, r, a.cpu_milli, a.memory_mib, -1);
   }
+  if (taken != nullptr) *taken = std::move(sol.placements[bid]);
   sol.placements[bid].clear();
   sol.alt_of_bid[bid] = -1;
   sol.wallet_spent[p_.bids[bid]] -= a.value;

@@ -36,8 +36,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <map>
-#include <set>
+#include <cstdint>
 #include <utility>
 
 #include "gpualloc/auction.hpp"
@@ -47,6 +46,47 @@ namespace gpualloc {
 namespace {
 
 constexpr double kEps = 1e-9;
+
+// Nodes under a small non-negative key (a node's potential, below), visited from a least key
+// upwards, nodes ascending within a key: the order of a set of (key, node), kept as one sorted
+// bucket per key and a bitmap of the keys in use (no tree to walk, no allocation per entry).
+class NodesByKey {
+ public:
+  void insert(std::int64_t key, int node) {
+    const auto k = static_cast<std::size_t>(key);
+    if (k >= buckets_.size()) {
+      buckets_.resize(k + 1);
+      used_.resize(std::max(used_.size(), k / 64 + 1), 0);
+    }
+    auto& bucket = buckets_[k];
+    bucket.insert(std::lower_bound(bucket.begin(), bucket.end(), node), node);
+    used_[k / 64] |= std::uint64_t{1} << (k % 64);
+  }
+  void erase(std::int64_t key, int node) {
+    const auto k = static_cast<std::size_t>(key);
+    if (k >= buckets_.size()) return;
+    auto& bucket = buckets_[k];
+    const auto it = std::lower_bound(bucket.begin(), bucket.end(), node);
+    if (it != bucket.end() && *it == node) bucket.erase(it);
+    if (bucket.empty()) used_[k / 64] &= ~(std::uint64_t{1} << (k % 64));
+  }
+  // Calls visit(node) for every node with key >= least, by key, then node.
+  template <class Visit>
+  void each_from(std::int64_t least, const Visit& visit) const {
+    const auto k = static_cast<std::size_t>(std::max<std::int64_t>(least, 0));
+    for (std::size_t w = k / 64; w < used_.size(); ++w) {
+      std::uint64_t bits = used_[w];
+      if (w == k / 64) bits &= ~std::uint64_t{0} << (k % 64);
+      for (; bits != 0; bits &= bits - 1) {
+        for (int n : buckets_[w * 64 + static_cast<std::size_t>(__builtin_ctzll(bits))]) visit(n);
+      }
+    }
+  }
+
+ private:
+  std::vector<std::vector<int>> buckets_;  // per key: its nodes, ascending
+  std::vector<std::uint64_t> used_;        // bit k: key k has nodes
+};
 
 }  // namespace
 
@@ -75,12 +115,12 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   // Winners of the pass so far that no blocked item has priced yet (by bid), with their nodes.
   struct Open {
     int alt = -1;
-    std::vector<int> nodes;     // sorted, distinct
-    std::vector<int> gpus;      // per entry of nodes: the GPUs it uses there
-    std::vector<int> replicas;  // per entry of nodes: its replicas there
+    std::int64_t cpu = 0, memory = 0;    // per replica, as its alternative asks (read here, once)
+    std::vector<int> nodes;              // sorted, distinct
+    std::vector<std::array<int, 2>> on;  // per entry of nodes: the GPUs it uses there, replicas
   };
   std::vector<Open> open(p_.bids.size());
-  std::vector<std::uint8_t> is_open(p_.bids.size(), 0);
+  std::vector<std::uint64_t> open_pools(p_.bids.size(), 0);  // per open winner: its pools
   // Per wallet: its winners of the pass not yet priced by a bid their spending blocked, with what
   // the wallet's side below reads of each, side by side (it visits them all at each of the
   // wallet's items).
@@ -106,7 +146,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   std::vector<std::array<std::vector<std::pair<int, int>>, 3>> node_open(p_.nodes.size());
   std::vector<std::array<int, 3>> held(p_.nodes.size(), {0, 0, 0});
   std::vector<std::array<std::int64_t, 3>> potential(p_.nodes.size(), {-1, -1, -1});
-  std::vector<std::set<std::pair<std::int64_t, int>>> by_potential(indexed ? 64 : 0);
+  std::vector<NodesByKey> by_potential(indexed ? 64 : 0);
   const auto update_potential = [&](int n) {
     if (!indexed) return;
     for (int kind = 0; kind < 3; ++kind) {
@@ -127,9 +167,9 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       for (std::uint64_t bits = node_pools_[n]; bits != 0; bits &= bits - 1) {
         const int bit = __builtin_ctzll(bits);
         if (bit % 3 != kind) continue;
-        auto& set = by_potential[static_cast<std::size_t>(bit)];
-        if (before >= 0) set.erase({before, n});
-        set.insert({now, n});
+        auto& nodes = by_potential[static_cast<std::size_t>(bit)];
+        if (before >= 0) nodes.erase(before, n);
+        nodes.insert(now, n);
       }
       before = now;
     }
@@ -162,7 +202,6 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   const auto may_fit = [&](int b, int alt) {
     const Open& o = open[b];
     const auto& a = p_.alternatives[alt];
-    const auto& ao = p_.alternatives[o.alt];
     const bool one_node = on_one_node(a);
     std::int64_t total = 0;
     for (std::size_t k = 0; k < o.nodes.size(); ++k) {
@@ -171,18 +210,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       const auto& nd = p_.nodes[n];
       std::int64_t fit = a.replicas;
       if (a.cpu_milli > 0) {
-        fit = std::min(
-            fit, (nd.cpu_milli - s.real.cpu_used[n] + ao.cpu_milli * o.replicas[k]) / a.cpu_milli);
+        fit = std::min(fit, (nd.cpu_milli - s.real.cpu_used[n] + o.cpu * o.on[k][1]) / a.cpu_milli);
       }
       if (a.memory_mib > 0) {
-        fit = std::min(fit, (nd.memory_mib - s.real.mem_used[n] + ao.memory_mib * o.replicas[k]) /
-                                a.memory_mib);
+        fit = std::min(fit,
+                       (nd.memory_mib - s.real.mem_used[n] + o.memory * o.on[k][1]) / a.memory_mib);
       }
       if (a.kind == UnitKind::Whole) {
-        fit = std::min<std::int64_t>(fit, (s.real.node_free_whole[n] + o.gpus[k]) / a.gpus);
+        fit = std::min<std::int64_t>(fit, (s.real.node_free_whole[n] + o.on[k][0]) / a.gpus);
       } else if (a.kind == UnitKind::Share && a.milli > 0) {
         fit = std::min<std::int64_t>(
-            fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.gpus[k]) / a.milli);
+            fit, (s.real.node_free_milli[n] + std::int64_t{1000} * o.on[k][0]) / a.milli);
         // Shares fit per GPU: whole shares in each shared GPU's free milli once `b`'s
         // replicas there are freed (all on one GPU for locality gpu).
         std::int64_t shares = 0;
@@ -209,7 +247,6 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     return static_cast<std::size_t>(p_.alternatives[open[b].alt].kind);
   };
   const auto close = [&](int b) {
-    is_open[b] = 0;
     const std::size_t kind = kind_of(b);
     for (int n : open[b].nodes) {
       auto& list = node_open[n][kind];
@@ -247,25 +284,22 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
     bool found = false;
     std::size_t at = 0;      // the position that found it
     std::vector<int> nodes;  // sorted, distinct
+    // With none: the nodes where one replica of these demands fitted once (Packer::hosts), a
+    // superset of those where it fits now; read when hosts_known.
+    bool hosts_known = false;
+    std::vector<int> hosts;
   };
-  std::map<std::array<int, 4>, int> classes;  // (model, profile, kind, locality) -> index
-  std::vector<std::vector<Room>> rooms;       // per class: per demands seen
-  std::vector<std::vector<int>> class_of(p_.alternatives.size());  // per alt: per candidate
-  std::vector<std::size_t> touched(p_.nodes.size(), 0);  // last position + 1 that changed it
-  const auto class_ids = [&](int alt) -> const std::vector<int>& {
-    auto& ids = class_of[alt];
-    if (ids.empty() && !cands_[alt].empty()) {
-      const auto& a = p_.alternatives[alt];
-      for (const auto& c : cands_[alt]) {
-        const std::array<int, 4> key{c.model, c.profile, static_cast<int>(a.kind),
-                                     static_cast<int>(a.locality)};
-        const auto [it, added] = classes.emplace(key, static_cast<int>(rooms.size()));
-        if (added) rooms.emplace_back();
-        ids.push_back(it->second);
-      }
-    }
-    return ids;
+  // Per class (model, profile, kind, locality), at its index below: per demands seen.
+  constexpr std::size_t kKinds = 3, kLocalities = 6, kProfiles = kMaxProfiles + 1;  // with none
+  std::vector<std::vector<Room>> rooms(p_.models.size() * kProfiles * kKinds * kLocalities);
+  const auto class_of = [&](const Candidate& c, const AlternativeData& a) {
+    const auto model = static_cast<std::size_t>(c.model);
+    const auto profile = static_cast<std::size_t>(c.profile + 1);
+    return ((model * kProfiles + profile) * kKinds + static_cast<std::size_t>(a.kind)) *
+               kLocalities +
+           static_cast<std::size_t>(a.locality);
   };
+  std::vector<std::size_t> touched(p_.nodes.size(), 0);   // last position + 1 that changed it
   const auto within = [](const Need& x, const Need& y) {  // x needs no more than y of anything
     for (std::size_t i = 0; i < x.size(); ++i) {
       if (x[i] > y[i]) return false;
@@ -284,20 +318,28 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
   const auto untouched = [&](const Room& r) {
     return std::all_of(r.nodes.begin(), r.nodes.end(), [&](int n) { return touched[n] <= r.at; });
   };
-  // The room (with its placement) of a candidate that `alt` has at `value`, or none.
-  const auto room_at = [&](int alt, double value, std::size_t pos) -> const Room* {
+  // The room (with its placement) of a candidate that `alt` has at `value`, or none; then
+  // `nones` (when given) holds, per candidate the value covers, the record (class, index) that
+  // told it has none.
+  using RoomRef = std::pair<std::size_t, std::size_t>;
+  const auto room_at = [&](int alt, double value, std::size_t pos,
+                           std::vector<RoomRef>* nones = nullptr) -> const Room* {
+    if (nones != nullptr) nones->clear();
     const auto& a = p_.alternatives[alt];
     const Need need{a.gpus, a.milli, a.replicas, a.cpu_milli, a.memory_mib};
-    const auto& ids = class_ids(alt);
     for (std::size_t j = 0; j < cands_[alt].size(); ++j) {
       const auto& c = cands_[alt][j];
       if (!covers(value, c.reserve_cost)) continue;
-      auto& known = rooms[static_cast<std::size_t>(ids[j])];
+      const std::size_t id = class_of(c, a);
+      auto& known = rooms[id];
       Room* same = nullptr;
       bool none = false;
       for (Room& r : known) {
         if (r.none && within(r.need, need)) {
           none = true;
+          if (nones != nullptr) {
+            nones->emplace_back(id, static_cast<std::size_t>(&r - known.data()));
+          }
           break;
         }
         if (r.found && within(need, r.need) && untouched(r)) return &r;
@@ -305,7 +347,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
       if (none) continue;
       if (same == nullptr) {
-        known.push_back(Room{need, false, false, 0, {}});
+        known.push_back(Room{need, false, false, 0, {}, false, {}});
         same = &known.back();
       }
       Room& r = *same;
@@ -319,47 +361,104 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
       r.none = true;
       r.found = false;
+      r.hosts_known = false;
+      if (nones != nullptr) {
+        nones->emplace_back(id, static_cast<std::size_t>(&r - known.data()));
+      }
     }
     return nullptr;
+  };
+  // The nodes where one replica of a none record's demands fitted once (computed on first use,
+  // as the run stands).
+  AlternativeData shape;
+  const auto hosts_of = [&](const RoomRef& ref) -> const std::vector<int>& {
+    Room& r = rooms[ref.first][ref.second];
+    if (!r.hosts_known) {
+      std::size_t id = ref.first;  // the class index's parts, as class_of makes it
+      shape.locality = static_cast<Locality>(id % kLocalities);
+      id /= kLocalities;
+      shape.kind = static_cast<UnitKind>(id % kKinds);
+      id /= kKinds;
+      const int profile = static_cast<int>(id % kProfiles) - 1;
+      const int model = static_cast<int>(id / kProfiles);
+      shape.gpus = static_cast<int>(r.need[0]);
+      shape.milli = static_cast<int>(r.need[1]);
+      shape.replicas = static_cast<int>(r.need[2]);
+      shape.cpu_milli = r.need[3];
+      shape.memory_mib = r.need[4];
+      packer_.hosts(s.real, shape, model, profile, r.hosts);
+      r.hosts_known = true;
+    }
+    return r.hosts;
   };
   // Whether the blocked item `alt` blocks open winner `b`: `b`'s nodes, freed of it, hold the
   // item (no evictions, the wallets as they stand), and with the item there `b` finds room
   // nowhere else (first fit, no evictions): one that still does would win below the item
   // without taking its room. Room for `b`'s shape off its own nodes as the run stands is still
   // there then (no trial needed); a shape that must sit on one node and has room nowhere as the
-  // run stands can only find it on its own nodes.
+  // run stands can only find it on its own nodes. A gang that may spread (locality any, rack,
+  // zone) and has room nowhere as the run stands can only find it on its own nodes and those
+  // where one of its replicas fits now (each node takes the same replicas whatever the others
+  // do; Packer::hosts), so the search is restricted to those.
+  std::vector<RoomRef> nones;
+  std::vector<int> reach;
+  std::vector<Replica> saved;
   const auto blocks = [&](int b, int alt, double value, std::size_t pos) {
     const Open& o = open[b];
     const auto& ao = p_.alternatives[o.alt];
-    const Room* r = room_at(o.alt, ao.value, pos);
+    const Room* r = room_at(o.alt, ao.value, pos, &nones);
     if (r != nullptr && std::none_of(r->nodes.begin(), r->nodes.end(), [&](int n) {
           return std::binary_search(o.nodes.begin(), o.nodes.end(), n);
         })) {
       return false;
     }
-    const bool own_nodes_only = r == nullptr && (ao.replicas == 1 || on_one_node(ao));
-    std::vector<Replica> saved = s.placements[b];
-    remove_win(s, b);
+    const std::vector<int>* only = nullptr;
+    if (r == nullptr && (ao.replicas == 1 || on_one_node(ao))) {
+      only = &o.nodes;
+    } else if (r == nullptr) {
+      reach = o.nodes;
+      for (const RoomRef& ref : nones) {
+        const auto& hosts = hosts_of(ref);
+        reach.insert(reach.end(), hosts.begin(), hosts.end());
+      }
+      std::sort(reach.begin(), reach.end());
+      reach.erase(std::unique(reach.begin(), reach.end()), reach.end());
+      only = &reach;
+    }
+    remove_win(s, b, &saved);
     bool blocked = try_place(s, alt, value, false, true, false, trial, nullptr, true, &o.nodes);
     if (blocked) {
-      commit_win(s, alt, trial);
-      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false,
-                           own_nodes_only ? &o.nodes : nullptr);
-      remove_win(s, p_.alternatives[alt].bid);
+      commit_win(s, alt, std::move(trial));
+      blocked = !try_place(s, o.alt, ao.value, false, true, false, elsewhere, nullptr, false, only);
+      remove_win(s, p_.alternatives[alt].bid, &trial);
     }
     commit_win(s, o.alt, std::move(saved));
     return blocked;
   };
   std::vector<int> candidates;
   std::vector<int> seen(p_.bids.size(), -1);  // the last position that listed it
+  // What the pass reads of the item at each position, gathered once (in order, where the items
+  // themselves lie scattered).
+  struct Item {
+    double value;
+    double score;
+    int bid;
+    int wallet;
+  };
+  std::vector<Item> items(order_.size());
   for (std::size_t pos = 0; pos < order_.size(); ++pos) {
-    const int alt = order_[pos];
-    const int bid = p_.alternatives[alt].bid;
+    const auto& a = p_.alternatives[order_[pos]];
+    items[pos] = {a.value, score_[order_[pos]], a.bid, p_.bids[a.bid]};
+  }
+  for (std::size_t pos = 0; pos < order_.size(); ++pos) {
+    const Item& item = items[pos];
+    const int bid = item.bid;
     if (s.alt_of_bid[bid] >= 0) continue;
+    const int alt = order_[pos];
     const bool searched = greedy_searched_[pos] != 0;
     const bool blocked = searched && greedy_rank_of_bid_[bid] != static_cast<int>(pos);
-    const int w = p_.bids[bid];
-    const double value = p_.alternatives[alt].value;
+    const int w = item.wallet;
+    const double value = item.value;
     const double slack = p_.wallets[w] - s.wallet_spent[w];  // before this item's outcome
     if (blocked) {
       candidates.clear();
@@ -374,19 +473,17 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       if (indexed) {
         const std::int64_t need = need_of(alt);
         for (std::uint64_t bits = alt_pools_[alt]; bits != 0; bits &= bits - 1) {
-          const auto& set = by_potential[static_cast<std::size_t>(__builtin_ctzll(bits))];
-          for (auto it = set.lower_bound({need, -1}); it != set.end(); ++it) list(it->second);
+          by_potential[static_cast<std::size_t>(__builtin_ctzll(bits))].each_from(need, list);
         }
       } else {
         for (int n = 0; n < static_cast<int>(p_.nodes.size()); ++n) list(n);
       }
       for (int b : candidates) {
-        if ((alt_pools_[open[b].alt] & alt_pools_[alt]) == 0 || own_loser(b, bid) ||
-            !may_fit(b, alt)) {
+        if ((open_pools[b] & alt_pools_[alt]) == 0 || own_loser(b, bid) || !may_fit(b, alt)) {
           continue;
         }
         if (blocks(b, alt, value, pos)) {
-          threshold[b] = std::max(threshold[b], score_[alt] * scale[b]);
+          threshold[b] = std::max(threshold[b], item.score * scale[b]);
           close(b);
         }
       }
@@ -414,7 +511,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       // above the next item while the wallet covers that item's score at wb's size; the first
       // time it no longer does, wb's threshold is the score of this item (the last interval
       // where it won).
-      const double next = pos + 1 < order_.size() ? score_[order_[pos + 1]] : 0.0;
+      const double next = pos + 1 < order_.size() ? items[pos + 1].score : 0.0;
       int room = -1;  // whether this item had room, computed when needed
       auto& list = wallet_open[w];
       for (std::size_t i = 0; i < list.size();) {
@@ -439,7 +536,7 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
           }
         }
         if (std::max(o.floor, next * o.size) > avail + kEps * std::max(1.0, avail)) {
-          threshold[o.bid] = std::max(threshold[o.bid], score_[alt] * o.size);
+          threshold[o.bid] = std::max(threshold[o.bid], item.score * o.size);
           list[i] = std::move(list.back());
           list.pop_back();
         } else {
@@ -448,26 +545,27 @@ std::vector<double> Engine::los_payments(const Solution& sol) {
       }
     }
     if (won && priced[bid] && sol.alt_of_bid[bid] == alt) {
-      wallet_open[w].push_back({bid, p_.alternatives[alt].value, scale[bid], floor[bid], 0.0, {}});
+      wallet_open[w].push_back({bid, value, scale[bid], floor[bid], 0.0, {}});
       Open& o = open[bid];
       o.alt = alt;
+      open_pools[bid] = alt_pools_[alt];
       for (const auto& r : s.placements[bid]) o.nodes.push_back(r.node);
       std::sort(o.nodes.begin(), o.nodes.end());
       o.nodes.erase(std::unique(o.nodes.begin(), o.nodes.end()), o.nodes.end());
-      o.gpus.assign(o.nodes.size(), 0);
-      o.replicas.assign(o.nodes.size(), 0);
+      o.cpu = p_.alternatives[alt].cpu_milli;
+      o.memory = p_.alternatives[alt].memory_mib;
+      o.on.assign(o.nodes.size(), {0, 0});
       for (const auto& r : s.placements[bid]) {
         const auto k = std::lower_bound(o.nodes.begin(), o.nodes.end(), r.node) - o.nodes.begin();
-        o.gpus[static_cast<std::size_t>(k)] += static_cast<int>(r.gpus.size());
-        o.replicas[static_cast<std::size_t>(k)] += 1;
+        o.on[static_cast<std::size_t>(k)][0] += static_cast<int>(r.gpus.size());
+        o.on[static_cast<std::size_t>(k)][1] += 1;
       }
-      is_open[bid] = 1;
       for (std::size_t k = 0; k < o.nodes.size(); ++k) {
         const int n = o.nodes[k];
         const std::size_t kind = kind_of(bid);
-        node_open[n][kind].emplace_back(bid, o.gpus[k]);
-        if (o.gpus[k] > held[n][kind]) {
-          held[n][kind] = o.gpus[k];
+        node_open[n][kind].emplace_back(bid, o.on[k][0]);
+        if (o.on[k][0] > held[n][kind]) {
+          held[n][kind] = o.on[k][0];
           update_potential(n);
         }
       }

@@ -707,6 +707,19 @@ bool Packer::find(State& s, const AlternativeData& alt, int model, int profile,
   return q.found;
 }
 
+void Packer::hosts(const State& s, const AlternativeData& alt, int model, int profile,
+                   std::vector<int>& out) const {
+  out.clear();
+  if (model < 0 || model >= static_cast<int>(p_.models.size())) return;
+  if (alt.kind == UnitKind::Mig && profile < 0) return;
+  auto& tmp = scratch();
+  Replica rep;
+  Score score;
+  for (int n : model_nodes_[model]) {
+    if (best_on_node(s, alt, model, profile, n, -1, -1, nullptr, rep, score, tmp)) out.push_back(n);
+  }
+}
+
 // Nodes of the model among `only_nodes` (sorted, as only_nodes), found per node in O(1); all of
 // the model's nodes without `only_nodes`.
 const std::vector<int>& Packer::candidate_nodes(Query& q) const {

@@ -165,3 +165,26 @@ TEST(Packing, NodeWithoutRackIsItsOwnRack) {
   ASSERT_GE(g.alt_of_bid[0], 0);
   for (const auto& r : g.placements[0]) EXPECT_EQ(r.node, 1);
 }
+
+TEST(Packing, HostsAreTheNodesOfTheModelWhereOneReplicaFits) {
+  // One replica of 2 GPUs and 1000 CPU milli: not on a 1-GPU node, not on a node short of CPU,
+  // not on a node of another model; yes on the two that hold it, also the one with room for
+  // one replica only (the search over several nodes can use it).
+  ProblemData p;
+  p.models.push_back(whole_model());
+  p.models.push_back(whole_model());
+  add_node(p, 1, 0, GpuMode::Whole);
+  add_node(p, 2, 0, GpuMode::Whole, 500);
+  add_node(p, 4, 0, GpuMode::Whole);
+  add_node(p, 2, 0, GpuMode::Whole);
+  add_node(p, 4, 1, GpuMode::Whole);
+  add_bid(p, 5, UnitKind::Whole, 3, 2, 0, -1, Locality::Any);
+  p.alternatives[0].cpu_milli = 1000;
+  Engine e(p);
+  const Solution s = e.initial();
+  std::vector<int> hosts;
+  e.packer().hosts(s.real, p.alternatives[0], 0, -1, hosts);
+  EXPECT_EQ(hosts, (std::vector<int>{2, 3}));
+  e.packer().hosts(s.real, p.alternatives[0], 1, -1, hosts);
+  EXPECT_EQ(hosts, (std::vector<int>{4}));
+}

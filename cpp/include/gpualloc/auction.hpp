@@ -253,7 +253,8 @@ class Engine {
   /// Whether the wallet of `alt`'s bid still covers `value` in `sol` (the test try_place does).
   [[nodiscard]] bool wallet_covers(const Solution& sol, int alt, double value) const;
   void commit_win(Solution& sol, int alt, std::vector<Replica> reps) const;
-  void remove_win(Solution& sol, int bid) const;
+  /// Undo bid's win in `sol`; `taken` (optional) receives its placement (moved, not copied).
+  void remove_win(Solution& sol, int bid, std::vector<Replica>* taken = nullptr) const;
   void evict(Solution& sol, int inc) const;
   /// Penalty of GPU g in `sol` (value + cost of its kept preemptible incumbents), recomputed.
   [[nodiscard]] double gpu_penalty(const Solution& sol, int g) const;

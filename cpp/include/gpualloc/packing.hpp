@@ -67,6 +67,13 @@ class Packer {
   // `primary` (optional) receives the found placement's packing score (lower is better;
   // comparable between models for one alternative).
 
+  /// The nodes of `model` (ascending) where one replica of `alt` fits in `s` as find() would
+  /// place it in a search over several nodes (any GPU and NVLink domain of the node, no
+  /// penalty). A node missing from `out` adds nothing to such a search (locality any, rack or
+  /// zone) while it only fills, since each node takes the same replicas whatever the others do.
+  void hosts(const State& s, const AlternativeData& alt, int model, int profile,
+             std::vector<int>& out) const;
+
   /// Whether placements are scored by node-level fragmentation against a given workload.
   [[nodiscard]] bool node_level() const { return !node_workload_.empty(); }
   /// The packing rule.
