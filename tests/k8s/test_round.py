@@ -17,6 +17,7 @@ kubernetes = pytest.importorskip("kubernetes", reason="the 'k8s' extra is not in
 from kubernetes.client import CoreV1Api, CustomObjectsApi  # noqa: E402
 from rounds import greedy  # noqa: E402  (tests/harness, on sys.path from conftest)
 
+from allocator.agent import WorkloadSpec  # noqa: E402
 from allocator.cli import main  # noqa: E402
 from allocator.cluster import api as cluster_api  # noqa: E402
 from allocator.cluster.api import apply_plan, record_round  # noqa: E402
@@ -287,37 +288,20 @@ def test_a_round_priced_by_los_records_its_rule_and_audit(
     assert record["status"]["revenue"] == pytest.approx(12.0)
 
 
-def _share_pod(core: Any, ns: str, name: str, milli: int, **spec: Any) -> None:
-    """A pod asking for a time-sliced share of ``milli`` milli-GPU (bid milli/1000); ``spec``
-    adds to its spec (``nodeName`` and ``schedulerName`` for a pod already running there)."""
-    core.create_namespaced_pod(
-        ns,
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {
-                    "gpualloc.io/bid": str(milli / 1000),
-                    "gpualloc.io/wallet": "w",
-                    "gpualloc.io/gpu-milli": str(milli),
-                    **({"gpualloc.io/gpus": "0"} if "nodeName" in spec else {}),
-                },
-            },
-            "spec": {
-                "schedulerName": "gpu-allocator",
-                "containers": [
-                    {
-                        "name": "main",
-                        "image": "registry.invalid/none",
-                        "resources": {
-                            "requests": {"cpu": "1", "nvidia.com/gpu.shared": "1"},
-                            "limits": {"nvidia.com/gpu.shared": "1"},
-                        },
-                    }
-                ],
-                **spec,
-            },
-        },
+def _share_pod(core: Any, ns: str, name: str, milli: int, node: str | None = None) -> None:
+    """A pod asking for a time-sliced share of ``milli`` milli-GPU, bid milli/1000, made by the
+    agent SDK; with ``node``, already running on GPU 0 there, placed by another scheduler (so
+    not the allocator's to move)."""
+    scheduler = "gpu-allocator" if node is None else "default-scheduler"
+    wallet = {"gpualloc.io/wallet": "w"}
+    spec = WorkloadSpec(
+        name, milli / 1000, milli=milli, annotations=wallet, scheduler_name=scheduler
     )
+    (manifest,) = spec.pods()
+    if node is not None:
+        manifest["spec"]["nodeName"] = node
+        manifest["metadata"]["annotations"]["gpualloc.io/gpus"] = "0"
+    core.create_namespaced_pod(ns, manifest)
 
 
 @pytest.mark.parametrize("packing", ["fgd", "pattern"])
@@ -340,7 +324,7 @@ def test_a_round_packs_shares_by_the_chosen_rule(
     ns = gpu_world.namespace(admin)
     node = gpu_world.kwok_node(admin, f"shared-{uuid.uuid4().hex[:6]}", 2, shared=True)
     core = CoreV1Api(admin)
-    _share_pod(core, ns, "held", 470, nodeName=node, schedulerName="default-scheduler")
+    _share_pod(core, ns, "held", 470, node)
     gpu_world.running(core, ns, "held")
     _share_pod(core, ns, "small", 320)
     _share_pod(core, ns, "large", 470)
